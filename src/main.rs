@@ -1,0 +1,4 @@
+mod ids;
+mod protocol;
+mod registry;
+fn main() {}

@@ -1,0 +1,186 @@
+//! Commands (the Raft log's payload) and outcomes (what applying one means for the
+//! other modules). Timestamps and ids travel inside commands so `apply` stays pure.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::model::{Trigger, WorkerMeta};
+use crate::ids::{NodeId, WorkerId};
+
+/// One change to the registry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// A WebSocket was accepted on `node`.
+    WorkerConnected {
+        worker: WorkerId,
+        node: NodeId,
+        token_hash: String,
+        at_ms: u64,
+        ip_address: Option<String>,
+    },
+    /// The connection closed, was retired by a reattach, or its node is gone.
+    WorkerDisconnected { worker: WorkerId },
+    /// Registrations from one connection, applied in order. A batch lets the whole
+    /// replay a reconnecting SDK sends before its announcement commit at once.
+    Registrations {
+        worker: WorkerId,
+        items: Vec<Registration>,
+    },
+    /// A provider refused a binding: park it and tell the registrant.
+    TriggerRefused {
+        provider: WorkerId,
+        trigger_id: String,
+        error_code: String,
+        error_message: String,
+    },
+    /// `engine::register_trigger`: a binding owned by no connection.
+    DurableTriggerRegistered {
+        id: String,
+        trigger_type: String,
+        function_id: String,
+        config: Value,
+        metadata: Option<Value>,
+        trigger_namespace: Option<String>,
+    },
+    /// `engine::unregister_trigger`.
+    TriggerRemoved { id: String },
+    /// A node (re)started: every worker recorded on it belongs to a dead process.
+    NodeRestarted { node: NodeId },
+}
+
+/// One registration message from a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Registration {
+    /// `engine::workers::register`: fix the namespace (if not yet) and take the name lease.
+    Announce(Announcement),
+    /// The grace timer ran out before an announcement: the namespace becomes this one.
+    FixNamespace { namespace: String },
+    Function {
+        id: String,
+        description: Option<String>,
+        request_format: Option<Value>,
+        response_format: Option<Value>,
+        metadata: Option<Value>,
+        invocation: Option<Value>,
+    },
+    UnregisterFunction {
+        id: String,
+    },
+    TriggerType {
+        namespace: Option<String>,
+        id: String,
+        description: String,
+        trigger_request_format: Option<Value>,
+        call_request_format: Option<Value>,
+    },
+    UnregisterTriggerType {
+        namespace: Option<String>,
+        id: String,
+    },
+    Trigger {
+        id: String,
+        trigger_type: String,
+        function_id: String,
+        config: Value,
+        metadata: Option<Value>,
+        namespace: Option<String>,
+        trigger_namespace: Option<String>,
+    },
+    UnregisterTrigger {
+        id: String,
+    },
+    Service {
+        id: String,
+        name: Option<String>,
+        description: Option<String>,
+        parent_service_id: Option<String>,
+    },
+}
+
+/// The sanitised content of `engine::workers::register`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub namespace: String,
+    pub meta: WorkerMeta,
+}
+
+/// What applying a command produced.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Refusals to send back to the worker whose registrations these were.
+    pub rejections: Vec<Rejection>,
+    /// The announcement lost the name lease: the connection must be closed.
+    pub name_rejected: bool,
+    /// For `TriggerRemoved`: whether a binding existed.
+    pub removed: bool,
+    /// For `DurableTriggerRegistered`: the worker that must confirm the binding.
+    pub awaiting_provider: Option<WorkerId>,
+    /// Reactions for the nodes holding the affected connections.
+    pub events: Vec<Event>,
+}
+
+/// A registration the registry refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Rejection {
+    Function {
+        namespace: String,
+        function_id: String,
+        /// The live owner; `None` for reserved `engine::` ids.
+        owner: Option<WorkerId>,
+    },
+    WorkerName {
+        namespace: String,
+        name: String,
+        owner: WorkerId,
+    },
+}
+
+/// Something a node must do after the change, if it holds the worker concerned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// Send a message to a worker (a provider or a trigger's registrant).
+    Notify { worker: WorkerId, notice: Notice },
+    /// Fire `engine::workers-available`.
+    WorkerLifecycle {
+        worker: WorkerId,
+        kind: WorkerEventKind,
+    },
+    /// Fire `engine::functions-available`: the set of function ids changed.
+    FunctionsChanged,
+}
+
+/// The `event` field of a workers-available payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerEventKind {
+    Connected,
+    MetadataUpdated,
+    Disconnected,
+}
+
+impl WorkerEventKind {
+    /// The wire value of the payload's `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "worker_connected",
+            Self::MetadataUpdated => "worker_metadata_updated",
+            Self::Disconnected => "worker_disconnected",
+        }
+    }
+}
+
+/// A message the registry asks the holder of a worker's socket to deliver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Notice {
+    /// To a provider: start serving this binding.
+    RegisterTrigger(Box<Trigger>),
+    /// To a provider: stop serving this binding.
+    UnregisterTrigger { id: String, trigger_type: String },
+    /// To a registrant: the provider refused its binding.
+    TriggerRefused {
+        id: String,
+        trigger_type: String,
+        function_id: String,
+        error_code: String,
+        error_message: String,
+    },
+}

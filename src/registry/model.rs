@@ -1,0 +1,127 @@
+//! The registry's data: what is registered, by whom, and which name leases are held.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+use crate::ids::{FunctionKey, NodeId, TriggerTypeKey, WorkerId};
+
+/// The whole replicated registry. Everything in it belongs to a live worker, except
+/// built-in trigger types and durable triggers made through `engine::register_trigger`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    pub(super) workers: BTreeMap<WorkerId, Worker>,
+    #[serde(with = "super::serde_pairs")]
+    pub(super) functions: BTreeMap<FunctionKey, Function>,
+    #[serde(with = "super::serde_pairs")]
+    pub(super) trigger_types: BTreeMap<TriggerTypeKey, TriggerType>,
+    pub(super) triggers: BTreeMap<String, Trigger>,
+    /// Worker-name leases: (namespace, name) → holder.
+    #[serde(with = "super::serde_pairs")]
+    pub(super) names: BTreeMap<(String, String), WorkerId>,
+    pub(super) services: BTreeMap<String, Service>,
+}
+
+/// A live worker connection, on the node that holds its socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    pub id: WorkerId,
+    pub node: NodeId,
+    /// Hash of the reattach token: the token itself never enters the log.
+    pub token_hash: String,
+    pub connected_at_ms: u64,
+    pub ip_address: Option<String>,
+    /// Fixed once by the announcement or the grace timer; `None` while pending.
+    pub namespace: Option<String>,
+    /// What `engine::workers::register` told us; `None` until the worker announces.
+    pub meta: Option<WorkerMeta>,
+}
+
+/// Self-description a worker sends in `engine::workers::register`, already sanitised.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerMeta {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub runtime: Option<String>,
+    pub version: Option<String>,
+    pub os: Option<String>,
+    pub pid: Option<u64>,
+    pub isolation: Option<String>,
+    pub telemetry: Option<Value>,
+}
+
+/// A function and the worker that serves it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Function {
+    pub owner: WorkerId,
+    pub description: Option<String>,
+    pub request_format: Option<Value>,
+    pub response_format: Option<Value>,
+    pub metadata: Option<Value>,
+    pub invocation: Option<Value>,
+}
+
+/// A trigger type and its provider (`None` = built into the engine).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerType {
+    pub owner: Option<WorkerId>,
+    pub description: String,
+    pub trigger_request_format: Option<Value>,
+    pub call_request_format: Option<Value>,
+}
+
+/// A binding of a trigger type to a function.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub id: String,
+    pub trigger_type: String,
+    pub function_id: String,
+    pub config: Value,
+    pub metadata: Option<Value>,
+    /// Namespace of the target function.
+    pub target_namespace: String,
+    /// Namespace of the registering connection (provider resolution looks here first).
+    pub home_namespace: String,
+    /// Explicit provider namespace, if the registration named one.
+    pub trigger_namespace: Option<String>,
+    /// The registering worker; `None` for durable bindings from `engine::register_trigger`.
+    pub owner: Option<WorkerId>,
+    /// The provider serving it; `None` while parked.
+    pub provider: Option<TriggerTypeKey>,
+}
+
+/// A legacy `registerservice` grouping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub owner: WorkerId,
+    pub name: String,
+    pub description: Option<String>,
+    pub parent_service_id: Option<String>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let trigger_types = super::reserved::BUILTIN_TRIGGER_TYPES
+            .iter()
+            .map(|(id, description)| {
+                (
+                    TriggerTypeKey::new(crate::ids::DEFAULT_NAMESPACE, *id),
+                    TriggerType {
+                        owner: None,
+                        description: (*description).to_string(),
+                        trigger_request_format: None,
+                        call_request_format: None,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            workers: BTreeMap::new(),
+            functions: BTreeMap::new(),
+            trigger_types,
+            triggers: BTreeMap::new(),
+            names: BTreeMap::new(),
+            services: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Read-only questions other modules ask the registry.
+
+use super::model::{Function, Registry, Trigger, TriggerType, Worker};
+use super::reserved;
+use crate::ids::{FunctionKey, NodeId, TriggerTypeKey, WorkerId, DEFAULT_NAMESPACE};
+
+/// Where a call to (namespace, function id) goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// An `engine::*` function served by every node itself.
+    Builtin,
+    /// A worker's function, and the node holding that worker's socket.
+    Worker { owner: WorkerId, node: NodeId },
+    /// Nobody serves it; the id exists in these other namespaces (sorted).
+    NotFound { elsewhere: Vec<String> },
+}
+
+impl Registry {
+    /// Routes a call: strict namespace match, no fallback.
+    pub fn resolve_function(&self, namespace: &str, id: &str) -> Resolution {
+        if namespace == DEFAULT_NAMESPACE && reserved::is_builtin_function(id) {
+            return Resolution::Builtin;
+        }
+        let key = FunctionKey::new(namespace, id);
+        if let Some(function) = self.functions.get(&key) {
+            if let Some(worker) = self.workers.get(&function.owner) {
+                return Resolution::Worker {
+                    owner: function.owner,
+                    node: worker.node,
+                };
+            }
+        }
+        let mut elsewhere: Vec<String> = self
+            .functions
+            .keys()
+            .filter(|k| k.id == id && k.namespace != namespace)
+            .map(|k| k.namespace.clone())
+            .collect();
+        elsewhere.dedup();
+        Resolution::NotFound { elsewhere }
+    }
+
+    /// Every live worker, by id.
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values()
+    }
+
+    /// One live worker.
+    pub fn worker(&self, id: WorkerId) -> Option<&Worker> {
+        self.workers.get(&id)
+    }
+
+    /// Every registered function, sorted by (namespace, id).
+    pub fn functions(&self) -> impl Iterator<Item = (&FunctionKey, &Function)> {
+        self.functions.iter()
+    }
+
+    /// One function.
+    pub fn function(&self, key: &FunctionKey) -> Option<&Function> {
+        self.functions.get(key)
+    }
+
+    /// Every trigger type (built-in ones included), sorted by (namespace, id).
+    pub fn trigger_types(&self) -> impl Iterator<Item = (&TriggerTypeKey, &TriggerType)> {
+        self.trigger_types.iter()
+    }
+
+    /// One trigger type.
+    pub fn trigger_type(&self, key: &TriggerTypeKey) -> Option<&TriggerType> {
+        self.trigger_types.get(key)
+    }
+
+    /// Every binding, live and parked, sorted by id.
+    pub fn triggers(&self) -> impl Iterator<Item = &Trigger> {
+        self.triggers.values()
+    }
+
+    /// One binding.
+    pub fn trigger(&self, id: &str) -> Option<&Trigger> {
+        self.triggers.get(id)
+    }
+
+    /// Live bindings served by a built-in trigger type.
+    pub fn builtin_bindings<'a>(&'a self, trigger_type: &'a str) -> impl Iterator<Item = &'a Trigger> {
+        self.triggers.values().filter(move |t| {
+            t.trigger_type == trigger_type
+                && t.provider
+                    .as_ref()
+                    .and_then(|k| self.trigger_types.get(k))
+                    .is_some_and(|p| p.owner.is_none())
+        })
+    }
+
+    /// The announced name of a worker, if any.
+    pub fn worker_name(&self, id: WorkerId) -> Option<&str> {
+        self.workers
+            .get(&id)
+            .and_then(|w| w.meta.as_ref())
+            .and_then(|m| m.name.as_deref())
+    }
+
+    /// Checks the registry's cross-references; used by tests and debug assertions.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (key, f) in &self.functions {
+            if !self.workers.contains_key(&f.owner) {
+                return Err(format!("function {key} owned by a dead worker"));
+            }
+        }
+        for (key, t) in &self.trigger_types {
+            if let Some(owner) = t.owner {
+                if !self.workers.contains_key(&owner) {
+                    return Err(format!("trigger type {key} owned by a dead worker"));
+                }
+            }
+        }
+        for t in self.triggers.values() {
+            if let Some(owner) = t.owner {
+                if !self.workers.contains_key(&owner) {
+                    return Err(format!("trigger {} owned by a dead worker", t.id));
+                }
+            }
+            if let Some(p) = &t.provider {
+                if !self.trigger_types.contains_key(p) {
+                    return Err(format!("trigger {} bound to a missing provider {p}", t.id));
+                }
+            }
+        }
+        for ((ns, name), holder) in &self.names {
+            let Some(worker) = self.workers.get(holder) else {
+                return Err(format!("name lease {ns}/{name} held by a dead worker"));
+            };
+            let announced = worker.meta.as_ref().and_then(|m| m.name.as_deref());
+            if announced != Some(name.as_str()) || worker.namespace.as_deref() != Some(ns.as_str()) {
+                return Err(format!("name lease {ns}/{name} does not match its holder"));
+            }
+        }
+        Ok(())
+    }
+}

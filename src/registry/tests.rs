@@ -1,0 +1,348 @@
+//! Unit and property tests of the pure registry.
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::ids::{FunctionKey, WorkerId};
+
+fn wid(n: u8) -> WorkerId {
+    WorkerId(uuid::Uuid::from_bytes([n; 16]))
+}
+
+fn connect(reg: &mut Registry, n: u8) -> WorkerId {
+    let worker = wid(n);
+    reg.apply(&Command::WorkerConnected {
+        worker,
+        node: 1,
+        token_hash: format!("h{n}"),
+        at_ms: 1,
+        ip_address: None,
+    });
+    worker
+}
+
+fn announce(namespace: &str, name: &str) -> Registration {
+    Registration::Announce(Announcement {
+        namespace: namespace.into(),
+        meta: WorkerMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+    })
+}
+
+fn function(id: &str) -> Registration {
+    Registration::Function {
+        id: id.into(),
+        description: None,
+        request_format: None,
+        response_format: None,
+        metadata: None,
+        invocation: None,
+    }
+}
+
+fn trigger_type(id: &str) -> Registration {
+    Registration::TriggerType {
+        namespace: None,
+        id: id.into(),
+        description: "d".into(),
+        trigger_request_format: None,
+        call_request_format: None,
+    }
+}
+
+fn trigger(id: &str, trigger_type: &str) -> Registration {
+    Registration::Trigger {
+        id: id.into(),
+        trigger_type: trigger_type.into(),
+        function_id: "f".into(),
+        config: json!({}),
+        metadata: None,
+        namespace: None,
+        trigger_namespace: None,
+    }
+}
+
+fn register(reg: &mut Registry, worker: WorkerId, items: Vec<Registration>) -> Outcome {
+    reg.apply(&Command::Registrations { worker, items })
+}
+
+#[test]
+fn a_second_live_owner_is_refused_and_the_first_keeps_the_function() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    let b = connect(&mut reg, 2);
+    register(&mut reg, a, vec![announce("default", "a"), function("f")]);
+    let out = register(&mut reg, b, vec![announce("default", "b"), function("f")]);
+    assert_eq!(
+        out.rejections,
+        vec![Rejection::Function {
+            namespace: "default".into(),
+            function_id: "f".into(),
+            owner: Some(a)
+        }]
+    );
+    assert_eq!(
+        reg.resolve_function("default", "f"),
+        Resolution::Worker { owner: a, node: 1 }
+    );
+}
+
+#[test]
+fn a_dead_owner_is_taken_over_silently() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    register(&mut reg, a, vec![function("f")]);
+    reg.apply(&Command::WorkerDisconnected { worker: a });
+    let b = connect(&mut reg, 2);
+    let out = register(&mut reg, b, vec![function("f")]);
+    assert!(out.rejections.is_empty());
+}
+
+#[test]
+fn reserved_ids_are_refused_with_an_empty_owner() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    let out = register(
+        &mut reg,
+        a,
+        vec![announce("orders", "a"), function("engine::anything")],
+    );
+    assert_eq!(
+        out.rejections,
+        vec![Rejection::Function {
+            namespace: "orders".into(),
+            function_id: "engine::anything".into(),
+            owner: None
+        }]
+    );
+    let b = connect(&mut reg, 2);
+    let out = register(&mut reg, b, vec![function("engine::functions::list")]);
+    assert_eq!(out.rejections.len(), 1);
+    let out = register(&mut reg, b, vec![function("engine::queue::push")]);
+    assert!(out.rejections.is_empty(), "engine::queue::* stays registrable in default");
+}
+
+#[test]
+fn a_held_name_rejects_the_announcement_and_nothing_behind_it_applies() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    let b = connect(&mut reg, 2);
+    register(&mut reg, a, vec![announce("default", "svc")]);
+    let out = register(&mut reg, b, vec![announce("default", "svc"), function("g")]);
+    assert!(out.name_rejected);
+    assert!(matches!(reg.resolve_function("default", "g"), Resolution::NotFound { .. }));
+    reg.check_invariants().unwrap();
+}
+
+#[test]
+fn function_not_found_lists_other_namespaces() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    register(&mut reg, a, vec![announce("b-ns", "a"), function("f")]);
+    let c = connect(&mut reg, 3);
+    register(&mut reg, c, vec![announce("a-ns", "c"), function("f")]);
+    assert_eq!(
+        reg.resolve_function("default", "f"),
+        Resolution::NotFound {
+            elsewhere: vec!["a-ns".into(), "b-ns".into()]
+        }
+    );
+}
+
+#[test]
+fn bindings_park_without_provider_and_activate_when_it_registers() {
+    let mut reg = Registry::default();
+    let consumer = connect(&mut reg, 1);
+    let out = register(&mut reg, consumer, vec![trigger("t1", "cron")]);
+    assert!(out.events.iter().all(|e| !matches!(e, Event::Notify { .. })));
+    let provider = connect(&mut reg, 2);
+    let out = register(&mut reg, provider, vec![trigger_type("cron")]);
+    assert!(out.events.iter().any(|e| matches!(e,
+        Event::Notify { worker, notice: Notice::RegisterTrigger(t) } if *worker == provider && t.id == "t1")));
+}
+
+#[test]
+fn consumer_disconnect_unregisters_at_the_provider() {
+    let mut reg = Registry::default();
+    let provider = connect(&mut reg, 2);
+    register(&mut reg, provider, vec![trigger_type("cron")]);
+    let consumer = connect(&mut reg, 1);
+    register(&mut reg, consumer, vec![trigger("t1", "cron")]);
+    let out = reg.apply(&Command::WorkerDisconnected { worker: consumer });
+    let unregisters: Vec<_> = out
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Notify { notice: Notice::UnregisterTrigger { .. }, .. }))
+        .collect();
+    assert_eq!(unregisters.len(), 1);
+    assert!(reg.trigger("t1").is_none());
+}
+
+#[test]
+fn provider_reconnect_rebinds_parked_triggers_with_their_original_ids() {
+    let mut reg = Registry::default();
+    let consumer = connect(&mut reg, 1);
+    let old = connect(&mut reg, 2);
+    register(&mut reg, old, vec![trigger_type("cron")]);
+    register(&mut reg, consumer, vec![trigger("t1", "cron")]);
+    reg.apply(&Command::WorkerDisconnected { worker: old });
+    assert!(reg.trigger("t1").is_some_and(|t| t.provider.is_none()));
+    let new = connect(&mut reg, 3);
+    let out = register(&mut reg, new, vec![trigger_type("cron")]);
+    assert!(out.events.iter().any(|e| matches!(e,
+        Event::Notify { worker, notice: Notice::RegisterTrigger(t) } if *worker == new && t.id == "t1")));
+}
+
+#[test]
+fn a_namespaced_provider_takes_over_bindings_from_its_home_namespace() {
+    let mut reg = Registry::default();
+    let default_provider = connect(&mut reg, 1);
+    register(&mut reg, default_provider, vec![trigger_type("hook")]);
+    let consumer = connect(&mut reg, 2);
+    register(&mut reg, consumer, vec![announce("orders", "c"), trigger("t1", "hook")]);
+    let local = connect(&mut reg, 3);
+    let out = register(&mut reg, local, vec![announce("orders", "p"), trigger_type("hook")]);
+    assert!(out.events.iter().any(|e| matches!(e,
+        Event::Notify { worker, notice: Notice::UnregisterTrigger { .. } } if *worker == default_provider)));
+    assert!(out.events.iter().any(|e| matches!(e,
+        Event::Notify { worker, notice: Notice::RegisterTrigger(_) } if *worker == local)));
+}
+
+#[test]
+fn refusal_parks_the_binding_and_tells_the_registrant() {
+    let mut reg = Registry::default();
+    let provider = connect(&mut reg, 2);
+    register(&mut reg, provider, vec![trigger_type("cron")]);
+    let consumer = connect(&mut reg, 1);
+    register(&mut reg, consumer, vec![trigger("t1", "cron")]);
+    let out = reg.apply(&Command::TriggerRefused {
+        provider,
+        trigger_id: "t1".into(),
+        error_code: "bad".into(),
+        error_message: "no".into(),
+    });
+    assert!(out.events.iter().any(|e| matches!(e,
+        Event::Notify { worker, notice: Notice::TriggerRefused { .. } } if *worker == consumer)));
+    assert!(reg.trigger("t1").is_some_and(|t| t.provider.is_none()));
+    let stranger = connect(&mut reg, 9);
+    let out = reg.apply(&Command::TriggerRefused {
+        provider: stranger,
+        trigger_id: "t1".into(),
+        error_code: "bad".into(),
+        error_message: "no".into(),
+    });
+    assert!(out.events.is_empty(), "only the provider may refuse");
+}
+
+#[test]
+fn node_restart_removes_its_workers() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    register(&mut reg, a, vec![function("f")]);
+    reg.apply(&Command::NodeRestarted { node: 1 });
+    assert_eq!(reg.workers().count(), 0);
+    assert!(reg.function(&FunctionKey::new("default", "f")).is_none());
+}
+
+#[test]
+fn builtin_discovery_bindings_are_live_at_once() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    register(&mut reg, a, vec![trigger("t1", reserved::WORKERS_AVAILABLE)]);
+    assert_eq!(reg.builtin_bindings(reserved::WORKERS_AVAILABLE).count(), 1);
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let worker = (0u8..5).prop_map(wid);
+    let name = prop_oneof![Just("a"), Just("b")];
+    let ns = prop_oneof![Just("default"), Just("orders")];
+    let id = prop_oneof![Just("f"), Just("g"), Just("engine::x")];
+    let ttype = prop_oneof![Just("cron"), Just("hook"), Just(reserved::WORKERS_AVAILABLE)];
+    let tid = prop_oneof![Just("t1"), Just("t2"), Just("t3")];
+    let registration = prop_oneof![
+        (ns.clone(), name).prop_map(|(ns, name)| announce(ns, name)),
+        ns.clone().prop_map(|ns| Registration::FixNamespace { namespace: ns.into() }),
+        id.clone().prop_map(function),
+        id.prop_map(|id| Registration::UnregisterFunction { id: id.into() }),
+        ttype.clone().prop_map(trigger_type),
+        ttype.clone().prop_map(|t| Registration::UnregisterTriggerType { namespace: None, id: t.into() }),
+        (tid.clone(), ttype.clone()).prop_map(|(i, t)| trigger(i, t)),
+        tid.clone().prop_map(|i| Registration::UnregisterTrigger { id: i.into() }),
+    ];
+    prop_oneof![
+        worker.clone().prop_map(|w| Command::WorkerConnected {
+            worker: w,
+            node: 1,
+            token_hash: String::new(),
+            at_ms: 0,
+            ip_address: None
+        }),
+        worker.clone().prop_map(|w| Command::WorkerDisconnected { worker: w }),
+        (worker.clone(), prop::collection::vec(registration, 1..4))
+            .prop_map(|(w, items)| Command::Registrations { worker: w, items }),
+        (worker, tid.clone()).prop_map(|(w, t)| Command::TriggerRefused {
+            provider: w,
+            trigger_id: t.into(),
+            error_code: "e".into(),
+            error_message: "m".into()
+        }),
+        (tid.clone(), ttype).prop_map(|(i, t)| Command::DurableTriggerRegistered {
+            id: i.into(),
+            trigger_type: t.into(),
+            function_id: "f".into(),
+            config: json!(null),
+            metadata: None,
+            trigger_namespace: None
+        }),
+        tid.prop_map(|i| Command::TriggerRemoved { id: i.into() }),
+        Just(Command::NodeRestarted { node: 1 }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_command_sequence_keeps_every_index_consistent(commands in prop::collection::vec(arb_command(), 0..60)) {
+        let mut reg = Registry::default();
+        for command in &commands {
+            reg.apply(command);
+            prop_assert_eq!(reg.check_invariants(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn replaying_the_same_log_gives_the_same_state_and_outcomes(commands in prop::collection::vec(arb_command(), 0..60)) {
+        let mut first = Registry::default();
+        let mut second = Registry::default();
+        for command in &commands {
+            prop_assert_eq!(first.apply(command), second.apply(command));
+        }
+        prop_assert_eq!(first, second);
+    }
+
+    #[test]
+    fn snapshot_then_restore_is_identity(commands in prop::collection::vec(arb_command(), 0..60)) {
+        let mut reg = Registry::default();
+        for command in &commands {
+            reg.apply(command);
+        }
+        let bytes = serde_json::to_vec(&reg).unwrap();
+        let restored: Registry = serde_json::from_slice(&bytes).unwrap();
+        prop_assert_eq!(reg, restored);
+    }
+
+    #[test]
+    fn no_notice_is_addressed_to_a_dead_worker(commands in prop::collection::vec(arb_command(), 0..60)) {
+        let mut reg = Registry::default();
+        for command in &commands {
+            let out = reg.apply(command);
+            for event in &out.events {
+                if let Event::Notify { worker, .. } = event {
+                    prop_assert!(reg.worker(*worker).is_some(), "notice to dead worker {}", worker);
+                }
+            }
+        }
+    }
+}
