@@ -1,4 +1,70 @@
+//! quorum: a clustered, highly available engine for iii workers.
+
+mod builtins;
+mod config;
+mod consensus;
+mod gateway;
 mod ids;
+mod node;
 mod protocol;
 mod registry;
-fn main() {}
+mod router;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use config::{Config, LogFormat, ServeArgs};
+
+/// quorum: point unmodified iii SDKs at it; lose a node without losing service.
+#[derive(Parser, Debug)]
+#[command(name = "quorum", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: CommandLine,
+}
+
+#[derive(Subcommand, Debug)]
+enum CommandLine {
+    /// Run a node (with no peers, a cluster of one with its data in ./data).
+    Serve(ServeArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("QUORUM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        CommandLine::Serve(args) => {
+            let config = match Config::load(&args) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("quorum: {err}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            init_logging(config.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("quorum: cannot start the async runtime: {err}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(node::run(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!(error = %err, "node stopped");
+                    eprintln!("quorum: {err:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -20,5 +20,5 @@ mod serde_pairs;
 mod tests;
 
 pub use command::{Announcement, Command, Event, Notice, Outcome, Registration, Rejection, WorkerEventKind};
-pub use model::{Function, Registry, Service, Trigger, TriggerType, Worker, WorkerMeta};
+pub use model::{Function, Registry, Trigger, TriggerType, Worker, WorkerMeta};
 pub use queries::Resolution;

@@ -1,0 +1,61 @@
+//! builtins: the `engine::*` functions every node serves itself, and the discovery
+//! trigger types it fires.
+//!
+//! Reads come from the local registry replica plus this node's live facts (in-flight
+//! counts); writes (`engine::register_trigger`) go through Raft like any registration.
+//! Input that is null or absent reads as `{}`; malformed input is a
+//! `deserialization_error`, never a panic.
+
+pub mod discovery;
+mod functions;
+pub mod rows;
+mod triggers;
+mod workers;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+
+use crate::node::Node;
+use crate::protocol::error::EngineError;
+use crate::protocol::ErrorBody;
+
+/// Runs a built-in function for a call routed to it.
+pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<Value, ErrorBody> {
+    let result = match function_id {
+        "engine::workers::list" => workers::list(node, parse(function_id, input)?),
+        "engine::workers::info" => workers::info(node, parse(function_id, input)?),
+        "engine::functions::list" => functions::list(node, parse(function_id, input)?),
+        "engine::functions::info" => functions::info(node, parse(function_id, input)?),
+        "engine::trigger-types::list" => triggers::list_types(node, parse(function_id, input)?),
+        "engine::triggers::info" => triggers::type_info(node, parse(function_id, input)?),
+        "engine::triggers::list" => triggers::list_bindings(node, parse(function_id, input)?, "triggers"),
+        "engine::registered-triggers::list" => {
+            triggers::list_bindings(node, parse(function_id, input)?, "registered_triggers")
+        }
+        "engine::registered-triggers::info" => triggers::binding_info(node, parse(function_id, input)?),
+        "engine::register_trigger" => triggers::register(node, parse(function_id, input)?).await,
+        "engine::unregister_trigger" => triggers::unregister(node, parse(function_id, input)?).await,
+        // Announcements are handled by the session that owns the connection; one that
+        // reaches here came from no connection and cannot claim anything.
+        "engine::workers::register" => Ok(serde_json::json!({"success": false})),
+        other => Err(EngineError::NotFound(format!("Function '{other}' is not registered."))),
+    };
+    result.map_err(|e| e.body())
+}
+
+/// Reads a built-in's input; null or absent means `{}`.
+fn parse<T: DeserializeOwned>(function_id: &str, input: Value) -> Result<T, ErrorBody> {
+    let input = if input.is_null() {
+        Value::Object(Default::default())
+    } else {
+        input
+    };
+    serde_json::from_value(input).map_err(|e| {
+        EngineError::Deserialization {
+            function_id: function_id.to_string(),
+            reason: e.to_string(),
+        }
+        .body()
+    })
+}

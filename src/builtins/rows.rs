@@ -1,0 +1,170 @@
+//! The row shapes discovery answers with, built from the registry and live facts.
+
+use serde_json::{json, Map, Value};
+
+use crate::ids::{FunctionKey, TriggerTypeKey, WorkerId, DEFAULT_NAMESPACE};
+use crate::registry::{reserved, Function, Registry, Trigger, TriggerType, Worker};
+use crate::router::Load;
+
+/// The owner's announced name, else the first `::` segment of the id.
+pub fn worker_name(registry: &Registry, owner: Option<WorkerId>, id: &str) -> String {
+    owner
+        .and_then(|w| registry.worker_name(w))
+        .map(str::to_string)
+        .unwrap_or_else(|| id.split("::").next().unwrap_or(id).to_string())
+}
+
+/// One function for listing: a built-in (`function == None`) or a worker's.
+pub struct FunctionView<'a> {
+    pub key: FunctionKey,
+    pub function: Option<&'a Function>,
+}
+
+/// Every function, built-ins first-class, sorted by (id, namespace).
+pub fn all_functions(registry: &Registry) -> Vec<FunctionView<'_>> {
+    let mut views: Vec<FunctionView<'_>> = reserved::BUILTIN_FUNCTIONS
+        .iter()
+        .map(|id| FunctionView {
+            key: FunctionKey::new(DEFAULT_NAMESPACE, *id),
+            function: None,
+        })
+        .chain(registry.functions().map(|(key, f)| FunctionView {
+            key: key.clone(),
+            function: Some(f),
+        }))
+        .collect();
+    views.sort_by(|a, b| (&a.key.id, &a.key.namespace).cmp(&(&b.key.id, &b.key.namespace)));
+    views
+}
+
+/// `FunctionSummary`.
+pub fn function_summary(registry: &Registry, view: &FunctionView<'_>) -> Value {
+    let mut row = Map::new();
+    row.insert("function_id".into(), json!(view.key.id));
+    row.insert("namespace".into(), json!(view.key.namespace));
+    row.insert(
+        "worker_name".into(),
+        json!(worker_name(registry, view.function.map(|f| f.owner), &view.key.id)),
+    );
+    if let Some(f) = view.function {
+        insert_some(&mut row, "description", f.description.clone().map(Value::String));
+        insert_some(&mut row, "metadata", f.metadata.clone());
+    }
+    Value::Object(row)
+}
+
+/// `FunctionDetail`: the summary plus schemas and the bindings that target it.
+pub fn function_detail(registry: &Registry, view: &FunctionView<'_>) -> Value {
+    let mut row = function_summary(registry, view);
+    if let (Value::Object(map), Some(f)) = (&mut row, view.function) {
+        insert_some(map, "request_schema", f.request_format.clone());
+        insert_some(map, "response_schema", f.response_format.clone());
+        insert_some(map, "request_format", f.request_format.clone());
+        insert_some(map, "response_format", f.response_format.clone());
+    }
+    let bindings: Vec<Value> = registry
+        .triggers()
+        .filter(|t| t.function_id == view.key.id && t.target_namespace == view.key.namespace)
+        .map(|t| json!({"id": t.id, "trigger_type": t.trigger_type, "config": t.config}))
+        .collect();
+    if let Value::Object(map) = &mut row {
+        map.insert("registered_triggers".into(), Value::Array(bindings));
+    }
+    row
+}
+
+/// `TriggerTypeSummary`.
+pub fn trigger_type_summary(registry: &Registry, key: &TriggerTypeKey, t: &TriggerType) -> Value {
+    json!({
+        "id": key.id,
+        "namespace": key.namespace,
+        "worker_name": worker_name(registry, t.owner, &key.id),
+        "description": t.description,
+    })
+}
+
+/// `TriggerTypeDetail`.
+pub fn trigger_type_detail(registry: &Registry, key: &TriggerTypeKey, t: &TriggerType) -> Value {
+    let mut row = trigger_type_summary(registry, key, t);
+    if let Value::Object(map) = &mut row {
+        insert_some(map, "configuration_schema", t.trigger_request_format.clone());
+        insert_some(map, "request_schema", t.call_request_format.clone());
+        let instances = registry
+            .triggers()
+            .filter(|b| b.trigger_type == key.id && b.provider.is_some())
+            .count();
+        map.insert("instance_count".into(), json!(instances));
+    }
+    row
+}
+
+/// `RegisteredTrigger` (plus `metadata` and `namespace`, which the SDK's `TriggerInfo` reads).
+pub fn registered_trigger(registry: &Registry, t: &Trigger) -> Value {
+    let config_text = t.config.to_string();
+    let config_summary = if config_text.chars().count() > 80 {
+        format!("{}…", config_text.chars().take(80).collect::<String>())
+    } else {
+        config_text
+    };
+    let mut row = json!({
+        "id": t.id,
+        "trigger_type": t.trigger_type,
+        "function_id": t.function_id,
+        "worker_name": worker_name(registry, t.owner, &t.function_id),
+        "config": t.config,
+        "config_summary": config_summary,
+        "namespace": t.target_namespace,
+    });
+    if let (Value::Object(map), Some(meta)) = (&mut row, &t.metadata) {
+        map.insert("metadata".into(), meta.clone());
+    }
+    row
+}
+
+/// Lifecycle status as the iii docs describe it.
+pub fn status(load: Load) -> &'static str {
+    if load.executing > 0 {
+        "busy"
+    } else {
+        "available"
+    }
+}
+
+/// Ids of the functions a worker serves, sorted.
+pub fn worker_function_ids(registry: &Registry, worker: WorkerId) -> Vec<String> {
+    let mut ids: Vec<String> = registry
+        .functions()
+        .filter(|(_, f)| f.owner == worker)
+        .map(|(k, _)| k.id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `WorkerRow` (with `functions`, which the Rust SDK's `WorkerInfo` requires).
+pub fn worker_row(registry: &Registry, w: &Worker, load: Load) -> Value {
+    let meta = w.meta.clone().unwrap_or_default();
+    let functions = worker_function_ids(registry, w.id);
+    json!({
+        "id": w.id.to_string(),
+        "name": meta.name,
+        "description": meta.description,
+        "version": meta.version,
+        "namespace": w.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        "runtime": meta.runtime,
+        "os": meta.os,
+        "status": status(load),
+        "function_count": functions.len(),
+        "functions": functions,
+        "connected_at_ms": w.connected_at_ms,
+        "active_invocations": load.executing + load.waiting,
+        "isolation": meta.isolation,
+        "ip_address": w.ip_address,
+    })
+}
+
+fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value.filter(|v| !v.is_null()) {
+        map.insert(key.to_string(), value);
+    }
+}

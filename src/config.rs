@@ -1,0 +1,315 @@
+//! config: one `Config` for a node, filled from defaults, then the config file, then
+//! `QUORUM_*` environment variables and flags (clap merges those two, flags winning).
+//! Validated once at start-up; every default fits a single node on a laptop.
+
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::ids::NodeId;
+
+/// Default worker WebSocket address (the SDKs' default `III_URL` port).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:49134";
+/// Default gRPC address for other nodes.
+pub const DEFAULT_CLUSTER_LISTEN: &str = "0.0.0.0:50051";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Flags of `quorum serve`; each is also a `QUORUM_*` variable and a config-file key.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// YAML config file; its keys are the flag names with underscores (data_dir, listen, ...).
+    #[arg(long, env = "QUORUM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the Raft log, snapshots and the node id [default: ./data].
+    #[arg(long, env = "QUORUM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Worker WebSocket address [default: 0.0.0.0:49134].
+    #[arg(long, env = "QUORUM_LISTEN")]
+    pub listen: Option<String>,
+    /// gRPC address other nodes connect to [default: 0.0.0.0:50051].
+    #[arg(long, env = "QUORUM_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
+    /// gRPC address peers should use to reach this node [default: 127.0.0.1 and the cluster port].
+    #[arg(long, env = "QUORUM_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Cluster addresses of existing members to join (comma-separated; used by clustering).
+    #[arg(long, env = "QUORUM_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// This node's id; generated once and kept in the data directory when omitted.
+    #[arg(long, env = "QUORUM_NODE_ID")]
+    pub node_id: Option<NodeId>,
+    /// How long a new connection may take to announce itself before its namespace
+    /// becomes `default` and its buffered registrations apply [default: 5000].
+    #[arg(long, env = "QUORUM_REGISTRATION_GRACE_MS")]
+    pub registration_grace_ms: Option<u64>,
+    /// Calls one connection may have waiting for answers at once [default: 10000].
+    #[arg(long, env = "QUORUM_MAX_PENDING_CALLS")]
+    pub max_pending_calls: Option<usize>,
+    /// Registrations one connection may buffer before it announces itself [default: 10000].
+    #[arg(long, env = "QUORUM_MAX_BUFFERED_REGISTRATIONS")]
+    pub max_buffered_registrations: Option<usize>,
+    /// Log output: `text` or `json` [default: text].
+    #[arg(long, env = "QUORUM_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The config file: the same keys as the flags, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    cluster_listen: Option<String>,
+    advertise: Option<String>,
+    join: Option<Vec<String>>,
+    node_id: Option<NodeId>,
+    registration_grace_ms: Option<u64>,
+    max_pending_calls: Option<usize>,
+    max_buffered_registrations: Option<usize>,
+    log_format: Option<LogFormat>,
+}
+
+/// A node's validated settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub cluster_listen: SocketAddr,
+    pub advertise: String,
+    pub join: Vec<String>,
+    pub node_id: Option<NodeId>,
+    pub registration_grace: Duration,
+    pub max_pending_calls: usize,
+    pub max_buffered_registrations: usize,
+    pub log_format: LogFormat,
+}
+
+/// Why the settings cannot start a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    ParseFile {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("`{field}` must be a socket address like 0.0.0.0:49134, got `{value}`")]
+    Address { field: &'static str, value: String },
+    #[error("`{field}` must be greater than zero")]
+    Zero { field: &'static str },
+    #[error("node id file {path}: {source}")]
+    NodeIdFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Layers defaults, the config file and flags/env into one validated `Config`.
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let cluster_text = args
+            .cluster_listen
+            .clone()
+            .or(file.cluster_listen)
+            .unwrap_or_else(|| DEFAULT_CLUSTER_LISTEN.to_string());
+        let listen = parse_addr("listen", &listen_text)?;
+        let cluster_listen = parse_addr("cluster_listen", &cluster_text)?;
+        let advertise = args
+            .advertise
+            .clone()
+            .or(file.advertise)
+            .unwrap_or_else(|| default_advertise(cluster_listen));
+        let join = if args.join.is_empty() {
+            file.join.unwrap_or_default()
+        } else {
+            args.join.clone()
+        };
+        let config = Self {
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            cluster_listen,
+            advertise,
+            join,
+            node_id: args.node_id.or(file.node_id),
+            registration_grace: Duration::from_millis(
+                args.registration_grace_ms
+                    .or(file.registration_grace_ms)
+                    .unwrap_or(5_000),
+            ),
+            max_pending_calls: args
+                .max_pending_calls
+                .or(file.max_pending_calls)
+                .unwrap_or(10_000),
+            max_buffered_registrations: args
+                .max_buffered_registrations
+                .or(file.max_buffered_registrations)
+                .unwrap_or(10_000),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == Some(0) {
+            return Err(ConfigError::Zero { field: "node_id" });
+        }
+        if self.max_pending_calls == 0 {
+            return Err(ConfigError::Zero {
+                field: "max_pending_calls",
+            });
+        }
+        if self.max_buffered_registrations == 0 {
+            return Err(ConfigError::Zero {
+                field: "max_buffered_registrations",
+            });
+        }
+        Ok(())
+    }
+
+    /// The node id: the configured one, else the one kept in the data directory, else a
+    /// fresh one written there so it survives restarts.
+    pub fn resolve_node_id(&self) -> Result<NodeId, ConfigError> {
+        let path = self.data_dir.join("node_id");
+        let io_err = |source| ConfigError::NodeIdFile {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.data_dir).map_err(io_err)?;
+        if let Some(id) = self.node_id {
+            std::fs::write(&path, id.to_string()).map_err(io_err)?;
+            return Ok(id);
+        }
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(id) = text.trim().parse::<NodeId>() {
+                if id != 0 {
+                    return Ok(id);
+                }
+            }
+        }
+        let id = fresh_node_id();
+        std::fs::write(&path, id.to_string()).map_err(io_err)?;
+        Ok(id)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_yaml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Address {
+        field,
+        value: value.to_string(),
+    })
+}
+
+fn default_advertise(cluster_listen: SocketAddr) -> String {
+    if cluster_listen.ip().is_unspecified() {
+        format!("127.0.0.1:{}", cluster_listen.port())
+    } else {
+        cluster_listen.to_string()
+    }
+}
+
+/// A random non-zero id, kept below 2^53 so JSON readers of any language keep it exact.
+fn fresh_node_id() -> NodeId {
+    let bits = uuid::Uuid::new_v4().as_u128() as u64;
+    (bits & ((1 << 53) - 1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fit_one_node() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.advertise, "127.0.0.1:50051");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.registration_grace, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        std::fs::write(&path, "listen: 127.0.0.1:1000\ndata_dir: /x\njoin: [a:1, b:2]\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:2000".into()),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:2000");
+        assert_eq!(config.data_dir, PathBuf::from("/x"));
+        assert_eq!(config.join, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_addresses_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        std::fs::write(&path, "lisen: 1\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(matches!(Config::load(&args), Err(ConfigError::ParseFile { .. })));
+        let args = ServeArgs {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(&args).unwrap_err().to_string().contains("listen"));
+    }
+
+    #[test]
+    fn a_generated_node_id_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ServeArgs {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        let first = config.resolve_node_id().unwrap();
+        assert_eq!(first, config.resolve_node_id().unwrap());
+        assert_ne!(first, 0);
+    }
+}

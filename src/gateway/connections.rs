@@ -1,0 +1,85 @@
+//! The directory of worker connections held by this node: how to reach a session's
+//! writer and how to end a session from outside (reattach, node shutdown).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::WorkerId;
+
+/// What a session's writer task sends on the socket.
+#[derive(Debug)]
+pub enum Outbound {
+    /// One protocol message, already serialised.
+    Text(String),
+    /// A Close frame, after which the writer stops.
+    Close { code: u16, reason: String },
+}
+
+/// How other tasks reach one live session.
+#[derive(Clone, Debug)]
+pub struct ConnectionHandle {
+    pub outbox: mpsc::Sender<Outbound>,
+    /// Cancelling it ends the session and runs its disconnect cleanup.
+    pub cancel: CancellationToken,
+}
+
+/// Live local sessions by worker id. Locks are held only to copy a handle out.
+#[derive(Debug, Default)]
+pub struct Connections {
+    map: RwLock<HashMap<WorkerId, ConnectionHandle>>,
+}
+
+impl Connections {
+    /// Records a session once it is live.
+    pub fn insert(&self, worker: WorkerId, handle: ConnectionHandle) {
+        self.write().insert(worker, handle);
+    }
+
+    /// Forgets a session that ended.
+    pub fn remove(&self, worker: WorkerId) {
+        self.write().remove(&worker);
+    }
+
+    /// The writer queue of a local session.
+    pub fn outbox(&self, worker: WorkerId) -> Option<mpsc::Sender<Outbound>> {
+        self.read().get(&worker).map(|h| h.outbox.clone())
+    }
+
+    /// The handle of a local session.
+    pub fn get(&self, worker: WorkerId) -> Option<ConnectionHandle> {
+        self.read().get(&worker).cloned()
+    }
+
+    /// Whether this node holds the worker's socket.
+    pub fn is_local(&self, worker: WorkerId) -> bool {
+        self.read().contains_key(&worker)
+    }
+
+    /// Number of live local sessions.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Every live local session.
+    pub fn all(&self) -> Vec<(WorkerId, ConnectionHandle)> {
+        self.read().iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
+    /// Queues a frame for a local worker; false when it is not here or already closing.
+    pub async fn send(&self, worker: WorkerId, frame: Outbound) -> bool {
+        match self.outbox(worker) {
+            Some(outbox) => outbox.send(frame).await.is_ok(),
+            None => false,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<WorkerId, ConnectionHandle>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<WorkerId, ConnectionHandle>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,98 @@
+//! gateway: the worker-facing WebSocket listener.
+//!
+//! Owns accepting TCP connections, the HTTP upgrade (paths `/` and `/otel`, the
+//! capabilities header, size limits) and one session task per worker connection.
+//! It never decides registry questions itself: sessions turn frames into registry
+//! commands and calls into router requests.
+
+pub mod connections;
+mod session;
+mod telemetry;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tracing::{debug, warn};
+
+use crate::node::Node;
+use crate::protocol::{CAPABILITIES_HEADER, CAPABILITY_TCP_NODELAY, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+
+/// A client that has not finished its upgrade request by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an upgrade request asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Worker,
+    Telemetry,
+}
+
+/// Accepts worker connections until the node shuts down.
+pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(accept(node.clone(), stream, peer));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(node = node.id, error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = node.shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+}
+
+async fn accept(node: Arc<Node>, stream: TcpStream, peer: SocketAddr) {
+    let nodelay = stream.set_nodelay(true).is_ok();
+    let mut route = None;
+    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        route = match request.uri().path() {
+            "/" => Some(Route::Worker),
+            "/otel" => Some(Route::Telemetry),
+            _ => {
+                let mut refusal = ErrorResponse::new(Some("no such endpoint".to_string()));
+                *refusal.status_mut() = StatusCode::NOT_FOUND;
+                return Err(refusal);
+            }
+        };
+        if nodelay {
+            response.headers_mut().insert(
+                CAPABILITIES_HEADER,
+                HeaderValue::from_static(CAPABILITY_TCP_NODELAY),
+            );
+        }
+        Ok(response)
+    };
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config()));
+    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(err)) => {
+            debug!(node = node.id, peer = %peer, error = %err, "upgrade refused");
+            return;
+        }
+        Err(_) => {
+            debug!(node = node.id, peer = %peer, "upgrade timed out");
+            return;
+        }
+    };
+    match route {
+        Some(Route::Worker) => session::run(node, ws, peer).await,
+        Some(Route::Telemetry) => telemetry::run(node, ws).await,
+        None => {}
+    }
+}

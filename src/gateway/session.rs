@@ -1,0 +1,578 @@
+//! One worker connection: the reader loop, namespace buffering, announcements,
+//! reattach, and disconnect cleanup.
+//!
+//! Frames from one connection are handled strictly in arrival order; registrations
+//! are committed through Raft before the next frame is read, while calls are handed
+//! to the router (built-ins run on their own task) so a slow handler never blocks the
+//! socket. A malformed frame is logged and dropped; it never ends the connection.
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, info, warn};
+
+use super::connections::{ConnectionHandle, Outbound};
+use super::writer;
+use crate::builtins;
+use crate::ids::{WorkerId, DEFAULT_NAMESPACE};
+use crate::node::{count_telemetry, Node};
+use crate::protocol::error::{EngineError, FUNCTION_NAMESPACE_CONFLICT, WORKER_NAMESPACE_CONFLICT};
+use crate::protocol::messages::{error_body_from, Action, InvokeFunction, RegisterTrigger};
+use crate::protocol::{blank_namespace_message, is_blank, is_telemetry_frame, Incoming, Outgoing};
+use crate::registry::{Announcement, Command, Registration, Rejection, WorkerMeta};
+use crate::router::{CallRequest, Caller, Routed};
+
+/// Frames queued for one worker before senders wait (backpressure).
+const OUTBOX_CAPACITY: usize = 1024;
+/// The engine pings every worker this often, so half-open sockets are found.
+const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// A connection with no inbound frame (pongs count) for this long is dead.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// Longest announced name or description kept.
+const MAX_TEXT_CHARS: usize = 280;
+
+/// WebSocket close codes used here.
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_INTERNAL: u16 = 1011;
+
+/// The function id SDKs call to announce themselves.
+const REGISTER_WORKER: &str = "engine::workers::register";
+
+/// Where the connection's namespace stands.
+enum NamespaceState {
+    /// Not announced yet: registrations wait here, in order.
+    Pending(Vec<Registration>),
+    /// Fixed for the rest of the connection.
+    Fixed(String),
+}
+
+struct Session {
+    node: Arc<Node>,
+    worker: WorkerId,
+    outbox: mpsc::Sender<Outbound>,
+    namespace: NamespaceState,
+    /// Set when the session decided to end (name conflict, fatal error).
+    closing: bool,
+}
+
+/// Serves one upgraded worker socket until it closes, then cleans up after it.
+pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAddr) {
+    let (sink, mut stream) = ws.split();
+    let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let writer = tokio::spawn(writer::run(sink, outbox_rx, PING_INTERVAL));
+    let worker = WorkerId::new();
+    let token = uuid::Uuid::new_v4().to_string();
+    let cancel = node.shutdown.child_token();
+
+    let connected = node
+        .commit(Command::WorkerConnected {
+            worker,
+            node: node.id,
+            token_hash: hash_token(&token),
+            at_ms: now_ms(),
+            ip_address: Some(peer.ip().to_string()),
+        })
+        .await;
+    if let Err(err) = connected {
+        warn!(node = node.id, worker_id = %worker, error = %err, "cannot record the connection; closing it");
+        let _ = outbox
+            .send(Outbound::Close {
+                code: CLOSE_INTERNAL,
+                reason: "registry unavailable".into(),
+            })
+            .await;
+        drop(outbox);
+        let _ = writer.await;
+        return;
+    }
+    node.connections.insert(
+        worker,
+        ConnectionHandle {
+            outbox: outbox.clone(),
+            cancel: cancel.clone(),
+        },
+    );
+    info!(node = node.id, worker_id = %worker, peer = %peer, "worker connected");
+    let hello = Outgoing::WorkerRegistered {
+        worker_id: worker.to_string(),
+        reattach_token: token,
+    };
+    let _ = outbox.send(Outbound::Text(hello.to_text())).await;
+
+    let mut session = Session {
+        node: node.clone(),
+        worker,
+        outbox,
+        namespace: NamespaceState::Pending(Vec::new()),
+        closing: false,
+    };
+    let grace = tokio::time::sleep(node.config.registration_grace);
+    tokio::pin!(grace);
+    while !session.closing {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                let (code, reason) = if node.shutdown.is_cancelled() {
+                    (CLOSE_GOING_AWAY, "engine node shutting down")
+                } else {
+                    (CLOSE_NORMAL, "connection retired")
+                };
+                session.close(code, reason).await;
+                break;
+            }
+            _ = &mut grace, if session.is_pending() => session.grace_expired().await,
+            frame = tokio::time::timeout(IDLE_LIMIT, stream.next()) => match frame {
+                Err(_) => {
+                    info!(node = node.id, worker_id = %worker, "no frame for the idle limit; closing");
+                    break;
+                }
+                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break,
+                Ok(Some(Err(err))) => {
+                    debug!(node = node.id, worker_id = %worker, error = %err, "socket error");
+                    break;
+                }
+                Ok(Some(Ok(Message::Text(text)))) => session.handle_frame(text.as_bytes()).await,
+                Ok(Some(Ok(Message::Binary(bytes)))) => {
+                    if is_telemetry_frame(&bytes) {
+                        count_telemetry(&node);
+                    } else {
+                        session.handle_frame(&bytes).await;
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            },
+        }
+    }
+    session.cleanup().await;
+    drop(session);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+impl Session {
+    fn is_pending(&self) -> bool {
+        matches!(self.namespace, NamespaceState::Pending(_))
+    }
+
+    async fn send(&self, frame: Outgoing) {
+        let _ = self.outbox.send(Outbound::Text(frame.to_text())).await;
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        self.closing = true;
+        let _ = self
+            .outbox
+            .send(Outbound::Close {
+                code,
+                reason: reason.to_string(),
+            })
+            .await;
+    }
+
+    /// Disconnect cleanup: stop calls at once, then remove the worker cluster-wide.
+    async fn cleanup(&self) {
+        let node = &self.node;
+        node.connections.remove(self.worker);
+        node.router.worker_gone(self.worker).await;
+        if let Err(err) = node.commit(Command::WorkerDisconnected { worker: self.worker }).await {
+            warn!(node = node.id, worker_id = %self.worker, error = %err, "could not record the disconnect");
+        }
+        info!(node = node.id, worker_id = %self.worker, "worker disconnected");
+    }
+
+    async fn handle_frame(&mut self, bytes: &[u8]) {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let message = match serde_json::from_slice::<Incoming>(bytes) {
+            Ok(message) => message,
+            Err(err) => {
+                warn!(node = self.node.id, worker_id = %self.worker, error = %err, "malformed or unknown frame dropped");
+                return;
+            }
+        };
+        match message {
+            Incoming::InvokeFunction(call) => self.invoke(call).await,
+            Incoming::InvocationResult(result) => {
+                let outcome = match result.error {
+                    Some(error) => Err(error_body_from(error)),
+                    None => Ok(result.result.unwrap_or(Value::Null)),
+                };
+                self.node
+                    .router
+                    .complete(self.worker, &result.invocation_id, outcome)
+                    .await;
+            }
+            Incoming::RegisterFunction(f) => {
+                self.register(Registration::Function {
+                    id: f.id,
+                    description: f.description,
+                    request_format: f.request_format,
+                    response_format: f.response_format,
+                    metadata: f.metadata,
+                    invocation: f.invocation,
+                })
+                .await
+            }
+            Incoming::UnregisterFunction(f) => {
+                self.register(Registration::UnregisterFunction { id: f.id }).await
+            }
+            Incoming::RegisterTriggerType(t) => {
+                if is_blank(&t.namespace) {
+                    warn!(node = self.node.id, worker_id = %self.worker, trigger_type = %t.id,
+                        "trigger type with a blank namespace ignored");
+                    return;
+                }
+                self.register(Registration::TriggerType {
+                    namespace: t.namespace,
+                    id: t.id,
+                    description: t.description.unwrap_or_default(),
+                    trigger_request_format: t.trigger_request_format,
+                    call_request_format: t.call_request_format,
+                })
+                .await
+            }
+            Incoming::UnregisterTriggerType(t) => {
+                self.register(Registration::UnregisterTriggerType {
+                    namespace: t.namespace.filter(|ns| !ns.trim().is_empty()),
+                    id: t.id,
+                })
+                .await
+            }
+            Incoming::RegisterTrigger(t) => self.register_trigger(t).await,
+            Incoming::UnregisterTrigger(t) => {
+                self.register(Registration::UnregisterTrigger { id: t.id }).await
+            }
+            Incoming::TriggerRegistrationResult(answer) => {
+                let error = answer.error.map(error_body_from);
+                if let Some(waiter) = self.node.lock_trigger_waiters().remove(&answer.id) {
+                    let _ = waiter.send(error.clone());
+                }
+                if let Some(error) = error {
+                    let refused = Command::TriggerRefused {
+                        provider: self.worker,
+                        trigger_id: answer.id,
+                        error_code: error.code,
+                        error_message: error.message,
+                    };
+                    if let Err(err) = self.node.commit(refused).await {
+                        warn!(node = self.node.id, worker_id = %self.worker, error = %err, "could not park a refused trigger");
+                    }
+                }
+            }
+            Incoming::Reattach(reattach) => {
+                self.reattach(reattach.previous_worker_id, reattach.reattach_token)
+                    .await
+            }
+            Incoming::RegisterService(s) => {
+                self.register(Registration::Service {
+                    id: s.id,
+                    name: s.name,
+                    description: s.description,
+                    parent_service_id: s.parent_service_id,
+                })
+                .await
+            }
+            Incoming::Ping => self.send(Outgoing::Pong).await,
+            Incoming::Pong | Incoming::WorkerRegistered(_) | Incoming::RegistrationRejected(_) => {}
+        }
+    }
+
+    /// Buffers a registration while the namespace is pending, else commits it.
+    async fn register(&mut self, item: Registration) {
+        let limit = self.node.config.max_buffered_registrations;
+        match &mut self.namespace {
+            NamespaceState::Pending(buffer) if buffer.len() >= limit => {
+                warn!(node = self.node.id, worker_id = %self.worker, limit,
+                    "too many registrations before the announcement; dropped");
+            }
+            NamespaceState::Pending(buffer) => buffer.push(item),
+            NamespaceState::Fixed(_) => {
+                self.commit_registrations(vec![item]).await;
+            }
+        }
+    }
+
+    /// Commits registrations and tells the worker about any refusal. Returns whether the
+    /// announcement in them (if any) lost its name lease.
+    async fn commit_registrations(&mut self, items: Vec<Registration>) -> bool {
+        let command = Command::Registrations {
+            worker: self.worker,
+            items,
+        };
+        let outcome = match self.node.commit(command).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                warn!(node = self.node.id, worker_id = %self.worker, error = %err, "registrations not committed");
+                return false;
+            }
+        };
+        for rejection in outcome.rejections {
+            self.send(rejection_frame(rejection)).await;
+        }
+        outcome.name_rejected
+    }
+
+    async fn register_trigger(&mut self, t: RegisterTrigger) {
+        for (field, value) in [("namespace", &t.namespace), ("trigger_namespace", &t.trigger_namespace)] {
+            if is_blank(value) {
+                let error = EngineError::InvalidNamespace(blank_namespace_message(field)).body();
+                self.send(Outgoing::TriggerRegistrationResult {
+                    id: t.id.clone(),
+                    trigger_type: t.trigger_type.clone(),
+                    function_id: t.function_id.clone(),
+                    error: Some(error),
+                })
+                .await;
+                return;
+            }
+        }
+        self.register(Registration::Trigger {
+            id: t.id,
+            trigger_type: t.trigger_type,
+            function_id: t.function_id,
+            config: t.config.unwrap_or(Value::Null),
+            metadata: t.metadata,
+            namespace: t.namespace,
+            trigger_namespace: t.trigger_namespace,
+        })
+        .await
+    }
+
+    /// No announcement in time: the namespace becomes `default` and the buffer applies.
+    async fn grace_expired(&mut self) {
+        let buffered = match std::mem::replace(
+            &mut self.namespace,
+            NamespaceState::Fixed(DEFAULT_NAMESPACE.to_string()),
+        ) {
+            NamespaceState::Pending(buffered) => buffered,
+            NamespaceState::Fixed(ns) => {
+                self.namespace = NamespaceState::Fixed(ns);
+                return;
+            }
+        };
+        debug!(node = self.node.id, worker_id = %self.worker, "grace period over; namespace is default");
+        let mut items = vec![Registration::FixNamespace {
+            namespace: DEFAULT_NAMESPACE.to_string(),
+        }];
+        items.extend(buffered);
+        self.commit_registrations(items).await;
+    }
+
+    async fn invoke(&mut self, call: InvokeFunction) {
+        let is_void = call.action == Some(Action::Void);
+        let caller = match (&call.invocation_id, is_void) {
+            (Some(id), false) => Caller::Worker {
+                worker: self.worker,
+                invocation_id: id.clone(),
+            },
+            _ => Caller::Discard,
+        };
+        if is_blank(&call.namespace) {
+            let error = EngineError::InvalidNamespace(blank_namespace_message("namespace"));
+            self.node
+                .router
+                .answer(caller, &call.function_id, Err(error.body()))
+                .await;
+            return;
+        }
+        let namespace = call
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        if call.function_id == REGISTER_WORKER && namespace == DEFAULT_NAMESPACE {
+            let answer = self.announce(call.data.unwrap_or(Value::Null)).await;
+            self.node.router.answer(caller, REGISTER_WORKER, answer).await;
+            return;
+        }
+        if matches!(call.action, Some(Action::Enqueue { .. })) {
+            let error = EngineError::EnqueueUnavailable.body();
+            self.node.router.answer(caller, &call.function_id, Err(error)).await;
+            return;
+        }
+        let request = CallRequest {
+            function_id: call.function_id,
+            namespace,
+            data: call.data.unwrap_or(Value::Null),
+            metadata: call.metadata,
+            traceparent: call.traceparent,
+            baggage: call.baggage,
+        };
+        if let Routed::Builtin(caller, request) = self.node.router.route(caller, request).await {
+            let node = self.node.clone();
+            tokio::spawn(async move {
+                let result = builtins::call(&node, &request.function_id, request.data).await;
+                node.router.answer(caller, &request.function_id, result).await;
+            });
+        }
+    }
+
+    /// `engine::workers::register`: fix the namespace, take the name lease, apply the
+    /// buffered registrations, all in one committed command.
+    async fn announce(&mut self, payload: Value) -> Result<Value, crate::protocol::ErrorBody> {
+        let declared = match payload.get("namespace") {
+            None | Some(Value::Null) => DEFAULT_NAMESPACE.to_string(),
+            Some(Value::String(ns)) if ns.trim().is_empty() => {
+                let error = EngineError::InvalidNamespace(blank_namespace_message("namespace"));
+                return Err(error.body());
+            }
+            Some(Value::String(ns)) => ns.clone(),
+            Some(_) => {
+                let error = EngineError::InvalidNamespace("`namespace` must be a string".into());
+                return Err(error.body());
+            }
+        };
+        let meta = announced_meta(&payload);
+        let (namespace, buffered) = match std::mem::replace(&mut self.namespace, NamespaceState::Pending(vec![])) {
+            NamespaceState::Pending(buffered) => (declared, buffered),
+            NamespaceState::Fixed(fixed) => {
+                if fixed != declared {
+                    warn!(node = self.node.id, worker_id = %self.worker, fixed = %fixed, declared = %declared,
+                        "late announcement keeps the namespace fixed by the grace timer");
+                }
+                (fixed, vec![])
+            }
+        };
+        let mut items = vec![Registration::Announce(Announcement {
+            namespace: namespace.clone(),
+            meta,
+        })];
+        items.extend(buffered);
+        self.namespace = NamespaceState::Fixed(namespace);
+        if self.commit_registrations(items).await {
+            self.close(CLOSE_POLICY, "worker name already in use").await;
+            return Ok(json!({"success": false}));
+        }
+        Ok(json!({"success": true}))
+    }
+
+    /// `reattach`: retire the previous connection of this worker, wherever it lives,
+    /// when the token proves the claim. The new connection keeps its own identity.
+    async fn reattach(&mut self, previous: Option<String>, token: Option<String>) {
+        let Some(previous) = previous
+            .and_then(|p| uuid::Uuid::parse_str(&p).ok())
+            .map(WorkerId)
+        else {
+            return;
+        };
+        if previous == self.worker {
+            return;
+        }
+        let proven = {
+            let registry = self.node.registry();
+            match (registry.worker(previous), &token) {
+                (Some(old), Some(token)) => old.token_hash == hash_token(token),
+                _ => false,
+            }
+        };
+        if !proven {
+            if self.node.registry().worker(previous).is_some() {
+                warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, "reattach with a wrong token ignored");
+            }
+            return;
+        }
+        if let Some(old) = self.node.connections.get(previous) {
+            old.cancel.cancel();
+        }
+        self.node.router.worker_gone(previous).await;
+        if let Err(err) = self.node.commit(Command::WorkerDisconnected { worker: previous }).await {
+            warn!(node = self.node.id, worker_id = %self.worker, error = %err, "could not retire the previous connection");
+        }
+        info!(node = self.node.id, worker_id = %self.worker, previous = %previous, "previous connection retired by reattach");
+    }
+}
+
+fn rejection_frame(rejection: Rejection) -> Outgoing {
+    match rejection {
+        Rejection::Function {
+            namespace,
+            function_id,
+            owner,
+        } => Outgoing::RegistrationRejected {
+            code: FUNCTION_NAMESPACE_CONFLICT.into(),
+            namespace,
+            owner_worker_id: owner.map(|o| o.to_string()).unwrap_or_default(),
+            function_id: Some(function_id),
+            worker_name: None,
+        },
+        Rejection::WorkerName {
+            namespace,
+            name,
+            owner,
+        } => Outgoing::RegistrationRejected {
+            code: WORKER_NAMESPACE_CONFLICT.into(),
+            namespace,
+            owner_worker_id: owner.to_string(),
+            function_id: None,
+            worker_name: Some(name),
+        },
+    }
+}
+
+/// Reads the announcement payload loosely, sanitising free text.
+fn announced_meta(payload: &Value) -> WorkerMeta {
+    let text = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_string);
+    WorkerMeta {
+        name: text("name").and_then(|s| sanitize(&s)),
+        description: text("description").and_then(|s| sanitize(&s)),
+        runtime: text("runtime").or_else(|| Some("unknown".into())),
+        version: text("version"),
+        os: text("os"),
+        pid: payload.get("pid").and_then(Value::as_u64),
+        isolation: text("isolation"),
+        telemetry: payload.get("telemetry").cloned().filter(|v| !v.is_null()),
+    }
+}
+
+/// Drops control, bidi-override and line-separator characters, trims, and cuts to
+/// 280 characters; nothing left means no value.
+pub fn sanitize(text: &str) -> Option<String> {
+    let cleaned: String = text
+        .chars()
+        .filter(|c| {
+            !c.is_control()
+                && !matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+        })
+        .collect();
+    let trimmed: String = cleaned.trim().chars().take(MAX_TEXT_CHARS).collect();
+    let trimmed = trimmed.trim().to_string();
+    (!trimmed.is_empty()).then_some(trimmed)
+}
+
+/// Only a hash of the reattach token enters the replicated log.
+fn hash_token(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_drops_controls_and_bidi_and_cuts_to_280() {
+        assert_eq!(sanitize(" a\u{202E}b\nc "), Some("abc".into()));
+        assert_eq!(sanitize("\u{2028} \t"), None);
+        assert_eq!(sanitize(&"x".repeat(400)).map(|s| s.len()), Some(280));
+    }
+
+    #[test]
+    fn token_hash_is_stable_and_hides_the_token() {
+        assert_eq!(hash_token("t"), hash_token("t"));
+        assert_ne!(hash_token("t"), "t");
+    }
+}

@@ -1,0 +1,261 @@
+//! router: where a call goes, and how its answer comes back.
+//!
+//! Owns the pending-call table: one entry per call handed to a worker, keyed by the
+//! engine-made invocation id the owner sees. Every way a call can end (the owner
+//! answers, the owner disconnects, the caller disconnects, the entry expires) goes
+//! through this table, so a caller is answered exactly once. Calls are routed from
+//! the local replica of the registry: no Raft round trip and no await while the
+//! table's lock is held.
+
+mod pending;
+
+use serde_json::Value;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use crate::gateway::connections::{Connections, Outbound};
+use crate::ids::{InvocationId, NodeId, WorkerId};
+use crate::protocol::error::EngineError;
+use crate::protocol::{ErrorBody, Outgoing};
+use crate::registry::{Registry, Resolution};
+use pending::{PendingCall, PendingTable};
+
+/// Who is waiting for a call's answer.
+#[derive(Debug)]
+pub enum Caller {
+    /// A worker's sync call: answer it with its own invocation id.
+    Worker {
+        worker: WorkerId,
+        invocation_id: String,
+    },
+    /// A call the engine started and awaits (built-ins, tests).
+    Engine(oneshot::Sender<Result<Value, ErrorBody>>),
+    /// Fire-and-forget: void calls and discovery trigger fires.
+    Discard,
+}
+
+impl Caller {
+    fn worker(&self) -> Option<WorkerId> {
+        match self {
+            Self::Worker { worker, .. } => Some(*worker),
+            _ => None,
+        }
+    }
+}
+
+/// One call to route, already resolved to its namespace.
+#[derive(Debug)]
+pub struct CallRequest {
+    pub function_id: String,
+    pub namespace: String,
+    pub data: Value,
+    pub metadata: Option<Value>,
+    pub traceparent: Option<String>,
+    pub baggage: Option<String>,
+}
+
+/// What the router did with a call.
+#[derive(Debug)]
+pub enum Routed {
+    /// Handed to the owning worker; its answer will come back through `complete`.
+    Sent,
+    /// An `engine::*` function: the caller of `route` runs it and answers with `answer`.
+    Builtin(Caller, CallRequest),
+    /// Already answered with an error.
+    Failed,
+}
+
+/// Calls in flight on one worker connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Calls the worker is executing.
+    pub executing: usize,
+    /// Calls the worker started and is waiting on.
+    pub waiting: usize,
+}
+
+/// Routes calls to local workers and relays their answers.
+pub struct Router {
+    node: NodeId,
+    registry: Arc<RwLock<Registry>>,
+    connections: Arc<Connections>,
+    table: Mutex<PendingTable>,
+    max_pending_per_caller: usize,
+}
+
+impl Router {
+    /// A router over this node's registry replica and local connections.
+    pub fn new(
+        node: NodeId,
+        registry: Arc<RwLock<Registry>>,
+        connections: Arc<Connections>,
+        max_pending_per_caller: usize,
+    ) -> Self {
+        Self {
+            node,
+            registry,
+            connections,
+            table: Mutex::new(PendingTable::default()),
+            max_pending_per_caller,
+        }
+    }
+
+    /// Routes one call and, unless it is a built-in, takes care of its answer.
+    pub async fn route(&self, caller: Caller, mut request: CallRequest) -> Routed {
+        let resolution = match self.registry.read() {
+            Ok(registry) => registry.resolve_function(&request.namespace, &request.function_id),
+            Err(_) => Resolution::NotFound { elsewhere: vec![] },
+        };
+        let owner = match resolution {
+            Resolution::Builtin => return Routed::Builtin(caller, request),
+            Resolution::NotFound { elsewhere } => {
+                let elsewhere = if elsewhere.is_empty() {
+                    String::new()
+                } else {
+                    format!(" It is registered in namespace(s): {}.", elsewhere.join(", "))
+                };
+                let err = EngineError::FunctionNotFound {
+                    id: request.function_id.clone(),
+                    namespace: request.namespace.clone(),
+                    elsewhere,
+                };
+                self.answer(caller, &request.function_id, Err(err.body())).await;
+                return Routed::Failed;
+            }
+            Resolution::Worker { owner, node } if node == self.node => owner,
+            Resolution::Worker { owner, node } => {
+                // Forwarding to other nodes arrives with clustering; until then a worker
+                // recorded on another node is unreachable from here.
+                warn!(function_id = %request.function_id, worker_id = %owner, owner_node = node,
+                    "function owned by a worker on another node; cross-node calls are not served yet");
+                let err = EngineError::FunctionNotFound {
+                    id: request.function_id.clone(),
+                    namespace: request.namespace.clone(),
+                    elsewhere: String::new(),
+                };
+                self.answer(caller, &request.function_id, Err(err.body())).await;
+                return Routed::Failed;
+            }
+        };
+        if let Some(worker) = caller.worker() {
+            if let Value::Object(map) = &mut request.data {
+                map.insert("_caller_worker_id".into(), Value::String(worker.to_string()));
+            }
+        }
+        let Some(outbox) = self.connections.outbox(owner) else {
+            self.answer(caller, &request.function_id, Err(EngineError::ChannelSendFailed.body()))
+                .await;
+            return Routed::Failed;
+        };
+        let invocation_id = InvocationId::new();
+        let admitted = self.lock_table().insert(
+            invocation_id,
+            PendingCall::new(caller, request.function_id.clone(), owner),
+            self.max_pending_per_caller,
+        );
+        if let Err(caller) = admitted {
+            let err = EngineError::TooManyPendingCalls {
+                limit: self.max_pending_per_caller,
+            };
+            self.answer(caller, &request.function_id, Err(err.body())).await;
+            return Routed::Failed;
+        }
+        debug!(invocation_id = %invocation_id, function_id = %request.function_id, worker_id = %owner, "call routed");
+        let frame = Outgoing::InvokeFunction {
+            invocation_id: invocation_id.to_string(),
+            function_id: request.function_id.clone(),
+            data: request.data,
+            metadata: request.metadata,
+            traceparent: request.traceparent,
+            baggage: request.baggage,
+        };
+        if outbox.send(Outbound::Text(frame.to_text())).await.is_err() {
+            let call = self.lock_table().remove(invocation_id);
+            if let Some(call) = call {
+                self.answer(call.caller, &call.function_id, Err(EngineError::ChannelSendFailed.body()))
+                    .await;
+            }
+            return Routed::Failed;
+        }
+        Routed::Sent
+    }
+
+    /// The owner answered: relay to whoever waits. Answers from anyone but the call's
+    /// owner, and answers nobody waits for any more, are dropped.
+    pub async fn complete(&self, from: WorkerId, invocation_id: &str, outcome: Result<Value, ErrorBody>) {
+        let Ok(uuid) = uuid::Uuid::parse_str(invocation_id) else {
+            debug!(worker_id = %from, invocation_id, "result for a non-UUID invocation id dropped");
+            return;
+        };
+        let call = self.lock_table().remove_if_owned_by(InvocationId(uuid), from);
+        match call {
+            Some(call) => self.answer(call.caller, &call.function_id, outcome).await,
+            None => debug!(worker_id = %from, invocation_id, "result for an unknown or finished call dropped"),
+        }
+    }
+
+    /// A worker connection ended: calls it was executing end with `invocation_stopped`
+    /// at once; calls it was waiting on are forgotten (their owners are not told).
+    pub async fn worker_gone(&self, worker: WorkerId) {
+        let stopped = self.lock_table().drop_worker(worker);
+        for call in stopped {
+            self.answer(call.caller, &call.function_id, Err(EngineError::InvocationStopped.body()))
+                .await;
+        }
+    }
+
+    /// Ends calls older than `age` with `invocation_stopped`, to bound memory when an
+    /// owner never answers (SDK callers have long given up by then).
+    pub async fn expire(&self, age: Duration) {
+        let expired = self.lock_table().expire(age);
+        for call in expired {
+            warn!(function_id = %call.function_id, worker_id = %call.owner, "call expired without an answer");
+            self.answer(call.caller, &call.function_id, Err(EngineError::InvocationStopped.body()))
+                .await;
+        }
+    }
+
+    /// Calls in flight on a worker, for `engine::workers::*` (status and counts).
+    pub fn load(&self, worker: WorkerId) -> Load {
+        self.lock_table().load(worker)
+    }
+
+    /// Delivers an answer to a caller.
+    pub async fn answer(&self, caller: Caller, function_id: &str, outcome: Result<Value, ErrorBody>) {
+        match caller {
+            Caller::Worker {
+                worker,
+                invocation_id,
+            } => {
+                let (result, error) = match outcome {
+                    Ok(value) => (Some(value), None),
+                    Err(error) => (None, Some(error)),
+                };
+                let frame = Outgoing::InvocationResult {
+                    invocation_id,
+                    function_id: function_id.to_string(),
+                    result,
+                    error,
+                    traceparent: None,
+                    baggage: None,
+                };
+                self.connections.send(worker, Outbound::Text(frame.to_text())).await;
+            }
+            Caller::Engine(reply) => {
+                let _ = reply.send(outcome);
+            }
+            Caller::Discard => {
+                if let Err(error) = outcome {
+                    debug!(function_id, code = %error.code, message = %error.message, "fire-and-forget call failed");
+                }
+            }
+        }
+    }
+
+    fn lock_table(&self) -> std::sync::MutexGuard<'_, PendingTable> {
+        // The table holds no invariant a panic elsewhere could break half-way.
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,194 @@
+//! The pending-call table and the per-worker in-flight sets it keeps in step.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::Caller;
+use crate::ids::{InvocationId, WorkerId};
+
+/// A call handed to a worker, waiting for its answer.
+#[derive(Debug)]
+pub struct PendingCall {
+    pub caller: Caller,
+    pub function_id: String,
+    pub owner: WorkerId,
+    started: Instant,
+}
+
+impl PendingCall {
+    pub fn new(caller: Caller, function_id: String, owner: WorkerId) -> Self {
+        Self {
+            caller,
+            function_id,
+            owner,
+            started: Instant::now(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    executing: HashSet<InvocationId>,
+    waiting: HashSet<InvocationId>,
+}
+
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        self.executing.is_empty() && self.waiting.is_empty()
+    }
+}
+
+/// Pending calls plus, per worker, the calls it executes and the calls it waits on.
+#[derive(Debug, Default)]
+pub struct PendingTable {
+    calls: HashMap<InvocationId, PendingCall>,
+    by_worker: HashMap<WorkerId, InFlight>,
+}
+
+impl PendingTable {
+    /// Adds a call unless its caller already waits on `limit` calls (then the caller
+    /// is handed back to be answered with an error).
+    pub fn insert(&mut self, id: InvocationId, call: PendingCall, limit: usize) -> Result<(), Caller> {
+        if let Some(caller) = call.caller.worker() {
+            let waiting = self.by_worker.entry(caller).or_default();
+            if waiting.waiting.len() >= limit {
+                return Err(call.caller);
+            }
+            waiting.waiting.insert(id);
+        }
+        self.by_worker.entry(call.owner).or_default().executing.insert(id);
+        self.calls.insert(id, call);
+        Ok(())
+    }
+
+    /// Removes a call whatever answered it.
+    pub fn remove(&mut self, id: InvocationId) -> Option<PendingCall> {
+        let call = self.calls.remove(&id)?;
+        self.forget(id, &call);
+        Some(call)
+    }
+
+    /// Removes a call only when `from` is the worker it was sent to.
+    pub fn remove_if_owned_by(&mut self, id: InvocationId, from: WorkerId) -> Option<PendingCall> {
+        if self.calls.get(&id)?.owner != from {
+            return None;
+        }
+        self.remove(id)
+    }
+
+    /// Forgets everything about a worker; returns the calls it was executing, whose
+    /// callers must be told the call stopped.
+    pub fn drop_worker(&mut self, worker: WorkerId) -> Vec<PendingCall> {
+        let Some(in_flight) = self.by_worker.remove(&worker) else {
+            return Vec::new();
+        };
+        for id in &in_flight.waiting {
+            if let Some(call) = self.calls.remove(id) {
+                self.forget(*id, &call);
+            }
+        }
+        in_flight
+            .executing
+            .iter()
+            .filter_map(|id| self.remove(*id))
+            .collect()
+    }
+
+    /// Removes and returns calls older than `age`.
+    pub fn expire(&mut self, age: Duration) -> Vec<PendingCall> {
+        let old: Vec<InvocationId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.started.elapsed() > age)
+            .map(|(id, _)| *id)
+            .collect();
+        old.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// In-flight counts of one worker.
+    pub fn load(&self, worker: WorkerId) -> super::Load {
+        self.by_worker
+            .get(&worker)
+            .map(|f| super::Load {
+                executing: f.executing.len(),
+                waiting: f.waiting.len(),
+            })
+            .unwrap_or_default()
+    }
+
+    fn forget(&mut self, id: InvocationId, call: &PendingCall) {
+        for (worker, executing) in [(Some(call.owner), true), (call.caller.worker(), false)] {
+            let Some(worker) = worker else { continue };
+            if let Some(in_flight) = self.by_worker.get_mut(&worker) {
+                if executing {
+                    in_flight.executing.remove(&id);
+                } else {
+                    in_flight.waiting.remove(&id);
+                }
+                if in_flight.is_empty() {
+                    self.by_worker.remove(&worker);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(caller: WorkerId, owner: WorkerId) -> PendingCall {
+        PendingCall::new(
+            Caller::Worker {
+                worker: caller,
+                invocation_id: "x".into(),
+            },
+            "f".into(),
+            owner,
+        )
+    }
+
+    #[test]
+    fn owner_loss_returns_its_calls_and_clears_the_callers_counts() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        table.insert(InvocationId::new(), call(a, b), 10).unwrap();
+        assert_eq!(table.load(b).executing, 1);
+        assert_eq!(table.load(a).waiting, 1);
+        assert_eq!(table.drop_worker(b).len(), 1);
+        assert_eq!(table.load(a), super::super::Load::default());
+        assert!(table.calls.is_empty());
+    }
+
+    #[test]
+    fn caller_loss_drops_its_calls_without_answers() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        let id = InvocationId::new();
+        table.insert(id, call(a, b), 10).unwrap();
+        assert!(table.drop_worker(a).is_empty());
+        assert!(table.remove_if_owned_by(id, b).is_none());
+        assert_eq!(table.load(b), super::super::Load::default());
+    }
+
+    #[test]
+    fn only_the_owner_can_answer_and_the_limit_holds() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        let id = InvocationId::new();
+        table.insert(id, call(a, b), 1).unwrap();
+        assert!(table.insert(InvocationId::new(), call(a, b), 1).is_err());
+        assert!(table.remove_if_owned_by(id, a).is_none());
+        assert!(table.remove_if_owned_by(id, b).is_some());
+    }
+
+    #[test]
+    fn a_self_call_counts_as_both_executing_and_waiting() {
+        let a = WorkerId::new();
+        let mut table = PendingTable::default();
+        table.insert(InvocationId::new(), call(a, a), 10).unwrap();
+        assert_eq!(table.load(a), super::super::Load { executing: 1, waiting: 1 });
+        assert!(table.drop_worker(a).is_empty(), "nobody is left to answer");
+        assert!(table.calls.is_empty());
+    }
+}
