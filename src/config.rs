@@ -271,7 +271,11 @@ mod tests {
     fn flags_override_the_file_and_the_file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quorum.yaml");
-        std::fs::write(&path, "listen: 127.0.0.1:1000\ndata_dir: /x\njoin: [a:1, b:2]\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:1000\ndata_dir: /x\njoin: [a:1, b:2]\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(path),
             listen: Some("127.0.0.1:2000".into()),
@@ -292,12 +296,18 @@ mod tests {
             config: Some(path),
             ..Default::default()
         };
-        assert!(matches!(Config::load(&args), Err(ConfigError::ParseFile { .. })));
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::ParseFile { .. })
+        ));
         let args = ServeArgs {
             listen: Some("nowhere".into()),
             ..Default::default()
         };
-        assert!(Config::load(&args).unwrap_err().to_string().contains("listen"));
+        assert!(Config::load(&args)
+            .unwrap_err()
+            .to_string()
+            .contains("listen"));
     }
 
     #[test]

@@ -29,7 +29,12 @@ pub async fn functions_changed(node: &Arc<Node>) {
             .map(|v| rows::function_summary(&registry, v))
             .collect()
     };
-    fire(node, reserved::FUNCTIONS_AVAILABLE, json!({"event": "functions_changed", "functions": functions})).await;
+    fire(
+        node,
+        reserved::FUNCTIONS_AVAILABLE,
+        json!({"event": "functions_changed", "functions": functions}),
+    )
+    .await;
 }
 
 async fn fire(node: &Arc<Node>, trigger_type: &str, payload: Value) {

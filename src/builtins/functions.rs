@@ -63,17 +63,28 @@ pub fn list(node: &Arc<Node>, input: ListInput) -> Result<Value, EngineError> {
     let mut views: Vec<(u8, FunctionView<'_>)> = rows::all_functions(&registry)
         .into_iter()
         .filter(|v| include_internal || !is_internal(v))
-        .filter(|v| input.prefix.as_deref().is_none_or(|p| v.key.id.starts_with(p)))
+        .filter(|v| {
+            input
+                .prefix
+                .as_deref()
+                .is_none_or(|p| v.key.id.starts_with(p))
+        })
         .filter(|v| {
             wanted_workers.is_empty()
-                || wanted_workers.contains(&rows::worker_name(&registry, v.function.map(|f| f.owner), &v.key.id))
+                || wanted_workers.contains(&rows::worker_name(
+                    &registry,
+                    v.function.map(|f| f.owner),
+                    &v.key.id,
+                ))
         })
         .filter_map(|v| match &needle {
             Some(needle) => rank(&v, needle).map(|r| (r, v)),
             None => Some((0, v)),
         })
         .collect();
-    views.sort_by(|(ra, a), (rb, b)| (ra, &a.key.id, &a.key.namespace).cmp(&(rb, &b.key.id, &b.key.namespace)));
+    views.sort_by(|(ra, a), (rb, b)| {
+        (ra, &a.key.id, &a.key.namespace).cmp(&(rb, &b.key.id, &b.key.namespace))
+    });
     let rows: Vec<Value> = views
         .iter()
         .map(|(_, v)| rows::function_summary(&registry, v))
@@ -93,7 +104,11 @@ pub struct InfoInput {
 
 /// Resolution for info: explicit namespace is strict; otherwise `default` wins, then an
 /// id found in exactly one namespace.
-fn find<'a>(registry: &'a Registry, id: &str, namespace: Option<&str>) -> Result<FunctionView<'a>, EngineError> {
+fn find<'a>(
+    registry: &'a Registry,
+    id: &str,
+    namespace: Option<&str>,
+) -> Result<FunctionView<'a>, EngineError> {
     let matches: Vec<FunctionView<'a>> = rows::all_functions(registry)
         .into_iter()
         .filter(|v| v.key.id == id)
@@ -120,7 +135,9 @@ pub fn info(node: &Arc<Node>, input: InfoInput) -> Result<Value, EngineError> {
     let registry = node.registry();
     let namespace = input.namespace.as_deref();
     match (input.function_id, input.function_ids) {
-        (Some(id), None) => find(&registry, &id, namespace).map(|v| rows::function_detail(&registry, &v)),
+        (Some(id), None) => {
+            find(&registry, &id, namespace).map(|v| rows::function_detail(&registry, &v))
+        }
         (None, Some(ids)) if (1..=32).contains(&ids.len()) => {
             let mut seen = Vec::new();
             let rows: Vec<Value> = ids

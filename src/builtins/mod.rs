@@ -29,17 +29,25 @@ pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<V
         "engine::functions::info" => functions::info(node, parse(function_id, input)?),
         "engine::trigger-types::list" => triggers::list_types(node, parse(function_id, input)?),
         "engine::triggers::info" => triggers::type_info(node, parse(function_id, input)?),
-        "engine::triggers::list" => triggers::list_bindings(node, parse(function_id, input)?, "triggers"),
+        "engine::triggers::list" => {
+            triggers::list_bindings(node, parse(function_id, input)?, "triggers")
+        }
         "engine::registered-triggers::list" => {
             triggers::list_bindings(node, parse(function_id, input)?, "registered_triggers")
         }
-        "engine::registered-triggers::info" => triggers::binding_info(node, parse(function_id, input)?),
+        "engine::registered-triggers::info" => {
+            triggers::binding_info(node, parse(function_id, input)?)
+        }
         "engine::register_trigger" => triggers::register(node, parse(function_id, input)?).await,
-        "engine::unregister_trigger" => triggers::unregister(node, parse(function_id, input)?).await,
+        "engine::unregister_trigger" => {
+            triggers::unregister(node, parse(function_id, input)?).await
+        }
         // Announcements are handled by the session that owns the connection; one that
         // reaches here came from no connection and cannot claim anything.
         "engine::workers::register" => Ok(serde_json::json!({"success": false})),
-        other => Err(EngineError::NotFound(format!("Function '{other}' is not registered."))),
+        other => Err(EngineError::NotFound(format!(
+            "Function '{other}' is not registered."
+        ))),
     };
     result.map_err(|e| e.body())
 }

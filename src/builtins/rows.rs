@@ -44,10 +44,18 @@ pub fn function_summary(registry: &Registry, view: &FunctionView<'_>) -> Value {
     row.insert("namespace".into(), json!(view.key.namespace));
     row.insert(
         "worker_name".into(),
-        json!(worker_name(registry, view.function.map(|f| f.owner), &view.key.id)),
+        json!(worker_name(
+            registry,
+            view.function.map(|f| f.owner),
+            &view.key.id
+        )),
     );
     if let Some(f) = view.function {
-        insert_some(&mut row, "description", f.description.clone().map(Value::String));
+        insert_some(
+            &mut row,
+            "description",
+            f.description.clone().map(Value::String),
+        );
         insert_some(&mut row, "metadata", f.metadata.clone());
     }
     Value::Object(row)
@@ -87,7 +95,11 @@ pub fn trigger_type_summary(registry: &Registry, key: &TriggerTypeKey, t: &Trigg
 pub fn trigger_type_detail(registry: &Registry, key: &TriggerTypeKey, t: &TriggerType) -> Value {
     let mut row = trigger_type_summary(registry, key, t);
     if let Value::Object(map) = &mut row {
-        insert_some(map, "configuration_schema", t.trigger_request_format.clone());
+        insert_some(
+            map,
+            "configuration_schema",
+            t.trigger_request_format.clone(),
+        );
         insert_some(map, "request_schema", t.call_request_format.clone());
         let instances = registry
             .triggers()

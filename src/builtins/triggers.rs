@@ -91,8 +91,18 @@ pub fn list_bindings(node: &Arc<Node>, input: ListInput, key: &str) -> Result<Va
         .triggers()
         .filter(|t| t.provider.is_some())
         .filter(|t| include_internal || !t.function_id.starts_with("engine::"))
-        .filter(|t| input.trigger_type.as_deref().is_none_or(|x| t.trigger_type == x))
-        .filter(|t| input.function_id.as_deref().is_none_or(|x| t.function_id == x))
+        .filter(|t| {
+            input
+                .trigger_type
+                .as_deref()
+                .is_none_or(|x| t.trigger_type == x)
+        })
+        .filter(|t| {
+            input
+                .function_id
+                .as_deref()
+                .is_none_or(|x| t.function_id == x)
+        })
         .filter(|t| {
             input
                 .worker
@@ -128,7 +138,11 @@ pub fn binding_info(node: &Arc<Node>, input: BindingInfoInput) -> Result<Value, 
     let trigger = t
         .provider
         .as_ref()
-        .and_then(|k| registry.trigger_type(k).map(|tt| rows::trigger_type_detail(&registry, k, tt)))
+        .and_then(|k| {
+            registry
+                .trigger_type(k)
+                .map(|tt| rows::trigger_type_detail(&registry, k, tt))
+        })
         .unwrap_or(Value::Null);
     let key = FunctionKey::new(t.target_namespace.clone(), t.function_id.clone());
     let function = registry
@@ -211,6 +225,8 @@ pub struct UnregisterInput {
 
 /// `engine::unregister_trigger`: idempotent removal of any binding by id.
 pub async fn unregister(node: &Arc<Node>, input: UnregisterInput) -> Result<Value, EngineError> {
-    let outcome = node.commit(Command::TriggerRemoved { id: input.id }).await?;
+    let outcome = node
+        .commit(Command::TriggerRemoved { id: input.id })
+        .await?;
     Ok(json!({ "removed": outcome.removed }))
 }

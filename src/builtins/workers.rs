@@ -29,12 +29,17 @@ pub fn list(node: &Arc<Node>, input: ListInput) -> Result<Value, EngineError> {
         .filter(|(w, load)| {
             let meta = w.meta.as_ref();
             let name = meta.and_then(|m| m.name.as_deref()).unwrap_or("");
-            input.runtime.as_deref().is_none_or(|r| meta.and_then(|m| m.runtime.as_deref()) == Some(r))
+            input
+                .runtime
+                .as_deref()
+                .is_none_or(|r| meta.and_then(|m| m.runtime.as_deref()) == Some(r))
                 && input
                     .status
                     .as_deref()
                     .is_none_or(|s| s == "connected" || s == rows::status(*load))
-                && search.as_deref().is_none_or(|s| name.to_lowercase().contains(s))
+                && search
+                    .as_deref()
+                    .is_none_or(|s| name.to_lowercase().contains(s))
         })
         .collect();
     workers.sort_by_key(|(w, _)| {
@@ -61,7 +66,11 @@ pub fn info(node: &Arc<Node>, input: InfoInput) -> Result<Value, EngineError> {
         .workers()
         .filter(|w| w.meta.as_ref().and_then(|m| m.name.as_deref()) == Some(input.name.as_str()))
         .collect();
-    let ns_of = |w: &crate::registry::Worker| w.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    let ns_of = |w: &crate::registry::Worker| {
+        w.namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.into())
+    };
     let mut namespaces: Vec<String> = named.iter().map(|w| ns_of(w)).collect();
     namespaces.sort();
     let chosen = match &input.namespace {
@@ -69,7 +78,11 @@ pub fn info(node: &Arc<Node>, input: InfoInput) -> Result<Value, EngineError> {
         None => named
             .iter()
             .find(|w| ns_of(w) == DEFAULT_NAMESPACE)
-            .or(if named.len() == 1 { named.first() } else { None }),
+            .or(if named.len() == 1 {
+                named.first()
+            } else {
+                None
+            }),
     };
     let Some(worker) = chosen.copied() else {
         let message = if named.is_empty() {
@@ -111,7 +124,11 @@ pub fn info(node: &Arc<Node>, input: InfoInput) -> Result<Value, EngineError> {
     let served: Vec<String> = rows::worker_function_ids(&registry, worker.id);
     let registered_triggers: Vec<Value> = registry
         .triggers()
-        .filter(|t| t.provider.is_some() && t.target_namespace == worker_ns && served.contains(&t.function_id))
+        .filter(|t| {
+            t.provider.is_some()
+                && t.target_namespace == worker_ns
+                && served.contains(&t.function_id)
+        })
         .map(|t| rows::registered_trigger(&registry, t))
         .collect();
     Ok(json!({

@@ -26,20 +26,33 @@ pub struct Consensus {
     id: u64,
 }
 impl Consensus {
-    pub async fn start(cfg: ConsensusConfig, applied: mpsc::UnboundedSender<Applied>) -> Result<Self, ConsensusError> {
-        Ok(Self { registry: Default::default(), applied, index: Default::default(), id: cfg.node_id })
+    pub async fn start(
+        cfg: ConsensusConfig,
+        applied: mpsc::UnboundedSender<Applied>,
+    ) -> Result<Self, ConsensusError> {
+        Ok(Self {
+            registry: Default::default(),
+            applied,
+            index: Default::default(),
+            id: cfg.node_id,
+        })
     }
     pub async fn write(&self, cmd: Command) -> Result<Outcome, ConsensusError> {
         let mut index = self.index.lock().await;
         *index += 1;
         let outcome = self.registry.write().unwrap().apply(&cmd);
-        let _ = self.applied.send(Applied { log_index: *index, outcome: outcome.clone() });
+        let _ = self.applied.send(Applied {
+            log_index: *index,
+            outcome: outcome.clone(),
+        });
         Ok(outcome)
     }
     pub fn registry(&self) -> Arc<RwLock<Registry>> {
         self.registry.clone()
     }
-    pub fn is_leader(&self) -> bool { true }
+    pub fn is_leader(&self) -> bool {
+        true
+    }
     pub fn node_id(&self) -> u64 {
         self.id
     }

@@ -181,7 +181,12 @@ impl Session {
         let node = &self.node;
         node.connections.remove(self.worker);
         node.router.worker_gone(self.worker).await;
-        if let Err(err) = node.commit(Command::WorkerDisconnected { worker: self.worker }).await {
+        if let Err(err) = node
+            .commit(Command::WorkerDisconnected {
+                worker: self.worker,
+            })
+            .await
+        {
             warn!(node = node.id, worker_id = %self.worker, error = %err, "could not record the disconnect");
         }
         info!(node = node.id, worker_id = %self.worker, "worker disconnected");
@@ -222,7 +227,8 @@ impl Session {
                 .await
             }
             Incoming::UnregisterFunction(f) => {
-                self.register(Registration::UnregisterFunction { id: f.id }).await
+                self.register(Registration::UnregisterFunction { id: f.id })
+                    .await
             }
             Incoming::RegisterTriggerType(t) => {
                 if is_blank(&t.namespace) {
@@ -248,7 +254,8 @@ impl Session {
             }
             Incoming::RegisterTrigger(t) => self.register_trigger(t).await,
             Incoming::UnregisterTrigger(t) => {
-                self.register(Registration::UnregisterTrigger { id: t.id }).await
+                self.register(Registration::UnregisterTrigger { id: t.id })
+                    .await
             }
             Incoming::TriggerRegistrationResult(answer) => {
                 let error = answer.error.map(error_body_from);
@@ -321,7 +328,10 @@ impl Session {
     }
 
     async fn register_trigger(&mut self, t: RegisterTrigger) {
-        for (field, value) in [("namespace", &t.namespace), ("trigger_namespace", &t.trigger_namespace)] {
+        for (field, value) in [
+            ("namespace", &t.namespace),
+            ("trigger_namespace", &t.trigger_namespace),
+        ] {
             if is_blank(value) {
                 let error = EngineError::InvalidNamespace(blank_namespace_message(field)).body();
                 self.send(Outgoing::TriggerRegistrationResult {
@@ -389,12 +399,18 @@ impl Session {
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
         if call.function_id == REGISTER_WORKER && namespace == DEFAULT_NAMESPACE {
             let answer = self.announce(call.data.unwrap_or(Value::Null)).await;
-            self.node.router.answer(caller, REGISTER_WORKER, answer).await;
+            self.node
+                .router
+                .answer(caller, REGISTER_WORKER, answer)
+                .await;
             return;
         }
         if matches!(call.action, Some(Action::Enqueue { .. })) {
             let error = EngineError::EnqueueUnavailable.body();
-            self.node.router.answer(caller, &call.function_id, Err(error)).await;
+            self.node
+                .router
+                .answer(caller, &call.function_id, Err(error))
+                .await;
             return;
         }
         let request = CallRequest {
@@ -409,7 +425,9 @@ impl Session {
             let node = self.node.clone();
             tokio::spawn(async move {
                 let result = builtins::call(&node, &request.function_id, request.data).await;
-                node.router.answer(caller, &request.function_id, result).await;
+                node.router
+                    .answer(caller, &request.function_id, result)
+                    .await;
             });
         }
     }
@@ -430,7 +448,10 @@ impl Session {
             }
         };
         let meta = announced_meta(&payload);
-        let (namespace, buffered) = match std::mem::replace(&mut self.namespace, NamespaceState::Pending(vec![])) {
+        let (namespace, buffered) = match std::mem::replace(
+            &mut self.namespace,
+            NamespaceState::Pending(vec![]),
+        ) {
             NamespaceState::Pending(buffered) => (declared, buffered),
             NamespaceState::Fixed(fixed) => {
                 if fixed != declared {
@@ -482,7 +503,11 @@ impl Session {
             old.cancel.cancel();
         }
         self.node.router.worker_gone(previous).await;
-        if let Err(err) = self.node.commit(Command::WorkerDisconnected { worker: previous }).await {
+        if let Err(err) = self
+            .node
+            .commit(Command::WorkerDisconnected { worker: previous })
+            .await
+        {
             warn!(node = self.node.id, worker_id = %self.worker, error = %err, "could not retire the previous connection");
         }
         info!(node = self.node.id, worker_id = %self.worker, previous = %previous, "previous connection retired by reattach");

@@ -47,7 +47,9 @@ async fn react(node: &Arc<Node>, event: Event) {
         Event::Notify { worker, notice } => {
             if node.connections.is_local(worker) {
                 let frame = notice_frame(notice);
-                node.connections.send(worker, Outbound::Text(frame.to_text())).await;
+                node.connections
+                    .send(worker, Outbound::Text(frame.to_text()))
+                    .await;
             }
         }
         Event::WorkerLifecycle { worker, kind } => {
@@ -78,7 +80,9 @@ fn notice_frame(notice: Notice) -> Outgoing {
                 trigger_namespace: provider_namespace.filter(|ns| ns != DEFAULT_NAMESPACE),
             }
         }
-        Notice::UnregisterTrigger { id, trigger_type } => Outgoing::UnregisterTrigger { id, trigger_type },
+        Notice::UnregisterTrigger { id, trigger_type } => {
+            Outgoing::UnregisterTrigger { id, trigger_type }
+        }
         Notice::TriggerRefused {
             id,
             trigger_type,

@@ -68,7 +68,9 @@ impl Node {
     pub fn lock_trigger_waiters(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Option<ErrorBody>>>> {
-        self.trigger_waiters.lock().unwrap_or_else(|p| p.into_inner())
+        self.trigger_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Commits a registry change through Raft and returns its outcome once applied here.

@@ -153,9 +153,15 @@ impl Registry {
                     trigger_request_format,
                     call_request_format,
                 } => {
-                    let ns = namespace.clone().unwrap_or_else(|| self.namespace_of(worker));
+                    let ns = namespace
+                        .clone()
+                        .unwrap_or_else(|| self.namespace_of(worker));
                     let key = TriggerTypeKey::new(ns, id.as_str());
-                    if self.trigger_types.get(&key).is_some_and(|t| t.owner.is_none()) {
+                    if self
+                        .trigger_types
+                        .get(&key)
+                        .is_some_and(|t| t.owner.is_none())
+                    {
                         // Built-in providers cannot be replaced by a worker.
                         continue;
                     }
@@ -168,7 +174,9 @@ impl Registry {
                     self.change_provider(&key, Some(provider), out);
                 }
                 Registration::UnregisterTriggerType { namespace, id } => {
-                    let ns = namespace.clone().unwrap_or_else(|| self.namespace_of(worker));
+                    let ns = namespace
+                        .clone()
+                        .unwrap_or_else(|| self.namespace_of(worker));
                     let key = TriggerTypeKey::new(ns, id.as_str());
                     if self
                         .trigger_types
@@ -238,7 +246,12 @@ impl Registry {
 
     /// Takes the name lease and stores the metadata. False when another live worker
     /// holds the name: nothing is stored then.
-    fn announce(&mut self, worker: WorkerId, announcement: &Announcement, out: &mut Outcome) -> bool {
+    fn announce(
+        &mut self,
+        worker: WorkerId,
+        announcement: &Announcement,
+        out: &mut Outcome,
+    ) -> bool {
         self.fix_namespace(worker, &announcement.namespace);
         let namespace = self.namespace_of(worker);
         if let Some(name) = &announcement.meta.name {
@@ -269,7 +282,13 @@ impl Registry {
         }
     }
 
-    fn register_function(&mut self, worker: WorkerId, id: &str, function: Function, out: &mut Outcome) {
+    fn register_function(
+        &mut self,
+        worker: WorkerId,
+        id: &str,
+        function: Function,
+        out: &mut Outcome,
+    ) {
         let namespace = self.namespace_of(worker);
         let reserved_here = if namespace == DEFAULT_NAMESPACE {
             reserved::is_builtin_function(id)
@@ -286,7 +305,9 @@ impl Registry {
         }
         let key = FunctionKey::new(namespace.clone(), id);
         match self.functions.get(&key) {
-            Some(existing) if existing.owner != worker && self.workers.contains_key(&existing.owner) => {
+            Some(existing)
+                if existing.owner != worker && self.workers.contains_key(&existing.owner) =>
+            {
                 out.rejections.push(Rejection::Function {
                     namespace,
                     function_id: id.to_string(),
@@ -370,7 +391,12 @@ impl Registry {
 
     /// Replaces (or removes) the provider under `key` and moves every binding of that
     /// type id to wherever it now resolves, telling old and new providers.
-    fn change_provider(&mut self, key: &TriggerTypeKey, provider: Option<TriggerType>, out: &mut Outcome) {
+    fn change_provider(
+        &mut self,
+        key: &TriggerTypeKey,
+        provider: Option<TriggerType>,
+        out: &mut Outcome,
+    ) {
         let before: BTreeMap<String, Server> = self
             .triggers
             .values()
@@ -439,7 +465,8 @@ impl Registry {
         for id in owned {
             self.remove_trigger(&id, out);
         }
-        out.events.retain(|e| !matches!(e, Event::Notify { worker: w, .. } if *w == worker));
+        out.events
+            .retain(|e| !matches!(e, Event::Notify { worker: w, .. } if *w == worker));
         let provided: Vec<TriggerTypeKey> = self
             .trigger_types
             .iter()

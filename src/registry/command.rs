@@ -54,7 +54,9 @@ pub enum Registration {
     /// `engine::workers::register`: fix the namespace (if not yet) and take the name lease.
     Announce(Announcement),
     /// The grace timer ran out before an announcement: the namespace becomes this one.
-    FixNamespace { namespace: String },
+    FixNamespace {
+        namespace: String,
+    },
     Function {
         id: String,
         description: Option<String>,

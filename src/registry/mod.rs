@@ -19,6 +19,8 @@ mod serde_pairs;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Announcement, Command, Event, Notice, Outcome, Registration, Rejection, WorkerEventKind};
+pub use command::{
+    Announcement, Command, Event, Notice, Outcome, Registration, Rejection, WorkerEventKind,
+};
 pub use model::{Function, Registry, Trigger, TriggerType, Worker, WorkerMeta};
 pub use queries::Resolution;

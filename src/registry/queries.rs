@@ -81,7 +81,10 @@ impl Registry {
     }
 
     /// Live bindings served by a built-in trigger type.
-    pub fn builtin_bindings<'a>(&'a self, trigger_type: &'a str) -> impl Iterator<Item = &'a Trigger> {
+    pub fn builtin_bindings<'a>(
+        &'a self,
+        trigger_type: &'a str,
+    ) -> impl Iterator<Item = &'a Trigger> {
         self.triggers.values().filter(move |t| {
             t.trigger_type == trigger_type
                 && t.provider
@@ -130,7 +133,8 @@ impl Registry {
                 return Err(format!("name lease {ns}/{name} held by a dead worker"));
             };
             let announced = worker.meta.as_ref().and_then(|m| m.name.as_deref());
-            if announced != Some(name.as_str()) || worker.namespace.as_deref() != Some(ns.as_str()) {
+            if announced != Some(name.as_str()) || worker.namespace.as_deref() != Some(ns.as_str())
+            {
                 return Err(format!("name lease {ns}/{name} does not match its holder"));
             }
         }

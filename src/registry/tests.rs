@@ -122,7 +122,10 @@ fn reserved_ids_are_refused_with_an_empty_owner() {
     let out = register(&mut reg, b, vec![function("engine::functions::list")]);
     assert_eq!(out.rejections.len(), 1);
     let out = register(&mut reg, b, vec![function("engine::queue::push")]);
-    assert!(out.rejections.is_empty(), "engine::queue::* stays registrable in default");
+    assert!(
+        out.rejections.is_empty(),
+        "engine::queue::* stays registrable in default"
+    );
 }
 
 #[test]
@@ -133,7 +136,10 @@ fn a_held_name_rejects_the_announcement_and_nothing_behind_it_applies() {
     register(&mut reg, a, vec![announce("default", "svc")]);
     let out = register(&mut reg, b, vec![announce("default", "svc"), function("g")]);
     assert!(out.name_rejected);
-    assert!(matches!(reg.resolve_function("default", "g"), Resolution::NotFound { .. }));
+    assert!(matches!(
+        reg.resolve_function("default", "g"),
+        Resolution::NotFound { .. }
+    ));
     reg.check_invariants().unwrap();
 }
 
@@ -157,7 +163,10 @@ fn bindings_park_without_provider_and_activate_when_it_registers() {
     let mut reg = Registry::default();
     let consumer = connect(&mut reg, 1);
     let out = register(&mut reg, consumer, vec![trigger("t1", "cron")]);
-    assert!(out.events.iter().all(|e| !matches!(e, Event::Notify { .. })));
+    assert!(out
+        .events
+        .iter()
+        .all(|e| !matches!(e, Event::Notify { .. })));
     let provider = connect(&mut reg, 2);
     let out = register(&mut reg, provider, vec![trigger_type("cron")]);
     assert!(out.events.iter().any(|e| matches!(e,
@@ -175,7 +184,15 @@ fn consumer_disconnect_unregisters_at_the_provider() {
     let unregisters: Vec<_> = out
         .events
         .iter()
-        .filter(|e| matches!(e, Event::Notify { notice: Notice::UnregisterTrigger { .. }, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Notify {
+                    notice: Notice::UnregisterTrigger { .. },
+                    ..
+                }
+            )
+        })
         .collect();
     assert_eq!(unregisters.len(), 1);
     assert!(reg.trigger("t1").is_none());
@@ -202,9 +219,17 @@ fn a_namespaced_provider_takes_over_bindings_from_its_home_namespace() {
     let default_provider = connect(&mut reg, 1);
     register(&mut reg, default_provider, vec![trigger_type("hook")]);
     let consumer = connect(&mut reg, 2);
-    register(&mut reg, consumer, vec![announce("orders", "c"), trigger("t1", "hook")]);
+    register(
+        &mut reg,
+        consumer,
+        vec![announce("orders", "c"), trigger("t1", "hook")],
+    );
     let local = connect(&mut reg, 3);
-    let out = register(&mut reg, local, vec![announce("orders", "p"), trigger_type("hook")]);
+    let out = register(
+        &mut reg,
+        local,
+        vec![announce("orders", "p"), trigger_type("hook")],
+    );
     assert!(out.events.iter().any(|e| matches!(e,
         Event::Notify { worker, notice: Notice::UnregisterTrigger { .. } } if *worker == default_provider)));
     assert!(out.events.iter().any(|e| matches!(e,
@@ -251,7 +276,11 @@ fn node_restart_removes_its_workers() {
 fn builtin_discovery_bindings_are_live_at_once() {
     let mut reg = Registry::default();
     let a = connect(&mut reg, 1);
-    register(&mut reg, a, vec![trigger("t1", reserved::WORKERS_AVAILABLE)]);
+    register(
+        &mut reg,
+        a,
+        vec![trigger("t1", reserved::WORKERS_AVAILABLE)],
+    );
     assert_eq!(reg.builtin_bindings(reserved::WORKERS_AVAILABLE).count(), 1);
 }
 
@@ -260,17 +289,29 @@ fn arb_command() -> impl Strategy<Value = Command> {
     let name = prop_oneof![Just("a"), Just("b")];
     let ns = prop_oneof![Just("default"), Just("orders")];
     let id = prop_oneof![Just("f"), Just("g"), Just("engine::x")];
-    let ttype = prop_oneof![Just("cron"), Just("hook"), Just(reserved::WORKERS_AVAILABLE)];
+    let ttype = prop_oneof![
+        Just("cron"),
+        Just("hook"),
+        Just(reserved::WORKERS_AVAILABLE)
+    ];
     let tid = prop_oneof![Just("t1"), Just("t2"), Just("t3")];
     let registration = prop_oneof![
         (ns.clone(), name).prop_map(|(ns, name)| announce(ns, name)),
-        ns.clone().prop_map(|ns| Registration::FixNamespace { namespace: ns.into() }),
+        ns.clone().prop_map(|ns| Registration::FixNamespace {
+            namespace: ns.into()
+        }),
         id.clone().prop_map(function),
         id.prop_map(|id| Registration::UnregisterFunction { id: id.into() }),
         ttype.clone().prop_map(trigger_type),
-        ttype.clone().prop_map(|t| Registration::UnregisterTriggerType { namespace: None, id: t.into() }),
+        ttype
+            .clone()
+            .prop_map(|t| Registration::UnregisterTriggerType {
+                namespace: None,
+                id: t.into()
+            }),
         (tid.clone(), ttype.clone()).prop_map(|(i, t)| trigger(i, t)),
-        tid.clone().prop_map(|i| Registration::UnregisterTrigger { id: i.into() }),
+        tid.clone()
+            .prop_map(|i| Registration::UnregisterTrigger { id: i.into() }),
     ];
     prop_oneof![
         worker.clone().prop_map(|w| Command::WorkerConnected {
@@ -280,7 +321,9 @@ fn arb_command() -> impl Strategy<Value = Command> {
             at_ms: 0,
             ip_address: None
         }),
-        worker.clone().prop_map(|w| Command::WorkerDisconnected { worker: w }),
+        worker
+            .clone()
+            .prop_map(|w| Command::WorkerDisconnected { worker: w }),
         (worker.clone(), prop::collection::vec(registration, 1..4))
             .prop_map(|(w, items)| Command::Registrations { worker: w, items }),
         (worker, tid.clone()).prop_map(|(w, t)| Command::TriggerRefused {

@@ -114,14 +114,18 @@ impl Router {
                 let elsewhere = if elsewhere.is_empty() {
                     String::new()
                 } else {
-                    format!(" It is registered in namespace(s): {}.", elsewhere.join(", "))
+                    format!(
+                        " It is registered in namespace(s): {}.",
+                        elsewhere.join(", ")
+                    )
                 };
                 let err = EngineError::FunctionNotFound {
                     id: request.function_id.clone(),
                     namespace: request.namespace.clone(),
                     elsewhere,
                 };
-                self.answer(caller, &request.function_id, Err(err.body())).await;
+                self.answer(caller, &request.function_id, Err(err.body()))
+                    .await;
                 return Routed::Failed;
             }
             Resolution::Worker { owner, node } if node == self.node => owner,
@@ -135,18 +139,26 @@ impl Router {
                     namespace: request.namespace.clone(),
                     elsewhere: String::new(),
                 };
-                self.answer(caller, &request.function_id, Err(err.body())).await;
+                self.answer(caller, &request.function_id, Err(err.body()))
+                    .await;
                 return Routed::Failed;
             }
         };
         if let Some(worker) = caller.worker() {
             if let Value::Object(map) = &mut request.data {
-                map.insert("_caller_worker_id".into(), Value::String(worker.to_string()));
+                map.insert(
+                    "_caller_worker_id".into(),
+                    Value::String(worker.to_string()),
+                );
             }
         }
         let Some(outbox) = self.connections.outbox(owner) else {
-            self.answer(caller, &request.function_id, Err(EngineError::ChannelSendFailed.body()))
-                .await;
+            self.answer(
+                caller,
+                &request.function_id,
+                Err(EngineError::ChannelSendFailed.body()),
+            )
+            .await;
             return Routed::Failed;
         };
         let invocation_id = InvocationId::new();
@@ -159,7 +171,8 @@ impl Router {
             let err = EngineError::TooManyPendingCalls {
                 limit: self.max_pending_per_caller,
             };
-            self.answer(caller, &request.function_id, Err(err.body())).await;
+            self.answer(caller, &request.function_id, Err(err.body()))
+                .await;
             return Routed::Failed;
         }
         debug!(invocation_id = %invocation_id, function_id = %request.function_id, worker_id = %owner, "call routed");
@@ -174,8 +187,12 @@ impl Router {
         if outbox.send(Outbound::Text(frame.to_text())).await.is_err() {
             let call = self.lock_table().remove(invocation_id);
             if let Some(call) = call {
-                self.answer(call.caller, &call.function_id, Err(EngineError::ChannelSendFailed.body()))
-                    .await;
+                self.answer(
+                    call.caller,
+                    &call.function_id,
+                    Err(EngineError::ChannelSendFailed.body()),
+                )
+                .await;
             }
             return Routed::Failed;
         }
@@ -184,15 +201,24 @@ impl Router {
 
     /// The owner answered: relay to whoever waits. Answers from anyone but the call's
     /// owner, and answers nobody waits for any more, are dropped.
-    pub async fn complete(&self, from: WorkerId, invocation_id: &str, outcome: Result<Value, ErrorBody>) {
+    pub async fn complete(
+        &self,
+        from: WorkerId,
+        invocation_id: &str,
+        outcome: Result<Value, ErrorBody>,
+    ) {
         let Ok(uuid) = uuid::Uuid::parse_str(invocation_id) else {
             debug!(worker_id = %from, invocation_id, "result for a non-UUID invocation id dropped");
             return;
         };
-        let call = self.lock_table().remove_if_owned_by(InvocationId(uuid), from);
+        let call = self
+            .lock_table()
+            .remove_if_owned_by(InvocationId(uuid), from);
         match call {
             Some(call) => self.answer(call.caller, &call.function_id, outcome).await,
-            None => debug!(worker_id = %from, invocation_id, "result for an unknown or finished call dropped"),
+            None => {
+                debug!(worker_id = %from, invocation_id, "result for an unknown or finished call dropped")
+            }
         }
     }
 
@@ -201,8 +227,12 @@ impl Router {
     pub async fn worker_gone(&self, worker: WorkerId) {
         let stopped = self.lock_table().drop_worker(worker);
         for call in stopped {
-            self.answer(call.caller, &call.function_id, Err(EngineError::InvocationStopped.body()))
-                .await;
+            self.answer(
+                call.caller,
+                &call.function_id,
+                Err(EngineError::InvocationStopped.body()),
+            )
+            .await;
         }
     }
 
@@ -212,8 +242,12 @@ impl Router {
         let expired = self.lock_table().expire(age);
         for call in expired {
             warn!(function_id = %call.function_id, worker_id = %call.owner, "call expired without an answer");
-            self.answer(call.caller, &call.function_id, Err(EngineError::InvocationStopped.body()))
-                .await;
+            self.answer(
+                call.caller,
+                &call.function_id,
+                Err(EngineError::InvocationStopped.body()),
+            )
+            .await;
         }
     }
 
@@ -223,7 +257,12 @@ impl Router {
     }
 
     /// Delivers an answer to a caller.
-    pub async fn answer(&self, caller: Caller, function_id: &str, outcome: Result<Value, ErrorBody>) {
+    pub async fn answer(
+        &self,
+        caller: Caller,
+        function_id: &str,
+        outcome: Result<Value, ErrorBody>,
+    ) {
         match caller {
             Caller::Worker {
                 worker,
@@ -241,7 +280,9 @@ impl Router {
                     traceparent: None,
                     baggage: None,
                 };
-                self.connections.send(worker, Outbound::Text(frame.to_text())).await;
+                self.connections
+                    .send(worker, Outbound::Text(frame.to_text()))
+                    .await;
             }
             Caller::Engine(reply) => {
                 let _ = reply.send(outcome);
@@ -256,6 +297,8 @@ impl Router {
 
     fn lock_table(&self) -> std::sync::MutexGuard<'_, PendingTable> {
         // The table holds no invariant a panic elsewhere could break half-way.
-        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

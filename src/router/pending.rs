@@ -48,7 +48,12 @@ pub struct PendingTable {
 impl PendingTable {
     /// Adds a call unless its caller already waits on `limit` calls (then the caller
     /// is handed back to be answered with an error).
-    pub fn insert(&mut self, id: InvocationId, call: PendingCall, limit: usize) -> Result<(), Caller> {
+    pub fn insert(
+        &mut self,
+        id: InvocationId,
+        call: PendingCall,
+        limit: usize,
+    ) -> Result<(), Caller> {
         if let Some(caller) = call.caller.worker() {
             let waiting = self.by_worker.entry(caller).or_default();
             if waiting.waiting.len() >= limit {
@@ -56,7 +61,11 @@ impl PendingTable {
             }
             waiting.waiting.insert(id);
         }
-        self.by_worker.entry(call.owner).or_default().executing.insert(id);
+        self.by_worker
+            .entry(call.owner)
+            .or_default()
+            .executing
+            .insert(id);
         self.calls.insert(id, call);
         Ok(())
     }
@@ -187,7 +196,13 @@ mod tests {
         let a = WorkerId::new();
         let mut table = PendingTable::default();
         table.insert(InvocationId::new(), call(a, a), 10).unwrap();
-        assert_eq!(table.load(a), super::super::Load { executing: 1, waiting: 1 });
+        assert_eq!(
+            table.load(a),
+            super::super::Load {
+                executing: 1,
+                waiting: 1
+            }
+        );
         assert!(table.drop_worker(a).is_empty(), "nobody is left to answer");
         assert!(table.calls.is_empty());
     }

@@ -1,0 +1,205 @@
+//! Calls between real Rust SDK workers through one real quorum node.
+
+mod common;
+
+use common::{call, unique_name, wait_function, worker, Node};
+use iii_sdk::{Error, RegisterFunction};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+fn remote_code(err: Error) -> (String, String) {
+    match err {
+        Error::Remote { code, message, .. } => (code, message),
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_call_returns_the_callee_result_with_caller_id_injected() {
+    let node = Node::start();
+    let callee = worker(&node.url, &unique_name("callee"), None).await;
+    callee.register_function(
+        "math::add",
+        RegisterFunction::new_async(|input: Value| async move {
+            let sum = input["a"].as_i64().unwrap_or(0) + input["b"].as_i64().unwrap_or(0);
+            Ok::<Value, Error>(json!({"c": sum, "caller": input["_caller_worker_id"]}))
+        }),
+    );
+    let caller = worker(&node.url, &unique_name("caller"), None).await;
+    wait_function(&caller, "math::add", true).await;
+    let result = call(&caller, "math::add", json!({"a": 2, "b": 3}))
+        .await
+        .unwrap();
+    assert_eq!(result["c"], 5);
+    assert!(result["caller"]
+        .as_str()
+        .is_some_and(|s| uuid::Uuid::parse_str(s).is_ok()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn void_call_runs_the_function_and_answers_nothing() {
+    let node = Node::start();
+    let (tx, mut rx) = mpsc::channel(4);
+    let callee = worker(&node.url, &unique_name("callee"), None).await;
+    callee.register_function(
+        "audit::write",
+        RegisterFunction::new_async(move |input: Value| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(input).await;
+                Ok::<Value, Error>(json!("ignored"))
+            }
+        }),
+    );
+    let caller = worker(&node.url, &unique_name("caller"), None).await;
+    wait_function(&caller, "audit::write", true).await;
+    let answered = caller
+        .trigger(iii_sdk::protocol::TriggerRequest {
+            function_id: "audit::write".into(),
+            payload: json!({"event": "x"}),
+            action: Some(iii_sdk::TriggerAction::Void),
+            timeout_ms: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(answered, Value::Null);
+    let seen = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen["event"], "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_errors_reach_the_caller_with_their_code() {
+    let node = Node::start();
+    let callee = worker(&node.url, &unique_name("callee"), None).await;
+    callee.register_function(
+        "fails",
+        RegisterFunction::new_async(|_: Value| async move {
+            Err::<Value, Error>(Error::Remote {
+                code: "out_of_stock".into(),
+                message: "no more".into(),
+                stacktrace: None,
+            })
+        }),
+    );
+    let caller = worker(&node.url, &unique_name("caller"), None).await;
+    wait_function(&caller, "fails", true).await;
+    let (code, message) = remote_code(call(&caller, "fails", json!({})).await.unwrap_err());
+    assert_eq!(code, "out_of_stock");
+    assert_eq!(message, "no more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_function_is_not_found_and_names_other_namespaces() {
+    let node = Node::start();
+    let orders = worker(&node.url, &unique_name("orders"), Some("orders")).await;
+    orders.register_function(
+        "state::get",
+        RegisterFunction::new_async(|_: Value| async move { Ok::<Value, Error>(json!(1)) }),
+    );
+    let caller = worker(&node.url, &unique_name("caller"), None).await;
+    wait_function(&caller, "state::get", true).await;
+    let (code, message) = remote_code(call(&caller, "nope::missing", json!({})).await.unwrap_err());
+    assert_eq!(code, "function_not_found");
+    assert_eq!(
+        message,
+        "Function nope::missing not found in namespace default."
+    );
+    let (code, message) = remote_code(call(&caller, "state::get", json!({})).await.unwrap_err());
+    assert_eq!(code, "function_not_found");
+    assert_eq!(
+        message,
+        "Function state::get not found in namespace default. It is registered in namespace(s): orders."
+    );
+    let in_orders = caller
+        .trigger(
+            iii_sdk::protocol::TriggerRequest::new("state::get", json!({})).namespace("orders"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(in_orders, json!(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_can_call_its_own_function_through_the_engine_without_deadlock() {
+    let node = Node::start();
+    let me = worker(&node.url, &unique_name("self"), None).await;
+    let inner = me.clone();
+    me.register_function(
+        "outer",
+        RegisterFunction::new_async(move |_: Value| {
+            let inner = inner.clone();
+            async move {
+                let v = common::call(&inner, "inner", json!({})).await?;
+                Ok::<Value, Error>(json!({"inner": v}))
+            }
+        }),
+    );
+    me.register_function(
+        "inner",
+        RegisterFunction::new_async(|_: Value| async move { Ok::<Value, Error>(json!("deep")) }),
+    );
+    wait_function(&me, "inner", true).await;
+    let result = call(&me, "outer", json!({})).await.unwrap();
+    assert_eq!(result, json!({"inner": "deep"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_disconnect_stops_in_flight_calls_at_once() {
+    let node = Node::start();
+    let started = Arc::new(Notify::new());
+    let callee = worker(&node.url, &unique_name("callee"), None).await;
+    let signal = started.clone();
+    callee.register_function(
+        "slow",
+        RegisterFunction::new_async(move |_: Value| {
+            let signal = signal.clone();
+            async move {
+                signal.notify_one();
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                Ok::<Value, Error>(json!(null))
+            }
+        }),
+    );
+    let caller = worker(&node.url, &unique_name("caller"), None).await;
+    wait_function(&caller, "slow", true).await;
+    let pending = tokio::spawn({
+        let caller = caller.clone();
+        async move { call(&caller, "slow", json!({})).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .unwrap();
+    let began = std::time::Instant::now();
+    callee.shutdown_async().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .unwrap()
+        .unwrap();
+    let (code, _) = remote_code(outcome.unwrap_err());
+    assert_eq!(code, "invocation_stopped");
+    assert!(began.elapsed() < Duration::from_secs(10));
+    wait_function(&caller, "slow", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_without_a_queue_provider_is_a_clear_error() {
+    let node = Node::start();
+    let caller = worker(&node.url, &unique_name("caller"), None).await;
+    let err = caller
+        .trigger(iii_sdk::protocol::TriggerRequest {
+            function_id: "jobs::run".into(),
+            payload: json!({}),
+            action: Some(iii_sdk::TriggerAction::Enqueue { queue: "q".into() }),
+            timeout_ms: None,
+        })
+        .await
+        .unwrap_err();
+    let (code, message) = remote_code(err);
+    assert_eq!(code, "enqueue_error");
+    assert!(message.contains("queue"));
+}
