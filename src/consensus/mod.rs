@@ -1,62 +1,381 @@
-//! TEMPORARY stand-in with the consensus API (replaced by the openraft module).
-use std::sync::{Arc, RwLock};
-use tokio::sync::mpsc;
+//! Raft consensus for quorum's registry, built on openraft 0.9 (storage-v2) and sled.
+//!
+//! Owns the openraft type configuration ([`TypeConfig`]), the Raft tuning ([`raft_config`]),
+//! the error type ([`ConsensusError`]) and the [`Consensus`] handle that starts a node, proposes
+//! [`Command`]s and exposes the replicated [`Registry`]. Storage lives in
+//! [`log_store`] (durable log) and [`state_machine`] (registry + snapshots), both in the sled
+//! database at `data_dir/raft`; peers are not reachable yet ([`network`]).
+//!
+//! Invariants:
+//! - the registry behind [`Consensus::registry`] only changes through the state machine, i.e. in
+//!   log order, and each normal entry is reported once per apply on the [`Applied`] channel;
+//! - a node whose storage is empty bootstraps a one-member cluster of itself; a node with state
+//!   only restarts from it (never re-initializes);
+//! - after [`Consensus::shutdown`] returns `Ok`, the sled database is flushed and closed, so the
+//!   same `data_dir` can be opened again (even in the same process).
 
-use crate::registry::{Command, Outcome, Registry};
+pub mod log_store;
+pub mod network;
+mod sled_io;
+pub mod state_machine;
+#[cfg(test)]
+mod tests;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use openraft::error::ChangeMembershipError;
+use openraft::error::ClientWriteError;
+use openraft::error::Fatal;
+use openraft::error::InitializeError;
+use openraft::error::RaftError;
+use openraft::metrics::WaitError;
+use openraft::BasicNode;
+use openraft::Config;
+use openraft::LogIdOptionExt;
+use openraft::Raft;
+use openraft::ServerState;
+use openraft::SnapshotPolicy;
+use openraft::StorageError;
+
+use self::log_store::SledLogStore;
+use self::network::NoPeersNetwork;
+use self::sled_io::StorageReleased;
+use self::state_machine::SledStateMachine;
+use crate::registry::Command;
+use crate::registry::Outcome;
+use crate::registry::Registry;
+
+openraft::declare_raft_types!(
+    /// openraft type configuration for quorum: registry commands in, outcomes out, `u64` node
+    /// ids, nodes addressed by a plain cluster address, JSON snapshots held in memory.
+    pub TypeConfig:
+        D = crate::registry::Command,
+        R = crate::registry::Outcome,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// How long [`Consensus::start`] waits for a one-member cluster to elect itself.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Consensus::shutdown`] waits for openraft's tasks to drop their storage handles.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Raft tuning used by every quorum node, validated: 100 ms heartbeats, 300–600 ms election
+/// timeout, a snapshot every 5000 applied entries, 1000 entries kept behind a snapshot so that
+/// slightly lagging followers can catch up from the log.
+pub fn raft_config() -> Result<Arc<Config>, ConsensusError> {
+    let config = Config {
+        cluster_name: "quorum".to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate()?))
+}
+
+/// Where and as whom a node runs.
+#[derive(Debug, Clone)]
 pub struct ConsensusConfig {
+    /// This node's Raft id; must be stable across restarts.
     pub node_id: u64,
-    pub data_dir: std::path::PathBuf,
+    /// Directory for persistent state; the sled database lives in `data_dir/raft`.
+    pub data_dir: PathBuf,
+    /// This node's cluster address, recorded as its [`BasicNode`] in the membership.
     pub advertise: String,
 }
+
+/// Every normal entry the state machine applies, in log order, after the shared registry was
+/// updated.
+#[derive(Debug, Clone)]
 pub struct Applied {
+    /// Raft log index of the applied entry (strictly increasing within one run).
     pub log_index: u64,
+    /// What `Registry::apply` returned for it.
     pub outcome: Outcome,
 }
+
+/// Why starting, writing to, or stopping consensus failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsensusError {
-    #[error("x")]
-    X,
+    /// The data directory or the sled database in it could not be opened (e.g. another
+    /// process, or a not yet shut down [`Consensus`], holds it).
+    #[error("cannot open raft storage at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    /// The Raft tuning is invalid (a programming error).
+    #[error("invalid raft config: {0}")]
+    Config(Box<openraft::ConfigError>),
+    /// Reading or writing Raft storage failed.
+    #[error("raft storage: {0}")]
+    Storage(Box<StorageError<u64>>),
+    /// The Raft core stopped (shut down, panicked, or hit a storage error).
+    #[error("raft stopped: {0}")]
+    Fatal(Box<Fatal<u64>>),
+    /// Bootstrapping the one-member cluster was rejected.
+    #[error("cannot initialize cluster: {0}")]
+    Initialize(Box<InitializeError<u64, BasicNode>>),
+    /// The node did not become ready in time (or Raft shut down while waiting).
+    #[error("waiting for raft: {0}")]
+    Wait(#[from] WaitError),
+    /// This node is not the leader; the write was not applied. Retry on `leader_id` (reachable
+    /// at `leader_addr`) if known, else retry later.
+    #[error("not the leader; forward to node {leader_id:?} at {leader_addr:?}")]
+    ForwardToLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
+    /// A membership change was rejected (not produced by [`Consensus::write`] itself).
+    #[error("membership change rejected: {0}")]
+    ChangeMembership(Box<ChangeMembershipError<u64>>),
+    /// Flushing sled on shutdown failed.
+    #[error("flushing raft storage: {0}")]
+    Flush(#[source] sled::Error),
+    /// A background task (raft core or blocking storage work) panicked or was cancelled.
+    #[error("task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// After raft stopped, some storage handle was still alive; the database stays open.
+    #[error("raft storage still in use {0:?} after shutdown")]
+    StorageStillInUse(Duration),
 }
+
+impl From<openraft::ConfigError> for ConsensusError {
+    fn from(e: openraft::ConfigError) -> Self {
+        ConsensusError::Config(Box::new(e))
+    }
+}
+
+impl From<StorageError<u64>> for ConsensusError {
+    fn from(e: StorageError<u64>) -> Self {
+        ConsensusError::Storage(Box::new(e))
+    }
+}
+
+impl From<Fatal<u64>> for ConsensusError {
+    fn from(e: Fatal<u64>) -> Self {
+        ConsensusError::Fatal(Box::new(e))
+    }
+}
+
+impl From<InitializeError<u64, BasicNode>> for ConsensusError {
+    fn from(e: InitializeError<u64, BasicNode>) -> Self {
+        ConsensusError::Initialize(Box::new(e))
+    }
+}
+
+impl From<ChangeMembershipError<u64>> for ConsensusError {
+    fn from(e: ChangeMembershipError<u64>) -> Self {
+        ConsensusError::ChangeMembership(Box::new(e))
+    }
+}
+
+/// A running Raft node replicating the registry. Cheap to clone; all clones share one node.
 #[derive(Clone)]
 pub struct Consensus {
-    registry: Arc<RwLock<Registry>>,
-    applied: mpsc::UnboundedSender<Applied>,
-    index: Arc<tokio::sync::Mutex<u64>>,
-    id: u64,
+    inner: Arc<Inner>,
 }
+
+struct Inner {
+    node_id: u64,
+    raft: Raft<TypeConfig>,
+    registry: Arc<RwLock<Registry>>,
+    /// This handle's own reference to the database; taken, flushed and dropped by `shutdown`.
+    db: Mutex<Option<sled::Db>>,
+    /// Resolves once openraft dropped every storage component; taken by `shutdown`.
+    storage_released: tokio::sync::Mutex<Option<StorageReleased>>,
+}
+
+impl std::fmt::Debug for Consensus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consensus")
+            .field("node_id", &self.inner.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Consensus {
+    /// Opens (or creates) the sled db at `data_dir/raft` and starts openraft. If this node has
+    /// never been initialized, initializes a one-member cluster `{node_id: advertise}`; otherwise
+    /// restarts from the stored state (committed entries are re-applied, emitting [`Applied`]
+    /// again). When the node is the only voter, waits (up to 10 s) until it is leader and has
+    /// applied its whole log, so writes and reads work as soon as this returns.
     pub async fn start(
         cfg: ConsensusConfig,
-        applied: mpsc::UnboundedSender<Applied>,
+        applied: tokio::sync::mpsc::UnboundedSender<Applied>,
     ) -> Result<Self, ConsensusError> {
-        Ok(Self {
-            registry: Default::default(),
-            applied,
-            index: Default::default(),
-            id: cfg.node_id,
-        })
+        let config = raft_config()?;
+        let db = open_db(cfg.data_dir.join("raft")).await?;
+        let registry = Arc::new(RwLock::new(Registry::default()));
+        let (lease, released) = sled_io::storage_lease();
+        let log_store = SledLogStore::open(&db).await?.with_lease(lease.clone());
+        let state_machine = SledStateMachine::open(&db, registry.clone(), Some(applied))
+            .await?
+            .with_lease(lease);
+        let raft = Raft::new(
+            cfg.node_id,
+            config,
+            NoPeersNetwork,
+            log_store,
+            state_machine,
+        )
+        .await?;
+
+        let consensus = Consensus {
+            inner: Arc::new(Inner {
+                node_id: cfg.node_id,
+                raft,
+                registry,
+                db: Mutex::new(Some(db)),
+                storage_released: tokio::sync::Mutex::new(Some(released)),
+            }),
+        };
+        if let Err(e) = consensus.bring_up(&cfg).await {
+            if let Err(stop_err) = consensus.shutdown().await {
+                tracing::warn!(error = %stop_err, "shutting down after a failed start");
+            }
+            return Err(e);
+        }
+        Ok(consensus)
     }
-    pub async fn write(&self, cmd: Command) -> Result<Outcome, ConsensusError> {
-        let mut index = self.index.lock().await;
-        *index += 1;
-        let outcome = self.registry.write().unwrap().apply(&cmd);
-        let _ = self.applied.send(Applied {
-            log_index: *index,
-            outcome: outcome.clone(),
-        });
-        Ok(outcome)
-    }
-    pub fn registry(&self) -> Arc<RwLock<Registry>> {
-        self.registry.clone()
-    }
-    pub fn is_leader(&self) -> bool {
-        true
-    }
-    pub fn node_id(&self) -> u64 {
-        self.id
-    }
-    pub async fn shutdown(&self) -> Result<(), ConsensusError> {
+
+    /// Initializes a pristine node, then waits for a one-member cluster to be ready.
+    async fn bring_up(&self, cfg: &ConsensusConfig) -> Result<(), ConsensusError> {
+        let raft = &self.inner.raft;
+        let id = cfg.node_id;
+        let sole_voter = if raft.is_initialized().await? {
+            let (voters, me) = raft
+                .with_raft_state(move |st| {
+                    let membership = st.membership_state.effective();
+                    (
+                        membership.voter_ids().collect::<Vec<_>>(),
+                        membership.get_node(&id).cloned(),
+                    )
+                })
+                .await?;
+            if let Some(me) = me.filter(|me| me.addr != cfg.advertise) {
+                tracing::warn!(
+                    node_id = id,
+                    stored = %me.addr,
+                    advertise = %cfg.advertise,
+                    "advertise address differs from the one in the stored membership; keeping the stored one"
+                );
+            }
+            tracing::info!(node_id = id, ?voters, "restarting from existing raft state");
+            voters == [id]
+        } else {
+            let members = BTreeMap::from([(id, BasicNode::new(&cfg.advertise))]);
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(node_id = id, "initialized one-member cluster"),
+                // Raced with something that initialized it meanwhile: fine, it is initialized.
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(RaftError::APIError(e)) => return Err(e.into()),
+                Err(RaftError::Fatal(e)) => return Err(e.into()),
+            }
+            true
+        };
+        if !sole_voter {
+            // Part of a multi-node cluster: leadership depends on peers; do not block start-up.
+            return Ok(());
+        }
+        raft.wait(Some(LEADER_TIMEOUT))
+            .metrics(
+                |m| {
+                    m.state == ServerState::Leader
+                        && m.current_leader == Some(id)
+                        && m.last_applied.index() >= m.last_log_index
+                },
+                "one-member cluster elects itself and applies its log",
+            )
+            .await?;
         Ok(())
     }
+
+    /// Proposes a command and returns its Outcome once committed and applied locally.
+    ///
+    /// On a non-leader this fails with [`ConsensusError::ForwardToLeader`] without applying.
+    pub async fn write(&self, cmd: Command) -> Result<Outcome, ConsensusError> {
+        match self.inner.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                Err(ConsensusError::ForwardToLeader {
+                    leader_id: fwd.leader_id,
+                    leader_addr: fwd.leader_node.map(|node| node.addr),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(e.into()),
+            Err(RaftError::Fatal(e)) => Err(e.into()),
+        }
+    }
+
+    /// Read view of the replicated registry, updated by apply (never hold the guard across
+    /// `.await`: apply blocks while it is held).
+    pub fn registry(&self) -> Arc<RwLock<Registry>> {
+        self.inner.registry.clone()
+    }
+
+    /// The underlying openraft handle, for metrics, waits, triggers and (later) RPC handlers.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// This node's Raft id.
+    pub fn node_id(&self) -> u64 {
+        self.inner.node_id
+    }
+
+    /// Stops raft and flushes sled. Waits until openraft's tasks have dropped their storage
+    /// handles, then flushes and closes the database. Idempotent; other clones become unusable
+    /// (their calls fail with [`ConsensusError::Fatal`]).
+    pub async fn shutdown(&self) -> Result<(), ConsensusError> {
+        self.inner.raft.shutdown().await?;
+
+        let released = self.inner.storage_released.lock().await.take();
+        let mut result = Ok(());
+        if let Some(mut released) = released {
+            if tokio::time::timeout(RELEASE_TIMEOUT, released.wait())
+                .await
+                .is_err()
+            {
+                result = Err(ConsensusError::StorageStillInUse(RELEASE_TIMEOUT));
+            }
+        }
+
+        let db = self
+            .inner
+            .db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(db) = db {
+            // Dropping the last handle closes sled (joining its flusher thread): keep it off the
+            // async runtime too.
+            tokio::task::spawn_blocking(move || db.flush().map(drop))
+                .await?
+                .map_err(ConsensusError::Flush)?;
+        }
+        result
+    }
+}
+
+/// Creates `path` and opens the sled database there, off the async runtime.
+async fn open_db(path: PathBuf) -> Result<sled::Db, ConsensusError> {
+    tokio::task::spawn_blocking(move || match sled::open(&path) {
+        Ok(db) => Ok(db),
+        Err(source) => Err(ConsensusError::Open { path, source }),
+    })
+    .await?
 }

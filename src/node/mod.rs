@@ -61,7 +61,7 @@ impl Node {
 
     /// Whether this node leads the Raft cluster (it fires durable discovery bindings).
     pub fn is_leader(&self) -> bool {
-        self.consensus.is_leader()
+        self.consensus.raft().metrics().borrow().current_leader == Some(self.id)
     }
 
     /// The waiters of `engine::register_trigger`; never held across an `.await`.

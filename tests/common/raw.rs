@@ -1,0 +1,109 @@
+//! A hand-driven WebSocket client for protocol-level assertions the SDKs hide
+//! (rejections, close frames, malformed input).
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// One raw worker connection.
+pub struct RawClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub worker_id: String,
+    pub token: String,
+}
+
+/// What the next inbound item was.
+#[derive(Debug)]
+pub enum Inbound {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
+impl RawClient {
+    /// Connects and reads the `workerregistered` greeting.
+    pub async fn connect(url: &str) -> RawClient {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("raw connect");
+        let mut client = RawClient {
+            ws,
+            worker_id: String::new(),
+            token: String::new(),
+        };
+        let hello = client.recv().await;
+        assert_eq!(hello["type"], "workerregistered", "first frame: {hello}");
+        client.worker_id = hello["worker_id"].as_str().expect("worker_id").to_string();
+        client.token = hello["reattach_token"].as_str().expect("token").to_string();
+        client
+    }
+
+    /// Sends one JSON frame as text.
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::Text(frame.to_string().into())).await.expect("send");
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.to_string().into())).await.expect("send");
+    }
+
+    /// Announces the connection (void `engine::workers::register`).
+    pub async fn announce(&mut self, name: &str, namespace: Option<&str>) {
+        self.send(json!({"type":"invokefunction","function_id":"engine::workers::register",
+            "data":{"runtime":"raw","name":name,"pid":std::process::id(),"namespace":namespace},
+            "action":{"type":"void"}}))
+            .await;
+    }
+
+    /// The next frame or close, within 10 s.
+    pub async fn next(&mut self) -> Inbound {
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("no frame within 10 s");
+            match item {
+                Some(Ok(Message::Text(text))) => {
+                    return Inbound::Frame(serde_json::from_str(&text).expect("engine sent JSON"))
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    return Inbound::Frame(serde_json::from_slice(&bytes).expect("engine sent JSON"))
+                }
+                Some(Ok(Message::Close(frame))) => return Inbound::Closed(frame.map(|f| f.code.into())),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Inbound::Closed(None),
+            }
+        }
+    }
+
+    /// The next frame; panics on close.
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Inbound::Frame(v) => v,
+            Inbound::Closed(code) => panic!("connection closed ({code:?}) while a frame was expected"),
+        }
+    }
+
+    /// The next frame of a given type, skipping others (discovery fires, pings).
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Calls a function and waits for its result frame.
+    pub async fn call(&mut self, function_id: &str, data: Value) -> Value {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.send(json!({"type":"invokefunction","invocation_id":id,"function_id":function_id,"data":data}))
+            .await;
+        loop {
+            let frame = self.recv_type("invocationresult").await;
+            if frame["invocation_id"] == id.as_str() {
+                return frame;
+            }
+        }
+    }
+}
