@@ -499,9 +499,6 @@ impl Session {
             }
             return;
         }
-        if let Some(old) = self.node.connections.get(previous) {
-            old.cancel.cancel();
-        }
         self.node.router.worker_gone(previous).await;
         if let Err(err) = self
             .node
@@ -509,6 +506,10 @@ impl Session {
             .await
         {
             warn!(node = self.node.id, worker_id = %self.worker, error = %err, "could not retire the previous connection");
+        }
+        // The registry forgot it first: once the old socket closes, no list shows it.
+        if let Some(old) = self.node.connections.get(previous) {
+            old.cancel.cancel();
         }
         info!(node = self.node.id, worker_id = %self.worker, previous = %previous, "previous connection retired by reattach");
     }
