@@ -1,1 +1,167 @@
-fn main() {}
+//! Call-path benchmark: a real quorum node, a callee worker in its own process and a
+//! caller in this one, both with the published Rust SDK. Prints a report; asserts
+//! nothing. Run with `cargo bench --bench calls`; set `QUORUM_BENCH_CALLS` for the
+//! number of calls at 64 in flight (default 200000; 1000000 for the full check).
+
+use hdrhistogram::Histogram;
+use iii_sdk::protocol::{Dispatch, TriggerRequest};
+use iii_sdk::runtime::WorkerMetadata;
+use iii_sdk::{register_worker, Error, IIIClient, InitOptions, RegisterFunction};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ROLE: &str = "QUORUM_BENCH_ROLE";
+const IN_FLIGHT: usize = 64;
+
+/// Kills a child process by PID when dropped.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn client(url: &str, name: &str) -> IIIClient {
+    register_worker(
+        url,
+        InitOptions {
+            metadata: Some(WorkerMetadata {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+async fn callee(url: String) {
+    let worker = client(&url, "bench-callee");
+    worker.register_function(
+        "bench::echo",
+        RegisterFunction::new_async(|input: Value| async move { Ok::<Value, Error>(input) }),
+    );
+    worker
+        .wait_until_registered(Duration::from_secs(10))
+        .await
+        .expect("callee registered");
+    println!("READY");
+    std::future::pending::<()>().await;
+}
+
+async fn call(worker: &IIIClient) -> Result<Value, Error> {
+    worker
+        .trigger(TriggerRequest::new("bench::echo", json!({"n": 1})).dispatch(Dispatch::Remote))
+        .await
+}
+
+fn start_node(dir: &std::path::Path) -> (Guard, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("QUORUM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start quorum");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let ready: Value = serde_json::from_str(line.trim()).expect("ready JSON");
+    let url = format!("ws://{}", ready["listen"].as_str().expect("listen"));
+    (Guard(child), url)
+}
+
+fn start_callee(url: &str) -> Guard {
+    let mut child = Command::new(std::env::current_exe().expect("bench path"))
+        .env(ROLE, "callee")
+        .env("III_URL", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start callee");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("callee ready");
+    Guard(child)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::var(ROLE).as_deref() == Ok("callee") {
+        return callee(std::env::var("III_URL").expect("III_URL")).await;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let total: u64 = std::env::var("QUORUM_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_node, url) = start_node(dir.path());
+    let _callee = start_callee(&url);
+    let caller = client(&url, "bench-caller");
+    caller
+        .wait_until_registered(Duration::from_secs(10))
+        .await
+        .expect("caller registered");
+    // The callee said READY once its registration was sent; wait until it is callable.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&caller).await.is_err() {
+        assert!(Instant::now() < deadline, "bench::echo never became callable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for _ in 0..2_000 {
+        let _ = call(&caller).await;
+    }
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
+    let sequential = 20_000;
+    for _ in 0..sequential {
+        let start = Instant::now();
+        call(&caller).await.expect("sequential call");
+        latency.record(start.elapsed().as_micros() as u64).expect("record");
+    }
+
+    let issued = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let lanes: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let (caller, issued, ok, failed) = (caller.clone(), issued.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                while issued.fetch_add(1, Ordering::Relaxed) < total {
+                    match call(&caller).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for lane in lanes {
+        lane.await.expect("lane");
+    }
+    let elapsed = start.elapsed();
+    let ok = ok.load(Ordering::Relaxed);
+    let failed = failed.load(Ordering::Relaxed);
+
+    println!("quorum call benchmark (one node, caller and callee in separate processes, Rust SDK 0.25)");
+    println!("sequential calls        {sequential}");
+    println!("  p50                   {} us", latency.value_at_quantile(0.50));
+    println!("  p99                   {} us", latency.value_at_quantile(0.99));
+    println!("  max                   {} us", latency.max());
+    println!("calls at {IN_FLIGHT} in flight    {total}");
+    println!("  throughput            {:.0} calls/s", ok as f64 / elapsed.as_secs_f64());
+    println!("  answered              {ok}");
+    println!("  lost (error/timeout)  {failed}");
+    caller.shutdown_async().await;
+}
