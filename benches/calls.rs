@@ -61,7 +61,14 @@ async fn call(worker: &IIIClient) -> Result<Value, Error> {
 
 fn start_node(dir: &std::path::Path) -> (Guard, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env("QUORUM_LOG", "warn")
         .stdout(Stdio::piped())
@@ -115,7 +122,10 @@ async fn main() {
     // The callee said READY once its registration was sent; wait until it is callable.
     let deadline = Instant::now() + Duration::from_secs(10);
     while call(&caller).await.is_err() {
-        assert!(Instant::now() < deadline, "bench::echo never became callable");
+        assert!(
+            Instant::now() < deadline,
+            "bench::echo never became callable"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -127,7 +137,9 @@ async fn main() {
     for _ in 0..sequential {
         let start = Instant::now();
         call(&caller).await.expect("sequential call");
-        latency.record(start.elapsed().as_micros() as u64).expect("record");
+        latency
+            .record(start.elapsed().as_micros() as u64)
+            .expect("record");
     }
 
     let issued = Arc::new(AtomicU64::new(0));
@@ -136,7 +148,8 @@ async fn main() {
     let start = Instant::now();
     let lanes: Vec<_> = (0..IN_FLIGHT)
         .map(|_| {
-            let (caller, issued, ok, failed) = (caller.clone(), issued.clone(), ok.clone(), failed.clone());
+            let (caller, issued, ok, failed) =
+                (caller.clone(), issued.clone(), ok.clone(), failed.clone());
             tokio::spawn(async move {
                 while issued.fetch_add(1, Ordering::Relaxed) < total {
                     match call(&caller).await {
@@ -154,13 +167,24 @@ async fn main() {
     let ok = ok.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
 
-    println!("quorum call benchmark (one node, caller and callee in separate processes, Rust SDK 0.25)");
+    println!(
+        "quorum call benchmark (one node, caller and callee in separate processes, Rust SDK 0.25)"
+    );
     println!("sequential calls        {sequential}");
-    println!("  p50                   {} us", latency.value_at_quantile(0.50));
-    println!("  p99                   {} us", latency.value_at_quantile(0.99));
+    println!(
+        "  p50                   {} us",
+        latency.value_at_quantile(0.50)
+    );
+    println!(
+        "  p99                   {} us",
+        latency.value_at_quantile(0.99)
+    );
     println!("  max                   {} us", latency.max());
     println!("calls at {IN_FLIGHT} in flight    {total}");
-    println!("  throughput            {:.0} calls/s", ok as f64 / elapsed.as_secs_f64());
+    println!(
+        "  throughput            {:.0} calls/s",
+        ok as f64 / elapsed.as_secs_f64()
+    );
     println!("  answered              {ok}");
     println!("  lost (error/timeout)  {failed}");
     caller.shutdown_async().await;

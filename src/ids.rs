@@ -75,15 +75,6 @@ impl FunctionKey {
             id: id.into(),
         }
     }
-
-    /// The qualified form used by discovery: a bare id in `default`, `namespace/id` elsewhere.
-    pub fn qualified(&self) -> String {
-        if self.namespace == DEFAULT_NAMESPACE {
-            self.id.clone()
-        } else {
-            format!("{}/{}", self.namespace, self.id)
-        }
-    }
 }
 
 impl fmt::Display for FunctionKey {

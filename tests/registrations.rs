@@ -19,12 +19,16 @@ async fn a_function_owned_by_a_live_worker_is_refused_to_another() {
     wait_function(&owner, "state::get", true).await;
     let mut rival = RawClient::connect(&node.url).await;
     rival.announce(&unique_name("rival"), None).await;
-    rival.send(json!({"type":"registerfunction","id":"state::get"})).await;
+    rival
+        .send(json!({"type":"registerfunction","id":"state::get"}))
+        .await;
     let rejected = rival.recv_type("registrationrejected").await;
     assert_eq!(rejected["code"], "FUNCTION_NAMESPACE_CONFLICT");
     assert_eq!(rejected["function_id"], "state::get");
     assert_eq!(rejected["namespace"], "default");
-    assert!(rejected["owner_worker_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(rejected["owner_worker_id"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
     // The rival stays connected and the owner keeps serving.
     let answer = rival.call("state::get", json!({})).await;
     assert_eq!(answer["result"], "owner");
@@ -35,14 +39,17 @@ async fn reserved_engine_ids_are_refused_with_an_empty_owner() {
     let node = Node::start();
     let mut raw = RawClient::connect(&node.url).await;
     raw.announce(&unique_name("raw"), Some("orders")).await;
-    raw.send(json!({"type":"registerfunction","id":"engine::mine"})).await;
+    raw.send(json!({"type":"registerfunction","id":"engine::mine"}))
+        .await;
     let rejected = raw.recv_type("registrationrejected").await;
     assert_eq!(rejected["code"], "FUNCTION_NAMESPACE_CONFLICT");
     assert_eq!(rejected["namespace"], "orders");
     assert_eq!(rejected["owner_worker_id"], "");
     let mut other = RawClient::connect(&node.url).await;
     other.announce(&unique_name("raw"), None).await;
-    other.send(json!({"type":"registerfunction","id":"engine::functions::list"})).await;
+    other
+        .send(json!({"type":"registerfunction","id":"engine::functions::list"}))
+        .await;
     let rejected = other.recv_type("registrationrejected").await;
     assert_eq!(rejected["function_id"], "engine::functions::list");
 }
@@ -53,7 +60,9 @@ async fn a_held_worker_name_is_a_fatal_conflict_closed_by_the_engine() {
     let name = unique_name("svc");
     let _holder = worker(&node.url, &name, None).await;
     let mut rival = RawClient::connect(&node.url).await;
-    rival.send(json!({"type":"registerfunction","id":"never::applied"})).await;
+    rival
+        .send(json!({"type":"registerfunction","id":"never::applied"}))
+        .await;
     rival.announce(&name, None).await;
     let rejected = rival.recv_type("registrationrejected").await;
     assert_eq!(rejected["code"], "WORKER_NAMESPACE_CONFLICT");
@@ -64,7 +73,9 @@ async fn a_held_worker_name_is_a_fatal_conflict_closed_by_the_engine() {
         }
     }
     let observer = worker(&node.url, &unique_name("observer"), None).await;
-    assert!(!common::function_ids(&observer).await.contains(&"never::applied".to_string()));
+    assert!(!common::function_ids(&observer)
+        .await
+        .contains(&"never::applied".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,19 +93,21 @@ async fn the_rust_sdk_stops_for_good_on_a_name_conflict() {
             ..Default::default()
         },
     );
+    // The greeting can win the race; the rejection then arrives right after it.
     let err = second
         .wait_until_registered(std::time::Duration::from_secs(10))
         .await
-        .err()
-        .or_else(|| {
-            // The greeting can win the race; the rejection then arrives right after.
-            None
-        });
-    let fatal = common::eventually("fatal error on the twin", std::time::Duration::from_secs(10), || async {
-        second.fatal_error()
-    })
+        .err();
+    let fatal = common::eventually(
+        "fatal error on the twin",
+        std::time::Duration::from_secs(10),
+        || async { second.fatal_error() },
+    )
     .await;
-    assert!(matches!(fatal, Error::RegistrationRejected { ref code, .. } if code == "WORKER_NAMESPACE_CONFLICT"), "{fatal:?} {err:?}");
+    assert!(
+        matches!(fatal, Error::RegistrationRejected { ref code, .. } if code == "WORKER_NAMESPACE_CONFLICT"),
+        "{fatal:?} {err:?}"
+    );
     second.shutdown_async().await;
 }
 
@@ -102,17 +115,24 @@ async fn the_rust_sdk_stops_for_good_on_a_name_conflict() {
 async fn registrations_before_the_announcement_land_in_the_announced_namespace() {
     let node = Node::start();
     let mut raw = RawClient::connect(&node.url).await;
-    raw.send(json!({"type":"registerfunction","id":"early::fn"})).await;
+    raw.send(json!({"type":"registerfunction","id":"early::fn"}))
+        .await;
     raw.announce(&unique_name("raw"), Some("ns1")).await;
     let caller = worker(&node.url, &unique_name("caller"), None).await;
-    let listed = common::eventually("early::fn in ns1", std::time::Duration::from_secs(10), || async {
-        let list = call(&caller, "engine::functions::list", json!({})).await.ok()?;
-        list["functions"]
-            .as_array()?
-            .iter()
-            .find(|f| f["function_id"] == "early::fn")
-            .cloned()
-    })
+    let listed = common::eventually(
+        "early::fn in ns1",
+        std::time::Duration::from_secs(10),
+        || async {
+            let list = call(&caller, "engine::functions::list", json!({}))
+                .await
+                .ok()?;
+            list["functions"]
+                .as_array()?
+                .iter()
+                .find(|f| f["function_id"] == "early::fn")
+                .cloned()
+        },
+    )
     .await;
     assert_eq!(listed["namespace"], "ns1");
 }
@@ -128,12 +148,15 @@ async fn without_an_announcement_the_grace_timer_applies_the_buffer_in_default()
         },
     );
     let mut raw = RawClient::connect(&node.url).await;
-    raw.send(json!({"type":"registerfunction","id":"late::fn"})).await;
+    raw.send(json!({"type":"registerfunction","id":"late::fn"}))
+        .await;
     let caller = worker(&node.url, &unique_name("caller"), None).await;
     wait_function(&caller, "late::fn", true).await;
     // A late announcement keeps `default`, whatever it declares.
     raw.announce(&unique_name("raw"), Some("elsewhere")).await;
-    let answer = raw.call("engine::functions::info", json!({"function_id":"late::fn"})).await;
+    let answer = raw
+        .call("engine::functions::info", json!({"function_id":"late::fn"}))
+        .await;
     assert_eq!(answer["result"]["namespace"], "default");
 }
 
@@ -143,17 +166,24 @@ async fn blank_namespaces_are_invalid_where_the_protocol_says_so() {
     let mut raw = RawClient::connect(&node.url).await;
     raw.announce(&unique_name("raw"), None).await;
     let id = uuid::Uuid::new_v4().to_string();
-    raw.send(json!({"type":"invokefunction","invocation_id":id,"function_id":"x","namespace":"  "}))
-        .await;
+    raw.send(
+        json!({"type":"invokefunction","invocation_id":id,"function_id":"x","namespace":"  "}),
+    )
+    .await;
     let result = raw.recv_type("invocationresult").await;
     assert_eq!(result["error"]["code"], "INVALID_NAMESPACE");
     assert_eq!(result["function_id"], "x");
-    raw.send(json!({"type":"registertrigger","id":"t","trigger_type":"cron","function_id":"f",
-        "config":{},"trigger_namespace":""}))
-        .await;
+    raw.send(
+        json!({"type":"registertrigger","id":"t","trigger_type":"cron","function_id":"f",
+        "config":{},"trigger_namespace":""}),
+    )
+    .await;
     let refused = raw.recv_type("triggerregistrationresult").await;
     assert_eq!(refused["error"]["code"], "INVALID_NAMESPACE");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("`trigger_namespace`"));
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`trigger_namespace`"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,36 +192,66 @@ async fn reattach_with_the_token_retires_the_previous_connection() {
     let mut old = RawClient::connect(&node.url).await;
     let name = unique_name("phoenix");
     old.announce(&name, None).await;
-    old.send(json!({"type":"registerfunction","id":"phoenix::fn"})).await;
+    old.send(json!({"type":"registerfunction","id":"phoenix::fn"}))
+        .await;
     let observer = worker(&node.url, &unique_name("observer"), None).await;
     wait_function(&observer, "phoenix::fn", true).await;
 
     // A wrong token changes nothing.
     let mut impostor = RawClient::connect(&node.url).await;
     impostor
-        .send(json!({"type":"reattach","previous_worker_id":old.worker_id,"reattach_token":"wrong"}))
+        .send(
+            json!({"type":"reattach","previous_worker_id":old.worker_id,"reattach_token":"wrong"}),
+        )
         .await;
     impostor.send(json!({"type":"ping"})).await;
     assert_eq!(impostor.recv_type("pong").await["type"], "pong");
-    assert!(common::function_ids(&observer).await.contains(&"phoenix::fn".to_string()));
+    assert!(common::function_ids(&observer)
+        .await
+        .contains(&"phoenix::fn".to_string()));
 
     let mut new = RawClient::connect(&node.url).await;
-    new.send(json!({"type":"reattach","previous_worker_id":old.worker_id,"reattach_token":old.token}))
-        .await;
+    new.send(
+        json!({"type":"reattach","previous_worker_id":old.worker_id,"reattach_token":old.token}),
+    )
+    .await;
     new.announce(&name, None).await;
-    new.send(json!({"type":"registerfunction","id":"phoenix::fn"})).await;
+    new.send(json!({"type":"registerfunction","id":"phoenix::fn"}))
+        .await;
     loop {
         if let Inbound::Closed(_) = old.next().await {
             break;
         }
     }
-    let rows = call(&observer, "engine::workers::list", json!({})).await.unwrap();
-    let ids: Vec<&str> = rows["workers"].as_array().unwrap().iter().filter_map(|w| w["id"].as_str()).collect();
+    let rows = call(&observer, "engine::workers::list", json!({}))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rows["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["id"].as_str())
+        .collect();
     assert!(!ids.contains(&old.worker_id.as_str()));
-    let served_by_new = common::eventually("phoenix::fn served by the new connection", std::time::Duration::from_secs(10), || async {
-        let rows = call(&observer, "engine::workers::list", json!({})).await.ok()?;
-        rows["workers"].as_array()?.iter().find(|w| w["id"] == new.worker_id.as_str()
-            && w["functions"].as_array().is_some_and(|f| f.contains(&json!("phoenix::fn")))).cloned()
-    }).await;
+    let served_by_new = common::eventually(
+        "phoenix::fn served by the new connection",
+        std::time::Duration::from_secs(10),
+        || async {
+            let rows = call(&observer, "engine::workers::list", json!({}))
+                .await
+                .ok()?;
+            rows["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| {
+                    w["id"] == new.worker_id.as_str()
+                        && w["functions"]
+                            .as_array()
+                            .is_some_and(|f| f.contains(&json!("phoenix::fn")))
+                })
+                .cloned()
+        },
+    )
+    .await;
     assert_eq!(served_by_new["name"], name.as_str());
 }

@@ -20,7 +20,10 @@ async fn workers_come_back_after_a_node_restart() {
     );
     let caller = worker(&node.url, &unique_name("caller"), None).await;
     wait_function(&caller, "svc::ping", true).await;
-    assert_eq!(call(&caller, "svc::ping", json!({})).await.unwrap(), json!("pong"));
+    assert_eq!(
+        call(&caller, "svc::ping", json!({})).await.unwrap(),
+        json!("pong")
+    );
 
     node.kill();
     let node = Node::start_in(
@@ -31,15 +34,28 @@ async fn workers_come_back_after_a_node_restart() {
         },
     );
     // The SDKs reconnect on their own (Rust: every 2 s) and replay everything.
-    let answer = common::eventually("svc::ping callable again", std::time::Duration::from_secs(20), || async {
-        call(&caller, "svc::ping", json!({})).await.ok()
-    })
+    let answer = common::eventually(
+        "svc::ping callable again",
+        std::time::Duration::from_secs(20),
+        || async { call(&caller, "svc::ping", json!({})).await.ok() },
+    )
     .await;
     assert_eq!(answer, json!("pong"));
     // Nothing of the previous process's connections is left: two workers, no ghosts.
-    let rows = call(&caller, "engine::workers::list", json!({})).await.unwrap();
-    let names: Vec<&str> = rows["workers"].as_array().unwrap().iter().filter_map(|w| w["name"].as_str()).collect();
-    assert_eq!(names.iter().filter(|n| **n == callee_name).count(), 1, "{rows}");
+    let rows = call(&caller, "engine::workers::list", json!({}))
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == callee_name).count(),
+        1,
+        "{rows}"
+    );
     assert_eq!(rows["workers"].as_array().unwrap().len(), 2, "{rows}");
     drop(node);
 }

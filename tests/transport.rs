@@ -26,11 +26,21 @@ async fn malformed_frames_are_dropped_and_the_connection_keeps_working() {
     ] {
         raw.send_text(bad).await;
     }
-    raw.ws.send(Message::Binary(b"OTLP{\"resourceSpans\":[]}".to_vec().into())).await.unwrap();
-    raw.ws.send(Message::Binary(vec![0xff, 0xfe, 0x00].into())).await.unwrap();
+    raw.ws
+        .send(Message::Binary(
+            b"OTLP{\"resourceSpans\":[]}".to_vec().into(),
+        ))
+        .await
+        .unwrap();
+    raw.ws
+        .send(Message::Binary(vec![0xff, 0xfe, 0x00].into()))
+        .await
+        .unwrap();
     // A protocol message in a binary frame is accepted like text.
     raw.ws
-        .send(Message::Binary(json!({"type":"ping"}).to_string().into_bytes().into()))
+        .send(Message::Binary(
+            json!({"type":"ping"}).to_string().into_bytes().into(),
+        ))
         .await
         .unwrap();
     assert_eq!(raw.recv_type("pong").await["type"], "pong");
@@ -61,14 +71,22 @@ async fn an_oversized_frame_closes_only_its_own_connection() {
     let huge = "x".repeat(17 * 1024 * 1024);
     let _ = ws.send(Message::Text(huge.into())).await;
     let mut closed = false;
-    while let Ok(Some(frame)) = tokio::time::timeout(std::time::Duration::from_secs(10), futures_util::StreamExt::next(&mut ws)).await {
+    while let Ok(Some(frame)) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    {
         if matches!(frame, Ok(Message::Close(_)) | Err(_)) {
             closed = true;
             break;
         }
     }
     assert!(closed, "the oversized sender is disconnected");
-    assert_eq!(call(&bystander, "still::here", json!({})).await.unwrap(), json!("yes"));
+    assert_eq!(
+        call(&bystander, "still::here", json!({})).await.unwrap(),
+        json!("yes")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,9 +103,14 @@ async fn messages_larger_than_one_frame_travel_both_ways() {
     let caller = worker(&node.url, &unique_name("caller"), None).await;
     wait_function(&caller, "blob::echo", true).await;
     let blob = "y".repeat(20 * 1024 * 1024);
-    let answer = call(&caller, "blob::echo", json!({"blob": blob})).await.unwrap();
+    let answer = call(&caller, "blob::echo", json!({"blob": blob}))
+        .await
+        .unwrap();
     assert_eq!(answer["len"], 20 * 1024 * 1024);
-    assert_eq!(answer["blob"].as_str().map(str::len), Some(20 * 1024 * 1024));
+    assert_eq!(
+        answer["blob"].as_str().map(str::len),
+        Some(20 * 1024 * 1024)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,15 +125,19 @@ async fn a_caller_cannot_exceed_its_pending_call_limit() {
     );
     let mut owner = RawClient::connect(&node.url).await;
     owner.announce(&unique_name("silent"), None).await;
-    owner.send(json!({"type":"registerfunction","id":"never::answers"})).await;
+    owner
+        .send(json!({"type":"registerfunction","id":"never::answers"}))
+        .await;
     let mut caller = RawClient::connect(&node.url).await;
     caller.announce(&unique_name("caller"), None).await;
     let observer = worker(&node.url, &unique_name("observer"), None).await;
     wait_function(&observer, "never::answers", true).await;
     for _ in 0..2 {
         caller
-            .send(json!({"type":"invokefunction","invocation_id":uuid::Uuid::new_v4().to_string(),
-                "function_id":"never::answers","data":{}}))
+            .send(
+                json!({"type":"invokefunction","invocation_id":uuid::Uuid::new_v4().to_string(),
+                "function_id":"never::answers","data":{}}),
+            )
             .await;
         owner.recv_type("invokefunction").await;
     }
@@ -123,22 +150,37 @@ async fn a_caller_cannot_exceed_its_pending_call_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn side_endpoints_otel_and_unknown_paths() {
     let node = Node::start();
-    let (mut otel, _) = tokio_tungstenite::connect_async(format!("{}/otel", node.url)).await.unwrap();
-    otel.send(Message::Binary(b"MTRC{}".to_vec().into())).await.unwrap();
+    let (mut otel, _) = tokio_tungstenite::connect_async(format!("{}/otel", node.url))
+        .await
+        .unwrap();
+    otel.send(Message::Binary(b"MTRC{}".to_vec().into()))
+        .await
+        .unwrap();
     let listed = {
         let mut raw = RawClient::connect(&node.url).await;
         raw.announce(&unique_name("raw"), None).await;
         raw.call("engine::workers::list", json!({})).await
     };
-    assert_eq!(listed["result"]["workers"].as_array().unwrap().len(), 1, "otel is never a worker");
+    assert_eq!(
+        listed["result"]["workers"].as_array().unwrap().len(),
+        1,
+        "otel is never a worker"
+    );
     let refused = tokio_tungstenite::connect_async(format!("{}/elsewhere", node.url)).await;
     match refused {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404)
+        }
         other => panic!("expected 404, got {other:?}"),
     }
-    let (_ws, response) = tokio_tungstenite::connect_async(node.url.as_str()).await.unwrap();
+    let (_ws, response) = tokio_tungstenite::connect_async(node.url.as_str())
+        .await
+        .unwrap();
     assert_eq!(
-        response.headers().get("x-iii-capabilities").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("x-iii-capabilities")
+            .and_then(|v| v.to_str().ok()),
         Some("tcp-nodelay")
     );
     let _ = otel.close(None).await;

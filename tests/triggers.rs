@@ -27,8 +27,13 @@ impl TriggerHandler for Recorder {
     }
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<(String, TriggerConfig)>) -> (String, TriggerConfig) {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("provider notified").expect("open")
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<(String, TriggerConfig)>,
+) -> (String, TriggerConfig) {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("provider notified")
+        .expect("open")
 }
 
 fn binding(trigger_type: &str, function_id: &str) -> RegisterTriggerInput {
@@ -47,23 +52,39 @@ async fn a_binding_reaches_its_provider_and_leaves_when_the_consumer_disconnects
     let node = Node::start();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let provider = worker(&node.url, &unique_name("provider"), None).await;
-    provider.register_trigger_type(RegisterTriggerType::new("cron", "Runs on a schedule", Recorder(tx)));
+    provider.register_trigger_type(RegisterTriggerType::new(
+        "cron",
+        "Runs on a schedule",
+        Recorder(tx),
+    ));
     let consumer = worker(&node.url, &unique_name("consumer"), None).await;
     common::eventually("cron type listed", Duration::from_secs(10), || async {
-        let list = call(&consumer, "engine::trigger-types::list", json!({})).await.ok()?;
-        list["trigger_types"].as_array()?.iter().any(|t| t["id"] == "cron").then_some(())
+        let list = call(&consumer, "engine::trigger-types::list", json!({}))
+            .await
+            .ok()?;
+        list["trigger_types"]
+            .as_array()?
+            .iter()
+            .any(|t| t["id"] == "cron")
+            .then_some(())
     })
     .await;
-    consumer.register_trigger(binding("cron", "jobs::tick")).unwrap();
+    consumer
+        .register_trigger(binding("cron", "jobs::tick"))
+        .unwrap();
     let (kind, config) = next(&mut rx).await;
     assert_eq!(kind, "register");
     assert_eq!(config.function_id, "jobs::tick");
     assert_eq!(config.config, json!({"every": "5m"}));
     let id = config.id.clone();
-    let listed = call(&consumer, "engine::triggers::list", json!({})).await.unwrap();
+    let listed = call(&consumer, "engine::triggers::list", json!({}))
+        .await
+        .unwrap();
     assert_eq!(listed["triggers"][0]["id"], id.as_str());
     assert_eq!(listed["triggers"][0]["trigger_type"], "cron");
-    let info = call(&consumer, "engine::triggers::info", json!({"id": "cron"})).await.unwrap();
+    let info = call(&consumer, "engine::triggers::info", json!({"id": "cron"}))
+        .await
+        .unwrap();
     assert_eq!(info["instance_count"], 1);
     consumer.shutdown_async().await;
     let (kind, config) = next(&mut rx).await;
@@ -75,19 +96,32 @@ async fn a_binding_reaches_its_provider_and_leaves_when_the_consumer_disconnects
 async fn parked_bindings_are_resent_with_their_ids_when_a_provider_returns() {
     let node = Node::start();
     let consumer = worker(&node.url, &unique_name("consumer"), None).await;
-    consumer.register_trigger(binding("webhook", "hooks::in")).unwrap();
+    consumer
+        .register_trigger(binding("webhook", "hooks::in"))
+        .unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let first = worker(&node.url, &unique_name("provider"), None).await;
-    first.register_trigger_type(RegisterTriggerType::new("webhook", "HTTP hook", Recorder(tx)));
+    first.register_trigger_type(RegisterTriggerType::new(
+        "webhook",
+        "HTTP hook",
+        Recorder(tx),
+    ));
     let (_, config) = next(&mut rx).await;
     let id = config.id;
     first.shutdown_async().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let second = worker(&node.url, &unique_name("provider"), None).await;
-    second.register_trigger_type(RegisterTriggerType::new("webhook", "HTTP hook", Recorder(tx)));
+    second.register_trigger_type(RegisterTriggerType::new(
+        "webhook",
+        "HTTP hook",
+        Recorder(tx),
+    ));
     let (kind, config) = next(&mut rx).await;
     assert_eq!(kind, "register");
-    assert_eq!(config.id, id, "the original trigger id survives the provider's reconnect");
+    assert_eq!(
+        config.id, id,
+        "the original trigger id survives the provider's reconnect"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +148,11 @@ async fn a_provider_refusal_is_relayed_to_the_registrant_and_parks_the_binding()
     assert_eq!(relayed["id"], "b1");
     assert_eq!(relayed["error"]["message"], "bad config");
     let live = consumer.call("engine::triggers::list", json!({})).await;
-    assert_eq!(live["result"]["triggers"], json!([]), "a refused binding is parked, not live");
+    assert_eq!(
+        live["result"]["triggers"],
+        json!([]),
+        "a refused binding is parked, not live"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,17 +160,30 @@ async fn register_trigger_by_call_waits_for_the_providers_verdict() {
     let node = Node::start();
     let mut provider = RawClient::connect(&node.url).await;
     provider.announce(&unique_name("raw-provider"), None).await;
-    provider.send(json!({"type":"registertriggertype","id":"picky","description":"d"})).await;
+    provider
+        .send(json!({"type":"registertriggertype","id":"picky","description":"d"}))
+        .await;
     let caller = worker(&node.url, &unique_name("caller"), None).await;
     common::eventually("picky listed", Duration::from_secs(10), || async {
-        let list = call(&caller, "engine::trigger-types::list", json!({})).await.ok()?;
-        list["trigger_types"].as_array()?.iter().any(|t| t["id"] == "picky").then_some(())
+        let list = call(&caller, "engine::trigger-types::list", json!({}))
+            .await
+            .ok()?;
+        list["trigger_types"]
+            .as_array()?
+            .iter()
+            .any(|t| t["id"] == "picky")
+            .then_some(())
     })
     .await;
     let pending = tokio::spawn({
         let caller = caller.clone();
         async move {
-            call(&caller, "engine::register_trigger", json!({"trigger_type":"picky","function_id":"f"})).await
+            call(
+                &caller,
+                "engine::register_trigger",
+                json!({"trigger_type":"picky","function_id":"f"}),
+            )
+            .await
         }
     });
     let forwarded = provider.recv_type("registertrigger").await;
@@ -141,10 +192,20 @@ async fn register_trigger_by_call_waits_for_the_providers_verdict() {
             "error":{"code":"nope","message":"not today"}}))
         .await;
     let err = pending.await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::Remote { ref code, ref message, .. }
-        if code == "trigger_registration_failed" && message == "nope: not today"), "{err:?}");
-    let parked: Value = call(&caller, "engine::register_trigger", json!({"trigger_type":"absent","function_id":"f"}))
-        .await
-        .unwrap();
-    assert!(parked["id"].as_str().is_some(), "an unknown type still returns an id");
+    assert!(
+        matches!(err, Error::Remote { ref code, ref message, .. }
+        if code == "trigger_registration_failed" && message == "nope: not today"),
+        "{err:?}"
+    );
+    let parked: Value = call(
+        &caller,
+        "engine::register_trigger",
+        json!({"trigger_type":"absent","function_id":"f"}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        parked["id"].as_str().is_some(),
+        "an unknown type still returns an id"
+    );
 }

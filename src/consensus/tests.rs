@@ -25,10 +25,10 @@ use super::Consensus;
 use super::ConsensusConfig;
 use super::ConsensusError;
 use super::TypeConfig;
+use crate::ids::WorkerId;
 use crate::registry::Command;
 use crate::registry::Registry;
 use crate::registry::{Event, Outcome};
-use crate::ids::WorkerId;
 
 /// A command whose outcome names a number: a worker connect with that id.
 fn add(n: u64) -> Command {
@@ -114,10 +114,7 @@ async fn restart_restores_registry_from_log_and_from_snapshot() {
         .expect("first start");
     assert_eq!(node.node_id(), 1);
     for i in 1..=100u64 {
-        let outcome = node
-            .write(add(i))
-            .await
-            .expect("write");
+        let outcome = node.write(add(i)).await.expect("write");
         assert_eq!(value(&outcome), i);
     }
     let before = snapshot_of(&node);
@@ -135,7 +132,10 @@ async fn restart_restores_registry_from_log_and_from_snapshot() {
     assert_eq!(snapshot_of(&node), before);
     let replayed = drain(&mut rx);
     assert_eq!(
-        replayed.iter().map(|a| value(&a.outcome)).collect::<Vec<_>>(),
+        replayed
+            .iter()
+            .map(|a| value(&a.outcome))
+            .collect::<Vec<_>>(),
         (1..=100).collect::<Vec<_>>(),
         "replay re-emits Applied for every normal entry"
     );
@@ -184,10 +184,7 @@ async fn restart_restores_registry_from_log_and_from_snapshot() {
     assert_eq!(metrics.snapshot, Some(applied));
     assert_eq!(metrics.purged, Some(applied));
 
-    let outcome = node
-        .write(add(101))
-        .await
-        .expect("write");
+    let outcome = node.write(add(101)).await.expect("write");
     assert_eq!(value(&outcome), 101);
     assert_eq!(value(&recv(&mut rx).await.outcome), 101);
     node.shutdown().await.expect("third shutdown");
@@ -204,10 +201,7 @@ async fn applied_events_arrive_in_log_order() {
     // Sequential writes: each write's event arrives, matching its outcome.
     let mut last_index = 0;
     for i in 1..=20u64 {
-        let outcome = node
-            .write(add(i))
-            .await
-            .expect("write");
+        let outcome = node.write(add(i)).await.expect("write");
         let event = recv(&mut rx).await;
         assert_eq!(value(&event.outcome), value(&outcome));
         assert!(event.log_index > last_index, "log indexes increase");

@@ -62,11 +62,6 @@ impl Connections {
         self.read().len()
     }
 
-    /// Every live local session.
-    pub fn all(&self) -> Vec<(WorkerId, ConnectionHandle)> {
-        self.read().iter().map(|(k, v)| (*k, v.clone())).collect()
-    }
-
     /// Queues a frame for a local worker; false when it is not here or already closing.
     pub async fn send(&self, worker: WorkerId, frame: Outbound) -> bool {
         match self.outbox(worker) {

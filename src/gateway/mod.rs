@@ -62,6 +62,8 @@ fn ws_config() -> WebSocketConfig {
 async fn accept(node: Arc<Node>, stream: TcpStream, peer: SocketAddr) {
     let nodelay = stream.set_nodelay(true).is_ok();
     let mut route = None;
+    // The refusal type is tungstenite's own; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         route = match request.uri().path() {
             "/" => Some(Route::Worker),

@@ -29,6 +29,11 @@ pub async fn run(node: Arc<Node>, mut applied: UnboundedReceiver<Applied>) {
         }
         let mut functions_changed = false;
         for item in batch {
+            tracing::trace!(
+                node = node.id,
+                log_index = item.log_index,
+                "reacting to an applied change"
+            );
             for event in item.outcome.events {
                 match event {
                     Event::FunctionsChanged => functions_changed = true,

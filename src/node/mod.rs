@@ -137,11 +137,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind(config.listen).await?;
     let ready = Ready {
-        node_id,
+        node_id: node.consensus.node_id(),
         listen: listener.local_addr()?.to_string(),
         data_dir: config.data_dir.display().to_string(),
     };
-    info!(node = node_id, listen = %ready.listen, "quorum node serving");
+    info!(node = node_id, listen = %ready.listen, cluster_listen = %config.cluster_listen,
+        advertise = %config.advertise, join = ?config.join, "quorum node serving (cluster of one; peers arrive with clustering)");
     // One machine-readable line on stdout tells scripts and tests the node is ready.
     println!("{}", serde_json::to_string(&ready)?);
     let server = tokio::spawn(gateway::serve(node.clone(), listener));

@@ -40,8 +40,6 @@ pub enum EngineError {
     TooManyPendingCalls { limit: usize },
     #[error("{0}")]
     TriggerRegistrationFailed(String),
-    #[error("{0}")]
-    UnregisterFailed(String),
     #[error("the registry could not commit the change: {0}")]
     Unavailable(String),
     #[error("the result is larger than {limit} bytes")]
@@ -62,7 +60,6 @@ impl EngineError {
             Self::InvalidArguments(_) => "INVALID_ARGUMENTS",
             Self::TooManyPendingCalls { .. } => "too_many_pending_calls",
             Self::TriggerRegistrationFailed(_) => "trigger_registration_failed",
-            Self::UnregisterFailed(_) => "unregister_failed",
             Self::Unavailable(_) => "engine_unavailable",
             Self::PayloadTooLarge { .. } => "payload_too_large",
         }

@@ -93,15 +93,9 @@ pub struct InvokeFunction {
 pub struct InvocationResult {
     pub invocation_id: String,
     #[serde(default)]
-    pub function_id: Option<String>,
-    #[serde(default)]
     pub result: Option<Value>,
     #[serde(default)]
     pub error: Option<Value>,
-    #[serde(default)]
-    pub traceparent: Option<String>,
-    #[serde(default)]
-    pub baggage: Option<String>,
 }
 
 /// `registertriggertype`.
@@ -146,10 +140,6 @@ pub struct RegisterTrigger {
 #[derive(Debug, Clone, Deserialize)]
 pub struct TriggerRegistrationResult {
     pub id: String,
-    #[serde(default)]
-    pub trigger_type: Option<String>,
-    #[serde(default)]
-    pub function_id: Option<String>,
     #[serde(default)]
     pub error: Option<Value>,
 }

@@ -102,7 +102,8 @@ impl Registry {
             .and_then(|m| m.name.as_deref())
     }
 
-    /// Checks the registry's cross-references; used by tests and debug assertions.
+    /// Checks the registry's cross-references (property tests).
+    #[cfg(test)]
     pub fn check_invariants(&self) -> Result<(), String> {
         for (key, f) in &self.functions {
             if !self.workers.contains_key(&f.owner) {

@@ -12,13 +12,12 @@ mod pending;
 use serde_json::Value;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::gateway::connections::{Connections, Outbound};
 use crate::ids::{InvocationId, NodeId, WorkerId};
 use crate::protocol::error::EngineError;
-use crate::protocol::{ErrorBody, Outgoing};
+use crate::protocol::{ErrorBody, Outgoing, MAX_MESSAGE_BYTES};
 use crate::registry::{Registry, Resolution};
 use pending::{PendingCall, PendingTable};
 
@@ -30,8 +29,6 @@ pub enum Caller {
         worker: WorkerId,
         invocation_id: String,
     },
-    /// A call the engine started and awaits (built-ins, tests).
-    Engine(oneshot::Sender<Result<Value, ErrorBody>>),
     /// Fire-and-forget: void calls and discovery trigger fires.
     Discard,
 }
@@ -273,19 +270,30 @@ impl Router {
                     Err(error) => (None, Some(error)),
                 };
                 let frame = Outgoing::InvocationResult {
-                    invocation_id,
+                    invocation_id: invocation_id.clone(),
                     function_id: function_id.to_string(),
                     result,
                     error,
                     traceparent: None,
                     baggage: None,
                 };
-                self.connections
-                    .send(worker, Outbound::Text(frame.to_text()))
-                    .await;
-            }
-            Caller::Engine(reply) => {
-                let _ = reply.send(outcome);
+                let mut text = frame.to_text();
+                if text.len() > MAX_MESSAGE_BYTES {
+                    // Never send a worker more than its SDK accepts: say why instead.
+                    let too_large = EngineError::PayloadTooLarge {
+                        limit: MAX_MESSAGE_BYTES,
+                    };
+                    text = Outgoing::InvocationResult {
+                        invocation_id,
+                        function_id: function_id.to_string(),
+                        result: None,
+                        error: Some(too_large.body()),
+                        traceparent: None,
+                        baggage: None,
+                    }
+                    .to_text();
+                }
+                self.connections.send(worker, Outbound::Text(text)).await;
             }
             Caller::Discard => {
                 if let Err(error) = outcome {

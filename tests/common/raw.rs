@@ -25,7 +25,9 @@ pub enum Inbound {
 impl RawClient {
     /// Connects and reads the `workerregistered` greeting.
     pub async fn connect(url: &str) -> RawClient {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("raw connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("raw connect");
         let mut client = RawClient {
             ws,
             worker_id: String::new(),
@@ -40,20 +42,28 @@ impl RawClient {
 
     /// Sends one JSON frame as text.
     pub async fn send(&mut self, frame: Value) {
-        self.ws.send(Message::Text(frame.to_string().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send");
     }
 
     /// Sends raw text.
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.to_string().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .expect("send");
     }
 
     /// Announces the connection (void `engine::workers::register`).
     pub async fn announce(&mut self, name: &str, namespace: Option<&str>) {
-        self.send(json!({"type":"invokefunction","function_id":"engine::workers::register",
+        self.send(
+            json!({"type":"invokefunction","function_id":"engine::workers::register",
             "data":{"runtime":"raw","name":name,"pid":std::process::id(),"namespace":namespace},
-            "action":{"type":"void"}}))
-            .await;
+            "action":{"type":"void"}}),
+        )
+        .await;
     }
 
     /// The next frame or close, within 10 s.
@@ -67,9 +77,13 @@ impl RawClient {
                     return Inbound::Frame(serde_json::from_str(&text).expect("engine sent JSON"))
                 }
                 Some(Ok(Message::Binary(bytes))) => {
-                    return Inbound::Frame(serde_json::from_slice(&bytes).expect("engine sent JSON"))
+                    return Inbound::Frame(
+                        serde_json::from_slice(&bytes).expect("engine sent JSON"),
+                    )
                 }
-                Some(Ok(Message::Close(frame))) => return Inbound::Closed(frame.map(|f| f.code.into())),
+                Some(Ok(Message::Close(frame))) => {
+                    return Inbound::Closed(frame.map(|f| f.code.into()))
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Inbound::Closed(None),
             }
@@ -80,7 +94,9 @@ impl RawClient {
     pub async fn recv(&mut self) -> Value {
         match self.next().await {
             Inbound::Frame(v) => v,
-            Inbound::Closed(code) => panic!("connection closed ({code:?}) while a frame was expected"),
+            Inbound::Closed(code) => {
+                panic!("connection closed ({code:?}) while a frame was expected")
+            }
         }
     }
 
