@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod script;
+pub mod sdk_env;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
