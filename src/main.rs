@@ -1,6 +1,7 @@
 //! quorum: a clustered, highly available engine for iii workers.
 
 mod builtins;
+mod cluster;
 mod config;
 mod consensus;
 mod gateway;
@@ -9,6 +10,7 @@ mod node;
 mod protocol;
 mod registry;
 mod router;
+mod rpc;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -27,6 +29,9 @@ struct Cli {
 enum CommandLine {
     /// Run a node (with no peers, a cluster of one with its data in ./data).
     Serve(ServeArgs),
+    /// Inspect or change a running cluster through any member.
+    #[command(subcommand)]
+    Cluster(cluster::cli::ClusterCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -43,6 +48,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        CommandLine::Cluster(command) => cluster::cli::run(command),
         CommandLine::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(config) => config,

@@ -23,8 +23,8 @@ use crate::protocol::ErrorBody;
 /// Runs a built-in function for a call routed to it.
 pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<Value, ErrorBody> {
     let result = match function_id {
-        "engine::workers::list" => workers::list(node, parse(function_id, input)?),
-        "engine::workers::info" => workers::info(node, parse(function_id, input)?),
+        "engine::workers::list" => workers::list(node, parse(function_id, input)?).await,
+        "engine::workers::info" => workers::info(node, parse(function_id, input)?).await,
         "engine::functions::list" => functions::list(node, parse(function_id, input)?),
         "engine::functions::info" => functions::info(node, parse(function_id, input)?),
         "engine::trigger-types::list" => triggers::list_types(node, parse(function_id, input)?),

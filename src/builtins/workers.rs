@@ -1,13 +1,88 @@
 //! `engine::workers::list` and `engine::workers::info`.
+//!
+//! The registry says which workers exist and where; whether one is busy lives only on the node
+//! holding its socket. Local facts come from the router; workers on other nodes get theirs
+//! from that node's `LiveFacts`, asked with a short deadline ([`remote_loads`]).
 
+use futures_util::future::join_all;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
+use tracing::debug;
 
 use super::rows;
-use crate::ids::DEFAULT_NAMESPACE;
+use crate::cluster::membership;
+use crate::ids::{NodeId, WorkerId, DEFAULT_NAMESPACE};
 use crate::node::Node;
 use crate::protocol::error::EngineError;
+use crate::router::Load;
+use crate::rpc::pb::LiveFactsRequest;
+
+/// How long discovery waits for another node's live facts before showing its workers as
+/// `available` with nothing in flight.
+pub const LIVE_FACTS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// In-flight counts of workers held by other nodes, asked of those nodes in parallel. A node
+/// that does not answer in [`LIVE_FACTS_TIMEOUT`] contributes nothing, so its workers read as
+/// available with 0 in flight.
+pub async fn remote_loads(node: &Arc<Node>) -> HashMap<WorkerId, Load> {
+    let nodes: BTreeSet<NodeId> = node
+        .registry()
+        .workers()
+        .map(|w| w.node)
+        .filter(|n| *n != node.id)
+        .collect();
+    let asks = nodes.into_iter().filter_map(|peer| {
+        let addr = membership::address_of(node, peer)?;
+        Some(async move {
+            let reply = node
+                .peers
+                .unary(&addr, LIVE_FACTS_TIMEOUT, |mut client| async move {
+                    client.live_facts(LiveFactsRequest {}).await
+                })
+                .await;
+            (peer, reply)
+        })
+    });
+    let mut loads = HashMap::new();
+    for (peer, reply) in join_all(asks).await {
+        match reply {
+            Ok(reply) => {
+                for facts in reply.workers {
+                    let Ok(id) = facts.worker_id.parse::<uuid::Uuid>() else {
+                        continue;
+                    };
+                    loads.insert(
+                        WorkerId(id),
+                        Load {
+                            executing: usize::try_from(facts.executing).unwrap_or(usize::MAX),
+                            waiting: usize::try_from(facts.waiting).unwrap_or(usize::MAX),
+                        },
+                    );
+                }
+            }
+            Err(err) => {
+                debug!(node = node.id, peer, error = %err, "no live facts from peer; its workers read as available")
+            }
+        }
+    }
+    loads
+}
+
+/// A worker's in-flight counts: the router's for a local one, the gathered ones otherwise.
+fn load_of(
+    node: &Node,
+    remote: &HashMap<WorkerId, Load>,
+    worker: &crate::registry::Worker,
+) -> Load {
+    if worker.node == node.id {
+        node.router.load(worker.id)
+    } else {
+        remote.get(&worker.id).copied().unwrap_or_default()
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListInput {
@@ -19,13 +94,14 @@ pub struct ListInput {
     status: Option<String>,
 }
 
-pub fn list(node: &Arc<Node>, input: ListInput) -> Result<Value, EngineError> {
+pub async fn list(node: &Arc<Node>, input: ListInput) -> Result<Value, EngineError> {
+    let remote = remote_loads(node).await;
     let registry = node.registry();
     let search = input.search.map(|s| s.to_lowercase());
     let mut workers: Vec<_> = registry
         .workers()
         .filter(|w| w.meta.as_ref().is_some_and(|m| m.pid.is_some()))
-        .map(|w| (w, node.router.load(w.id)))
+        .map(|w| (w, load_of(node, &remote, w)))
         .filter(|(w, load)| {
             let meta = w.meta.as_ref();
             let name = meta.and_then(|m| m.name.as_deref()).unwrap_or("");
@@ -60,7 +136,8 @@ pub struct InfoInput {
     namespace: Option<String>,
 }
 
-pub fn info(node: &Arc<Node>, input: InfoInput) -> Result<Value, EngineError> {
+pub async fn info(node: &Arc<Node>, input: InfoInput) -> Result<Value, EngineError> {
+    let remote = remote_loads(node).await;
     let registry = node.registry();
     let named: Vec<_> = registry
         .workers()
@@ -102,7 +179,7 @@ pub fn info(node: &Arc<Node>, input: InfoInput) -> Result<Value, EngineError> {
         };
         return Err(EngineError::NotFound(message));
     };
-    let load = node.router.load(worker.id);
+    let load = load_of(node, &remote, worker);
     let mut detail = rows::worker_row(&registry, worker, load);
     if let Value::Object(map) = &mut detail {
         if let Some(pid) = worker.meta.as_ref().and_then(|m| m.pid) {

@@ -4,13 +4,14 @@
 //! the error type ([`ConsensusError`]) and the [`Consensus`] handle that starts a node, proposes
 //! [`Command`]s and exposes the replicated [`Registry`]. Storage lives in
 //! [`log_store`] (durable log) and [`state_machine`] (registry + snapshots), both in the sled
-//! database at `data_dir/raft`; peers are not reachable yet ([`network`]).
+//! database at `data_dir/raft`; peers are reached over gRPC ([`network`]).
 //!
 //! Invariants:
 //! - the registry behind [`Consensus::registry`] only changes through the state machine, i.e. in
 //!   log order, and each normal entry is reported once per apply on the [`Applied`] channel;
-//! - a node whose storage is empty bootstraps a one-member cluster of itself; a node with state
-//!   only restarts from it (never re-initializes);
+//! - a node whose storage is empty bootstraps a one-member cluster of itself only when told to
+//!   ([`Bootstrap::Initialize`]); with [`Bootstrap::Join`] it never initializes and waits to be
+//!   added by a leader; a node with state only restarts from it (never re-initializes);
 //! - after [`Consensus::shutdown`] returns `Ok`, the sled database is flushed and closed, so the
 //!   same `data_dir` can be opened again (even in the same process).
 
@@ -43,12 +44,13 @@ use openraft::SnapshotPolicy;
 use openraft::StorageError;
 
 use self::log_store::SledLogStore;
-use self::network::NoPeersNetwork;
+use self::network::GrpcNetwork;
 use self::sled_io::StorageReleased;
 use self::state_machine::SledStateMachine;
 use crate::registry::Command;
 use crate::registry::Outcome;
 use crate::registry::Registry;
+use crate::rpc::client::PeerClients;
 
 openraft::declare_raft_types!(
     /// openraft type configuration for quorum: registry commands in, outcomes out, `u64` node
@@ -69,20 +71,36 @@ const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Consensus::shutdown`] waits for openraft's tasks to drop their storage handles.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long sending one snapshot chunk to a follower (and installing the last one there) may
+/// take; snapshots can be large, so this is far longer than a heartbeat.
+pub const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The Raft tuning used by every quorum node, validated: 100 ms heartbeats, 300–600 ms election
-/// timeout, a snapshot every 5000 applied entries, 1000 entries kept behind a snapshot so that
-/// slightly lagging followers can catch up from the log.
+/// timeout, 10 s per snapshot chunk, a snapshot every 5000 applied entries, 1000 entries kept
+/// behind a snapshot so that slightly lagging followers can catch up from the log.
 pub fn raft_config() -> Result<Arc<Config>, ConsensusError> {
     let config = Config {
         cluster_name: "quorum".to_string(),
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 600,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
         max_in_snapshot_log_to_keep: 1000,
         ..Default::default()
     };
     Ok(Arc::new(config.validate()?))
+}
+
+/// What a node with empty storage does at start-up. A node with stored Raft state ignores it
+/// and restarts from that state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Found a one-member cluster of this node (no `--join` given).
+    Initialize,
+    /// Never initialize: wait for a leader to add this node (`--join` given). This is what keeps
+    /// a node whose data directory was wiped from founding a second cluster.
+    Join,
 }
 
 /// Where and as whom a node runs.
@@ -94,6 +112,19 @@ pub struct ConsensusConfig {
     pub data_dir: PathBuf,
     /// This node's cluster address, recorded as its [`BasicNode`] in the membership.
     pub advertise: String,
+    /// What to do when the storage is empty.
+    pub bootstrap: Bootstrap,
+    /// The gRPC clients Raft reaches its peers with (shared with the rest of the node).
+    pub peers: PeerClients,
+}
+
+/// A command committed and applied on the node that proposed it (the leader).
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// What `Registry::apply` returned.
+    pub outcome: Outcome,
+    /// The Raft log index of the entry, for followers to wait until they applied it too.
+    pub log_index: u64,
 }
 
 /// Every normal entry the state machine applies, in log order, after the shared registry was
@@ -209,10 +240,11 @@ impl std::fmt::Debug for Consensus {
 
 impl Consensus {
     /// Opens (or creates) the sled db at `data_dir/raft` and starts openraft. If this node has
-    /// never been initialized, initializes a one-member cluster `{node_id: advertise}`; otherwise
-    /// restarts from the stored state (committed entries are re-applied, emitting [`Applied`]
-    /// again). When the node is the only voter, waits (up to 10 s) until it is leader and has
-    /// applied its whole log, so writes and reads work as soon as this returns.
+    /// never been initialized, [`Bootstrap::Initialize`] initializes a one-member cluster
+    /// `{node_id: advertise}` and [`Bootstrap::Join`] leaves it uninitialized (a leader adds it
+    /// later); otherwise restarts from the stored state (committed entries are re-applied,
+    /// emitting [`Applied`] again). When the node is the only voter, waits (up to 10 s) until it
+    /// is leader and has applied its whole log, so writes and reads work as soon as this returns.
     pub async fn start(
         cfg: ConsensusConfig,
         applied: tokio::sync::mpsc::UnboundedSender<Applied>,
@@ -225,14 +257,8 @@ impl Consensus {
         let state_machine = SledStateMachine::open(&db, registry.clone(), Some(applied))
             .await?
             .with_lease(lease);
-        let raft = Raft::new(
-            cfg.node_id,
-            config,
-            NoPeersNetwork,
-            log_store,
-            state_machine,
-        )
-        .await?;
+        let network = GrpcNetwork::new(cfg.peers.clone());
+        let raft = Raft::new(cfg.node_id, config, network, log_store, state_machine).await?;
 
         let consensus = Consensus {
             inner: Arc::new(Inner {
@@ -252,7 +278,8 @@ impl Consensus {
         Ok(consensus)
     }
 
-    /// Initializes a pristine node, then waits for a one-member cluster to be ready.
+    /// Initializes a pristine node (unless it is to join), then waits for a one-member cluster to
+    /// be ready.
     async fn bring_up(&self, cfg: &ConsensusConfig) -> Result<(), ConsensusError> {
         let raft = &self.inner.raft;
         let id = cfg.node_id;
@@ -276,6 +303,12 @@ impl Consensus {
             }
             tracing::info!(node_id = id, ?voters, "restarting from existing raft state");
             voters == [id]
+        } else if cfg.bootstrap == Bootstrap::Join {
+            tracing::info!(
+                node = id,
+                "empty storage and peers to join: waiting for a leader to add this node"
+            );
+            return Ok(());
         } else {
             let members = BTreeMap::from([(id, BasicNode::new(&cfg.advertise))]);
             match raft.initialize(members).await {
@@ -308,8 +341,17 @@ impl Consensus {
     ///
     /// On a non-leader this fails with [`ConsensusError::ForwardToLeader`] without applying.
     pub async fn write(&self, cmd: Command) -> Result<Outcome, ConsensusError> {
+        self.propose(cmd).await.map(|written| written.outcome)
+    }
+
+    /// Like [`Consensus::write`], also telling the log index of the entry, which a forwarded
+    /// write reports back to the follower that proposed it.
+    pub async fn propose(&self, cmd: Command) -> Result<Written, ConsensusError> {
         match self.inner.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => Ok(Written {
+                outcome: resp.data,
+                log_index: resp.log_id.index,
+            }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
                 Err(ConsensusError::ForwardToLeader {
                     leader_id: fwd.leader_id,
@@ -319,6 +361,21 @@ impl Consensus {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(e.into()),
             Err(RaftError::Fatal(e)) => Err(e.into()),
         }
+    }
+
+    /// Waits until this node's state machine has applied the entry at `log_index` (or a later
+    /// one), so a forwarded write can be acted on against the local replica.
+    pub async fn wait_applied(
+        &self,
+        log_index: u64,
+        timeout: Duration,
+    ) -> Result<(), ConsensusError> {
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(log_index), "forwarded write applied locally")
+            .await?;
+        Ok(())
     }
 
     /// Read view of the replicated registry, updated by apply (never hold the guard across

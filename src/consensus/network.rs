@@ -1,12 +1,21 @@
-//! The Raft network for a node that has no peers yet.
+//! The Raft network over gRPC: openraft's [`RaftNetworkFactory`] and [`RaftNetwork`] on top of
+//! the shared peer pool ([`PeerClients`]).
 //!
-//! Owns nothing but the placeholder [`NoPeersNetwork`]: every RPC to another node fails with
-//! [`Unreachable`], so openraft backs off and retries. A one-member cluster never sends RPCs, so
-//! this is never exercised there. It is replaced by the gRPC network in the cluster issue.
+//! Each RPC sends the serde_json of openraft's request in a `RaftRequest` and reads back either
+//! the response or the peer's Raft error (`RaftReply`). Failures are mapped the way openraft
+//! expects: nothing answering (refused, reset) is [`Unreachable`], so openraft backs off; an
+//! error the peer's Raft returned is a [`RemoteError`]; a timeout or a malformed reply is a
+//! [`NetworkError`], retried soon. Deadlines come from openraft's [`RPCOption`]: a heartbeat's
+//! interval for appends, the election timeout for votes, `install_snapshot_timeout` (10 s) for
+//! snapshot chunks.
+
+use std::time::Duration;
 
 use openraft::error::InstallSnapshotError;
+use openraft::error::NetworkError;
 use openraft::error::RPCError;
 use openraft::error::RaftError;
+use openraft::error::RemoteError;
 use openraft::error::Unreachable;
 use openraft::network::RPCOption;
 use openraft::raft::AppendEntriesRequest;
@@ -18,74 +27,167 @@ use openraft::raft::VoteResponse;
 use openraft::BasicNode;
 use openraft::RaftNetwork;
 use openraft::RaftNetworkFactory;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::TypeConfig;
+use crate::rpc::client::PeerClients;
+use crate::rpc::errors::RpcError;
+use crate::rpc::pb::raft_reply;
+use crate::rpc::pb::RaftRequest;
 
-/// Network factory for a single-node deployment: connections to peers always report the peer
-/// unreachable. Replaced by the gRPC network when clustering lands.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoPeersNetwork;
-
-/// A "connection" produced by [`NoPeersNetwork`]; every RPC fails with [`Unreachable`].
+/// Makes a [`PeerConnection`] per replication target, all sharing one channel pool.
 #[derive(Debug, Clone)]
-pub struct NoPeerConnection {
-    target: u64,
-    addr: String,
+pub struct GrpcNetwork {
+    peers: PeerClients,
 }
 
-/// Why every RPC of [`NoPeerConnection`] fails.
-#[derive(Debug, thiserror::Error)]
-#[error("no network to reach node {target} at {addr:?}: this build has no peer transport")]
-pub struct NoPeerTransport {
-    target: u64,
-    addr: String,
-}
-
-impl NoPeerConnection {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, BasicNode, E> {
-        RPCError::Unreachable(Unreachable::new(&NoPeerTransport {
-            target: self.target,
-            addr: self.addr.clone(),
-        }))
+impl GrpcNetwork {
+    /// A network over the node's shared peer pool.
+    pub fn new(peers: PeerClients) -> Self {
+        Self { peers }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for NoPeersNetwork {
-    type Network = NoPeerConnection;
+/// openraft's handle on one peer: its id and address, and the pool to reach it through.
+#[derive(Debug, Clone)]
+pub struct PeerConnection {
+    target: u64,
+    node: BasicNode,
+    peers: PeerClients,
+}
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        NoPeerConnection {
-            target,
-            addr: node.addr.clone(),
+/// Which of the three Raft RPCs a request is.
+#[derive(Debug, Clone, Copy)]
+enum RaftRpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl RaftRpc {
+    fn name(self) -> &'static str {
+        match self {
+            RaftRpc::AppendEntries => "append_entries",
+            RaftRpc::Vote => "vote",
+            RaftRpc::InstallSnapshot => "install_snapshot",
         }
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoPeerConnection {
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        PeerConnection {
+            target,
+            node: node.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+impl PeerConnection {
+    /// Sends one Raft RPC and decodes the peer's answer, mapping every failure for openraft.
+    async fn send<Req, Resp, E>(
+        &self,
+        rpc: RaftRpc,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let addr = self.node.addr.as_str();
+        let json = serde_json::to_vec(request).map_err(|source| {
+            network_error(RpcError::Codec {
+                what: rpc.name(),
+                addr: addr.to_string(),
+                source,
+            })
+        })?;
+        let request = RaftRequest { json };
+        let reply = self
+            .peers
+            .unary(addr, timeout, |mut client| async move {
+                match rpc {
+                    RaftRpc::AppendEntries => client.append_entries(request).await,
+                    RaftRpc::Vote => client.vote(request).await,
+                    RaftRpc::InstallSnapshot => client.install_snapshot(request).await,
+                }
+            })
+            .await
+            .map_err(|err| {
+                tracing::debug!(target_node = self.target, %addr, rpc = rpc.name(), error = %err, "raft rpc failed");
+                if err.never_delivered() {
+                    RPCError::Unreachable(Unreachable::new(&err))
+                } else {
+                    network_error(err)
+                }
+            })?;
+        let codec = |source| {
+            network_error(RpcError::Codec {
+                what: rpc.name(),
+                addr: addr.to_string(),
+                source,
+            })
+        };
+        match reply.result {
+            Some(raft_reply::Result::OkJson(bytes)) => {
+                serde_json::from_slice(&bytes).map_err(codec)
+            }
+            Some(raft_reply::Result::ErrorJson(bytes)) => {
+                let remote: RaftError<u64, E> = serde_json::from_slice(&bytes).map_err(codec)?;
+                Err(RPCError::RemoteError(RemoteError::new_with_node(
+                    self.target,
+                    self.node.clone(),
+                    remote,
+                )))
+            }
+            None => Err(network_error(RpcError::Protocol {
+                addr: addr.to_string(),
+                message: format!(
+                    "{} reply carries neither a response nor an error",
+                    rpc.name()
+                ),
+            })),
+        }
+    }
+}
+
+fn network_error<E: std::error::Error>(err: RpcError) -> RPCError<u64, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&err))
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(self.unreachable())
+        self.send(RaftRpc::AppendEntries, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        Err(self.unreachable())
+        self.send(RaftRpc::InstallSnapshot, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(self.unreachable())
+        self.send(RaftRpc::Vote, &rpc, option.hard_ttl()).await
     }
 }

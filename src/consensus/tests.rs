@@ -21,6 +21,7 @@ use super::log_store::SledLogStore;
 use super::sled_io::io_err;
 use super::state_machine::SledStateMachine;
 use super::Applied;
+use super::Bootstrap;
 use super::Consensus;
 use super::ConsensusConfig;
 use super::ConsensusError;
@@ -29,6 +30,7 @@ use crate::ids::WorkerId;
 use crate::registry::Command;
 use crate::registry::Registry;
 use crate::registry::{Event, Outcome};
+use crate::rpc::client::PeerClients;
 
 /// A command whose outcome names a number: a worker connect with that id.
 fn add(n: u64) -> Command {
@@ -78,6 +80,8 @@ fn config(dir: &Path) -> ConsensusConfig {
         node_id: 1,
         data_dir: dir.to_path_buf(),
         advertise: "127.0.0.1:7001".to_string(),
+        bootstrap: Bootstrap::Initialize,
+        peers: PeerClients::default(),
     }
 }
 
@@ -255,5 +259,23 @@ async fn data_dir_is_locked_while_running() {
         matches!(second, Err(ConsensusError::Open { .. })),
         "got {second:?}"
     );
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_never_initializes_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut cfg = config(dir.path());
+    cfg.bootstrap = Bootstrap::Join;
+    let node = Consensus::start(cfg, tx).await.expect("start");
+    assert!(!node.raft().is_initialized().await.expect("raft running"));
+    assert!(matches!(
+        node.write(add(1)).await,
+        Err(ConsensusError::ForwardToLeader {
+            leader_id: None,
+            ..
+        })
+    ));
     node.shutdown().await.expect("shutdown");
 }

@@ -57,6 +57,11 @@ impl Connections {
         self.read().contains_key(&worker)
     }
 
+    /// The workers connected to this node right now (for the live facts peers ask for).
+    pub fn ids(&self) -> Vec<WorkerId> {
+        self.read().keys().copied().collect()
+    }
+
     /// Number of live local sessions.
     pub fn len(&self) -> usize {
         self.read().len()

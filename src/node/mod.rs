@@ -1,37 +1,56 @@
 //! node: one quorum process, wired together.
 //!
-//! Owns start-up order (config → node id → consensus → stale-worker purge → event
-//! reactions → worker listener), the shared context every session and built-in uses,
-//! and shutdown. A single node is a cluster of one: there is no other code path.
+//! Owns start-up order (config → node id → cluster listener → consensus → gRPC service →
+//! join or restart → stale-worker purge → event reactions → worker listener), the shared
+//! context every session and built-in uses, registry commits (forwarded to the leader when
+//! this node is not it), and shutdown. A single node is a cluster of one: there is no other
+//! code path.
 
 pub mod events;
 
+use anyhow::Context;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLockReadGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::cluster::{bootstrap, forwarder, membership};
 use crate::config::Config;
-use crate::consensus::{Consensus, ConsensusConfig};
+use crate::consensus::{Applied, Consensus, ConsensusConfig, ConsensusError};
 use crate::gateway::{self, connections::Connections};
 use crate::ids::NodeId;
 use crate::protocol::error::EngineError;
 use crate::protocol::ErrorBody;
 use crate::registry::{Command, Outcome, Registry};
 use crate::router::Router;
+use crate::rpc;
+use crate::rpc::client::PeerClients;
 
 /// How long a pending call may wait for its owner before the engine gives up on it.
 const CALL_EXPIRY: Duration = Duration::from_secs(15 * 60);
 
+/// How long [`Node::commit`] keeps retrying while there is no leader (an election, a leader
+/// change): a few election timeouts plus the time to notice a dead leader.
+pub const COMMIT_RETRY_BUDGET: Duration = Duration::from_secs(15);
+
+/// How long the cluster service may take to finish its requests in flight at shutdown.
+const RPC_DRAIN: Duration = Duration::from_secs(10);
+
 /// The context shared by sessions, built-ins and event reactions on one node.
 pub struct Node {
     pub id: NodeId,
+    /// The validated settings; `advertise` is the address peers actually reach this node at.
     pub config: Config,
     pub consensus: Consensus,
+    /// gRPC channels to the other nodes (Raft, forwarding, membership, live facts).
+    pub peers: PeerClients,
     pub connections: Arc<Connections>,
     pub router: Router,
     registry: Arc<std::sync::RwLock<Registry>>,
@@ -43,11 +62,17 @@ pub struct Node {
     pub shutdown: CancellationToken,
 }
 
-/// The addresses a started node actually listens on (ports may have been 0).
+/// The addresses a started node actually listens on (ports may have been 0), printed as one
+/// JSON line on stdout once the node serves workers.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Ready {
     pub node_id: NodeId,
+    /// The worker WebSocket address.
     pub listen: String,
+    /// The gRPC address the cluster service is bound to.
+    pub cluster_listen: String,
+    /// The gRPC address peers were told to use.
+    pub advertise: String,
     pub data_dir: String,
 }
 
@@ -74,34 +99,76 @@ impl Node {
     }
 
     /// Commits a registry change through Raft and returns its outcome once applied here.
-    /// Transient failures (an election in progress) are retried with backoff.
+    ///
+    /// On a follower the command is forwarded to the leader, and this returns once the local
+    /// replica has applied it too. While there is no leader (an election, a leader change) it
+    /// retries with backoff for up to [`COMMIT_RETRY_BUDGET`], so a registration in flight
+    /// survives a leader change.
     pub async fn commit(&self, command: Command) -> Result<Outcome, EngineError> {
+        self.commit_within(command, COMMIT_RETRY_BUDGET).await
+    }
+
+    /// [`Node::commit`] with its own retry budget.
+    pub async fn commit_within(
+        &self,
+        command: Command,
+        budget: Duration,
+    ) -> Result<Outcome, EngineError> {
+        let deadline = Instant::now() + budget;
         let mut delay = Duration::from_millis(50);
-        let mut attempts = 0;
+        let mut attempt = 0u32;
         loop {
-            match self.consensus.write(command.clone()).await {
+            attempt += 1;
+            let failure = match self.consensus.write(command.clone()).await {
                 Ok(outcome) => return Ok(outcome),
-                Err(err) if attempts < 6 => {
-                    attempts += 1;
-                    warn!(node = self.id, error = %err, attempt = attempts, "registry write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                Err(ConsensusError::ForwardToLeader {
+                    leader_id: Some(leader),
+                    leader_addr,
+                }) => match leader_addr.or_else(|| membership::address_of(self, leader)) {
+                    Some(addr) => match forwarder::forward(self, &addr, &command).await {
+                        Ok(outcome) => return Ok(outcome),
+                        Err(err) if err.is_retryable() => err.to_string(),
+                        Err(err) => return Err(EngineError::Unavailable(err.to_string())),
+                    },
+                    None => format!("leader {leader} has no known address"),
+                },
+                Err(ConsensusError::ForwardToLeader {
+                    leader_id: None, ..
+                }) => "no leader elected yet".to_string(),
+                Err(err @ ConsensusError::Fatal(_)) => {
+                    return Err(EngineError::Unavailable(err.to_string()))
                 }
-                Err(err) => return Err(EngineError::Unavailable(err.to_string())),
+                Err(err) => err.to_string(),
+            };
+            if Instant::now() + delay > deadline {
+                warn!(node = self.id, attempt, error = %failure, "registry write not committed; giving up");
+                return Err(EngineError::Unavailable(failure));
             }
+            debug!(node = self.id, attempt, error = %failure, "registry write not committed yet; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 }
 
-/// Starts a node and serves until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Starts a node and serves until SIGINT or SIGTERM (or until it is removed from its cluster).
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let node_id = config.resolve_node_id()?;
-    let (applied_tx, mut applied_rx) = mpsc::unbounded_channel();
+    let cluster_listener = TcpListener::bind(config.cluster_listen)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", config.cluster_listen))?;
+    let cluster_addr = cluster_listener.local_addr()?;
+    config.cluster_listen = cluster_addr;
+    config.advertise = bootstrap::advertise_address(&config.advertise, cluster_addr);
+    let peers = PeerClients::default();
+    let (applied_tx, applied_rx) = mpsc::unbounded_channel();
     let consensus = Consensus::start(
         ConsensusConfig {
             node_id,
             data_dir: config.data_dir.clone(),
             advertise: config.advertise.clone(),
+            bootstrap: bootstrap::mode(&config),
+            peers: peers.clone(),
         },
         applied_tx,
     )
@@ -118,6 +185,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         id: node_id,
         config: config.clone(),
         consensus,
+        peers,
         connections,
         router,
         registry,
@@ -125,37 +193,105 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         telemetry_frames: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
     });
+    // Peers must reach this node's Raft before it can be added to (or rejoin) a cluster.
+    let rpc_stop = CancellationToken::new();
+    let rpc_server = tokio::spawn(rpc::server::serve(
+        node.clone(),
+        cluster_listener,
+        rpc_stop.clone(),
+    ));
+    info!(node = node_id, cluster_listen = %cluster_addr, advertise = %config.advertise,
+        join = ?config.join, "cluster service listening");
 
-    // Workers recorded on this node belong to a previous process: their sockets are gone.
-    node.commit(Command::NodeRestarted { node: node_id })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot purge workers of the previous run: {e}"))?;
-    // Entries re-applied from the log at start-up describe the past; nothing must react.
-    while applied_rx.try_recv().is_ok() {}
-    tokio::spawn(events::run(node.clone(), applied_rx));
-    tokio::spawn(expire_calls(node.clone()));
-
-    let listener = TcpListener::bind(config.listen).await?;
-    let ready = Ready {
-        node_id: node.consensus.node_id(),
-        listen: listener.local_addr()?.to_string(),
-        data_dir: config.data_dir.display().to_string(),
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    let started = tokio::select! {
+        started = join_and_register(&node) => Some(started),
+        _ = &mut signal => None,
     };
-    info!(node = node_id, listen = %ready.listen, cluster_listen = %config.cluster_listen,
-        advertise = %config.advertise, join = ?config.join, "quorum node serving (cluster of one; peers arrive with clustering)");
-    // One machine-readable line on stdout tells scripts and tests the node is ready.
-    println!("{}", serde_json::to_string(&ready)?);
-    let server = tokio::spawn(gateway::serve(node.clone(), listener));
+    let result = match started {
+        Some(Ok(())) => serve_workers(&node, applied_rx, signal.as_mut()).await,
+        Some(Err(err)) => Err(err),
+        None => {
+            info!(node = node_id, "signal received during start-up");
+            Ok(())
+        }
+    };
 
-    wait_for_signal().await;
     info!(node = node_id, "shutting down");
     node.shutdown.cancel();
-    let _ = server.await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while node.connections.len() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    rpc_stop.cancel();
+    match tokio::time::timeout(RPC_DRAIN, rpc_server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => warn!(node = node_id, error = %err, "cluster service failed"),
+        Ok(Err(err)) => warn!(node = node_id, error = %err, "cluster service task failed"),
+        Err(_) => warn!(node = node_id, "cluster service did not drain in time"),
+    }
     node.consensus.shutdown().await?;
+    result
+}
+
+/// Joins (or rejoins) the cluster, then records that this node's previous workers are gone.
+/// Waits for a leader as long as it takes (until a signal): a node that cannot commit must not
+/// accept workers.
+async fn join_and_register(node: &Arc<Node>) -> anyhow::Result<()> {
+    bootstrap::ensure_membership(node).await?;
+    // Workers recorded on this node belong to a previous process: their sockets are gone.
+    loop {
+        match node
+            .commit_within(
+                Command::NodeRestarted { node: node.id },
+                COMMIT_RETRY_BUDGET,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(err) => {
+                warn!(node = node.id, error = %err, "cannot record the restart yet; still waiting for the cluster")
+            }
+        }
+    }
+}
+
+/// Serves workers until a signal arrives or the node is shut down from inside (removed from
+/// its cluster). The gateway is stopped by the caller through `node.shutdown`.
+async fn serve_workers(
+    node: &Arc<Node>,
+    mut applied_rx: mpsc::UnboundedReceiver<Applied>,
+    signal: Pin<&mut impl Future<Output = ()>>,
+) -> anyhow::Result<()> {
+    // Entries applied during start-up (replayed or replicated) describe the past; nothing
+    // must react to them.
+    while applied_rx.try_recv().is_ok() {}
+    tokio::spawn(events::run(node.clone(), applied_rx));
+    tokio::spawn(expire_calls(node.clone()));
+    tokio::spawn(membership::watch_removal(node.clone()));
+
+    let listener = TcpListener::bind(node.config.listen)
+        .await
+        .with_context(|| format!("cannot listen for workers on {}", node.config.listen))?;
+    let ready = Ready {
+        node_id: node.consensus.node_id(),
+        listen: listener.local_addr()?.to_string(),
+        cluster_listen: node.config.cluster_listen.to_string(),
+        advertise: node.config.advertise.clone(),
+        data_dir: node.config.data_dir.display().to_string(),
+    };
+    info!(node = node.id, listen = %ready.listen, advertise = %ready.advertise, "quorum node serving");
+    // One machine-readable line on stdout tells scripts and tests the node is ready.
+    println!("{}", serde_json::to_string(&ready)?);
+    let server = tokio::spawn(gateway::serve(node.clone(), listener));
+
+    tokio::select! {
+        _ = signal => {}
+        _ = node.shutdown.cancelled() => {}
+    }
+    node.shutdown.cancel();
+    let _ = server.await;
     Ok(())
 }
 

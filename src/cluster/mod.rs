@@ -1,0 +1,16 @@
+//! cluster: how nodes become, stay and stop being one Raft cluster.
+//!
+//! Owns start-up membership ([`bootstrap`]: found a cluster of one, join through listed members,
+//! or restart from stored state), membership changes and the cluster's view for operators
+//! ([`membership`]: join on the leader, leave and remove keeping a quorum, status), sending
+//! registry writes to the leader ([`forwarder`]) and the `quorum cluster …` commands ([`cli`]).
+//!
+//! It never applies registry commands itself (that is `consensus` and `registry`) and never
+//! initializes Raft when `--join` names members: a node whose data was wiped rejoins the
+//! cluster it names instead of founding a second one. Membership changes happen only on the
+//! leader; every other member forwards them there.
+
+pub mod bootstrap;
+pub mod cli;
+pub mod forwarder;
+pub mod membership;

@@ -1,0 +1,107 @@
+//! The pool of gRPC channels to peers: one lazily connected channel per cluster address,
+//! shared by Raft, forwarding, membership and the invocation streams.
+//!
+//! A channel is made on first use and connects when the first call needs it; tonic reconnects it
+//! after a failure, so a restarted peer at the same address is reached again without evicting
+//! anything. The map's lock is held only to look up or insert a channel, never across `.await`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+use tonic::Response;
+use tonic::Status;
+
+use super::errors::RpcError;
+use super::pb::cluster_client::ClusterClient;
+use super::MAX_MESSAGE_BYTES;
+
+/// How long opening a TCP connection to a peer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// HTTP/2 keep-alive ping interval on peer connections, so a dead peer is noticed on idle
+/// streams too.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a keep-alive ping may go unanswered before the connection counts as broken.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Lazily connected channels to peers, by cluster address. Cheap to clone; clones share the
+/// channels.
+#[derive(Clone, Default)]
+pub struct PeerClients {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl std::fmt::Debug for PeerClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let peers: Vec<String> = self.lock().keys().cloned().collect();
+        f.debug_struct("PeerClients")
+            .field("peers", &peers)
+            .finish()
+    }
+}
+
+impl PeerClients {
+    /// The channel to `addr` (`host:port`), made on first use; it connects on the first call.
+    pub fn channel(&self, addr: &str) -> Result<Channel, RpcError> {
+        if let Some(channel) = self.lock().get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|source| RpcError::BadAddress {
+                addr: addr.to_string(),
+                source,
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        // Another task may have raced us; keep whichever got in first so all share one.
+        Ok(self
+            .lock()
+            .entry(addr.to_string())
+            .or_insert(channel)
+            .clone())
+    }
+
+    /// A `Cluster` service client for `addr`, accepting messages up to [`MAX_MESSAGE_BYTES`].
+    pub fn cluster(&self, addr: &str) -> Result<ClusterClient<Channel>, RpcError> {
+        Ok(ClusterClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Runs one unary call to `addr` with a deadline, turning every failure into an
+    /// [`RpcError`]: `call(client).await` must finish within `timeout`.
+    pub async fn unary<T, F, Fut>(
+        &self,
+        addr: &str,
+        timeout: Duration,
+        call: F,
+    ) -> Result<T, RpcError>
+    where
+        F: FnOnce(ClusterClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let client = self.cluster(addr)?;
+        match tokio::time::timeout(timeout, call(client)).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(RpcError::from_status(addr, status)),
+            Err(_) => Err(RpcError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

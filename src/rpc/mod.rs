@@ -1,0 +1,26 @@
+//! rpc: everything quorum nodes say to each other over gRPC (`proto/cluster.proto`).
+//!
+//! Owns the generated protobuf types ([`pb`]), the tonic service every node serves on its
+//! `--cluster-listen` address ([`server`]), the Raft RPC handlers ([`raft_service`]), the pool of
+//! lazily connected channels to peers ([`client`]), the typed transport errors ([`errors`]) and
+//! the invocation stream handler ([`invocations`]).
+//!
+//! It never decides anything itself: handlers translate between protobuf and the modules that
+//! own the answer (consensus, cluster, router). Invariants: no lock is held across an `.await`;
+//! every outgoing call has a deadline; a peer's bytes are decoded with errors, never unwrapped.
+
+pub mod client;
+pub mod errors;
+pub mod invocations;
+pub mod raft_service;
+pub mod server;
+
+/// Types and service stubs generated from `proto/cluster.proto` by `build.rs`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("quorum.cluster.v1");
+}
+
+/// The largest gRPC message a node sends or accepts (a Raft snapshot chunk or a batch of log
+/// entries, JSON-encoded, can be several megabytes).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

@@ -1,0 +1,207 @@
+//! The `Cluster` gRPC service every node serves on its `--cluster-listen` address.
+//!
+//! Each method only translates: Raft RPCs go to [`super::raft_service`], membership to
+//! `cluster::membership`, forwarded writes to this node's Raft (which must be the leader),
+//! live facts to the router, and the invocation stream to [`super::invocations`].
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+use tracing::debug;
+
+use super::errors::ServiceError;
+use super::invocations;
+use super::pb;
+use super::pb::cluster_server::Cluster;
+use super::pb::cluster_server::ClusterServer;
+use super::raft_service;
+use super::MAX_MESSAGE_BYTES;
+use crate::cluster::membership;
+use crate::consensus::ConsensusError;
+use crate::node::Node;
+use crate::registry::Command;
+
+/// The service, holding the node it answers for.
+pub struct ClusterService {
+    node: Arc<Node>,
+}
+
+/// Serves the `Cluster` service on `listener` until `stop` is cancelled, then lets requests in
+/// flight finish. The node cancels `stop` after its own shutdown, once its worker sessions have
+/// drained (their last registry writes still need the peers).
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let service = ClusterServer::new(ClusterService { node })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let reply =
+            raft_service::append_entries(&self.node.consensus, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let reply = raft_service::vote(&self.node.consensus, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let reply =
+            raft_service::install_snapshot(&self.node.consensus, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinReply>, Status> {
+        let reply = membership::join(&self.node, request.into_inner())
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn leave(
+        &self,
+        _request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let reply = membership::remove(&self.node, self.node.id)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let reply = membership::remove(&self.node, request.into_inner().node_id)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn write(
+        &self,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        Ok(Response::new(
+            write(&self.node, request.into_inner()).await?,
+        ))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        Ok(Response::new(membership::status(&self.node)))
+    }
+
+    async fn live_facts(
+        &self,
+        _request: Request<pb::LiveFactsRequest>,
+    ) -> Result<Response<pb::LiveFactsReply>, Status> {
+        Ok(Response::new(live_facts(&self.node)))
+    }
+
+    type InvocationsStream = invocations::InvocationStream;
+
+    async fn invocations(
+        &self,
+        request: Request<Streaming<pb::InvocationFrame>>,
+    ) -> Result<Response<Self::InvocationsStream>, Status> {
+        invocations::serve(self.node.clone(), request).await
+    }
+}
+
+/// A write forwarded by a follower: propose it here (once) and report the outcome and where it
+/// sits in the log, or say who the leader is when this node is not.
+async fn write(node: &Node, request: pb::WriteRequest) -> Result<pb::WriteReply, ServiceError> {
+    let command: Command =
+        serde_json::from_slice(&request.command_json).map_err(|e| ServiceError::BadRequest {
+            what: "registry command",
+            reason: e.to_string(),
+        })?;
+    match node.consensus.propose(command).await {
+        Ok(written) => {
+            let outcome_json = serde_json::to_vec(&written.outcome)
+                .map_err(|e| ServiceError::Internal(format!("encoding an outcome: {e}")))?;
+            Ok(pb::WriteReply {
+                outcome_json,
+                log_index: written.log_index,
+                not_leader: None,
+            })
+        }
+        Err(ConsensusError::ForwardToLeader {
+            leader_id,
+            leader_addr,
+        }) => {
+            debug!(
+                node = node.id,
+                ?leader_id,
+                "forwarded write reached a non-leader"
+            );
+            Ok(pb::WriteReply {
+                outcome_json: Vec::new(),
+                log_index: 0,
+                not_leader: Some(pb::LeaderHint {
+                    leader_id: leader_id.unwrap_or(0),
+                    leader_address: leader_addr.unwrap_or_default(),
+                }),
+            })
+        }
+        Err(err) => Err(ServiceError::Unavailable(format!(
+            "node {} cannot commit: {err}",
+            node.id
+        ))),
+    }
+}
+
+/// In-flight counts of every worker connected to this node.
+fn live_facts(node: &Node) -> pb::LiveFactsReply {
+    let workers = node
+        .connections
+        .ids()
+        .into_iter()
+        .map(|worker| {
+            let load = node.router.load(worker);
+            pb::WorkerFacts {
+                worker_id: worker.to_string(),
+                executing: load.executing as u64,
+                waiting: load.waiting as u64,
+            }
+        })
+        .collect();
+    pb::LiveFactsReply {
+        node_id: node.id,
+        workers,
+    }
+}
