@@ -318,14 +318,19 @@ impl Router {
         self.lock_table().remove_if_caller_node(invocation_id, from);
     }
 
-    /// The link to `node` broke (the node died or is cut off): calls it was executing
-    /// end at once with `invocation_stopped`; calls it was waiting on are forgotten.
-    pub async fn node_lost(&self, node: NodeId) {
-        let stopped = self.lock_table().drop_node(node);
+    /// Our stream to `node` broke (the node died or is cut off): every call it was
+    /// executing for us ends at once with `invocation_stopped`.
+    pub async fn owner_node_lost(&self, node: NodeId) {
+        let stopped = self.lock_table().drop_node(node, pending::Side::Owner);
         for call in stopped {
             self.answer(call.caller, &call.function_id, Err(EngineError::InvocationStopped.body()))
                 .await;
         }
+    }
+
+    /// The stream `node` opened to us broke: nobody waits for the calls it handed us.
+    pub async fn caller_node_lost(&self, node: NodeId) {
+        self.lock_table().drop_node(node, pending::Side::Caller);
     }
 
     /// The owner answered: relay to whoever waits. Answers from anyone but the call's

@@ -6,6 +6,15 @@ use std::time::{Duration, Instant};
 use super::Caller;
 use crate::ids::{InvocationId, NodeId, WorkerId};
 
+/// Which side of a call a lost node was on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// It held the owner: the call was executing there.
+    Owner,
+    /// It held the caller: it had handed the call to us.
+    Caller,
+}
+
 /// A call handed to a worker, waiting for its answer.
 #[derive(Debug)]
 pub struct PendingCall {
@@ -133,24 +142,26 @@ impl PendingTable {
         (stopped, abandoned)
     }
 
-    /// Forgets everything tied to a lost node. Returns the calls it was executing
-    /// (their callers must be told); calls it had forwarded here are dropped.
-    pub fn drop_node(&mut self, node: NodeId) -> Vec<PendingCall> {
+    /// Forgets the calls tied to a lost node on one side: calls it was executing
+    /// (returned, their callers must be told) or calls it had handed us (dropped).
+    pub fn drop_node(&mut self, node: NodeId, side: Side) -> Vec<PendingCall> {
         let tied: Vec<InvocationId> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.owner_node == node || c.caller_node() == Some(node))
+            .filter(|(_, c)| match side {
+                Side::Owner => c.owner_node == node,
+                Side::Caller => c.caller_node() == Some(node),
+            })
             .map(|(id, _)| *id)
             .collect();
-        let mut stopped = Vec::new();
-        for id in tied {
-            if let Some(call) = self.remove(id) {
-                if call.owner_node == node {
-                    stopped.push(call);
-                }
+        let removed = tied.into_iter().filter_map(|id| self.remove(id));
+        match side {
+            Side::Owner => removed.collect(),
+            Side::Caller => {
+                removed.for_each(drop);
+                Vec::new()
             }
         }
-        stopped
     }
 
     /// Removes and returns calls older than `age`.
@@ -277,8 +288,10 @@ mod tests {
             1,
         );
         table.insert(forwarded_in, incoming, 10).unwrap();
-        let stopped = table.drop_node(2);
-        assert_eq!(stopped.len(), 1, "only the call node 2 was executing needs an answer");
+        let stopped = table.drop_node(2, Side::Owner);
+        assert_eq!(stopped.len(), 1, "the call node 2 was executing needs an answer");
+        assert_eq!(table.calls.len(), 1, "the call node 2 handed us is untouched");
+        assert!(table.drop_node(2, Side::Caller).is_empty());
         assert!(table.calls.is_empty());
         assert_eq!(table.load(a), super::super::Load::default());
     }
