@@ -53,6 +53,76 @@ async fn callee(url: String) {
     std::future::pending::<()>().await;
 }
 
+/// A bare tokio-tungstenite echo server: the floor of one WebSocket round trip
+/// between two processes on this machine, measured in the same run.
+async fn echo_server() {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!("{}", listener.local_addr().expect("addr"));
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = socket.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_text() && ws.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Round trips of one small text frame, after 1,000 warm-up ones; `reply` says
+/// which inbound text ends a round trip.
+async fn raw_round_trips(
+    url: &str,
+    frame: &str,
+    skip_greeting: bool,
+    reply: &str,
+) -> Histogram<u64> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("raw connect");
+    if let Ok(socket) = match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => Ok(tcp),
+        _ => Err(()),
+    } {
+        let _ = socket.set_nodelay(true);
+    }
+    if skip_greeting {
+        let _ = ws.next().await;
+    }
+    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+    for i in 0..6_000 {
+        let start = Instant::now();
+        ws.send(Message::Text(frame.to_string().into()))
+            .await
+            .expect("raw send");
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) if t.contains(reply) => break,
+                Some(Ok(_)) => continue,
+                other => panic!("raw client lost its connection: {other:?}"),
+            }
+        }
+        if i >= 1_000 {
+            histogram
+                .record(start.elapsed().as_micros() as u64)
+                .expect("record");
+        }
+    }
+    histogram
+}
+
 async fn call(worker: &IIIClient) -> Result<Value, Error> {
     worker
         .trigger(TriggerRequest::new("bench::echo", json!({"n": 1})).dispatch(Dispatch::Remote))
@@ -84,9 +154,9 @@ fn start_node(dir: &std::path::Path) -> (Guard, String) {
     (Guard(child), url)
 }
 
-fn start_callee(url: &str) -> Guard {
+fn start_role(role: &str, url: &str) -> (Guard, String) {
     let mut child = Command::new(std::env::current_exe().expect("bench path"))
-        .env(ROLE, "callee")
+        .env(ROLE, role)
         .env("III_URL", url)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -95,14 +165,16 @@ fn start_callee(url: &str) -> Guard {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
-        .expect("callee ready");
-    Guard(child)
+        .expect("role ready");
+    (Guard(child), line.trim().to_string())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if std::env::var(ROLE).as_deref() == Ok("callee") {
-        return callee(std::env::var("III_URL").expect("III_URL")).await;
+    match std::env::var(ROLE).as_deref() {
+        Ok("callee") => return callee(std::env::var("III_URL").expect("III_URL")).await,
+        Ok("echo") => return echo_server().await,
+        _ => {}
     }
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -113,7 +185,7 @@ async fn main() {
         .unwrap_or(200_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let (_node, url) = start_node(dir.path());
-    let _callee = start_callee(&url);
+    let _callee = start_role("callee", &url);
     let caller = client(&url, "bench-caller");
     caller
         .wait_until_registered(Duration::from_secs(10))
@@ -131,6 +203,36 @@ async fn main() {
 
     for _ in 0..2_000 {
         let _ = call(&caller).await;
+    }
+    // The floor: one round trip to a bare echo server in another process.
+    let echo = start_role("echo", &url);
+    let floor = raw_round_trips(
+        &format!("ws://{}", echo.1),
+        "{\"type\":\"x\"}",
+        false,
+        "type",
+    )
+    .await;
+    drop(echo);
+    // A raw WebSocket client <-> node: the node's own share, without any SDK.
+    let missing =
+        json!({"type":"invokefunction","invocation_id":"9f3c1a2e-8b1d-4c1e-9a55-0c4b7a3f2e11",
+        "function_id":"bench::missing","data":{"n":1}})
+        .to_string();
+    let raw_only = raw_round_trips(&url, &missing, true, "invocationresult").await;
+    // Caller ↔ node only: the node answers `function_not_found` itself.
+    let mut engine_only = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..5_000 {
+        let start = Instant::now();
+        let missing = caller
+            .trigger(
+                TriggerRequest::new("bench::missing", json!({"n": 1})).dispatch(Dispatch::Remote),
+            )
+            .await;
+        assert!(missing.is_err());
+        engine_only
+            .record(start.elapsed().as_micros() as u64)
+            .expect("record");
     }
     let mut latency = Histogram::<u64>::new(3).expect("histogram");
     let sequential = 20_000;
@@ -170,6 +272,35 @@ async fn main() {
     println!(
         "quorum call benchmark (one node, caller and callee in separate processes, Rust SDK 0.25)"
     );
+    let otel = std::env::var("OTEL_ENABLED").unwrap_or_else(|_| "SDK default (on)".into());
+    println!("SDK OpenTelemetry (OTEL_ENABLED): {otel}");
+    println!("floor: raw client <-> bare echo server, 5000 round trips");
+    println!(
+        "  p50                   {} us",
+        floor.value_at_quantile(0.50)
+    );
+    println!(
+        "  p99                   {} us",
+        floor.value_at_quantile(0.99)
+    );
+    println!("raw WebSocket client <-> node (function_not_found), 5000 calls");
+    println!(
+        "  p50                   {} us",
+        raw_only.value_at_quantile(0.50)
+    );
+    println!(
+        "  p99                   {} us",
+        raw_only.value_at_quantile(0.99)
+    );
+    println!("SDK caller <-> node only (function_not_found), 5000 calls");
+    println!(
+        "  p50                   {} us",
+        engine_only.value_at_quantile(0.50)
+    );
+    println!(
+        "  p99                   {} us",
+        engine_only.value_at_quantile(0.99)
+    );
     println!("sequential calls        {sequential}");
     println!(
         "  p50                   {} us",
@@ -180,6 +311,15 @@ async fn main() {
         latency.value_at_quantile(0.99)
     );
     println!("  max                   {} us", latency.max());
+    let floor_p50 = floor.value_at_quantile(0.50).max(1) as f64;
+    println!(
+        "  p50 / (2 x floor p50) {:.2}  (a call is two round trips)",
+        latency.value_at_quantile(0.50) as f64 / (2.0 * floor_p50)
+    );
+    println!(
+        "raw node round trip / floor, p50: {:.2}",
+        raw_only.value_at_quantile(0.50) as f64 / floor_p50
+    );
     println!("calls at {IN_FLIGHT} in flight    {total}");
     println!(
         "  throughput            {:.0} calls/s",

@@ -88,7 +88,7 @@ impl Registry {
             Command::TriggerRemoved { id } => {
                 out.removed = self.remove_trigger(id, &mut out);
             }
-            Command::NodeRestarted { node } => {
+            Command::NodeRestarted { node } | Command::NodePurged { node } => {
                 let stale: Vec<WorkerId> = self
                     .workers
                     .values()

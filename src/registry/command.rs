@@ -46,6 +46,9 @@ pub enum Command {
     TriggerRemoved { id: String },
     /// A node (re)started: every worker recorded on it belongs to a dead process.
     NodeRestarted { node: NodeId },
+    /// The leader saw no contact from a node for longer than its lease: the node has
+    /// fenced itself (closed its sockets), so its workers are gone.
+    NodePurged { node: NodeId },
 }
 
 /// One registration message from a worker.

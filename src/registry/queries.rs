@@ -94,6 +94,11 @@ impl Registry {
         })
     }
 
+    /// Nodes that hold at least one worker, so a lost one can be purged.
+    pub fn nodes_with_workers(&self) -> std::collections::BTreeSet<NodeId> {
+        self.workers.values().map(|w| w.node).collect()
+    }
+
     /// The announced name of a worker, if any.
     pub fn worker_name(&self, id: WorkerId) -> Option<&str> {
         self.workers

@@ -6,11 +6,16 @@
 //! through this table, so a caller is answered exactly once. Calls are routed from
 //! the local replica of the registry: no Raft round trip and no await while the
 //! table's lock is held.
+//!
+//! A call whose owner sits on another node takes the same table and the same answer
+//! path; only the transport differs: a [`RemoteLink`] (the gRPC invocation streams)
+//! carries the call there and its answer back. When a link to a node is lost, every
+//! call that node was executing ends with `invocation_stopped` at once.
 
 mod pending;
 
 use serde_json::Value;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -31,6 +36,11 @@ pub enum Caller {
     },
     /// Fire-and-forget: void calls and discovery trigger fires.
     Discard,
+    /// A call another node forwarded here: answer it over the link to that node.
+    Remote {
+        node: NodeId,
+        invocation_id: InvocationId,
+    },
 }
 
 impl Caller {
@@ -64,6 +74,27 @@ pub enum Routed {
     Failed,
 }
 
+/// A call crossing to the node that holds its owner's socket.
+#[derive(Debug)]
+pub struct RemoteCall {
+    /// The id both nodes use for this call (made by the caller's node).
+    pub invocation_id: InvocationId,
+    pub owner: WorkerId,
+    pub request: CallRequest,
+}
+
+/// How calls and answers reach other nodes. Implemented by the gRPC invocation
+/// streams; the router never knows the transport.
+#[async_trait::async_trait]
+pub trait RemoteLink: Send + Sync {
+    /// Hands a call to `node`; false when the link to it is down.
+    async fn forward(&self, node: NodeId, call: RemoteCall) -> bool;
+    /// Sends the answer of a call that `node` forwarded here.
+    async fn reply(&self, node: NodeId, invocation_id: InvocationId, outcome: Result<Value, ErrorBody>);
+    /// Tells `node` that nobody waits for this call any more.
+    async fn cancel(&self, node: NodeId, invocation_id: InvocationId);
+}
+
 /// Calls in flight on one worker connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Load {
@@ -80,6 +111,7 @@ pub struct Router {
     connections: Arc<Connections>,
     table: Mutex<PendingTable>,
     max_pending_per_caller: usize,
+    link: OnceLock<Arc<dyn RemoteLink>>,
 }
 
 impl Router {
@@ -96,7 +128,13 @@ impl Router {
             connections,
             table: Mutex::new(PendingTable::default()),
             max_pending_per_caller,
+            link: OnceLock::new(),
         }
+    }
+
+    /// Connects the router to other nodes; set once at start-up, after the links exist.
+    pub fn set_link(&self, link: Arc<dyn RemoteLink>) {
+        let _ = self.link.set(link);
     }
 
     /// Routes one call and, unless it is a built-in, takes care of its answer.
@@ -125,22 +163,9 @@ impl Router {
                     .await;
                 return Routed::Failed;
             }
-            Resolution::Worker { owner, node } if node == self.node => owner,
-            Resolution::Worker { owner, node } => {
-                // Forwarding to other nodes arrives with clustering; until then a worker
-                // recorded on another node is unreachable from here.
-                warn!(function_id = %request.function_id, worker_id = %owner, owner_node = node,
-                    "function owned by a worker on another node; cross-node calls are not served yet");
-                let err = EngineError::FunctionNotFound {
-                    id: request.function_id.clone(),
-                    namespace: request.namespace.clone(),
-                    elsewhere: String::new(),
-                };
-                self.answer(caller, &request.function_id, Err(err.body()))
-                    .await;
-                return Routed::Failed;
-            }
+            Resolution::Worker { owner, node } => (owner, node),
         };
+        let (owner, owner_node) = owner;
         if let Some(worker) = caller.worker() {
             if let Value::Object(map) = &mut request.data {
                 map.insert(
@@ -148,6 +173,9 @@ impl Router {
                     Value::String(worker.to_string()),
                 );
             }
+        }
+        if owner_node != self.node {
+            return self.route_remote(caller, owner, owner_node, request).await;
         }
         let Some(outbox) = self.connections.outbox(owner) else {
             self.answer(
@@ -161,7 +189,7 @@ impl Router {
         let invocation_id = InvocationId::new();
         let admitted = self.lock_table().insert(
             invocation_id,
-            PendingCall::new(caller, request.function_id.clone(), owner),
+            PendingCall::new(caller, request.function_id.clone(), owner, self.node),
             self.max_pending_per_caller,
         );
         if let Err(caller) = admitted {
@@ -196,6 +224,115 @@ impl Router {
         Routed::Sent
     }
 
+    /// Forwards a call to the node holding its owner; a lost link means the call stops.
+    async fn route_remote(&self, caller: Caller, owner: WorkerId, node: NodeId, request: CallRequest) -> Routed {
+        let Some(link) = self.link.get().cloned() else {
+            let err = EngineError::FunctionNotFound {
+                id: request.function_id.clone(),
+                namespace: request.namespace.clone(),
+                elsewhere: String::new(),
+            };
+            self.answer(caller, &request.function_id, Err(err.body())).await;
+            return Routed::Failed;
+        };
+        let invocation_id = InvocationId::new();
+        let admitted = self.lock_table().insert(
+            invocation_id,
+            PendingCall::new(caller, request.function_id.clone(), owner, node),
+            self.max_pending_per_caller,
+        );
+        if let Err(caller) = admitted {
+            let err = EngineError::TooManyPendingCalls {
+                limit: self.max_pending_per_caller,
+            };
+            self.answer(caller, &request.function_id, Err(err.body())).await;
+            return Routed::Failed;
+        }
+        debug!(invocation_id = %invocation_id, function_id = %request.function_id, worker_id = %owner,
+            owner_node = node, "call forwarded");
+        let call = RemoteCall {
+            invocation_id,
+            owner,
+            request,
+        };
+        if !link.forward(node, call).await {
+            let stopped = self.lock_table().remove(invocation_id);
+            if let Some(call) = stopped {
+                self.answer(call.caller, &call.function_id, Err(EngineError::InvocationStopped.body()))
+                    .await;
+            }
+            return Routed::Failed;
+        }
+        Routed::Sent
+    }
+
+    /// A call another node forwarded for a worker held here.
+    pub async fn deliver(&self, from: NodeId, call: RemoteCall) {
+        let caller = Caller::Remote {
+            node: from,
+            invocation_id: call.invocation_id,
+        };
+        let function_id = call.request.function_id.clone();
+        let Some(outbox) = self.connections.outbox(call.owner) else {
+            // The owner left between the caller's lookup and now.
+            self.answer(caller, &function_id, Err(EngineError::InvocationStopped.body())).await;
+            return;
+        };
+        let admitted = self.lock_table().insert(
+            call.invocation_id,
+            PendingCall::new(caller, function_id.clone(), call.owner, self.node),
+            usize::MAX,
+        );
+        if let Err(caller) = admitted {
+            self.answer(caller, &function_id, Err(EngineError::InvocationStopped.body())).await;
+            return;
+        }
+        let frame = Outgoing::InvokeFunction {
+            invocation_id: call.invocation_id.to_string(),
+            function_id,
+            data: call.request.data,
+            metadata: call.request.metadata,
+            traceparent: call.request.traceparent,
+            baggage: call.request.baggage,
+        };
+        if outbox.send(Outbound::Text(frame.to_text())).await.is_err() {
+            let gone = self.lock_table().remove(call.invocation_id);
+            if let Some(call) = gone {
+                self.answer(call.caller, &call.function_id, Err(EngineError::ChannelSendFailed.body()))
+                    .await;
+            }
+        }
+    }
+
+    /// The answer to a call this node forwarded to `from`.
+    pub async fn complete_remote(&self, from: NodeId, invocation_id: InvocationId, outcome: Result<Value, ErrorBody>) {
+        let call = self.lock_table().remove_if_on_node(invocation_id, from);
+        match call {
+            Some(call) => self.answer(call.caller, &call.function_id, outcome).await,
+            None => debug!(invocation_id = %invocation_id, from_node = from, "remote result for an unknown or finished call dropped"),
+        }
+    }
+
+    /// The caller of a call forwarded from `from` is gone: forget the call.
+    pub fn cancel_remote(&self, from: NodeId, invocation_id: InvocationId) {
+        self.lock_table().remove_if_caller_node(invocation_id, from);
+    }
+
+    /// Our stream to `node` broke (the node died or is cut off): every call it was
+    /// executing for us ends at once with `invocation_stopped`.
+    pub async fn owner_node_lost(&self, node: NodeId) {
+        let stopped = self.lock_table().drop_node(node, pending::Side::Owner);
+        for call in stopped {
+            self.answer(call.caller, &call.function_id, Err(EngineError::InvocationStopped.body()))
+                .await;
+        }
+    }
+
+    /// The stream `node` opened to us broke: nobody waits for the calls it handed us.
+    pub async fn caller_node_lost(&self, node: NodeId) {
+        self.lock_table().drop_node(node, pending::Side::Caller);
+    }
+
     /// The owner answered: relay to whoever waits. Answers from anyone but the call's
     /// owner, and answers nobody waits for any more, are dropped.
     pub async fn complete(
@@ -222,7 +359,12 @@ impl Router {
     /// A worker connection ended: calls it was executing end with `invocation_stopped`
     /// at once; calls it was waiting on are forgotten (their owners are not told).
     pub async fn worker_gone(&self, worker: WorkerId) {
-        let stopped = self.lock_table().drop_worker(worker);
+        let (stopped, abandoned) = self.lock_table().drop_worker(worker);
+        if let Some(link) = self.link.get() {
+            for (node, invocation_id) in abandoned {
+                link.cancel(node, invocation_id).await;
+            }
+        }
         for call in stopped {
             self.answer(
                 call.caller,
@@ -294,6 +436,14 @@ impl Router {
                     .to_text();
                 }
                 self.connections.send(worker, Outbound::Text(text)).await;
+            }
+            Caller::Remote {
+                node,
+                invocation_id,
+            } => {
+                if let Some(link) = self.link.get() {
+                    link.reply(node, invocation_id, outcome).await;
+                }
             }
             Caller::Discard => {
                 if let Err(error) = outcome {

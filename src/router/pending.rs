@@ -4,7 +4,16 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::Caller;
-use crate::ids::{InvocationId, WorkerId};
+use crate::ids::{InvocationId, NodeId, WorkerId};
+
+/// Which side of a call a lost node was on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// It held the owner: the call was executing there.
+    Owner,
+    /// It held the caller: it had handed the call to us.
+    Caller,
+}
 
 /// A call handed to a worker, waiting for its answer.
 #[derive(Debug)]
@@ -12,16 +21,26 @@ pub struct PendingCall {
     pub caller: Caller,
     pub function_id: String,
     pub owner: WorkerId,
+    /// The node holding the owner's socket (this node for local calls).
+    pub owner_node: NodeId,
     started: Instant,
 }
 
 impl PendingCall {
-    pub fn new(caller: Caller, function_id: String, owner: WorkerId) -> Self {
+    pub fn new(caller: Caller, function_id: String, owner: WorkerId, owner_node: NodeId) -> Self {
         Self {
             caller,
             function_id,
             owner,
+            owner_node,
             started: Instant::now(),
+        }
+    }
+
+    fn caller_node(&self) -> Option<NodeId> {
+        match self.caller {
+            Caller::Remote { node, .. } => Some(node),
+            _ => None,
         }
     }
 }
@@ -85,22 +104,64 @@ impl PendingTable {
         self.remove(id)
     }
 
-    /// Forgets everything about a worker; returns the calls it was executing, whose
-    /// callers must be told the call stopped.
-    pub fn drop_worker(&mut self, worker: WorkerId) -> Vec<PendingCall> {
+    /// Removes a forwarded call only when `from` is the node it was forwarded to.
+    pub fn remove_if_on_node(&mut self, id: InvocationId, from: NodeId) -> Option<PendingCall> {
+        if self.calls.get(&id)?.owner_node != from {
+            return None;
+        }
+        self.remove(id)
+    }
+
+    /// Removes a call forwarded here only when `from` is the node it came from.
+    pub fn remove_if_caller_node(&mut self, id: InvocationId, from: NodeId) -> Option<PendingCall> {
+        if self.calls.get(&id)?.caller_node() != Some(from) {
+            return None;
+        }
+        self.remove(id)
+    }
+
+    /// Forgets everything about a worker. Returns the calls it was executing, whose
+    /// callers must be told the call stopped, and the (node, id) of calls it waited on
+    /// that other nodes are executing, so those nodes can forget them too.
+    pub fn drop_worker(&mut self, worker: WorkerId) -> (Vec<PendingCall>, Vec<(NodeId, InvocationId)>) {
         let Some(in_flight) = self.by_worker.remove(&worker) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
+        let mut abandoned = Vec::new();
         for id in &in_flight.waiting {
             if let Some(call) = self.calls.remove(id) {
                 self.forget(*id, &call);
+                abandoned.push((call.owner_node, *id));
             }
         }
-        in_flight
+        let stopped = in_flight
             .executing
             .iter()
             .filter_map(|id| self.remove(*id))
-            .collect()
+            .collect();
+        (stopped, abandoned)
+    }
+
+    /// Forgets the calls tied to a lost node on one side: calls it was executing
+    /// (returned, their callers must be told) or calls it had handed us (dropped).
+    pub fn drop_node(&mut self, node: NodeId, side: Side) -> Vec<PendingCall> {
+        let tied: Vec<InvocationId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| match side {
+                Side::Owner => c.owner_node == node,
+                Side::Caller => c.caller_node() == Some(node),
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let removed = tied.into_iter().filter_map(|id| self.remove(id));
+        match side {
+            Side::Owner => removed.collect(),
+            Side::Caller => {
+                removed.for_each(drop);
+                Vec::new()
+            }
+        }
     }
 
     /// Removes and returns calls older than `age`.
@@ -154,6 +215,7 @@ mod tests {
             },
             "f".into(),
             owner,
+            1,
         )
     }
 
@@ -164,7 +226,7 @@ mod tests {
         table.insert(InvocationId::new(), call(a, b), 10).unwrap();
         assert_eq!(table.load(b).executing, 1);
         assert_eq!(table.load(a).waiting, 1);
-        assert_eq!(table.drop_worker(b).len(), 1);
+        assert_eq!(table.drop_worker(b).0.len(), 1);
         assert_eq!(table.load(a), super::super::Load::default());
         assert!(table.calls.is_empty());
     }
@@ -175,7 +237,7 @@ mod tests {
         let mut table = PendingTable::default();
         let id = InvocationId::new();
         table.insert(id, call(a, b), 10).unwrap();
-        assert!(table.drop_worker(a).is_empty());
+        assert!(table.drop_worker(a).0.is_empty());
         assert!(table.remove_if_owned_by(id, b).is_none());
         assert_eq!(table.load(b), super::super::Load::default());
     }
@@ -203,7 +265,61 @@ mod tests {
                 waiting: 1
             }
         );
-        assert!(table.drop_worker(a).is_empty(), "nobody is left to answer");
+        assert!(table.drop_worker(a).0.is_empty(), "nobody is left to answer");
         assert!(table.calls.is_empty());
+    }
+
+    #[test]
+    fn a_lost_node_stops_its_calls_and_drops_the_ones_it_forwarded() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        let forwarded_out = InvocationId::new();
+        let mut out = call(a, b);
+        out.owner_node = 2;
+        table.insert(forwarded_out, out, 10).unwrap();
+        let forwarded_in = InvocationId::new();
+        let incoming = PendingCall::new(
+            Caller::Remote {
+                node: 2,
+                invocation_id: forwarded_in,
+            },
+            "f".into(),
+            a,
+            1,
+        );
+        table.insert(forwarded_in, incoming, 10).unwrap();
+        let stopped = table.drop_node(2, Side::Owner);
+        assert_eq!(stopped.len(), 1, "the call node 2 was executing needs an answer");
+        assert_eq!(table.calls.len(), 1, "the call node 2 handed us is untouched");
+        assert!(table.drop_node(2, Side::Caller).is_empty());
+        assert!(table.calls.is_empty());
+        assert_eq!(table.load(a), super::super::Load::default());
+    }
+
+    #[test]
+    fn remote_answers_and_cancels_only_come_from_the_right_node() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        let id = InvocationId::new();
+        let mut out = call(a, b);
+        out.owner_node = 2;
+        table.insert(id, out, 10).unwrap();
+        assert!(table.remove_if_on_node(id, 3).is_none());
+        assert!(table.remove_if_caller_node(id, 2).is_none());
+        assert!(table.remove_if_on_node(id, 2).is_some());
+        let (stopped, abandoned) = table.drop_worker(a);
+        assert!(stopped.is_empty() && abandoned.is_empty());
+    }
+
+    #[test]
+    fn a_departing_caller_reports_calls_other_nodes_execute() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        let id = InvocationId::new();
+        let mut out = call(a, b);
+        out.owner_node = 2;
+        table.insert(id, out, 10).unwrap();
+        let (_, abandoned) = table.drop_worker(a);
+        assert_eq!(abandoned, vec![(2, id)]);
     }
 }

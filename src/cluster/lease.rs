@@ -1,0 +1,120 @@
+//! Leases: how long a node may go without contact before the rest stop trusting it.
+//!
+//! Two rules share one clock and must never disagree:
+//! - a node that has not been in contact with a quorum for `fence_after` fences
+//!   itself: it closes its worker sockets and refuses registrations;
+//! - the leader purges a node it has not heard from for `purge_after`, which is
+//!   longer than `fence_after` plus one election timeout, so by the time the
+//!   majority forgets a node's workers, that node has surely closed their sockets.
+//!
+//! Pure bookkeeping: time is passed in, so the decisions are unit-tested.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::ids::NodeId;
+
+/// The lease timings of a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTimings {
+    /// Without quorum contact for this long, a node fences itself.
+    pub fence_after: Duration,
+    /// Without contact for this long, the leader purges a node's workers.
+    pub purge_after: Duration,
+}
+
+impl Default for LeaseTimings {
+    fn default() -> Self {
+        Self {
+            fence_after: Duration::from_millis(1_500),
+            purge_after: Duration::from_millis(3_000),
+        }
+    }
+}
+
+/// The last time each peer answered this node.
+#[derive(Debug, Default)]
+pub struct PeerContact {
+    last_ok: HashMap<NodeId, Instant>,
+}
+
+impl PeerContact {
+    /// Records a successful exchange with `node`.
+    pub fn record(&mut self, node: NodeId, at: Instant) {
+        self.last_ok.insert(node, at);
+    }
+
+    /// Nodes that hold workers but have not answered for `purge_after`. A node never
+    /// heard from counts from `since` (when this node started leading), so a fresh
+    /// leader gives every peer a full lease before purging it.
+    pub fn to_purge(
+        &self,
+        holding_workers: &BTreeSet<NodeId>,
+        me: NodeId,
+        since: Instant,
+        now: Instant,
+        timings: LeaseTimings,
+    ) -> Vec<NodeId> {
+        holding_workers
+            .iter()
+            .copied()
+            .filter(|node| *node != me)
+            .filter(|node| {
+                let last = self.last_ok.get(node).copied().unwrap_or(since).max(since);
+                now.saturating_duration_since(last) > timings.purge_after
+            })
+            .collect()
+    }
+}
+
+/// Whether this node must fence itself: it is not in contact with a quorum.
+/// `quorum_contact_age` is how long ago this node last knew a leader with quorum
+/// (itself as leader: its last quorum acknowledgement).
+pub fn must_fence(quorum_contact_age: Option<Duration>, timings: LeaseTimings) -> bool {
+    match quorum_contact_age {
+        Some(age) => age > timings.fence_after,
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_waits_a_full_lease_and_spares_the_leader_itself() {
+        let timings = LeaseTimings::default();
+        let start = Instant::now();
+        let mut contact = PeerContact::default();
+        contact.record(2, start);
+        let holding: BTreeSet<NodeId> = [1, 2, 3].into_iter().collect();
+        let soon = start + Duration::from_millis(1_000);
+        assert!(contact.to_purge(&holding, 1, start, soon, timings).is_empty());
+        let later = start + Duration::from_millis(3_500);
+        assert_eq!(contact.to_purge(&holding, 1, start, later, timings), vec![2, 3]);
+        contact.record(3, later);
+        assert_eq!(contact.to_purge(&holding, 1, start, later, timings), vec![2]);
+    }
+
+    #[test]
+    fn a_new_leader_gives_every_peer_a_full_lease() {
+        let timings = LeaseTimings::default();
+        let old = Instant::now();
+        let mut contact = PeerContact::default();
+        contact.record(2, old);
+        let elected = old + Duration::from_secs(10);
+        let holding: BTreeSet<NodeId> = [2].into_iter().collect();
+        assert!(contact
+            .to_purge(&holding, 1, elected, elected + Duration::from_secs(1), timings)
+            .is_empty());
+    }
+
+    #[test]
+    fn fencing_starts_after_the_fence_lease_and_purging_after_more() {
+        let timings = LeaseTimings::default();
+        assert!(!must_fence(Some(Duration::from_millis(100)), timings));
+        assert!(must_fence(Some(Duration::from_millis(1_600)), timings));
+        assert!(must_fence(None, timings));
+        assert!(timings.purge_after > timings.fence_after);
+    }
+}
