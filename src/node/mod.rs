@@ -32,6 +32,7 @@ use crate::registry::{Command, Outcome, Registry};
 use crate::router::Router;
 use crate::rpc;
 use crate::rpc::client::PeerClients;
+use crate::rpc::invocations::InvocationLinks;
 
 /// How long a pending call may wait for its owner before the engine gives up on it.
 const CALL_EXPIRY: Duration = Duration::from_secs(15 * 60);
@@ -51,6 +52,8 @@ pub struct Node {
     pub consensus: Consensus,
     /// gRPC channels to the other nodes (Raft, forwarding, membership, live facts).
     pub peers: PeerClients,
+    /// The invocation streams to and from other nodes.
+    pub links: Arc<InvocationLinks>,
     pub connections: Arc<Connections>,
     pub router: Router,
     registry: Arc<std::sync::RwLock<Registry>>,
@@ -82,6 +85,17 @@ impl Node {
         // A poisoned lock means a panic inside `apply`; what is there is still the best
         // answer a discovery call can give.
         self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cluster address of a member, from the replicated membership.
+    pub fn peer_address(&self, node: NodeId) -> Option<String> {
+        let metrics = self.consensus.raft().metrics().borrow().clone();
+        let address = metrics
+            .membership_config
+            .membership()
+            .get_node(&node)
+            .map(|n| n.addr.clone());
+        address
     }
 
     /// Whether this node leads the Raft cluster (it fires durable discovery bindings).
@@ -174,6 +188,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let connections = Arc::new(Connections::default());
+    let links = Arc::new(InvocationLinks::new(node_id, peers.clone()));
     let registry = consensus.registry();
     let router = Router::new(
         node_id,
@@ -185,7 +200,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         id: node_id,
         config: config.clone(),
         consensus,
-        peers,
+        peers: peers.clone(),
+        links: links.clone(),
         connections,
         router,
         registry,
@@ -193,6 +209,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         telemetry_frames: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
     });
+    links.attach(&node);
+    node.router.set_link(links);
     // Peers must reach this node's Raft before it can be added to (or rejoin) a cluster.
     let rpc_stop = CancellationToken::new();
     let rpc_server = tokio::spawn(rpc::server::serve(
