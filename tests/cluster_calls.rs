@@ -26,7 +26,9 @@ async fn a_call_crosses_nodes_with_results_errors_and_not_found() {
         "math::double",
         RegisterFunction::new_async(|input: Value| async move {
             match input["n"].as_i64() {
-                Some(n) => Ok::<Value, Error>(json!({"n": n * 2, "caller": input["_caller_worker_id"]})),
+                Some(n) => {
+                    Ok::<Value, Error>(json!({"n": n * 2, "caller": input["_caller_worker_id"]}))
+                }
                 None => Err(Error::Remote {
                     code: "bad_input".into(),
                     message: "n is missing".into(),
@@ -37,18 +39,28 @@ async fn a_call_crosses_nodes_with_results_errors_and_not_found() {
     );
     let caller = worker(&url(&cluster, 2), &unique_name("caller"), None).await;
     wait_function(&caller, "math::double", true).await;
-    let answer = call(&caller, "math::double", json!({"n": 21})).await.unwrap();
+    let answer = call(&caller, "math::double", json!({"n": 21}))
+        .await
+        .unwrap();
     assert_eq!(answer["n"], 42);
     assert!(answer["caller"].as_str().is_some());
     let err = call(&caller, "math::double", json!({})).await.unwrap_err();
-    assert!(matches!(err, Error::Remote { ref code, .. } if code == "bad_input"), "{err:?}");
+    assert!(
+        matches!(err, Error::Remote { ref code, .. } if code == "bad_input"),
+        "{err:?}"
+    );
     let err = call(&caller, "math::nothing", json!({})).await.unwrap_err();
-    assert!(matches!(err, Error::Remote { ref code, .. } if code == "function_not_found"), "{err:?}");
+    assert!(
+        matches!(err, Error::Remote { ref code, .. } if code == "function_not_found"),
+        "{err:?}"
+    );
     // Many calls in flight across nodes, each with its own answer.
     let mut pending = Vec::new();
     for n in 0..50 {
         let caller = caller.clone();
-        pending.push(tokio::spawn(async move { call(&caller, "math::double", json!({"n": n})).await }));
+        pending.push(tokio::spawn(async move {
+            call(&caller, "math::double", json!({"n": n})).await
+        }));
     }
     for (n, task) in pending.into_iter().enumerate() {
         assert_eq!(task.await.unwrap().unwrap()["n"], json!(n as i64 * 2));
@@ -78,10 +90,19 @@ async fn an_owner_leaving_another_node_stops_the_call_at_once() {
         let caller = caller.clone();
         async move { call(&caller, "slow::op", json!({})).await }
     });
-    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .unwrap();
     callee.shutdown_async().await;
-    let err = tokio::time::timeout(Duration::from_secs(10), pending).await.unwrap().unwrap().unwrap_err();
-    assert!(matches!(err, Error::Remote { ref code, .. } if code == "invocation_stopped"), "{err:?}");
+    let err = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Remote { ref code, .. } if code == "invocation_stopped"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,11 +128,20 @@ async fn killing_the_owners_node_stops_calls_from_other_nodes_at_once() {
         let caller = caller.clone();
         async move { call(&caller, "slow::op", json!({})).await }
     });
-    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .unwrap();
     let killed = Instant::now();
     cluster.kill(0);
-    let err = tokio::time::timeout(Duration::from_secs(10), pending).await.unwrap().unwrap().unwrap_err();
-    assert!(matches!(err, Error::Remote { ref code, .. } if code == "invocation_stopped"), "{err:?}");
+    let err = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Remote { ref code, .. } if code == "invocation_stopped"),
+        "{err:?}"
+    );
     println!("invocation_stopped {:?} after SIGKILL", killed.elapsed());
     callee.shutdown_async().await;
 }
@@ -136,10 +166,20 @@ async fn triggers_and_discovery_span_the_cluster() {
     let provider = worker(&url(&cluster, 0), &unique_name("provider"), None).await;
     provider.register_trigger_type(RegisterTriggerType::new("cron", "schedule", Recorder(tx)));
     let consumer = worker(&url(&cluster, 2), &unique_name("consumer"), None).await;
-    common::eventually("cron type visible on node 3", Duration::from_secs(10), || async {
-        let list = call(&consumer, "engine::trigger-types::list", json!({})).await.ok()?;
-        list["trigger_types"].as_array()?.iter().any(|t| t["id"] == "cron").then_some(())
-    })
+    common::eventually(
+        "cron type visible on node 3",
+        Duration::from_secs(10),
+        || async {
+            let list = call(&consumer, "engine::trigger-types::list", json!({}))
+                .await
+                .ok()?;
+            list["trigger_types"]
+                .as_array()?
+                .iter()
+                .any(|t| t["id"] == "cron")
+                .then_some(())
+        },
+    )
     .await;
     consumer
         .register_trigger(RegisterTriggerInput {
@@ -151,7 +191,10 @@ async fn triggers_and_discovery_span_the_cluster() {
             trigger_namespace: None,
         })
         .unwrap();
-    let forwarded = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let forwarded = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(forwarded.function_id, "jobs::tick");
 
     // A busy worker on node 1 shows as busy from node 3.
@@ -176,14 +219,32 @@ async fn triggers_and_discovery_span_the_cluster() {
         let consumer = consumer.clone();
         async move { call(&consumer, "hold::it", json!({})).await }
     });
-    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.unwrap();
-    let rows = call(&consumer, "engine::workers::list", json!({})).await.unwrap();
-    let row = rows["workers"].as_array().unwrap().iter().find(|w| w["name"] == busy_name.as_str()).cloned().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .unwrap();
+    let rows = call(&consumer, "engine::workers::list", json!({}))
+        .await
+        .unwrap();
+    let row = rows["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == busy_name.as_str())
+        .cloned()
+        .unwrap();
     assert_eq!(row["status"], "busy", "{row}");
     release.notify_one();
     pending.await.unwrap().unwrap();
-    let names: Vec<String> = rows["workers"].as_array().unwrap().iter().filter_map(|w| w["name"].as_str().map(String::from)).collect();
-    assert!(names.len() >= 3, "workers of every node are listed: {names:?}");
+    let names: Vec<String> = rows["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["name"].as_str().map(String::from))
+        .collect();
+    assert!(
+        names.len() >= 3,
+        "workers of every node are listed: {names:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,23 +253,42 @@ async fn reattach_onto_another_node_retires_the_old_connection() {
     let mut old = RawClient::connect(&url(&cluster, 0)).await;
     let name = unique_name("mover");
     old.announce(&name, None).await;
-    old.send(json!({"type":"registerfunction","id":"mover::fn"})).await;
+    old.send(json!({"type":"registerfunction","id":"mover::fn"}))
+        .await;
     let observer = worker(&url(&cluster, 2), &unique_name("observer"), None).await;
     wait_function(&observer, "mover::fn", true).await;
     let mut new = RawClient::connect(&url(&cluster, 1)).await;
-    new.send(json!({"type":"reattach","previous_worker_id":old.worker_id,"reattach_token":old.token})).await;
+    new.send(
+        json!({"type":"reattach","previous_worker_id":old.worker_id,"reattach_token":old.token}),
+    )
+    .await;
     new.announce(&name, None).await;
-    new.send(json!({"type":"registerfunction","id":"mover::fn"})).await;
+    new.send(json!({"type":"registerfunction","id":"mover::fn"}))
+        .await;
     loop {
         if let Inbound::Closed(_) = old.next().await {
             break;
         }
     }
-    let owner = common::eventually("mover::fn owned by the new connection", Duration::from_secs(10), || async {
-        let rows = call(&observer, "engine::workers::list", json!({})).await.ok()?;
-        rows["workers"].as_array()?.iter().find(|w| w["id"] == new.worker_id.as_str()
-            && w["functions"].as_array().is_some_and(|f| f.contains(&json!("mover::fn")))).cloned()
-    })
+    let owner = common::eventually(
+        "mover::fn owned by the new connection",
+        Duration::from_secs(10),
+        || async {
+            let rows = call(&observer, "engine::workers::list", json!({}))
+                .await
+                .ok()?;
+            rows["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| {
+                    w["id"] == new.worker_id.as_str()
+                        && w["functions"]
+                            .as_array()
+                            .is_some_and(|f| f.contains(&json!("mover::fn")))
+                })
+                .cloned()
+        },
+    )
     .await;
     assert_eq!(owner["name"], name.as_str());
 }

@@ -7,12 +7,19 @@
 //!   longer than `fence_after` plus one election timeout, so by the time the
 //!   majority forgets a node's workers, that node has surely closed their sockets.
 //!
-//! Pure bookkeeping: time is passed in, so the decisions are unit-tested.
+//! The bookkeeping ([`PeerContact`], [`must_fence`]) is pure: time is passed in, so the
+//! decisions are unit-tested. [`run`] drives it on a node: it probes peers, purges lost
+//! ones when leading, and fences or unfences this node.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 use crate::ids::NodeId;
+use crate::node::Node;
+use crate::registry::Command;
+use crate::rpc::pb::StatusRequest;
 
 /// The lease timings of a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,12 +31,91 @@ pub struct LeaseTimings {
 }
 
 impl Default for LeaseTimings {
+    /// Fencing waits well past an election (300–600 ms timeouts) so a leader change
+    /// never fences the healthy side; purging waits for fencing plus a margin.
     fn default() -> Self {
         Self {
-            fence_after: Duration::from_millis(1_500),
-            purge_after: Duration::from_millis(3_000),
+            fence_after: Duration::from_millis(2_500),
+            purge_after: Duration::from_millis(5_000),
         }
     }
+}
+
+/// How often the lease task looks at the cluster.
+const TICK: Duration = Duration::from_millis(200);
+/// How long one liveness probe of a peer may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// A leader whose last quorum acknowledgement is older than this has no quorum.
+const QUORUM_ACK_STALE: Duration = Duration::from_millis(1_000);
+
+/// Keeps this node's leases until it shuts down.
+pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
+    let mut contact = PeerContact::default();
+    let mut leading_since: Option<Instant> = None;
+    let mut last_quorum_contact = Instant::now();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        let now = Instant::now();
+        let metrics = node.consensus.raft().metrics().borrow().clone();
+        let leading = metrics.current_leader == Some(node.id);
+        let in_quorum = if leading {
+            metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| Duration::from_millis(ms) <= QUORUM_ACK_STALE)
+        } else {
+            metrics.current_leader.is_some()
+        };
+        if in_quorum {
+            last_quorum_contact = now;
+        }
+        let fence = must_fence(
+            Some(now.saturating_duration_since(last_quorum_contact)),
+            timings,
+        );
+        node.set_fenced(fence);
+
+        if !leading {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert(now);
+        let holding = node.registry().nodes_with_workers();
+        for peer in holding.iter().copied().filter(|p| *p != node.id) {
+            if probe(&node, peer).await {
+                contact.record(peer, Instant::now());
+            }
+        }
+        for lost in contact.to_purge(&holding, node.id, since, Instant::now(), timings) {
+            warn!(
+                node = node.id,
+                lost_node = lost,
+                "no contact for the lease; purging its workers"
+            );
+            match node.commit(Command::NodePurged { node: lost }).await {
+                Ok(_) => info!(node = node.id, lost_node = lost, "lost node purged"),
+                Err(err) => {
+                    warn!(node = node.id, lost_node = lost, error = %err, "purge not committed")
+                }
+            }
+        }
+    }
+}
+
+/// Whether `peer` answers a status request in time.
+async fn probe(node: &Node, peer: NodeId) -> bool {
+    let Some(address) = node.peer_address(peer) else {
+        return false;
+    };
+    node.peers
+        .unary(&address, PROBE_TIMEOUT, |mut client| async move {
+            client.status(StatusRequest {}).await
+        })
+        .await
+        .is_ok()
 }
 
 /// The last time each peer answered this node.
@@ -89,11 +175,19 @@ mod tests {
         contact.record(2, start);
         let holding: BTreeSet<NodeId> = [1, 2, 3].into_iter().collect();
         let soon = start + Duration::from_millis(1_000);
-        assert!(contact.to_purge(&holding, 1, start, soon, timings).is_empty());
+        assert!(contact
+            .to_purge(&holding, 1, start, soon, timings)
+            .is_empty());
         let later = start + Duration::from_millis(3_500);
-        assert_eq!(contact.to_purge(&holding, 1, start, later, timings), vec![2, 3]);
+        assert_eq!(
+            contact.to_purge(&holding, 1, start, later, timings),
+            vec![2, 3]
+        );
         contact.record(3, later);
-        assert_eq!(contact.to_purge(&holding, 1, start, later, timings), vec![2]);
+        assert_eq!(
+            contact.to_purge(&holding, 1, start, later, timings),
+            vec![2]
+        );
     }
 
     #[test]
@@ -105,7 +199,13 @@ mod tests {
         let elected = old + Duration::from_secs(10);
         let holding: BTreeSet<NodeId> = [2].into_iter().collect();
         assert!(contact
-            .to_purge(&holding, 1, elected, elected + Duration::from_secs(1), timings)
+            .to_purge(
+                &holding,
+                1,
+                elected,
+                elected + Duration::from_secs(1),
+                timings
+            )
             .is_empty());
     }
 

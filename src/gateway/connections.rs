@@ -62,6 +62,11 @@ impl Connections {
         self.read().keys().copied().collect()
     }
 
+    /// Every live local session's handle (to end them all, e.g. when fencing).
+    pub fn handles(&self) -> Vec<ConnectionHandle> {
+        self.read().values().cloned().collect()
+    }
+
     /// Number of live local sessions.
     pub fn len(&self) -> usize {
         self.read().len()

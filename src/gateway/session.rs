@@ -43,6 +43,7 @@ const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_INTERNAL: u16 = 1011;
+const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// The function id SDKs call to announce themselves.
 const REGISTER_WORKER: &str = "engine::workers::register";
@@ -66,6 +67,16 @@ struct Session {
 
 /// Serves one upgraded worker socket until it closes, then cleans up after it.
 pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAddr) {
+    if node.is_fenced() {
+        // Cut off from the cluster: send the worker to a node that has a quorum.
+        let mut ws = ws;
+        let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: CLOSE_TRY_AGAIN.into(),
+            reason: "engine node cut off from its cluster".into(),
+        };
+        let _ = ws.close(Some(close)).await;
+        return;
+    }
     let (sink, mut stream) = ws.split();
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
     let writer = tokio::spawn(writer::run(sink, outbox_rx, PING_INTERVAL));
@@ -122,6 +133,8 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
             _ = cancel.cancelled() => {
                 let (code, reason) = if node.shutdown.is_cancelled() {
                     (CLOSE_GOING_AWAY, "engine node shutting down")
+                } else if node.is_fenced() {
+                    (CLOSE_GOING_AWAY, "engine node cut off from its cluster")
                 } else {
                     (CLOSE_NORMAL, "connection retired")
                 };

@@ -63,6 +63,8 @@ pub struct Node {
     pub telemetry_frames: AtomicU64,
     /// Cancelled when the node shuts down; every session is a child of it.
     pub shutdown: CancellationToken,
+    /// Set while this node has no contact with a quorum: it serves no workers then.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -96,6 +98,31 @@ impl Node {
             .get_node(&node)
             .map(|n| n.addr.clone());
         address
+    }
+
+    /// Whether this node is fenced (cut off from a quorum for longer than its lease).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Relaxed)
+    }
+
+    /// Fences or unfences this node. Fencing closes every worker socket with a
+    /// going-away code, so the SDKs reconnect to the healthy side of the cluster.
+    pub fn set_fenced(&self, fenced: bool) {
+        let was = self.fenced.swap(fenced, Ordering::Relaxed);
+        if fenced && !was {
+            warn!(
+                node = self.id,
+                "no quorum for the lease: fencing, closing worker sockets"
+            );
+            for handle in self.connections.handles() {
+                handle.cancel.cancel();
+            }
+        } else if was && !fenced {
+            info!(
+                node = self.id,
+                "quorum contact restored: serving workers again"
+            );
+        }
     }
 
     /// Whether this node leads the Raft cluster (it fires durable discovery bindings).
@@ -208,6 +235,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         trigger_waiters: Mutex::new(HashMap::new()),
         telemetry_frames: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
+        fenced: std::sync::atomic::AtomicBool::new(false),
     });
     links.attach(&node);
     node.router.set_link(links);
@@ -287,6 +315,7 @@ async fn serve_workers(
     while applied_rx.try_recv().is_ok() {}
     tokio::spawn(events::run(node.clone(), applied_rx));
     tokio::spawn(expire_calls(node.clone()));
+    tokio::spawn(crate::cluster::lease::run(node.clone(), Default::default()));
     tokio::spawn(membership::watch_removal(node.clone()));
 
     let listener = TcpListener::bind(node.config.listen)

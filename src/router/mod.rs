@@ -90,7 +90,12 @@ pub trait RemoteLink: Send + Sync {
     /// Hands a call to `node`; false when the link to it is down.
     async fn forward(&self, node: NodeId, call: RemoteCall) -> bool;
     /// Sends the answer of a call that `node` forwarded here.
-    async fn reply(&self, node: NodeId, invocation_id: InvocationId, outcome: Result<Value, ErrorBody>);
+    async fn reply(
+        &self,
+        node: NodeId,
+        invocation_id: InvocationId,
+        outcome: Result<Value, ErrorBody>,
+    );
     /// Tells `node` that nobody waits for this call any more.
     async fn cancel(&self, node: NodeId, invocation_id: InvocationId);
 }
@@ -225,14 +230,21 @@ impl Router {
     }
 
     /// Forwards a call to the node holding its owner; a lost link means the call stops.
-    async fn route_remote(&self, caller: Caller, owner: WorkerId, node: NodeId, request: CallRequest) -> Routed {
+    async fn route_remote(
+        &self,
+        caller: Caller,
+        owner: WorkerId,
+        node: NodeId,
+        request: CallRequest,
+    ) -> Routed {
         let Some(link) = self.link.get().cloned() else {
             let err = EngineError::FunctionNotFound {
                 id: request.function_id.clone(),
                 namespace: request.namespace.clone(),
                 elsewhere: String::new(),
             };
-            self.answer(caller, &request.function_id, Err(err.body())).await;
+            self.answer(caller, &request.function_id, Err(err.body()))
+                .await;
             return Routed::Failed;
         };
         let invocation_id = InvocationId::new();
@@ -245,7 +257,8 @@ impl Router {
             let err = EngineError::TooManyPendingCalls {
                 limit: self.max_pending_per_caller,
             };
-            self.answer(caller, &request.function_id, Err(err.body())).await;
+            self.answer(caller, &request.function_id, Err(err.body()))
+                .await;
             return Routed::Failed;
         }
         debug!(invocation_id = %invocation_id, function_id = %request.function_id, worker_id = %owner,
@@ -258,8 +271,12 @@ impl Router {
         if !link.forward(node, call).await {
             let stopped = self.lock_table().remove(invocation_id);
             if let Some(call) = stopped {
-                self.answer(call.caller, &call.function_id, Err(EngineError::InvocationStopped.body()))
-                    .await;
+                self.answer(
+                    call.caller,
+                    &call.function_id,
+                    Err(EngineError::InvocationStopped.body()),
+                )
+                .await;
             }
             return Routed::Failed;
         }
@@ -275,7 +292,12 @@ impl Router {
         let function_id = call.request.function_id.clone();
         let Some(outbox) = self.connections.outbox(call.owner) else {
             // The owner left between the caller's lookup and now.
-            self.answer(caller, &function_id, Err(EngineError::InvocationStopped.body())).await;
+            self.answer(
+                caller,
+                &function_id,
+                Err(EngineError::InvocationStopped.body()),
+            )
+            .await;
             return;
         };
         let admitted = self.lock_table().insert(
@@ -284,7 +306,12 @@ impl Router {
             usize::MAX,
         );
         if let Err(caller) = admitted {
-            self.answer(caller, &function_id, Err(EngineError::InvocationStopped.body())).await;
+            self.answer(
+                caller,
+                &function_id,
+                Err(EngineError::InvocationStopped.body()),
+            )
+            .await;
             return;
         }
         let frame = Outgoing::InvokeFunction {
@@ -298,18 +325,29 @@ impl Router {
         if outbox.send(Outbound::Text(frame.to_text())).await.is_err() {
             let gone = self.lock_table().remove(call.invocation_id);
             if let Some(call) = gone {
-                self.answer(call.caller, &call.function_id, Err(EngineError::ChannelSendFailed.body()))
-                    .await;
+                self.answer(
+                    call.caller,
+                    &call.function_id,
+                    Err(EngineError::ChannelSendFailed.body()),
+                )
+                .await;
             }
         }
     }
 
     /// The answer to a call this node forwarded to `from`.
-    pub async fn complete_remote(&self, from: NodeId, invocation_id: InvocationId, outcome: Result<Value, ErrorBody>) {
+    pub async fn complete_remote(
+        &self,
+        from: NodeId,
+        invocation_id: InvocationId,
+        outcome: Result<Value, ErrorBody>,
+    ) {
         let call = self.lock_table().remove_if_on_node(invocation_id, from);
         match call {
             Some(call) => self.answer(call.caller, &call.function_id, outcome).await,
-            None => debug!(invocation_id = %invocation_id, from_node = from, "remote result for an unknown or finished call dropped"),
+            None => {
+                debug!(invocation_id = %invocation_id, from_node = from, "remote result for an unknown or finished call dropped")
+            }
         }
     }
 
@@ -323,8 +361,12 @@ impl Router {
     pub async fn owner_node_lost(&self, node: NodeId) {
         let stopped = self.lock_table().drop_node(node, pending::Side::Owner);
         for call in stopped {
-            self.answer(call.caller, &call.function_id, Err(EngineError::InvocationStopped.body()))
-                .await;
+            self.answer(
+                call.caller,
+                &call.function_id,
+                Err(EngineError::InvocationStopped.body()),
+            )
+            .await;
         }
     }
 

@@ -123,7 +123,10 @@ impl PendingTable {
     /// Forgets everything about a worker. Returns the calls it was executing, whose
     /// callers must be told the call stopped, and the (node, id) of calls it waited on
     /// that other nodes are executing, so those nodes can forget them too.
-    pub fn drop_worker(&mut self, worker: WorkerId) -> (Vec<PendingCall>, Vec<(NodeId, InvocationId)>) {
+    pub fn drop_worker(
+        &mut self,
+        worker: WorkerId,
+    ) -> (Vec<PendingCall>, Vec<(NodeId, InvocationId)>) {
         let Some(in_flight) = self.by_worker.remove(&worker) else {
             return (Vec::new(), Vec::new());
         };
@@ -265,7 +268,10 @@ mod tests {
                 waiting: 1
             }
         );
-        assert!(table.drop_worker(a).0.is_empty(), "nobody is left to answer");
+        assert!(
+            table.drop_worker(a).0.is_empty(),
+            "nobody is left to answer"
+        );
         assert!(table.calls.is_empty());
     }
 
@@ -289,8 +295,16 @@ mod tests {
         );
         table.insert(forwarded_in, incoming, 10).unwrap();
         let stopped = table.drop_node(2, Side::Owner);
-        assert_eq!(stopped.len(), 1, "the call node 2 was executing needs an answer");
-        assert_eq!(table.calls.len(), 1, "the call node 2 handed us is untouched");
+        assert_eq!(
+            stopped.len(),
+            1,
+            "the call node 2 was executing needs an answer"
+        );
+        assert_eq!(
+            table.calls.len(),
+            1,
+            "the call node 2 handed us is untouched"
+        );
         assert!(table.drop_node(2, Side::Caller).is_empty());
         assert!(table.calls.is_empty());
         assert_eq!(table.load(a), super::super::Load::default());

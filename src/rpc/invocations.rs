@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::client::PeerClients;
 use super::pb::invocation_frame::Kind;
-use super::pb::{CallResult, Cancel, Invoke, InvocationFrame};
+use super::pb::{CallResult, Cancel, InvocationFrame, Invoke};
 use crate::ids::{InvocationId, NodeId, WorkerId};
 use crate::node::Node;
 use crate::protocol::ErrorBody;
@@ -75,7 +75,14 @@ impl InvocationLinks {
         let (tx, rx) = mpsc::channel(LINK_CAPACITY);
         outgoing.insert(peer, tx.clone());
         drop(outgoing);
-        tokio::spawn(run_outgoing(node, self.me, peer, address, self.clients.clone(), rx));
+        tokio::spawn(run_outgoing(
+            node,
+            self.me,
+            peer,
+            address,
+            self.clients.clone(),
+            rx,
+        ));
         Some(tx)
     }
 
@@ -96,7 +103,12 @@ impl RemoteLink for InvocationLinks {
         tx.send(invoke_frame(self.me, call)).await.is_ok()
     }
 
-    async fn reply(&self, node: NodeId, invocation_id: InvocationId, outcome: Result<Value, ErrorBody>) {
+    async fn reply(
+        &self,
+        node: NodeId,
+        invocation_id: InvocationId,
+        outcome: Result<Value, ErrorBody>,
+    ) {
         let tx = lock(&self.incoming).get(&node).cloned();
         match tx {
             Some(tx) => {
@@ -130,7 +142,8 @@ async fn run_outgoing(
     clients: PeerClients,
     rx: mpsc::Receiver<InvocationFrame>,
 ) {
-    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let mut request = Request::new(outbound);
     if let Ok(value) = me.to_string().parse() {
         request.metadata_mut().insert(NODE_HEADER, value);
@@ -162,7 +175,10 @@ async fn run_outgoing(
 
 async fn on_result(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
     let Some(Kind::Result(result)) = frame.kind else {
-        debug!(node = node.id, peer, "unexpected frame on an outgoing invocation stream dropped");
+        debug!(
+            node = node.id,
+            peer, "unexpected frame on an outgoing invocation stream dropped"
+        );
         return;
     };
     let Some(invocation_id) = parse_invocation(&result.invocation_id) else {
@@ -177,7 +193,9 @@ async fn on_result(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
             stacktrace: None,
         })
     };
-    node.router.complete_remote(peer, invocation_id, outcome).await;
+    node.router
+        .complete_remote(peer, invocation_id, outcome)
+        .await;
 }
 
 /// Serves the stream a peer opened to us: its calls run on our workers and their
@@ -191,27 +209,30 @@ pub async fn serve(
         .get(NODE_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Status::invalid_argument("the invocation stream must name its node in x-quorum-node"))?;
+        .ok_or_else(|| {
+            Status::invalid_argument("the invocation stream must name its node in x-quorum-node")
+        })?;
     let mut inbound = request.into_inner();
     let (tx, rx) = mpsc::channel(LINK_CAPACITY);
     lock(&node.links.incoming).insert(peer, tx.clone());
     let reader = node.clone();
     tokio::spawn(async move {
-        loop {
-            match inbound.message().await {
-                Ok(Some(frame)) => on_call_frame(&reader, peer, frame).await,
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(frame)) = inbound.message().await {
+            on_call_frame(&reader, peer, frame).await;
         }
         {
             let mut incoming = lock(&reader.links.incoming);
-            if incoming.get(&peer).is_some_and(|current| current.same_channel(&tx)) {
+            if incoming
+                .get(&peer)
+                .is_some_and(|current| current.same_channel(&tx))
+            {
                 incoming.remove(&peer);
             }
         }
         reader.router.caller_node_lost(peer).await;
     });
-    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     Ok(Response::new(outbound.boxed()))
 }
 
@@ -227,7 +248,10 @@ async fn on_call_frame(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
             }
         }
         Some(Kind::Result(_)) | None => {
-            debug!(node = node.id, peer, "unexpected frame on an incoming invocation stream dropped")
+            debug!(
+                node = node.id,
+                peer, "unexpected frame on an incoming invocation stream dropped"
+            )
         }
     }
 }
@@ -253,7 +277,9 @@ fn invoke_frame(me: NodeId, call: RemoteCall) -> InvocationFrame {
 }
 
 fn decode_invoke(invoke: Invoke) -> Option<RemoteCall> {
-    let owner = uuid::Uuid::parse_str(&invoke.owner_worker_id).ok().map(WorkerId)?;
+    let owner = uuid::Uuid::parse_str(&invoke.owner_worker_id)
+        .ok()
+        .map(WorkerId)?;
     Some(RemoteCall {
         invocation_id: parse_invocation(&invoke.invocation_id)?,
         owner,

@@ -40,6 +40,28 @@ impl RawClient {
         client
     }
 
+    /// Connects and reads the greeting; `None` when the node closes the socket instead
+    /// (for example while it is fenced).
+    pub async fn try_connect(url: &str) -> Option<RawClient> {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+        let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .ok()??
+            .ok()?;
+        let Message::Text(text) = first else {
+            return None;
+        };
+        let hello: Value = serde_json::from_str(&text).ok()?;
+        if hello["type"] != "workerregistered" {
+            return None;
+        }
+        Some(RawClient {
+            ws,
+            worker_id: hello["worker_id"].as_str()?.to_string(),
+            token: hello["reattach_token"].as_str()?.to_string(),
+        })
+    }
+
     /// Sends one JSON frame as text.
     pub async fn send(&mut self, frame: Value) {
         self.ws
