@@ -28,6 +28,10 @@ pub struct Node {
     pub url: String,
     /// The `host:port` the worker listener is bound to.
     pub listen: String,
+    /// The `host:port` the cluster (gRPC) service is bound to.
+    pub cluster: String,
+    /// The node's Raft id.
+    pub node_id: u64,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -36,6 +40,8 @@ pub struct Node {
 #[derive(Default, Clone)]
 pub struct NodeOptions {
     pub listen: Option<String>,
+    /// The cluster (gRPC) address to bind; `127.0.0.1:0` when not given.
+    pub cluster_listen: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
 }
@@ -69,7 +75,12 @@ impl Node {
             .arg("--listen")
             .arg(&listen)
             .arg("--cluster-listen")
-            .arg("127.0.0.1:0")
+            .arg(
+                options
+                    .cluster_listen
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1:0".into()),
+            )
             .args(&options.args)
             .env("QUORUM_LOG", "info,quorum=debug")
             .stdin(Stdio::null())
@@ -99,12 +110,26 @@ impl Node {
         };
         let ready: Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
         let listen = ready["listen"].as_str().expect("listen").to_string();
+        let cluster = ready["cluster_listen"]
+            .as_str()
+            .expect("cluster_listen")
+            .to_string();
         Node {
             child: Some(child),
             url: format!("ws://{listen}"),
             listen,
+            cluster,
+            node_id: ready["node_id"].as_u64().expect("node_id"),
             data_dir: dir.to_path_buf(),
             _tmp: None,
+        }
+    }
+
+    /// Whether the process is still running (false once killed or exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
         }
     }
 
@@ -246,4 +271,208 @@ pub async fn wait_function(client: &IIIClient, function_id: &str, present: bool)
         },
     )
     .await
+}
+
+/// Runs `quorum cluster ARGS --address ADDRESS --json`; the parsed JSON on success, else the
+/// error text the command printed.
+pub fn cluster_cli(address: &str, args: &[&str]) -> Result<Value, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .arg("cluster")
+        .args(args)
+        .arg("--address")
+        .arg(address)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run quorum cluster");
+    if output.status.success() {
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("not JSON: {e}"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+/// `quorum cluster status --json` of the member at `address`, if it answers.
+pub fn cluster_status(address: &str) -> Option<Value> {
+    cluster_cli(address, &["status"]).ok()
+}
+
+/// The member ids and roles in a status or membership answer, sorted by id.
+pub fn members(status: &Value) -> Vec<(u64, String)> {
+    let mut members: Vec<(u64, String)> = status["members"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|m| {
+                    (
+                        m["node_id"].as_u64().unwrap_or(0),
+                        m["role"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    members.sort();
+    members
+}
+
+/// Several quorum processes forming one Raft cluster, each with its own data directory under
+/// one temp dir. Node `i` (0-based) has Raft id `i + 1`. Every process is killed on drop.
+pub struct Cluster {
+    /// `None` while a node is down (killed or not restarted yet).
+    pub nodes: Vec<Option<Node>>,
+    root: tempfile::TempDir,
+}
+
+/// How long a cluster may take to form, or to recover from a change.
+pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Cluster {
+    /// Starts node 1 as a new cluster, then the others with `--join` node 1, and waits until
+    /// every member's status shows all `n` nodes as voters under one leader.
+    pub fn start(n: usize) -> Cluster {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            root,
+        };
+        let first = cluster.spawn(0, &[]);
+        let seed = first.cluster.clone();
+        cluster.nodes.push(Some(first));
+        for i in 1..n {
+            let node = cluster.spawn(i, &["--join", &seed]);
+            cluster.nodes.push(Some(node));
+        }
+        let expected: Vec<u64> = (1..=n as u64).collect();
+        cluster.wait_until("every node sees all members as voters", |c| {
+            c.live().iter().all(|i| {
+                cluster_status(&c.node(*i).cluster).is_some_and(|s| {
+                    let members = members(&s);
+                    s["leader_id"].as_u64().is_some()
+                        && members.iter().map(|m| m.0).collect::<Vec<_>>() == expected
+                        && members.iter().all(|m| m.1 != "learner")
+                })
+            })
+        });
+        cluster
+    }
+
+    /// The data directory of node `i`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.root.path().join(format!("node{}", i + 1))
+    }
+
+    fn spawn(&self, i: usize, args: &[&str]) -> Node {
+        self.spawn_with(i, args, NodeOptions::default())
+    }
+
+    fn spawn_with(&self, i: usize, args: &[&str], mut options: NodeOptions) -> Node {
+        let dir = self.data_dir(i);
+        std::fs::create_dir_all(&dir).expect("node data dir");
+        options
+            .args
+            .extend(["--node-id".to_string(), (i + 1).to_string()]);
+        options.args.extend(args.iter().map(|a| a.to_string()));
+        Node::start_in(&dir, options)
+    }
+
+    /// Node `i`, which must be running.
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// Indexes of the nodes this test has not killed.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
+    }
+
+    /// Index of the node with Raft id `id`.
+    pub fn index_of(id: u64) -> usize {
+        (id - 1) as usize
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes[i].take() {
+            node.kill();
+        }
+    }
+
+    /// Starts node `i` again on its data directory with extra `args` (after `kill`).
+    pub fn restart(&mut self, i: usize, args: &[&str], options: NodeOptions) {
+        assert!(self.nodes[i].is_none(), "node {i} is still running");
+        let node = self.spawn_with(i, args, options);
+        self.nodes[i] = Some(node);
+    }
+
+    /// Starts node `i` again with `args` but without the `--node-id` flag the harness adds.
+    pub fn restart_bare(&mut self, i: usize, options: NodeOptions) {
+        assert!(self.nodes[i].is_none(), "node {i} is still running");
+        let node = Node::start_in(&self.data_dir(i), options);
+        self.nodes[i] = Some(node);
+    }
+
+    /// The status of node `i`, if it answers.
+    pub fn status(&self, i: usize) -> Option<Value> {
+        cluster_status(&self.node(i).cluster)
+    }
+
+    /// The leader id every live node agrees on, once they all do.
+    pub fn wait_for_leader(&self) -> u64 {
+        let mut leader = 0;
+        self.wait_until("all live nodes agree on one leader", |c| {
+            let seen: Vec<Option<u64>> = c
+                .live()
+                .iter()
+                .map(|i| c.status(*i).and_then(|s| s["leader_id"].as_u64()))
+                .collect();
+            match seen.first() {
+                Some(Some(first))
+                    if seen.iter().all(|s| *s == Some(*first))
+                        && c.nodes[Cluster::index_of(*first)].is_some() =>
+                {
+                    leader = *first;
+                    true
+                }
+                _ => false,
+            }
+        });
+        leader
+    }
+
+    /// Index of some live node that is not the leader.
+    pub fn a_follower(&self, leader: u64) -> usize {
+        self.live()
+            .into_iter()
+            .find(|i| *i != Cluster::index_of(leader))
+            .expect("a live follower")
+    }
+
+    /// Polls `check` until it holds, or panics (with every node's log) after
+    /// [`CLUSTER_TIMEOUT`].
+    pub fn wait_until(&self, what: &str, mut check: impl FnMut(&Cluster) -> bool) {
+        let deadline = std::time::Instant::now() + CLUSTER_TIMEOUT;
+        while !check(self) {
+            if std::time::Instant::now() > deadline {
+                panic!("timed out waiting until {what}; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| {
+                let log = std::fs::read_to_string(self.data_dir(i).with_extension("log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- node {} ---\n{}", i + 1, tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
