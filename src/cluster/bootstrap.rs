@@ -3,7 +3,9 @@
 //! - Empty storage, no `--join`: `Consensus::start` founds a cluster of one (today's default).
 //! - Empty storage, `--join`: Raft stays uninitialized and [`ensure_membership`] asks the listed
 //!   members, one after another and following leader hints, to add this node. It never
-//!   initializes, so a node whose data directory was wiped cannot found a second cluster.
+//!   initializes, so a node whose data directory was wiped cannot found a second cluster. The
+//!   leader admits it first (dropping a stale membership of the same id and handing over the
+//!   cluster id, which this node stores before it accepts any Raft RPC), then adds it.
 //! - Stored state: Raft restarts from it. Only a node that is not a voter (it crashed while
 //!   joining) or whose address changed asks the leader again.
 
@@ -15,6 +17,7 @@ use tokio::time::Instant;
 use tracing::info;
 use tracing::warn;
 
+use super::identity::ClusterId;
 use super::membership;
 use super::membership::LEARNER_CATCH_UP;
 use crate::config::Config;
@@ -51,9 +54,12 @@ pub enum JoinError {
     /// A member refused this node for good (e.g. its address belongs to another member).
     #[error("the cluster refused this node: {0}")]
     Refused(String),
-    /// This node's Raft stopped.
-    #[error("raft stopped while joining: {0}")]
+    /// This node's Raft stopped, or its cluster id could not be stored.
+    #[error("cannot join: {0}")]
     Raft(String),
+    /// The data directory holds Raft state of a multi-node cluster but no cluster id.
+    #[error("the data directory holds cluster state but no cluster_id file; restore it, or wipe the directory and --join again")]
+    NoClusterId,
 }
 
 /// The start-up rule for a node with empty storage: join when members are listed.
@@ -74,8 +80,9 @@ pub fn advertise_address(configured: &str, bound: SocketAddr) -> String {
     }
 }
 
-/// Makes sure this node is a voter of its cluster, per the start-up rules above. Fails only when
-/// a node with empty storage could not join: it must not run as a cluster of its own.
+/// Makes sure this node is a voter of its cluster, per the start-up rules above, and that it
+/// knows its cluster id. Fails when a node with empty storage could not join: it must not run
+/// as a cluster of its own.
 pub async fn ensure_membership(node: &Node) -> Result<(), JoinError> {
     let advertise = node.config.advertise.as_str();
     let initialized = node
@@ -85,11 +92,20 @@ pub async fn ensure_membership(node: &Node) -> Result<(), JoinError> {
         .await
         .map_err(|e| JoinError::Raft(e.to_string()))?;
     if !initialized {
+        let seeds = &node.config.join;
+        // Step 1: be admitted (the leader drops a stale membership of this id, if any).
+        let admitted = join(&node.peers, node.id, advertise, "", seeds, JOIN_DEADLINE).await?;
+        node.cluster_id
+            .adopt(&node.config.data_dir, &admitted.cluster_id)
+            .map_err(|e| JoinError::Raft(e.to_string()))?;
+        info!(node = node.id, cluster = %admitted.cluster_id, "admitted to the cluster");
+        // Step 2: be added, as a learner that catches up, then as a voter.
         let reply = join(
             &node.peers,
             node.id,
             advertise,
-            &node.config.join,
+            &admitted.cluster_id,
+            seeds,
             JOIN_DEADLINE,
         )
         .await?;
@@ -104,6 +120,19 @@ pub async fn ensure_membership(node: &Node) -> Result<(), JoinError> {
     let m = membership::metrics(node);
     let membership = m.membership_config.membership();
     let is_voter = membership.voter_ids().any(|v| v == node.id);
+    let cluster_id = match node.cluster_id.get() {
+        Some(id) => id,
+        // State from before cluster ids existed: only ever a cluster of one, so found its id.
+        None if membership.voter_ids().eq([node.id]) => {
+            let id = ClusterId::generate();
+            node.cluster_id
+                .adopt(&node.config.data_dir, &id)
+                .map_err(|e| JoinError::Raft(e.to_string()))?;
+            info!(node = node.id, cluster = %id, "founded cluster id");
+            id
+        }
+        None => return Err(JoinError::NoClusterId),
+    };
     let moved = membership
         .get_node(&node.id)
         .is_some_and(|me| me.addr != advertise);
@@ -123,7 +152,16 @@ pub async fn ensure_membership(node: &Node) -> Result<(), JoinError> {
         .map(|(_, n)| n.addr.clone())
         .collect();
     seeds.extend(node.config.join.iter().cloned());
-    match join(&node.peers, node.id, advertise, &seeds, JOIN_DEADLINE).await {
+    match join(
+        &node.peers,
+        node.id,
+        advertise,
+        &cluster_id,
+        &seeds,
+        JOIN_DEADLINE,
+    )
+    .await
+    {
         Ok(_) => info!(node = node.id, moved, "membership restored with the leader"),
         // The node still holds the cluster's state and can serve from it; keep going.
         Err(err) => warn!(node = node.id, error = %err, "could not update this node's membership"),
@@ -131,12 +169,14 @@ pub async fn ensure_membership(node: &Node) -> Result<(), JoinError> {
     Ok(())
 }
 
-/// Asks `seeds` (in order, following leader hints) to add node `id` at `address` as a voter,
-/// retrying with backoff until `deadline` has passed.
+/// Asks `seeds` (in order, following leader hints) to admit or add node `id` at `address`,
+/// retrying with backoff until `deadline` has passed. With an empty `cluster_id` it returns the
+/// leader's admission (which carries the cluster id); otherwise once the node is a voter.
 pub async fn join(
     peers: &PeerClients,
     id: NodeId,
     address: &str,
+    cluster_id: &str,
     seeds: &[String],
     deadline: Duration,
 ) -> Result<JoinReply, JoinError> {
@@ -148,6 +188,13 @@ pub async fn join(
     if seeds.is_empty() {
         return Err(JoinError::NoSeeds);
     }
+    let done = |reply: &JoinReply| {
+        if cluster_id.is_empty() {
+            !reply.cluster_id.is_empty()
+        } else {
+            reply.joined
+        }
+    };
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);
     let mut last = String::from("no member answered");
@@ -158,6 +205,7 @@ pub async fn join(
             let request = JoinRequest {
                 node_id: id,
                 address: address.to_string(),
+                cluster_id: cluster_id.to_string(),
             };
             let answer = peers
                 .unary(&addr, JOIN_RPC_TIMEOUT, |mut client| async move {
@@ -165,7 +213,7 @@ pub async fn join(
                 })
                 .await;
             match answer {
-                Ok(reply) if reply.joined => return Ok(reply),
+                Ok(reply) if done(&reply) => return Ok(reply),
                 Ok(reply) => {
                     last = format!("{addr} is not the leader");
                     if !reply.leader_address.is_empty() && hints < MAX_HINTS {
@@ -215,6 +263,7 @@ mod tests {
             &peers,
             2,
             "127.0.0.1:1",
+            "",
             &["127.0.0.1:1".into()],
             JOIN_DEADLINE,
         )

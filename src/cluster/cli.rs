@@ -143,6 +143,7 @@ fn members_json(members: &[pb::Member]) -> Value {
 fn status_json(reply: &pb::StatusReply) -> Value {
     json!({
         "node_id": reply.node_id,
+        "cluster_id": reply.cluster_id,
         "state": reply.state,
         "leader_id": nonzero(reply.leader_id),
         "term": reply.term,
@@ -180,7 +181,12 @@ fn status_table(reply: &pb::StatusReply) -> String {
         reply.leader_id.to_string()
     };
     format!(
-        "node {} ({}), leader {}, term {}, last applied {}, {} local worker(s)\n\n{}",
+        "cluster {}\nnode {} ({}), leader {}, term {}, last applied {}, {} local worker(s)\n\n{}",
+        if reply.cluster_id.is_empty() {
+            "(not admitted yet)"
+        } else {
+            &reply.cluster_id
+        },
         reply.node_id,
         reply.state,
         leader,
@@ -231,6 +237,7 @@ mod tests {
                 },
             ],
             local_workers: 0,
+            cluster_id: "c1".into(),
         };
         let table = status_table(&reply);
         assert!(table.contains("leader none"), "{table}");

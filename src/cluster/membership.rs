@@ -70,6 +70,9 @@ pub enum MembershipError {
         remaining: usize,
         unreachable: Vec<NodeId>,
     },
+    /// The joining node belongs to another cluster.
+    #[error("the joining node belongs to cluster {theirs}, not to this cluster ({ours}); wipe its data directory to move it")]
+    OtherCluster { theirs: String, ours: String },
     /// Another member already uses the joining node's address.
     #[error(
         "address {address} already belongs to member {owner}; remove node {owner} first, or \
@@ -103,6 +106,7 @@ impl From<MembershipError> for ServiceError {
             MembershipError::NotMember(_)
             | MembershipError::LastVoter(_)
             | MembershipError::WouldLoseQuorum { .. }
+            | MembershipError::OtherCluster { .. }
             | MembershipError::AddressTaken { .. } => ServiceError::Refused(err.to_string()),
             MembershipError::NoLeader(_)
             | MembershipError::LeadershipLost
@@ -185,11 +189,18 @@ pub fn status(node: &Node) -> pb::StatusReply {
         last_log_index: m.last_log_index.unwrap_or(0),
         members: members(node, m.membership_config.membership(), m.current_leader),
         local_workers: node.connections.len() as u64,
+        cluster_id: node.cluster_id.get().unwrap_or_default(),
     }
 }
 
-/// `Join` on any member: the leader adds the node (learner, caught up, then voter); any other
-/// member answers `joined: false` with the leader it knows.
+/// `Join` on any member: the leader admits and adds the node; any other member answers
+/// `joined: false` with the leader it knows.
+///
+/// A node with no Raft state (empty `cluster_id`) is first admitted: if its id is still a member
+/// (its data was wiped), that stale membership is removed, because the leader must never see a
+/// follower's log go backwards and a node that lost its log must not vote before it caught up.
+/// The answer carries the cluster id and `joined: false`; the node then asks again with the id,
+/// and is added as a learner (waiting until it caught up), then made a voter.
 pub async fn join(node: &Node, request: pb::JoinRequest) -> Result<pb::JoinReply, MembershipError> {
     let (id, address) = (request.node_id, request.address);
     if id == 0 || address.trim().is_empty() {
@@ -200,6 +211,27 @@ pub async fn join(node: &Node, request: pb::JoinRequest) -> Result<pb::JoinReply
     let m = metrics(node);
     if m.current_leader != Some(node.id) {
         return Ok(not_joined(node, &m));
+    }
+    let cluster_id = node.cluster_id.get().unwrap_or_default();
+    if request.cluster_id.is_empty() {
+        if m.membership_config.membership().get_node(&id).is_some() {
+            info!(
+                node = node.id,
+                joining = id,
+                "node rejoins with no raft state; removing its stale membership first"
+            );
+            remove_here(node, id).await?;
+        }
+        let m = metrics(node);
+        let mut reply = not_joined(node, &m);
+        reply.cluster_id = cluster_id;
+        return Ok(reply);
+    }
+    if request.cluster_id != cluster_id {
+        return Err(MembershipError::OtherCluster {
+            theirs: request.cluster_id,
+            ours: cluster_id,
+        });
     }
     let raft = node.consensus.raft();
     let membership = m.membership_config.membership().clone();
@@ -215,8 +247,8 @@ pub async fn join(node: &Node, request: pb::JoinRequest) -> Result<pb::JoinReply
     match membership.get_node(&id) {
         Some(known) if known.addr == address => {}
         Some(known) => {
-            // Same node, new address (a rescheduled pod). Safe because no other member has
-            // the new address (checked above).
+            // Same node with its log, at a new address (a rescheduled pod). Safe because no
+            // other member has the new address (checked above).
             info!(node = node.id, joining = id, old = %known.addr, new = %address, "member moved; updating its address");
             let nodes = BTreeMap::from([(id, BasicNode::new(&address))]);
             change(node, ChangeMembers::SetNodes(nodes), true).await?;
@@ -234,7 +266,7 @@ pub async fn join(node: &Node, request: pb::JoinRequest) -> Result<pb::JoinReply
                     warn!(
                         node = node.id,
                         joining = id,
-                        "learner did not catch up in time; promoting anyway on its retry"
+                        "learner did not catch up in time; it will ask again"
                     );
                     return Err(MembershipError::Timeout(LEARNER_CATCH_UP));
                 }
@@ -251,7 +283,27 @@ pub async fn join(node: &Node, request: pb::JoinRequest) -> Result<pb::JoinReply
         leader_id: node.id,
         leader_address: node.config.advertise.clone(),
         members: members(node, m.membership_config.membership(), m.current_leader),
+        cluster_id,
     })
+}
+
+/// Removes `target`, which is known to be down or without state, on this leader node.
+async fn remove_here(node: &Node, target: NodeId) -> Result<(), MembershipError> {
+    let deadline = Instant::now() + REMOVE_TIMEOUT;
+    loop {
+        let m = metrics(node);
+        let membership = m.membership_config.membership().clone();
+        if membership.get_node(&target).is_none() {
+            return Ok(());
+        }
+        if m.current_leader != Some(node.id) {
+            return Err(MembershipError::LeadershipLost);
+        }
+        if Instant::now() > deadline {
+            return Err(MembershipError::Timeout(REMOVE_TIMEOUT));
+        }
+        remove_step(node, &membership, target, false).await?;
+    }
 }
 
 fn not_joined(node: &Node, m: &RaftMetrics<u64, BasicNode>) -> pb::JoinReply {
@@ -266,6 +318,7 @@ fn not_joined(node: &Node, m: &RaftMetrics<u64, BasicNode>) -> pb::JoinReply {
         leader_id: m.current_leader.unwrap_or(0),
         leader_address,
         members: members(node, membership, m.current_leader),
+        cluster_id: String::new(),
     }
 }
 
@@ -297,12 +350,13 @@ pub async fn remove(
         }
         first = false;
         let retry = match m.current_leader {
-            Some(leader) if leader == node.id => match remove_step(node, &membership, target).await
-            {
-                Ok(()) => continue,
-                Err(MembershipError::LeadershipLost) => "leadership moved".to_string(),
-                Err(err) => return Err(err),
-            },
+            Some(leader) if leader == node.id => {
+                match remove_step(node, &membership, target, true).await {
+                    Ok(()) => continue,
+                    Err(MembershipError::LeadershipLost) => "leadership moved".to_string(),
+                    Err(err) => return Err(err),
+                }
+            }
             Some(leader) => {
                 let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
                     return Err(MembershipError::NoLeader(format!(
@@ -334,13 +388,15 @@ pub async fn remove(
 }
 
 /// One step of a removal on the leader: demote a voter (keeping a quorum), or drop a learner.
+/// `target_alive: false` means the target cannot take part (down, or it lost its state).
 async fn remove_step(
-    node: &Arc<Node>,
+    node: &Node,
     membership: &Membership<u64, BasicNode>,
     target: NodeId,
+    target_alive: bool,
 ) -> Result<(), MembershipError> {
     if membership.voter_ids().any(|v| v == target) {
-        check_quorum(node, membership, target).await?;
+        check_quorum(node, membership, target, target_alive).await?;
         info!(node = node.id, target, "demoting voter to learner");
         change(
             node,
@@ -349,7 +405,7 @@ async fn remove_step(
         )
         .await
     } else {
-        if target != node.id {
+        if target != node.id && target_alive {
             // Best effort: let the learner see the configuration that demoted it, so it
             // knows to stop. A dead one simply never does.
             let config_index = metrics(node).membership_config.log_id().map(|l| l.index);
@@ -381,29 +437,33 @@ async fn remove_step(
 /// Refuses a removal after which the voters that answer would not be a majority, of the current
 /// voters (needed to commit the change) and of the remaining ones (needed afterwards).
 async fn check_quorum(
-    node: &Arc<Node>,
+    node: &Node,
     membership: &Membership<u64, BasicNode>,
     target: NodeId,
+    target_alive: bool,
 ) -> Result<(), MembershipError> {
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let remaining: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != target).collect();
     if remaining.is_empty() {
         return Err(MembershipError::LastVoter(target));
     }
-    let probes = voters.iter().filter(|v| **v != node.id).filter_map(|v| {
-        let addr = membership.get_node(v)?.addr.clone();
-        let peers = node.peers.clone();
-        let id = *v;
-        Some(async move {
-            let answered = peers
-                .unary(&addr, LIVENESS_TIMEOUT, |mut client| async move {
-                    client.status(pb::StatusRequest {}).await
-                })
-                .await
-                .is_ok();
-            (id, answered)
-        })
-    });
+    let probes = voters
+        .iter()
+        .filter(|v| **v != node.id && (target_alive || **v != target))
+        .filter_map(|v| {
+            let addr = membership.get_node(v)?.addr.clone();
+            let peers = node.peers.clone();
+            let id = *v;
+            Some(async move {
+                let answered = peers
+                    .unary(&addr, LIVENESS_TIMEOUT, |mut client| async move {
+                        client.status(pb::StatusRequest {}).await
+                    })
+                    .await
+                    .is_ok();
+                (id, answered)
+            })
+        });
     let mut alive: BTreeSet<u64> = BTreeSet::from([node.id]);
     for (id, answered) in join_all(probes).await {
         if answered {
@@ -470,16 +530,26 @@ async fn purge_workers(node: &Node, target: NodeId) {
 
 /// Stops this node once it has been a voter and no longer is (it was removed, or left): a node
 /// outside the cluster cannot commit anything, so its workers are better served elsewhere.
+/// Also stops it when its Raft stopped on its own (a storage error, a panic in openraft).
 pub async fn watch_removal(node: Arc<Node>) {
     let mut rx = node.consensus.raft().metrics();
     let mut was_voter = false;
     loop {
-        let is_voter = rx
-            .borrow_and_update()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == node.id);
+        let (is_voter, running) = {
+            let m = rx.borrow_and_update();
+            (
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == node.id),
+                m.running_state.clone(),
+            )
+        };
+        if let Err(fatal) = running {
+            tracing::error!(node = node.id, error = %fatal, "raft stopped; shutting down");
+            node.shutdown.cancel();
+            return;
+        }
         if is_voter {
             was_voter = true;
         } else if was_voter {
@@ -491,7 +561,13 @@ pub async fn watch_removal(node: Arc<Node>) {
             return;
         }
         tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return },
+            changed = rx.changed() => if changed.is_err() {
+                if !node.shutdown.is_cancelled() {
+                    tracing::error!(node = node.id, "raft stopped; shutting down");
+                    node.shutdown.cancel();
+                }
+                return;
+            },
             _ = node.shutdown.cancelled() => return,
         }
     }

@@ -3,8 +3,9 @@
 //! Owns start-up membership ([`bootstrap`]: found a cluster of one, join through listed members,
 //! or restart from stored state), membership changes and the cluster's view for operators
 //! ([`membership`]: join on the leader, leave and remove keeping a quorum, status), sending
-//! registry writes to the leader ([`forwarder`]), leases that fence a cut-off node and purge a
-//! lost one ([`lease`]), and the `quorum cluster …` commands ([`cli`]).
+//! registry writes to the leader ([`forwarder`]), the cluster id that keeps clusters apart
+//! ([`identity`]), leases that fence a cut-off node and purge a lost one ([`lease`]), and the
+//! `quorum cluster …` commands ([`cli`]).
 //!
 //! It never applies registry commands itself (that is `consensus` and `registry`) and never
 //! initializes Raft when `--join` names members: a node whose data was wiped rejoins the
@@ -14,5 +15,6 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod forwarder;
+pub mod identity;
 pub mod lease;
 pub mod membership;

@@ -47,6 +47,7 @@ use self::log_store::SledLogStore;
 use self::network::GrpcNetwork;
 use self::sled_io::StorageReleased;
 use self::state_machine::SledStateMachine;
+use crate::cluster::identity::ClusterId;
 use crate::registry::Command;
 use crate::registry::Outcome;
 use crate::registry::Registry;
@@ -116,6 +117,8 @@ pub struct ConsensusConfig {
     pub bootstrap: Bootstrap,
     /// The gRPC clients Raft reaches its peers with (shared with the rest of the node).
     pub peers: PeerClients,
+    /// The cluster id stamped on outgoing Raft RPCs.
+    pub cluster_id: ClusterId,
 }
 
 /// A command committed and applied on the node that proposed it (the leader).
@@ -257,7 +260,7 @@ impl Consensus {
         let state_machine = SledStateMachine::open(&db, registry.clone(), Some(applied))
             .await?
             .with_lease(lease);
-        let network = GrpcNetwork::new(cfg.peers.clone());
+        let network = GrpcNetwork::new(cfg.peers.clone(), cfg.cluster_id.clone());
         let raft = Raft::new(cfg.node_id, config, network, log_store, state_machine).await?;
 
         let consensus = Consensus {

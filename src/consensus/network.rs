@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::TypeConfig;
+use crate::cluster::identity::ClusterId;
 use crate::rpc::client::PeerClients;
 use crate::rpc::errors::RpcError;
 use crate::rpc::pb::raft_reply;
@@ -40,12 +41,13 @@ use crate::rpc::pb::RaftRequest;
 #[derive(Debug, Clone)]
 pub struct GrpcNetwork {
     peers: PeerClients,
+    cluster_id: ClusterId,
 }
 
 impl GrpcNetwork {
-    /// A network over the node's shared peer pool.
-    pub fn new(peers: PeerClients) -> Self {
-        Self { peers }
+    /// A network over the node's shared peer pool, stamping `cluster_id` on every request.
+    pub fn new(peers: PeerClients, cluster_id: ClusterId) -> Self {
+        Self { peers, cluster_id }
     }
 }
 
@@ -55,6 +57,7 @@ pub struct PeerConnection {
     target: u64,
     node: BasicNode,
     peers: PeerClients,
+    cluster_id: ClusterId,
 }
 
 /// Which of the three Raft RPCs a request is.
@@ -83,6 +86,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
             target,
             node: node.clone(),
             peers: self.peers.clone(),
+            cluster_id: self.cluster_id.clone(),
         }
     }
 }
@@ -108,7 +112,10 @@ impl PeerConnection {
                 source,
             })
         })?;
-        let request = RaftRequest { json };
+        let request = RaftRequest {
+            json,
+            cluster_id: self.cluster_id.get().unwrap_or_default(),
+        };
         let reply = self
             .peers
             .unary(addr, timeout, |mut client| async move {

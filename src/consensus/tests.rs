@@ -26,6 +26,7 @@ use super::Consensus;
 use super::ConsensusConfig;
 use super::ConsensusError;
 use super::TypeConfig;
+use crate::cluster::identity::ClusterId;
 use crate::ids::WorkerId;
 use crate::registry::Command;
 use crate::registry::Registry;
@@ -82,6 +83,7 @@ fn config(dir: &Path) -> ConsensusConfig {
         advertise: "127.0.0.1:7001".to_string(),
         bootstrap: Bootstrap::Initialize,
         peers: PeerClients::default(),
+        cluster_id: ClusterId::default(),
     }
 }
 

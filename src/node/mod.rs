@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::cluster::identity::ClusterId;
 use crate::cluster::{bootstrap, forwarder, membership};
 use crate::config::Config;
 use crate::consensus::{Applied, Consensus, ConsensusConfig, ConsensusError};
@@ -54,6 +55,8 @@ pub struct Node {
     pub peers: PeerClients,
     /// The invocation streams to and from other nodes.
     pub links: Arc<InvocationLinks>,
+    /// The cluster this node belongs to; Raft RPCs from any other are refused.
+    pub cluster_id: ClusterId,
     pub connections: Arc<Connections>,
     pub router: Router,
     registry: Arc<std::sync::RwLock<Registry>>,
@@ -202,6 +205,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     config.cluster_listen = cluster_addr;
     config.advertise = bootstrap::advertise_address(&config.advertise, cluster_addr);
     let peers = PeerClients::default();
+    let cluster_id = ClusterId::load(&config.data_dir)?;
     let (applied_tx, applied_rx) = mpsc::unbounded_channel();
     let consensus = Consensus::start(
         ConsensusConfig {
@@ -210,6 +214,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             advertise: config.advertise.clone(),
             bootstrap: bootstrap::mode(&config),
             peers: peers.clone(),
+            cluster_id: cluster_id.clone(),
         },
         applied_tx,
     )
@@ -229,6 +234,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         consensus,
         peers: peers.clone(),
         links: links.clone(),
+        cluster_id,
         connections,
         router,
         registry,
@@ -266,6 +272,17 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     info!(node = node_id, "shutting down");
     node.shutdown.cancel();
+    let raft_state = node
+        .consensus
+        .raft()
+        .metrics()
+        .borrow()
+        .running_state
+        .clone();
+    let result = match raft_state {
+        Err(fatal) => result.and(Err(anyhow::anyhow!("raft stopped: {fatal}"))),
+        Ok(()) => result,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while node.connections.len() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,5 +1,6 @@
-//! The receiving side of the Raft RPCs: decode openraft's request from JSON, hand it to this
-//! node's Raft, and send back its response or its Raft error, both as JSON.
+//! The receiving side of the Raft RPCs: check the sender belongs to this node's cluster, decode
+//! openraft's request from JSON, hand it to this node's Raft, and send back its response or its
+//! Raft error, both as JSON.
 
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::InstallSnapshotRequest;
@@ -11,37 +12,58 @@ use super::errors::ServiceError;
 use super::pb::raft_reply;
 use super::pb::RaftReply;
 use super::pb::RaftRequest;
+use crate::cluster::identity::ClusterId;
 use crate::consensus::Consensus;
 use crate::consensus::TypeConfig;
 
 /// `AppendEntries`: log replication and heartbeats from the leader.
 pub async fn append_entries(
     consensus: &Consensus,
+    cluster: &ClusterId,
     request: RaftRequest,
 ) -> Result<RaftReply, ServiceError> {
-    let rpc: AppendEntriesRequest<TypeConfig> = decode("append_entries request", &request)?;
+    let rpc: AppendEntriesRequest<TypeConfig> =
+        decode(cluster, "append_entries request", &request)?;
     reply(consensus.raft().append_entries(rpc).await)
 }
 
 /// `Vote`: a candidate asking for this node's vote.
-pub async fn vote(consensus: &Consensus, request: RaftRequest) -> Result<RaftReply, ServiceError> {
-    let rpc: VoteRequest<u64> = decode("vote request", &request)?;
+pub async fn vote(
+    consensus: &Consensus,
+    cluster: &ClusterId,
+    request: RaftRequest,
+) -> Result<RaftReply, ServiceError> {
+    let rpc: VoteRequest<u64> = decode(cluster, "vote request", &request)?;
     reply(consensus.raft().vote(rpc).await)
 }
 
 /// `InstallSnapshot`: one chunk of the leader's snapshot for a follower too far behind.
 pub async fn install_snapshot(
     consensus: &Consensus,
+    cluster: &ClusterId,
     request: RaftRequest,
 ) -> Result<RaftReply, ServiceError> {
-    let rpc: InstallSnapshotRequest<TypeConfig> = decode("install_snapshot request", &request)?;
+    let rpc: InstallSnapshotRequest<TypeConfig> =
+        decode(cluster, "install_snapshot request", &request)?;
     reply(consensus.raft().install_snapshot(rpc).await)
 }
 
+/// Refuses a request from another cluster (or any request before this node is admitted), then
+/// decodes it.
 fn decode<T: DeserializeOwned>(
+    cluster: &ClusterId,
     what: &'static str,
     request: &RaftRequest,
 ) -> Result<T, ServiceError> {
+    if !cluster.accepts(&request.cluster_id) {
+        return Err(ServiceError::Unavailable(match cluster.get() {
+            Some(mine) => format!(
+                "raft request from cluster {:?}, but this node belongs to cluster {mine}",
+                request.cluster_id
+            ),
+            None => "this node has not been admitted to a cluster yet".to_string(),
+        }));
+    }
     serde_json::from_slice(&request.json).map_err(|e| ServiceError::BadRequest {
         what,
         reason: e.to_string(),

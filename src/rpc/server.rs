@@ -57,8 +57,12 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        let reply =
-            raft_service::append_entries(&self.node.consensus, request.into_inner()).await?;
+        let reply = raft_service::append_entries(
+            &self.node.consensus,
+            &self.node.cluster_id,
+            request.into_inner(),
+        )
+        .await?;
         Ok(Response::new(reply))
     }
 
@@ -66,7 +70,12 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        let reply = raft_service::vote(&self.node.consensus, request.into_inner()).await?;
+        let reply = raft_service::vote(
+            &self.node.consensus,
+            &self.node.cluster_id,
+            request.into_inner(),
+        )
+        .await?;
         Ok(Response::new(reply))
     }
 
@@ -74,8 +83,12 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        let reply =
-            raft_service::install_snapshot(&self.node.consensus, request.into_inner()).await?;
+        let reply = raft_service::install_snapshot(
+            &self.node.consensus,
+            &self.node.cluster_id,
+            request.into_inner(),
+        )
+        .await?;
         Ok(Response::new(reply))
     }
 
