@@ -261,16 +261,70 @@ async fn remove_and_leave_shrink_membership_but_never_below_a_quorum() {
         .await
         .contains(&"svc::on_removed_node".to_string()));
 
-    // Removing a node that is not a member is refused; a member can leave while the rest
-    // keep a quorum; the last voter cannot leave.
+    // Removing a node that is not a member is refused.
     let refused =
         cluster_cli(&cluster.node(other).cluster, &["remove", "999"]).expect_err("unknown node");
     assert!(refused.contains("not a member"), "{refused}");
-    let left = cluster_cli(&cluster.node(other).cluster, &["leave"]).expect("leave succeeds");
+    // The leader itself leaves: it steps down, the other node finishes the removal alone.
+    let leader_index = Cluster::index_of(leader);
+    let left =
+        cluster_cli(&cluster.node(leader_index).cluster, &["leave"]).expect("leave succeeds");
     assert_eq!(members(&left).len(), 1, "{left}");
-    let last = cluster.node(Cluster::index_of(leader)).cluster.clone();
-    let refused = cluster_cli(&last, &["leave"]).expect_err("the last voter cannot leave");
+    let other_id = cluster.node(other).node_id;
+    cluster.wait_until("the remaining node leads itself", |c| {
+        c.status(other).is_some_and(|s| {
+            s["leader_id"].as_u64() == Some(other_id)
+                && members(&s) == vec![(other_id, "leader".to_string())]
+        })
+    });
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    while cluster.nodes[leader_index].as_mut().unwrap().is_running() {
+        assert!(Instant::now() < deadline, "the node that left did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The last voter cannot leave.
+    let refused = cluster_cli(&cluster.node(other).cluster, &["leave"])
+        .expect_err("the last voter cannot leave");
     assert!(refused.contains("only voter"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_keep_working_while_nodes_join_and_leave() {
+    let mut cluster = Cluster::start(3);
+    let url = cluster.node(0).url.clone();
+    let callee = worker(&url, &unique_name("callee"), None).await;
+    callee.register_function("svc::echo", echo());
+    let caller = worker(&url, &unique_name("caller"), None).await;
+    wait_function(&caller, "svc::echo", true).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut done = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = common::call(&caller, "svc::echo", json!({ "n": done })).await;
+                assert_eq!(answer.expect("call succeeds")["n"], json!(done));
+                done += 1;
+            }
+            done
+        }
+    });
+    // A fourth node joins, then node 3 (maybe the leader) is removed, while the calls run.
+    tokio::task::block_in_place(|| {
+        cluster.add(&[]);
+        cluster.wait_until("four voters", |c| {
+            c.status(0).is_some_and(|s| {
+                let m = members(&s);
+                m.len() == 4 && m.iter().all(|(_, role)| role != "learner")
+            })
+        });
+        let reply = cluster_cli(&cluster.node(0).cluster, &["remove", "3"]).expect("remove node 3");
+        assert_eq!(members(&reply).len(), 3, "{reply}");
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let done = calls.await.expect("no call failed");
+    assert!(done > 0, "calls ran during the changes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,9 @@ const REMOVED_LEARNER_GRACE: Duration = Duration::from_secs(2);
 /// How long one membership change may wait behind another one already in progress.
 const IN_PROGRESS_RETRY: Duration = Duration::from_secs(5);
 
+/// How long one proposed membership change may take to commit.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a membership change was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
@@ -349,7 +352,13 @@ pub async fn remove(
             });
         }
         first = false;
+        let demoted_self = target == node.id && !membership.voter_ids().any(|v| v == node.id);
         let retry = match m.current_leader {
+            // A leader that demoted itself is about to step down: a change proposed now may
+            // never be answered. The next leader finishes the removal.
+            Some(leader) if leader == node.id && demoted_self => {
+                "waiting for the next leader to finish the removal".to_string()
+            }
             Some(leader) if leader == node.id => {
                 match remove_step(node, &membership, target, true).await {
                     Ok(()) => continue,
@@ -491,19 +500,20 @@ async fn change(
 ) -> Result<(), MembershipError> {
     let deadline = Instant::now() + IN_PROGRESS_RETRY;
     loop {
-        match node
+        let proposed = node
             .consensus
             .raft()
-            .change_membership(changes.clone(), retain)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            .change_membership(changes.clone(), retain);
+        match tokio::time::timeout(CHANGE_TIMEOUT, proposed).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                 ChangeMembershipError::InProgress(_),
-            ))) if Instant::now() < deadline => {
+            )))) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(err) => return Err(client_write_error(err)),
+            Ok(Err(err)) => return Err(client_write_error(err)),
+            // Not committed in time (e.g. leadership lost meanwhile); the caller re-checks.
+            Err(_) => return Err(MembershipError::LeadershipLost),
         }
     }
 }

@@ -301,7 +301,7 @@ impl Consensus {
                     node_id = id,
                     stored = %me.addr,
                     advertise = %cfg.advertise,
-                    "advertise address differs from the one in the stored membership; keeping the stored one"
+                    "advertise address differs from the one in the stored membership; the leader is asked to update it"
                 );
             }
             tracing::info!(node_id = id, ?voters, "restarting from existing raft state");

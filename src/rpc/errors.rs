@@ -23,7 +23,7 @@ pub enum RpcError {
     #[error("node at {addr} did not answer within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
     /// The peer answered with an error of its own.
-    #[error("node at {addr} answered {code:?}: {message}")]
+    #[error("node at {addr}: {message} ({code:?})")]
     Remote {
         addr: String,
         code: Code,

@@ -357,6 +357,18 @@ impl Cluster {
         cluster
     }
 
+    /// Starts one more node, joining through node 1 (or the first live node), with extra
+    /// `args`; returns its index.
+    pub fn add(&mut self, args: &[&str]) -> usize {
+        let seed = self.node(self.live()[0]).cluster.clone();
+        let i = self.nodes.len();
+        let mut all = vec!["--join", seed.as_str()];
+        all.extend_from_slice(args);
+        let node = self.spawn(i, &all);
+        self.nodes.push(Some(node));
+        i
+    }
+
     /// The data directory of node `i`.
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.root.path().join(format!("node{}", i + 1))
