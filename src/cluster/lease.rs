@@ -174,11 +174,11 @@ mod tests {
         let mut contact = PeerContact::default();
         contact.record(2, start);
         let holding: BTreeSet<NodeId> = [1, 2, 3].into_iter().collect();
-        let soon = start + Duration::from_millis(1_000);
+        let soon = start + timings.purge_after / 2;
         assert!(contact
             .to_purge(&holding, 1, start, soon, timings)
             .is_empty());
-        let later = start + Duration::from_millis(3_500);
+        let later = start + timings.purge_after + Duration::from_millis(500);
         assert_eq!(
             contact.to_purge(&holding, 1, start, later, timings),
             vec![2, 3]
@@ -203,7 +203,7 @@ mod tests {
                 &holding,
                 1,
                 elected,
-                elected + Duration::from_secs(1),
+                elected + timings.purge_after / 2,
                 timings
             )
             .is_empty());
@@ -213,7 +213,10 @@ mod tests {
     fn fencing_starts_after_the_fence_lease_and_purging_after_more() {
         let timings = LeaseTimings::default();
         assert!(!must_fence(Some(Duration::from_millis(100)), timings));
-        assert!(must_fence(Some(Duration::from_millis(1_600)), timings));
+        assert!(must_fence(
+            Some(timings.fence_after + Duration::from_millis(100)),
+            timings
+        ));
         assert!(must_fence(None, timings));
         assert!(timings.purge_after > timings.fence_after);
     }

@@ -157,7 +157,11 @@ async fn run_outgoing(
             info!(node = me, peer, "invocation stream open");
             let mut inbound = response.into_inner();
             loop {
-                match inbound.message().await {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = node.shutdown.cancelled() => break,
+                };
+                match next {
                     Ok(Some(frame)) => on_result(&node, peer, frame).await,
                     Ok(None) => break,
                     Err(status) => {
@@ -217,7 +221,12 @@ pub async fn serve(
     lock(&node.links.incoming).insert(peer, tx.clone());
     let reader = node.clone();
     tokio::spawn(async move {
-        while let Ok(Some(frame)) = inbound.message().await {
+        loop {
+            let next = tokio::select! {
+                next = inbound.message() => next,
+                _ = reader.shutdown.cancelled() => break,
+            };
+            let Ok(Some(frame)) = next else { break };
             on_call_frame(&reader, peer, frame).await;
         }
         {
@@ -231,8 +240,11 @@ pub async fn serve(
         }
         reader.router.caller_node_lost(peer).await;
     });
+    // The answers end with the node, so a shutting-down node never waits on this stream.
+    let stop = node.shutdown.clone();
     let outbound =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
+            .take_until(async move { stop.cancelled().await });
     Ok(Response::new(outbound.boxed()))
 }
 
