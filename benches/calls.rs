@@ -3,55 +3,17 @@
 //! nothing. Run with `cargo bench --bench calls`; set `QUORUM_BENCH_CALLS` for the
 //! number of calls at 64 in flight (default 200000; 1000000 for the full check).
 
+mod common;
+
+use common::{call, callee, client, start_node, start_role, ROLE};
 use hdrhistogram::Histogram;
 use iii_sdk::protocol::{Dispatch, TriggerRequest};
-use iii_sdk::runtime::WorkerMetadata;
-use iii_sdk::{register_worker, Error, IIIClient, InitOptions, RegisterFunction};
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ROLE: &str = "QUORUM_BENCH_ROLE";
 const IN_FLIGHT: usize = 64;
-
-/// Kills a child process by PID when dropped.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn client(url: &str, name: &str) -> IIIClient {
-    register_worker(
-        url,
-        InitOptions {
-            metadata: Some(WorkerMetadata {
-                name: name.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    )
-}
-
-async fn callee(url: String) {
-    let worker = client(&url, "bench-callee");
-    worker.register_function(
-        "bench::echo",
-        RegisterFunction::new_async(|input: Value| async move { Ok::<Value, Error>(input) }),
-    );
-    worker
-        .wait_until_registered(Duration::from_secs(10))
-        .await
-        .expect("callee registered");
-    println!("READY");
-    std::future::pending::<()>().await;
-}
 
 /// A bare tokio-tungstenite echo server: the floor of one WebSocket round trip
 /// between two processes on this machine, measured in the same run.
@@ -121,52 +83,6 @@ async fn raw_round_trips(
         }
     }
     histogram
-}
-
-async fn call(worker: &IIIClient) -> Result<Value, Error> {
-    worker
-        .trigger(TriggerRequest::new("bench::echo", json!({"n": 1})).dispatch(Dispatch::Remote))
-        .await
-}
-
-fn start_node(dir: &std::path::Path) -> (Guard, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("QUORUM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start quorum");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let ready: Value = serde_json::from_str(line.trim()).expect("ready JSON");
-    let url = format!("ws://{}", ready["listen"].as_str().expect("listen"));
-    (Guard(child), url)
-}
-
-fn start_role(role: &str, url: &str) -> (Guard, String) {
-    let mut child = Command::new(std::env::current_exe().expect("bench path"))
-        .env(ROLE, role)
-        .env("III_URL", url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start callee");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("role ready");
-    (Guard(child), line.trim().to_string())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

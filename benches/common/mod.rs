@@ -1,0 +1,109 @@
+//! Helpers shared by the benchmarks: processes killed by PID on drop, SDK clients,
+//! the callee role, and reading a node's ready line.
+#![allow(dead_code)]
+
+use iii_sdk::protocol::{Dispatch, TriggerRequest};
+use iii_sdk::runtime::WorkerMetadata;
+use iii_sdk::{register_worker, Error, IIIClient, InitOptions, RegisterFunction};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The environment variable that selects a helper role when a bench re-executes itself.
+pub const ROLE: &str = "QUORUM_BENCH_ROLE";
+
+/// Kills a child process by PID when dropped.
+pub struct Guard(pub Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An SDK client with a fixed name.
+pub fn client(url: &str, name: &str) -> IIIClient {
+    register_worker(
+        url,
+        InitOptions {
+            metadata: Some(WorkerMetadata {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+/// The callee role: serves `bench::echo` until killed.
+pub async fn callee(url: String) {
+    let worker = client(&url, "bench-callee");
+    worker.register_function(
+        "bench::echo",
+        RegisterFunction::new_async(|input: Value| async move { Ok::<Value, Error>(input) }),
+    );
+    worker
+        .wait_until_registered(Duration::from_secs(10))
+        .await
+        .expect("callee registered");
+    println!("READY");
+    std::future::pending::<()>().await;
+}
+
+/// One call of `bench::echo` through the engine.
+pub async fn call(worker: &IIIClient) -> Result<Value, Error> {
+    worker
+        .trigger(TriggerRequest::new("bench::echo", json!({"n": 1})).dispatch(Dispatch::Remote))
+        .await
+}
+
+/// Starts a one-node cluster on OS-chosen ports; returns it and its worker URL.
+pub fn start_node(dir: &std::path::Path) -> (Guard, String) {
+    let (guard, ready) = start_node_with(dir, "127.0.0.1:0", &[]);
+    let url = format!("ws://{}", ready["listen"].as_str().expect("listen"));
+    (guard, url)
+}
+
+/// Starts a node on `dir` with its worker listener on `listen` and extra `args`;
+/// returns it with its parsed ready line.
+pub fn start_node_with(dir: &std::path::Path, listen: &str, args: &[&str]) -> (Guard, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
+        .args([
+            "serve",
+            "--listen",
+            listen,
+            "--cluster-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .args(args)
+        .env("QUORUM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start quorum");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let ready: Value = serde_json::from_str(line.trim()).expect("ready JSON");
+    (Guard(child), ready)
+}
+
+/// Re-executes this bench in `role`, returning the first line it prints.
+pub fn start_role(role: &str, url: &str) -> (Guard, String) {
+    let mut child = Command::new(std::env::current_exe().expect("bench path"))
+        .env(ROLE, role)
+        .env("III_URL", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start callee");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("role ready");
+    (Guard(child), line.trim().to_string())
+}
