@@ -292,3 +292,63 @@ async fn reattach_onto_another_node_retires_the_old_connection() {
     .await;
     assert_eq!(owner["name"], name.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_between_survivors_continue_while_the_leader_dies() {
+    let mut cluster = Cluster::start(3);
+    let leader = Cluster::index_of(cluster.wait_for_leader());
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    let callee = worker(&url(&cluster, a), &unique_name("callee"), None).await;
+    callee.register_function(
+        "echo::it",
+        RegisterFunction::new_async(|input: Value| async move { Ok::<Value, Error>(input) }),
+    );
+    let caller = worker(&url(&cluster, b), &unique_name("caller"), None).await;
+    wait_function(&caller, "echo::it", true).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let load = tokio::spawn({
+        let (caller, stop, answered) = (caller.clone(), stop.clone(), answered.clone());
+        async move {
+            let mut failed = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                match call(&caller, "echo::it", json!({"n": n})).await {
+                    Ok(v) if v["n"] == n => {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            failed
+        }
+    });
+    // Let calls flow, kill the leader, and keep calling until a new leader is in place.
+    common::eventually("calls flowing", Duration::from_secs(10), || async {
+        (answered.load(std::sync::atomic::Ordering::Relaxed) >= 50).then_some(())
+    })
+    .await;
+    let before_kill = answered.load(std::sync::atomic::Ordering::Relaxed);
+    cluster.kill(leader);
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(Cluster::index_of(new_leader), leader);
+    let after_election = answered.load(std::sync::atomic::Ordering::Relaxed);
+    common::eventually(
+        "calls continue after the election",
+        Duration::from_secs(10),
+        || async {
+            (answered.load(std::sync::atomic::Ordering::Relaxed) >= after_election + 50)
+                .then_some(())
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let failed = load.await.unwrap();
+    let ok = answered.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "{ok} calls answered ({before_kill} before the kill), {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
+}
