@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cluster::lease::LeaseTimings;
 use crate::ids::NodeId;
 
 /// Default worker WebSocket address (the SDKs' default `III_URL` port).
@@ -54,6 +55,14 @@ pub struct ServeArgs {
     /// Log output: `text` or `json` [default: text].
     #[arg(long, env = "QUORUM_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// A node without quorum contact for this long fences itself: it closes its worker
+    /// sockets so their SDKs reconnect to the majority [default: 2500].
+    #[arg(long, env = "QUORUM_FENCE_AFTER_MS")]
+    pub fence_after_ms: Option<u64>,
+    /// The leader purges the workers of a node silent for this long; must exceed
+    /// fence_after_ms by at least one second [default: 5000].
+    #[arg(long, env = "QUORUM_PURGE_AFTER_MS")]
+    pub purge_after_ms: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -79,6 +88,8 @@ struct FileConfig {
     max_pending_calls: Option<usize>,
     max_buffered_registrations: Option<usize>,
     log_format: Option<LogFormat>,
+    fence_after_ms: Option<u64>,
+    purge_after_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -94,6 +105,8 @@ pub struct Config {
     pub max_pending_calls: usize,
     pub max_buffered_registrations: usize,
     pub log_format: LogFormat,
+    /// When this node fences itself and when the leader purges a silent node.
+    pub lease: LeaseTimings,
 }
 
 /// Why the settings cannot start a node.
@@ -113,6 +126,8 @@ pub enum ConfigError {
     Address { field: &'static str, value: String },
     #[error("`{field}` must be greater than zero")]
     Zero { field: &'static str },
+    #[error("purge_after_ms ({purge_ms}) must exceed fence_after_ms ({fence_ms}) by at least 1000, so a node has fenced itself before the majority forgets its workers")]
+    Lease { fence_ms: u64, purge_ms: u64 },
     #[error("node id file {path}: {source}")]
     NodeIdFile {
         path: PathBuf,
@@ -174,6 +189,21 @@ impl Config {
                 .or(file.max_buffered_registrations)
                 .unwrap_or(10_000),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            lease: {
+                let defaults = LeaseTimings::default();
+                LeaseTimings {
+                    fence_after: args
+                        .fence_after_ms
+                        .or(file.fence_after_ms)
+                        .map(Duration::from_millis)
+                        .unwrap_or(defaults.fence_after),
+                    purge_after: args
+                        .purge_after_ms
+                        .or(file.purge_after_ms)
+                        .map(Duration::from_millis)
+                        .unwrap_or(defaults.purge_after),
+                }
+            },
         };
         config.validate()?;
         Ok(config)
@@ -186,6 +216,12 @@ impl Config {
         if self.max_pending_calls == 0 {
             return Err(ConfigError::Zero {
                 field: "max_pending_calls",
+            });
+        }
+        if self.lease.purge_after < self.lease.fence_after + Duration::from_secs(1) {
+            return Err(ConfigError::Lease {
+                fence_ms: self.lease.fence_after.as_millis() as u64,
+                purge_ms: self.lease.purge_after.as_millis() as u64,
             });
         }
         if self.max_buffered_registrations == 0 {
@@ -308,6 +344,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("listen"));
+    }
+
+    #[test]
+    fn lease_timings_are_settable_and_checked() {
+        let args = ServeArgs {
+            fence_after_ms: Some(1_000),
+            purge_after_ms: Some(3_000),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.lease.fence_after, Duration::from_secs(1));
+        let args = ServeArgs {
+            fence_after_ms: Some(3_000),
+            purge_after_ms: Some(3_500),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Lease { .. })
+        ));
     }
 
     #[test]

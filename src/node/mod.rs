@@ -332,7 +332,7 @@ async fn serve_workers(
     while applied_rx.try_recv().is_ok() {}
     tokio::spawn(events::run(node.clone(), applied_rx));
     tokio::spawn(expire_calls(node.clone()));
-    tokio::spawn(crate::cluster::lease::run(node.clone(), Default::default()));
+    tokio::spawn(crate::cluster::lease::run(node.clone(), node.config.lease));
     tokio::spawn(membership::watch_removal(node.clone()));
 
     let listener = TcpListener::bind(node.config.listen)
