@@ -25,6 +25,8 @@ struct Cli {
     command: CommandLine,
 }
 
+/// Parsed once at start-up, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum CommandLine {
     /// Run a node (with no peers, a cluster of one with its data in ./data).
