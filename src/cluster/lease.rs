@@ -84,6 +84,7 @@ pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
         }
         let since = *leading_since.get_or_insert(now);
         let holding = node.registry().nodes_with_workers();
+        contact.track_holders(&holding, now);
         for peer in holding.iter().copied().filter(|p| *p != node.id) {
             if probe(&node, peer).await {
                 contact.record(peer, Instant::now());
@@ -128,6 +129,17 @@ impl PeerContact {
     /// Records a successful exchange with `node`.
     pub fn record(&mut self, node: NodeId, at: Instant) {
         self.last_ok.insert(node, at);
+    }
+
+    /// Starts a full lease for every node that newly holds workers: its registration just
+    /// reached the leader, so it was in contact. Forgets nodes that hold none, so a node that
+    /// holds workers again later is not judged by contact from before.
+    pub fn track_holders(&mut self, holding_workers: &BTreeSet<NodeId>, now: Instant) {
+        self.last_ok
+            .retain(|node, _| holding_workers.contains(node));
+        for node in holding_workers {
+            self.last_ok.entry(*node).or_insert(now);
+        }
     }
 
     /// Nodes that hold workers but have not answered for `purge_after`. A node never
@@ -207,6 +219,45 @@ mod tests {
                 timings
             )
             .is_empty());
+    }
+
+    #[test]
+    fn a_node_that_newly_holds_workers_gets_a_full_lease() {
+        let timings = LeaseTimings::default();
+        let elected = Instant::now();
+        let mut contact = PeerContact::default();
+        let registered = elected + Duration::from_secs(10);
+        let holding: BTreeSet<NodeId> = [2].into_iter().collect();
+        contact.track_holders(&holding, registered);
+        let just_before = registered + timings.purge_after - Duration::from_millis(100);
+        assert!(contact
+            .to_purge(&holding, 1, elected, just_before, timings)
+            .is_empty());
+        contact.track_holders(&BTreeSet::new(), just_before);
+        let much_later = registered + timings.purge_after * 3;
+        contact.track_holders(&holding, much_later);
+        assert!(
+            contact
+                .to_purge(
+                    &holding,
+                    1,
+                    elected,
+                    much_later + Duration::from_secs(1),
+                    timings
+                )
+                .is_empty(),
+            "holding workers again starts a new lease"
+        );
+        assert_eq!(
+            contact.to_purge(
+                &holding,
+                1,
+                elected,
+                much_later + timings.purge_after + Duration::from_millis(100),
+                timings
+            ),
+            vec![2]
+        );
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let cluster_addr = cluster_listener.local_addr()?;
     config.cluster_listen = cluster_addr;
     config.advertise = bootstrap::advertise_address(&config.advertise, cluster_addr);
-    let peers = PeerClients::default();
+    let peers = PeerClients::bound_to(cluster_addr.ip());
     let cluster_id = ClusterId::load(&config.data_dir)?;
     let (applied_tx, applied_rx) = mpsc::unbounded_channel();
     let consensus = Consensus::start(

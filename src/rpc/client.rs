@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,6 +36,8 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Default)]
 pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The source IP of outgoing connections; the OS picks one when `None`.
+    local_ip: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for PeerClients {
@@ -42,11 +45,24 @@ impl std::fmt::Debug for PeerClients {
         let peers: Vec<String> = self.lock().keys().cloned().collect();
         f.debug_struct("PeerClients")
             .field("peers", &peers)
+            .field("local_ip", &self.local_ip)
             .finish()
     }
 }
 
 impl PeerClients {
+    /// A pool whose connections leave from the IP this node listens on for peers, when that is
+    /// one specific IP (not `0.0.0.0` or `::`). On a multi-homed host, peers then see a node's
+    /// connections come from the address they know it by, so firewall rules per peer address
+    /// hold in both directions. A peer of the other IP family, or a non-loopback peer of a node
+    /// on a loopback IP, is dialled from an OS-chosen address.
+    pub fn bound_to(listen_ip: IpAddr) -> Self {
+        Self {
+            channels: Arc::default(),
+            local_ip: (!listen_ip.is_unspecified()).then_some(listen_ip),
+        }
+    }
+
     /// The channel to `addr` (`host:port`), made on first use; it connects on the first call.
     pub fn channel(&self, addr: &str) -> Result<Channel, RpcError> {
         if let Some(channel) = self.lock().get(addr) {
@@ -61,7 +77,8 @@ impl PeerClients {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
+            .keep_alive_while_idle(true)
+            .local_address(self.source_ip(addr));
         let channel = endpoint.connect_lazy();
         // Another task may have raced us; keep whichever got in first so all share one.
         Ok(self
@@ -69,6 +86,17 @@ impl PeerClients {
             .entry(addr.to_string())
             .or_insert(channel)
             .clone())
+    }
+
+    /// The IP to dial `addr` from. A loopback IP reaches only loopback peers, so a node
+    /// listening on one (behind a port forward, say) dials any other peer from an OS-chosen IP.
+    fn source_ip(&self, addr: &str) -> Option<IpAddr> {
+        let local = self.local_ip?;
+        if !local.is_loopback() {
+            return Some(local);
+        }
+        let peer: std::net::SocketAddr = addr.parse().ok()?;
+        peer.ip().is_loopback().then_some(local)
     }
 
     /// A `Cluster` service client for `addr`, accepting messages up to [`MAX_MESSAGE_BYTES`].
@@ -103,5 +131,32 @@ impl PeerClients {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_dialled_from_the_listen_ip_when_it_can_reach_them() {
+        let any = PeerClients::bound_to("0.0.0.0".parse().unwrap());
+        assert_eq!(any.source_ip("10.0.0.2:7000"), None);
+        let private = PeerClients::bound_to("10.0.0.1".parse().unwrap());
+        assert_eq!(
+            private.source_ip("10.0.0.2:7000"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            private.source_ip("peer.example:7000"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        let loopback = PeerClients::bound_to("127.0.0.11".parse().unwrap());
+        assert_eq!(
+            loopback.source_ip("127.0.0.12:7000"),
+            Some("127.0.0.11".parse().unwrap())
+        );
+        assert_eq!(loopback.source_ip("10.0.0.2:7000"), None);
+        assert_eq!(loopback.source_ip("peer.example:7000"), None);
     }
 }

@@ -5,7 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod raw;
+pub mod relay;
 pub mod script;
 pub mod sdk_env;
 
@@ -44,6 +46,21 @@ pub struct NodeOptions {
     pub cluster_listen: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A command that runs the binary, e.g. `ip netns exec NS`; it must exec the binary so
+    /// the child's PID stays the quorum process's. Empty: the binary is spawned directly.
+    pub wrapper: Vec<String>,
+}
+
+/// The command that runs the quorum binary, behind `wrapper` when one is given.
+fn quorum_command(wrapper: &[String]) -> Command {
+    match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(env!("CARGO_BIN_EXE_quorum"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_quorum")),
+    }
 }
 
 impl Node {
@@ -67,7 +84,7 @@ impl Node {
             .append(true)
             .open(dir.with_extension("log"))
             .expect("node log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_quorum"));
+        let mut command = quorum_command(&options.wrapper);
         command
             .arg("serve")
             .arg("--data-dir")
@@ -276,7 +293,12 @@ pub async fn wait_function(client: &IIIClient, function_id: &str, present: bool)
 /// Runs `quorum cluster ARGS --address ADDRESS --json`; the parsed JSON on success, else the
 /// error text the command printed.
 pub fn cluster_cli(address: &str, args: &[&str]) -> Result<Value, String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_quorum"))
+    cluster_cli_in(&[], address, args)
+}
+
+/// [`cluster_cli`] run behind `wrapper` (for example inside a network namespace).
+pub fn cluster_cli_in(wrapper: &[String], address: &str, args: &[&str]) -> Result<Value, String> {
+    let output = quorum_command(wrapper)
         .arg("cluster")
         .args(args)
         .arg("--address")
@@ -355,6 +377,22 @@ impl Cluster {
             })
         });
         cluster
+    }
+
+    /// A cluster with no node yet; add nodes with [`Cluster::spawn_node`].
+    pub fn empty() -> Cluster {
+        Cluster {
+            nodes: Vec::new(),
+            root: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Starts one more node (Raft id = its index + 1) with `options`; returns its index.
+    pub fn spawn_node(&mut self, options: NodeOptions) -> usize {
+        let i = self.nodes.len();
+        let node = self.spawn_with(i, &[], options);
+        self.nodes.push(Some(node));
+        i
     }
 
     /// Starts one more node, joining through node 1 (or the first live node), with extra

@@ -62,6 +62,47 @@ impl RawClient {
         })
     }
 
+    /// Connects and reads the first frame: the client when it is the greeting, else the close
+    /// code the node refused it with (`None`: no code, or no connection at all).
+    pub async fn connect_or_refusal(url: &str) -> Result<RawClient, Option<u16>> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|_| None)?;
+        let mut client = RawClient {
+            ws,
+            worker_id: String::new(),
+            token: String::new(),
+        };
+        match client.next().await {
+            Inbound::Frame(hello) if hello["type"] == "workerregistered" => {
+                client.worker_id = hello["worker_id"].as_str().unwrap_or_default().to_string();
+                client.token = hello["reattach_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(client)
+            }
+            Inbound::Frame(_) => Err(None),
+            Inbound::Closed(code) => Err(code),
+        }
+    }
+
+    /// The close code that ends this connection, skipping frames; `None` when it ends without
+    /// one. Panics when it is still open after `deadline`.
+    pub async fn closed_within(&mut self, deadline: Duration) -> Option<u16> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let item = tokio::time::timeout_at(until, self.ws.next())
+                .await
+                .expect("connection still open at the deadline");
+            match item {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
     /// Sends one JSON frame as text.
     pub async fn send(&mut self, frame: Value) {
         self.ws
