@@ -1,0 +1,212 @@
+//! Chaos: continuous calls between workers on every node while nodes are killed with
+//! SIGKILL and restarted. Bounded for CI (40 s of faults by default; set
+//! `QUORUM_CHAOS_SECS` for longer). It prints the counts and checks that:
+//! - no call is answered with another call's result;
+//! - every call ends within its timeout with a result or `invocation_stopped` (or
+//!   `function_not_found` while its callee is reconnecting), except calls whose own
+//!   caller's node died under them, which no engine can answer: those are counted apart;
+//! - after the faults stop, every node's registry lists exactly the live workers
+//!   within 5 s.
+
+mod common;
+
+use common::{call, unique_name, worker, Cluster, NodeOptions};
+use iii_sdk::{Error, IIIClient, RegisterFunction};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const NODES: usize = 3;
+/// A call that takes longer than this counts as lost (the SDK times out at 30 s).
+const CALL_BUDGET: Duration = Duration::from_secs(20);
+
+#[derive(Default, Debug)]
+struct Counts {
+    ok: u64,
+    stopped: u64,
+    not_found: u64,
+    caller_node_died: u64,
+    misrouted: Vec<String>,
+    lost: Vec<String>,
+}
+
+/// Small deterministic generator, so a failing run can be replayed by its seed.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_survive_random_node_kills_and_restarts() {
+    let seconds: u64 = std::env::var("QUORUM_CHAOS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let seed: u64 = std::env::var("QUORUM_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    println!("chaos: {seconds} s of faults, seed {seed}");
+    let mut cluster = Cluster::start(NODES);
+    let listens: Vec<String> = (0..NODES).map(|i| cluster.node(i).listen.clone()).collect();
+
+    // One callee and one caller on every node.
+    let mut callees = Vec::new();
+    let mut names = Vec::new();
+    for (i, listen) in listens.iter().enumerate() {
+        let name = unique_name(&format!("callee{i}"));
+        let callee = worker(&format!("ws://{listen}"), &name, None).await;
+        callee.register_function(
+            format!("chaos::echo{i}"),
+            RegisterFunction::new_async(|input: Value| async move { Ok::<Value, Error>(input) }),
+        );
+        names.push(name);
+        callees.push(callee);
+    }
+    let mut callers: Vec<(usize, IIIClient)> = Vec::new();
+    for (i, listen) in listens.iter().enumerate() {
+        let name = unique_name(&format!("caller{i}"));
+        callers.push((i, worker(&format!("ws://{listen}"), &name, None).await));
+        names.push(name);
+    }
+    for i in 0..NODES {
+        common::wait_function(&callers[0].1, &format!("chaos::echo{i}"), true).await;
+    }
+
+    // Which nodes are down, and since when each node last died (to tell a call whose
+    // caller's node died under it).
+    let deaths: Arc<Mutex<Vec<Vec<Instant>>>> = Arc::new(Mutex::new(vec![Vec::new(); NODES]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let mut lanes = Vec::new();
+    for (home, caller) in callers.iter().cloned() {
+        for lane in 0..4u64 {
+            let (caller, stop, counts, deaths) =
+                (caller.clone(), stop.clone(), counts.clone(), deaths.clone());
+            lanes.push(tokio::spawn(async move {
+                let mut n = lane;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 4;
+                    let target = format!("chaos::echo{}", n % NODES as u64);
+                    let started = Instant::now();
+                    let outcome = tokio::time::timeout(
+                        CALL_BUDGET,
+                        call(&caller, &target, json!({"n": n, "from": home})),
+                    )
+                    .await;
+                    let caller_died = deaths.lock().unwrap()[home].iter().any(|d| *d >= started);
+                    {
+                        let mut c = counts.lock().unwrap();
+                        match outcome {
+                            Ok(Ok(v)) if v["n"] == n && v["from"] == home => c.ok += 1,
+                            Ok(Ok(v)) => c.misrouted.push(format!("{target} n={n}: {v}")),
+                            Ok(Err(Error::Remote { code, .. })) if code == "invocation_stopped" => {
+                                c.stopped += 1
+                            }
+                            Ok(Err(Error::Remote { code, .. })) if code == "function_not_found" => {
+                                c.not_found += 1
+                            }
+                            _ if caller_died => c.caller_node_died += 1,
+                            Ok(Err(Error::NotConnected)) => c.caller_node_died += 1,
+                            other => c.lost.push(format!("{target} n={n}: {other:?}")),
+                        }
+                    }
+                    if caller_died {
+                        // Give the SDK its reconnect before the next call.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }));
+        }
+    }
+
+    let mut rng = Lcg(seed);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut kills = 0;
+    while Instant::now() < until {
+        let victim = rng.next(NODES as u64) as usize;
+        deaths.lock().unwrap()[victim].push(Instant::now());
+        cluster.kill(victim);
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(500 + rng.next(2_000))).await;
+        cluster.restart_bare(
+            victim,
+            NodeOptions {
+                listen: Some(listens[victim].clone()),
+                ..Default::default()
+            },
+        );
+        cluster.wait_for_leader();
+        tokio::time::sleep(Duration::from_millis(1_000 + rng.next(2_000))).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for lane in lanes {
+        lane.await.unwrap();
+    }
+
+    // The registry converges on the live workers within 5 s once the faults stop.
+    let faults_stopped = Instant::now();
+    let mut expected: Vec<String> = names.clone();
+    expected.sort();
+    let mut observers = Vec::new();
+    for listen in &listens {
+        observers.push(worker(&format!("ws://{listen}"), &unique_name("observer"), None).await);
+    }
+    common::eventually(
+        "every registry equals the live workers",
+        Duration::from_secs(20),
+        || async {
+            for observer in &observers {
+                let rows = call(observer, "engine::workers::list", json!({}))
+                    .await
+                    .ok()?;
+                let mut listed: Vec<String> = rows["workers"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|w| w["name"].as_str().map(String::from))
+                    .filter(|n| !n.starts_with("observer"))
+                    .collect();
+                listed.sort();
+                if listed != expected {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let convergence = faults_stopped.elapsed();
+    for observer in observers {
+        observer.shutdown_async().await;
+    }
+
+    let c = counts.lock().unwrap();
+    let mut summary = BTreeMap::new();
+    summary.insert("kills", kills as u64);
+    summary.insert("ok", c.ok);
+    summary.insert("invocation_stopped", c.stopped);
+    summary.insert("function_not_found", c.not_found);
+    summary.insert("caller_node_died", c.caller_node_died);
+    summary.insert("misrouted", c.misrouted.len() as u64);
+    summary.insert("lost", c.lost.len() as u64);
+    println!("chaos counts: {summary:?}; registry converged {convergence:?} after the faults");
+    assert!(
+        c.misrouted.is_empty(),
+        "answered with another call's result: {:?}",
+        c.misrouted
+    );
+    assert!(c.lost.is_empty(), "calls lost: {:?}", c.lost);
+    assert!(c.ok > 100, "too few calls completed: {}", c.ok);
+    assert!(
+        convergence <= Duration::from_secs(5),
+        "registry converged only after {convergence:?}"
+    );
+}
