@@ -192,17 +192,8 @@ impl Router {
             return Routed::Failed;
         };
         let invocation_id = InvocationId::new();
-        let admitted = self.lock_table().insert(
-            invocation_id,
-            PendingCall::new(caller, request.function_id.clone(), owner, self.node),
-            self.max_pending_per_caller,
-        );
-        if let Err(caller) = admitted {
-            let err = EngineError::TooManyPendingCalls {
-                limit: self.max_pending_per_caller,
-            };
-            self.answer(caller, &request.function_id, Err(err.body()))
-                .await;
+        let call = PendingCall::new(caller, request.function_id.clone(), owner, self.node);
+        if !self.admit(invocation_id, call).await {
             return Routed::Failed;
         }
         debug!(invocation_id = %invocation_id, function_id = %request.function_id, worker_id = %owner, "call routed");
@@ -215,15 +206,8 @@ impl Router {
             baggage: request.baggage,
         };
         if outbox.send(Outbound::Text(frame.to_text())).await.is_err() {
-            let call = self.lock_table().remove(invocation_id);
-            if let Some(call) = call {
-                self.answer(
-                    call.caller,
-                    &call.function_id,
-                    Err(EngineError::ChannelSendFailed.body()),
-                )
+            self.abandon(invocation_id, EngineError::ChannelSendFailed)
                 .await;
-            }
             return Routed::Failed;
         }
         Routed::Sent
@@ -248,17 +232,8 @@ impl Router {
             return Routed::Failed;
         };
         let invocation_id = InvocationId::new();
-        let admitted = self.lock_table().insert(
-            invocation_id,
-            PendingCall::new(caller, request.function_id.clone(), owner, node),
-            self.max_pending_per_caller,
-        );
-        if let Err(caller) = admitted {
-            let err = EngineError::TooManyPendingCalls {
-                limit: self.max_pending_per_caller,
-            };
-            self.answer(caller, &request.function_id, Err(err.body()))
-                .await;
+        let call = PendingCall::new(caller, request.function_id.clone(), owner, node);
+        if !self.admit(invocation_id, call).await {
             return Routed::Failed;
         }
         debug!(invocation_id = %invocation_id, function_id = %request.function_id, worker_id = %owner,
@@ -269,18 +244,39 @@ impl Router {
             request,
         };
         if !link.forward(node, call).await {
-            let stopped = self.lock_table().remove(invocation_id);
-            if let Some(call) = stopped {
-                self.answer(
-                    call.caller,
-                    &call.function_id,
-                    Err(EngineError::InvocationStopped.body()),
-                )
+            self.abandon(invocation_id, EngineError::InvocationStopped)
                 .await;
-            }
             return Routed::Failed;
         }
         Routed::Sent
+    }
+
+    /// Records a call in the pending table, or answers its caller that it already waits
+    /// on as many calls as it may. True when the call was admitted.
+    async fn admit(&self, invocation_id: InvocationId, call: PendingCall) -> bool {
+        let function_id = call.function_id.clone();
+        let admitted = self
+            .lock_table()
+            .insert(invocation_id, call, self.max_pending_per_caller);
+        match admitted {
+            Ok(()) => true,
+            Err(caller) => {
+                let err = EngineError::TooManyPendingCalls {
+                    limit: self.max_pending_per_caller,
+                };
+                self.answer(caller, &function_id, Err(err.body())).await;
+                false
+            }
+        }
+    }
+
+    /// Takes a call out of the table because it cannot be delivered, and tells its caller why.
+    async fn abandon(&self, invocation_id: InvocationId, why: EngineError) {
+        let call = self.lock_table().remove(invocation_id);
+        if let Some(call) = call {
+            self.answer(call.caller, &call.function_id, Err(why.body()))
+                .await;
+        }
     }
 
     /// A call another node forwarded for a worker held here.
@@ -300,22 +296,14 @@ impl Router {
             .await;
             return;
         };
-        let admitted = self.lock_table().insert(
-            call.invocation_id,
-            PendingCall::new(caller, function_id.clone(), call.owner, self.node),
-            usize::MAX,
-        );
-        if let Err(caller) = admitted {
-            self.answer(
-                caller,
-                &function_id,
-                Err(EngineError::InvocationStopped.body()),
-            )
-            .await;
+        // A remote caller waits on the caller's node, where its limit was applied.
+        let pending = PendingCall::new(caller, function_id.clone(), call.owner, self.node);
+        if !self.admit(call.invocation_id, pending).await {
             return;
         }
+        let invocation_id = call.invocation_id;
         let frame = Outgoing::InvokeFunction {
-            invocation_id: call.invocation_id.to_string(),
+            invocation_id: invocation_id.to_string(),
             function_id,
             data: call.request.data,
             metadata: call.request.metadata,
@@ -323,15 +311,8 @@ impl Router {
             baggage: call.request.baggage,
         };
         if outbox.send(Outbound::Text(frame.to_text())).await.is_err() {
-            let gone = self.lock_table().remove(call.invocation_id);
-            if let Some(call) = gone {
-                self.answer(
-                    call.caller,
-                    &call.function_id,
-                    Err(EngineError::ChannelSendFailed.body()),
-                )
+            self.abandon(invocation_id, EngineError::ChannelSendFailed)
                 .await;
-            }
         }
     }
 
