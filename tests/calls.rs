@@ -5,9 +5,8 @@ mod common;
 use common::{call, unique_name, wait_function, worker, Node};
 use iii_sdk::{Error, RegisterFunction};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 fn remote_code(err: Error) -> (String, String) {
     match err {
@@ -151,20 +150,8 @@ async fn a_worker_can_call_its_own_function_through_the_engine_without_deadlock(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_disconnect_stops_in_flight_calls_at_once() {
     let node = Node::start();
-    let started = Arc::new(Notify::new());
     let callee = worker(&node.url, &unique_name("callee"), None).await;
-    let signal = started.clone();
-    callee.register_function(
-        "slow",
-        RegisterFunction::new_async(move |_: Value| {
-            let signal = signal.clone();
-            async move {
-                signal.notify_one();
-                tokio::time::sleep(Duration::from_secs(600)).await;
-                Ok::<Value, Error>(json!(null))
-            }
-        }),
-    );
+    let started = common::register_never_answering(&callee, "slow");
     let caller = worker(&node.url, &unique_name("caller"), None).await;
     wait_function(&caller, "slow", true).await;
     let pending = tokio::spawn({

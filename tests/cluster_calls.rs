@@ -70,20 +70,8 @@ async fn a_call_crosses_nodes_with_results_errors_and_not_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_leaving_another_node_stops_the_call_at_once() {
     let cluster = Cluster::start(3);
-    let started = Arc::new(Notify::new());
-    let signal = started.clone();
     let callee = worker(&url(&cluster, 0), &unique_name("callee"), None).await;
-    callee.register_function(
-        "slow::op",
-        RegisterFunction::new_async(move |_: Value| {
-            let signal = signal.clone();
-            async move {
-                signal.notify_one();
-                tokio::time::sleep(Duration::from_secs(600)).await;
-                Ok::<Value, Error>(json!(null))
-            }
-        }),
-    );
+    let started = common::register_never_answering(&callee, "slow::op");
     let caller = worker(&url(&cluster, 1), &unique_name("caller"), None).await;
     wait_function(&caller, "slow::op", true).await;
     let pending = tokio::spawn({
@@ -108,20 +96,8 @@ async fn an_owner_leaving_another_node_stops_the_call_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_owners_node_stops_calls_from_other_nodes_at_once() {
     let mut cluster = Cluster::start(3);
-    let started = Arc::new(Notify::new());
-    let signal = started.clone();
     let callee = worker(&url(&cluster, 0), &unique_name("callee"), None).await;
-    callee.register_function(
-        "slow::op",
-        RegisterFunction::new_async(move |_: Value| {
-            let signal = signal.clone();
-            async move {
-                signal.notify_one();
-                tokio::time::sleep(Duration::from_secs(600)).await;
-                Ok::<Value, Error>(json!(null))
-            }
-        }),
-    );
+    let started = common::register_never_answering(&callee, "slow::op");
     let caller = worker(&url(&cluster, 1), &unique_name("caller"), None).await;
     wait_function(&caller, "slow::op", true).await;
     let pending = tokio::spawn({

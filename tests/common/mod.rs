@@ -526,3 +526,25 @@ impl Cluster {
             .join("\n")
     }
 }
+
+/// Registers `function_id` as a handler that never answers (it sleeps for ten minutes),
+/// for tests that end calls from outside. The returned `Notify` fires as each call starts.
+pub fn register_never_answering(
+    client: &IIIClient,
+    function_id: &str,
+) -> std::sync::Arc<tokio::sync::Notify> {
+    let started = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = started.clone();
+    client.register_function(
+        function_id,
+        iii_sdk::RegisterFunction::new_async(move |_: Value| {
+            let signal = signal.clone();
+            async move {
+                signal.notify_one();
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                Ok::<Value, iii_sdk::Error>(Value::Null)
+            }
+        }),
+    );
+    started
+}
