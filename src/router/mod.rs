@@ -341,14 +341,7 @@ impl Router {
     /// executing for us ends at once with `invocation_stopped`.
     pub async fn owner_node_lost(&self, node: NodeId) {
         let stopped = self.lock_table().drop_node(node, pending::Side::Owner);
-        for call in stopped {
-            self.answer(
-                call.caller,
-                &call.function_id,
-                Err(EngineError::InvocationStopped.body()),
-            )
-            .await;
-        }
+        self.stop_all(stopped).await;
     }
 
     /// The stream `node` opened to us broke: nobody waits for the calls it handed us.
@@ -384,11 +377,17 @@ impl Router {
     pub async fn worker_gone(&self, worker: WorkerId) {
         let (stopped, abandoned) = self.lock_table().drop_worker(worker);
         if let Some(link) = self.link.get() {
-            for (node, invocation_id) in abandoned {
+            // Calls executed here need no message: the table already forgot them.
+            for (node, invocation_id) in abandoned.into_iter().filter(|(n, _)| *n != self.node) {
                 link.cancel(node, invocation_id).await;
             }
         }
-        for call in stopped {
+        self.stop_all(stopped).await;
+    }
+
+    /// Ends each call with `invocation_stopped`: its owner is gone or will never answer.
+    async fn stop_all(&self, calls: Vec<PendingCall>) {
+        for call in calls {
             self.answer(
                 call.caller,
                 &call.function_id,
@@ -402,15 +401,10 @@ impl Router {
     /// owner never answers (SDK callers have long given up by then).
     pub async fn expire(&self, age: Duration) {
         let expired = self.lock_table().expire(age);
-        for call in expired {
+        for call in &expired {
             warn!(function_id = %call.function_id, worker_id = %call.owner, "call expired without an answer");
-            self.answer(
-                call.caller,
-                &call.function_id,
-                Err(EngineError::InvocationStopped.body()),
-            )
-            .await;
         }
+        self.stop_all(expired).await;
     }
 
     /// Calls in flight on a worker, for `engine::workers::*` (status and counts).
