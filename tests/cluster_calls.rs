@@ -5,9 +5,8 @@
 mod common;
 
 use common::raw::{Inbound, RawClient};
-use common::{call, unique_name, wait_function, worker, Cluster};
+use common::{call, unique_name, wait_function, worker, Cluster, TriggerRecorder};
 use iii_sdk::protocol::RegisterTriggerInput;
-use iii_sdk::trigger::{TriggerConfig, TriggerHandler};
 use iii_sdk::{Error, RegisterFunction, RegisterTriggerType};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -122,25 +121,16 @@ async fn killing_the_owners_node_stops_calls_from_other_nodes_at_once() {
     callee.shutdown_async().await;
 }
 
-struct Recorder(mpsc::UnboundedSender<TriggerConfig>);
-
-#[async_trait::async_trait]
-impl TriggerHandler for Recorder {
-    async fn register_trigger(&self, config: TriggerConfig) -> Result<(), Error> {
-        let _ = self.0.send(config);
-        Ok(())
-    }
-    async fn unregister_trigger(&self, _: TriggerConfig) -> Result<(), Error> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_and_discovery_span_the_cluster() {
     let cluster = Cluster::start(3);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let provider = worker(&url(&cluster, 0), &unique_name("provider"), None).await;
-    provider.register_trigger_type(RegisterTriggerType::new("cron", "schedule", Recorder(tx)));
+    provider.register_trigger_type(RegisterTriggerType::new(
+        "cron",
+        "schedule",
+        TriggerRecorder(tx),
+    ));
     let consumer = worker(&url(&cluster, 2), &unique_name("consumer"), None).await;
     common::eventually(
         "cron type visible on node 3",
@@ -167,10 +157,8 @@ async fn triggers_and_discovery_span_the_cluster() {
             trigger_namespace: None,
         })
         .unwrap();
-    let forwarded = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (kind, forwarded) = common::next_trigger_request(&mut rx).await;
+    assert_eq!(kind, "register");
     assert_eq!(forwarded.function_id, "jobs::tick");
 
     // A busy worker on node 1 shows as busy from node 3.
@@ -246,26 +234,7 @@ async fn reattach_onto_another_node_retires_the_old_connection() {
             break;
         }
     }
-    let owner = common::eventually(
-        "mover::fn owned by the new connection",
-        Duration::from_secs(10),
-        || async {
-            let rows = call(&observer, "engine::workers::list", json!({}))
-                .await
-                .ok()?;
-            rows["workers"]
-                .as_array()?
-                .iter()
-                .find(|w| {
-                    w["id"] == new.worker_id.as_str()
-                        && w["functions"]
-                            .as_array()
-                            .is_some_and(|f| f.contains(&json!("mover::fn")))
-                })
-                .cloned()
-        },
-    )
-    .await;
+    let owner = common::wait_served_by(&observer, &new.worker_id, "mover::fn").await;
     assert_eq!(owner["name"], name.as_str());
 }
 

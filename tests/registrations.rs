@@ -233,25 +233,6 @@ async fn reattach_with_the_token_retires_the_previous_connection() {
         .filter_map(|w| w["id"].as_str())
         .collect();
     assert!(!ids.contains(&old.worker_id.as_str()));
-    let served_by_new = common::eventually(
-        "phoenix::fn served by the new connection",
-        std::time::Duration::from_secs(10),
-        || async {
-            let rows = call(&observer, "engine::workers::list", json!({}))
-                .await
-                .ok()?;
-            rows["workers"]
-                .as_array()?
-                .iter()
-                .find(|w| {
-                    w["id"] == new.worker_id.as_str()
-                        && w["functions"]
-                            .as_array()
-                            .is_some_and(|f| f.contains(&json!("phoenix::fn")))
-                })
-                .cloned()
-        },
-    )
-    .await;
+    let served_by_new = common::wait_served_by(&observer, &new.worker_id, "phoenix::fn").await;
     assert_eq!(served_by_new["name"], name.as_str());
 }

@@ -4,37 +4,12 @@
 mod common;
 
 use common::raw::RawClient;
-use common::{call, unique_name, worker, Node};
+use common::{call, next_trigger_request, unique_name, worker, Node, TriggerRecorder};
 use iii_sdk::protocol::RegisterTriggerInput;
-use iii_sdk::trigger::{TriggerConfig, TriggerHandler};
 use iii_sdk::{Error, RegisterTriggerType};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// Records what the engine asks of a provider.
-struct Recorder(mpsc::UnboundedSender<(String, TriggerConfig)>);
-
-#[async_trait::async_trait]
-impl TriggerHandler for Recorder {
-    async fn register_trigger(&self, config: TriggerConfig) -> Result<(), Error> {
-        let _ = self.0.send(("register".into(), config));
-        Ok(())
-    }
-    async fn unregister_trigger(&self, config: TriggerConfig) -> Result<(), Error> {
-        let _ = self.0.send(("unregister".into(), config));
-        Ok(())
-    }
-}
-
-async fn next(
-    rx: &mut mpsc::UnboundedReceiver<(String, TriggerConfig)>,
-) -> (String, TriggerConfig) {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("provider notified")
-        .expect("open")
-}
 
 fn binding(trigger_type: &str, function_id: &str) -> RegisterTriggerInput {
     RegisterTriggerInput {
@@ -55,7 +30,7 @@ async fn a_binding_reaches_its_provider_and_leaves_when_the_consumer_disconnects
     provider.register_trigger_type(RegisterTriggerType::new(
         "cron",
         "Runs on a schedule",
-        Recorder(tx),
+        TriggerRecorder(tx),
     ));
     let consumer = worker(&node.url, &unique_name("consumer"), None).await;
     common::eventually("cron type listed", Duration::from_secs(10), || async {
@@ -72,7 +47,7 @@ async fn a_binding_reaches_its_provider_and_leaves_when_the_consumer_disconnects
     consumer
         .register_trigger(binding("cron", "jobs::tick"))
         .unwrap();
-    let (kind, config) = next(&mut rx).await;
+    let (kind, config) = next_trigger_request(&mut rx).await;
     assert_eq!(kind, "register");
     assert_eq!(config.function_id, "jobs::tick");
     assert_eq!(config.config, json!({"every": "5m"}));
@@ -87,7 +62,7 @@ async fn a_binding_reaches_its_provider_and_leaves_when_the_consumer_disconnects
         .unwrap();
     assert_eq!(info["instance_count"], 1);
     consumer.shutdown_async().await;
-    let (kind, config) = next(&mut rx).await;
+    let (kind, config) = next_trigger_request(&mut rx).await;
     assert_eq!(kind, "unregister");
     assert_eq!(config.id, id);
 }
@@ -104,9 +79,9 @@ async fn parked_bindings_are_resent_with_their_ids_when_a_provider_returns() {
     first.register_trigger_type(RegisterTriggerType::new(
         "webhook",
         "HTTP hook",
-        Recorder(tx),
+        TriggerRecorder(tx),
     ));
-    let (_, config) = next(&mut rx).await;
+    let (_, config) = next_trigger_request(&mut rx).await;
     let id = config.id;
     first.shutdown_async().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -114,9 +89,9 @@ async fn parked_bindings_are_resent_with_their_ids_when_a_provider_returns() {
     second.register_trigger_type(RegisterTriggerType::new(
         "webhook",
         "HTTP hook",
-        Recorder(tx),
+        TriggerRecorder(tx),
     ));
-    let (kind, config) = next(&mut rx).await;
+    let (kind, config) = next_trigger_request(&mut rx).await;
     assert_eq!(kind, "register");
     assert_eq!(
         config.id, id,

@@ -548,3 +548,62 @@ pub fn register_never_answering(
     );
     started
 }
+
+/// A trigger-type provider that reports what the engine asks of it, as
+/// ("register" | "unregister", config), on a channel.
+pub struct TriggerRecorder(
+    pub tokio::sync::mpsc::UnboundedSender<(String, iii_sdk::trigger::TriggerConfig)>,
+);
+
+#[async_trait::async_trait]
+impl iii_sdk::trigger::TriggerHandler for TriggerRecorder {
+    async fn register_trigger(
+        &self,
+        config: iii_sdk::trigger::TriggerConfig,
+    ) -> Result<(), iii_sdk::Error> {
+        let _ = self.0.send(("register".into(), config));
+        Ok(())
+    }
+    async fn unregister_trigger(
+        &self,
+        config: iii_sdk::trigger::TriggerConfig,
+    ) -> Result<(), iii_sdk::Error> {
+        let _ = self.0.send(("unregister".into(), config));
+        Ok(())
+    }
+}
+
+/// The next request a `TriggerRecorder` saw, within 10 s.
+pub async fn next_trigger_request(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, iii_sdk::trigger::TriggerConfig)>,
+) -> (String, iii_sdk::trigger::TriggerConfig) {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("provider notified")
+        .expect("open")
+}
+
+/// Waits until `engine::workers::list` shows `function_id` served by the connection
+/// `worker_id`, and returns that worker's row.
+pub async fn wait_served_by(observer: &IIIClient, worker_id: &str, function_id: &str) -> Value {
+    eventually(
+        &format!("{function_id} served by {worker_id}"),
+        Duration::from_secs(10),
+        || async {
+            let rows = call(observer, "engine::workers::list", serde_json::json!({}))
+                .await
+                .ok()?;
+            rows["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| {
+                    w["id"] == worker_id
+                        && w["functions"]
+                            .as_array()
+                            .is_some_and(|f| f.iter().any(|id| id == function_id))
+                })
+                .cloned()
+        },
+    )
+    .await
+}
