@@ -11,42 +11,50 @@ use std::sync::Arc;
 use super::rows;
 use crate::ids::WorkerId;
 use crate::node::Node;
-use crate::registry::{reserved, WorkerEventKind};
+use crate::registry::{reserved, Registry, WorkerEventKind};
 use crate::router::{CallRequest, Caller, Routed};
 
 /// Fires `engine::workers-available` for one lifecycle event.
 pub async fn workers_changed(node: &Arc<Node>, worker: WorkerId, kind: WorkerEventKind) {
-    let payload = json!({"event": kind.as_str(), "worker_id": worker.to_string()});
-    fire(node, reserved::WORKERS_AVAILABLE, payload).await;
-}
-
-/// Fires `engine::functions-available` with the full current function list.
-pub async fn functions_changed(node: &Arc<Node>) {
-    let functions: Vec<Value> = {
-        let registry = node.registry();
-        rows::all_functions(&registry)
-            .iter()
-            .map(|v| rows::function_summary(&registry, v))
-            .collect()
-    };
     fire(
         node,
-        reserved::FUNCTIONS_AVAILABLE,
-        json!({"event": "functions_changed", "functions": functions}),
+        reserved::WORKERS_AVAILABLE,
+        |_| json!({"event": kind.as_str(), "worker_id": worker.to_string()}),
     )
     .await;
 }
 
-async fn fire(node: &Arc<Node>, trigger_type: &str, payload: Value) {
+/// Fires `engine::functions-available` with the full current function list.
+pub async fn functions_changed(node: &Arc<Node>) {
+    fire(node, reserved::FUNCTIONS_AVAILABLE, |registry| {
+        let functions: Vec<Value> = rows::all_functions(registry)
+            .iter()
+            .map(|v| rows::function_summary(registry, v))
+            .collect();
+        json!({"event": "functions_changed", "functions": functions})
+    })
+    .await;
+}
+
+/// Calls every binding of `trigger_type` this node fires. The payload is built only
+/// when there is a binding to fire, so a change nobody watches costs nothing.
+async fn fire(node: &Arc<Node>, trigger_type: &str, payload: impl FnOnce(&Registry) -> Value) {
     let is_leader = node.is_leader();
     let targets: Vec<CallRequest> = {
         let registry = node.registry();
-        registry
+        let bindings: Vec<&crate::registry::Trigger> = registry
             .builtin_bindings(trigger_type)
             .filter(|t| match t.owner {
                 Some(owner) => node.connections.is_local(owner),
                 None => is_leader,
             })
+            .collect();
+        if bindings.is_empty() {
+            return;
+        }
+        let payload = payload(&registry);
+        bindings
+            .into_iter()
             .map(|t| CallRequest {
                 function_id: t.function_id.clone(),
                 namespace: t.target_namespace.clone(),
