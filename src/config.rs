@@ -63,6 +63,14 @@ pub struct ServeArgs {
     /// fence_after_ms by at least one second [default: 5000].
     #[arg(long, env = "QUORUM_PURGE_AFTER_MS")]
     pub purge_after_ms: Option<u64>,
+    /// On SIGTERM, how long the node may take to let its workers finish their calls and
+    /// move to other nodes before it exits anyway [default: 20000].
+    #[arg(long, env = "QUORUM_DRAIN_GRACE_MS")]
+    pub drain_grace_ms: Option<u64>,
+    /// How long a call waits for a function whose worker is moving off a draining node
+    /// to be registered again elsewhere [default: 5000].
+    #[arg(long, env = "QUORUM_CALL_HOLD_MS")]
+    pub call_hold_ms: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -90,6 +98,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     fence_after_ms: Option<u64>,
     purge_after_ms: Option<u64>,
+    drain_grace_ms: Option<u64>,
+    call_hold_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -107,6 +117,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// When this node fences itself and when the leader purges a silent node.
     pub lease: LeaseTimings,
+    /// The longest a SIGTERM drain may take.
+    pub drain_grace: Duration,
+    /// The longest a call waits for a function moving off a draining node.
+    pub call_hold: Duration,
 }
 
 /// Why the settings cannot start a node.
@@ -204,6 +218,14 @@ impl Config {
                         .unwrap_or(defaults.purge_after),
                 }
             },
+            drain_grace: Duration::from_millis(
+                args.drain_grace_ms
+                    .or(file.drain_grace_ms)
+                    .unwrap_or(20_000),
+            ),
+            call_hold: Duration::from_millis(
+                args.call_hold_ms.or(file.call_hold_ms).unwrap_or(5_000),
+            ),
         };
         config.validate()?;
         Ok(config)

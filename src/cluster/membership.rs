@@ -582,3 +582,72 @@ pub async fn watch_removal(node: Arc<Node>) {
         }
     }
 }
+
+/// Starts an election on this node now, at a draining leader's request. A follower whose
+/// log is as long as the leader's wins it, so leadership moves without waiting for an
+/// election timeout after the leader exits.
+pub async fn take_leadership(node: &Node) -> Result<(), MembershipError> {
+    info!(
+        node = node.id,
+        "asked to take over leadership: starting an election"
+    );
+    node.consensus
+        .raft()
+        .trigger()
+        .elect()
+        .await
+        .map_err(|e| MembershipError::Raft(e.to_string()))
+}
+
+/// How long a draining leader waits for another node to take over.
+const HANDOVER_WAIT: Duration = Duration::from_secs(3);
+
+/// If this node leads, asks the most up-to-date voter to take over and waits (bounded) until
+/// another node leads. Best effort: on failure the others elect a leader after it exits.
+pub async fn hand_over_leadership(node: &Node) {
+    let m = metrics(node);
+    if m.current_leader != Some(node.id) {
+        return;
+    }
+    let voters: Vec<NodeId> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|id| *id != node.id)
+        .collect();
+    let matched = |id: &NodeId| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned().flatten())
+            .map(|log_id| log_id.index)
+    };
+    let Some(target) = voters.iter().copied().max_by_key(|id| matched(id)) else {
+        return;
+    };
+    let Some(address) = address_of(node, target) else {
+        return;
+    };
+    let asked = node
+        .peers
+        .unary(&address, HANDOVER_WAIT, |mut client| async move {
+            client.take_leadership(pb::TakeLeadershipRequest {}).await
+        })
+        .await;
+    if let Err(err) = asked {
+        warn!(node = node.id, target, error = %err, "leadership handover not accepted");
+        return;
+    }
+    let mut watch = node.consensus.raft().metrics();
+    let moved = tokio::time::timeout(
+        HANDOVER_WAIT,
+        watch.wait_for(|m| m.current_leader.is_some_and(|l| l != node.id)),
+    )
+    .await;
+    match moved {
+        Ok(Ok(m)) => info!(node = node.id, leader = ?m.current_leader, "leadership handed over"),
+        _ => warn!(
+            node = node.id,
+            target, "leadership did not move in time; the others elect after this node exits"
+        ),
+    }
+}

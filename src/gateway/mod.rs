@@ -49,6 +49,8 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
                 }
             },
             _ = node.shutdown.cancelled() => return,
+            // Draining: new workers go to other nodes (the listener closes here).
+            _ = node.draining.cancelled() => return,
         }
     }
 }

@@ -35,6 +35,9 @@ const OUTBOX_CAPACITY: usize = 1024;
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A connection with no inbound frame (pongs count) for this long is dead.
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// How long a drained connection is still read for calls sent before the worker saw the
+/// close.
+const LINGER: Duration = Duration::from_secs(2);
 /// Longest announced name or description kept.
 const MAX_TEXT_CHARS: usize = 280;
 
@@ -67,12 +70,19 @@ struct Session {
 
 /// Serves one upgraded worker socket until it closes, then cleans up after it.
 pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAddr) {
-    if node.is_fenced() {
+    let refusal = if node.is_fenced() {
         // Cut off from the cluster: send the worker to a node that has a quorum.
+        Some("engine node cut off from its cluster")
+    } else if node.is_draining() {
+        Some("engine node draining for a shutdown")
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
         let mut ws = ws;
         let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
             code: CLOSE_TRY_AGAIN.into(),
-            reason: "engine node cut off from its cluster".into(),
+            reason: reason.into(),
         };
         let _ = ws.close(Some(close)).await;
         return;
@@ -131,14 +141,20 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
     while !session.closing {
         tokio::select! {
             _ = cancel.cancelled() => {
+                let drained = node.is_draining() && !node.shutdown.is_cancelled();
                 let (code, reason) = if node.shutdown.is_cancelled() {
                     (CLOSE_GOING_AWAY, "engine node shutting down")
                 } else if node.is_fenced() {
                     (CLOSE_GOING_AWAY, "engine node cut off from its cluster")
+                } else if drained {
+                    (CLOSE_GOING_AWAY, "engine node draining for a shutdown")
                 } else {
                     (CLOSE_NORMAL, "connection retired")
                 };
                 session.close(code, reason).await;
+                if drained {
+                    session.linger(&mut stream).await;
+                }
                 break;
             }
             _ = &mut grace, if session.is_pending() => session.grace_expired().await,
@@ -187,6 +203,29 @@ impl Session {
                 reason: reason.to_string(),
             })
             .await;
+    }
+
+    /// After a drain closed the socket: calls the worker sent before it saw the close are
+    /// still routed (their answers follow the worker to its next connection); everything
+    /// else is dropped. Ends with the worker's own close, or after [`LINGER`].
+    async fn linger(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<WebSocketStream<TcpStream>>,
+    ) {
+        let until = tokio::time::Instant::now() + LINGER;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, stream.next()).await {
+            let bytes = match &message {
+                Message::Text(text) => text.as_bytes(),
+                Message::Binary(bytes) => bytes,
+                Message::Close(_) => return,
+                _ => continue,
+            };
+            if let Ok(Incoming::InvokeFunction(call)) = serde_json::from_slice::<Incoming>(bytes) {
+                debug!(node = self.node.id, worker_id = %self.worker, function_id = %call.function_id,
+                    "call sent before the drain's close routed");
+                self.invoke(call).await;
+            }
+        }
     }
 
     /// Disconnect cleanup: stop calls at once, then remove the worker cluster-wide.
@@ -434,15 +473,14 @@ impl Session {
             traceparent: call.traceparent,
             baggage: call.baggage,
         };
-        if let Routed::Builtin(caller, request) = self.node.router.route(caller, request).await {
+        if self.node.router.would_hold(&request) {
+            // Its worker is moving off a draining node: wait on a task of its own, so this
+            // connection's other frames (its answers above all) keep flowing.
             let node = self.node.clone();
-            tokio::spawn(async move {
-                let result = builtins::call(&node, &request.function_id, request.data).await;
-                node.router
-                    .answer(caller, &request.function_id, result)
-                    .await;
-            });
+            tokio::spawn(async move { route_call(node, caller, request).await });
+            return;
         }
+        route_call(self.node.clone(), caller, request).await;
     }
 
     /// `engine::workers::register`: fix the namespace, take the name lease, apply the
@@ -509,6 +547,18 @@ impl Session {
         if !proven {
             if self.node.registry().worker(previous).is_some() {
                 warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, "reattach with a wrong token ignored");
+            } else if let Some(token) = &token {
+                // The previous connection is gone; if a drain closed it, the node that did
+                // keeps answers for it. That node checks the token.
+                let claim = Command::ReattachClaim {
+                    previous,
+                    token_hash: hash_token(token),
+                    successor: self.worker,
+                    node: self.node.id,
+                };
+                if let Err(err) = self.node.commit(claim).await {
+                    warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, error = %err, "could not claim answers owed to the previous connection");
+                }
             }
             return;
         }
@@ -525,6 +575,18 @@ impl Session {
             old.cancel.cancel();
         }
         info!(node = self.node.id, worker_id = %self.worker, previous = %previous, "previous connection retired by reattach");
+    }
+}
+
+/// Routes a worker's call; built-ins run on their own task so a slow one blocks nothing.
+async fn route_call(node: Arc<Node>, caller: Caller, request: CallRequest) {
+    if let Routed::Builtin(caller, request) = node.router.route(caller, request).await {
+        tokio::spawn(async move {
+            let result = builtins::call(&node, &request.function_id, request.data).await;
+            node.router
+                .answer(caller, &request.function_id, result)
+                .await;
+        });
     }
 }
 

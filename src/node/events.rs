@@ -12,6 +12,7 @@ use crate::gateway::connections::Outbound;
 use crate::ids::DEFAULT_NAMESPACE;
 use crate::protocol::{ErrorBody, Outgoing};
 use crate::registry::{Event, Notice, WorkerEventKind};
+use crate::router::Successor;
 
 /// Consumes applied outcomes in log order until the node stops.
 pub async fn run(node: Arc<Node>, mut applied: UnboundedReceiver<Applied>) {
@@ -41,6 +42,8 @@ pub async fn run(node: Arc<Node>, mut applied: UnboundedReceiver<Applied>) {
                 }
             }
         }
+        // Calls waiting for a function to move off a draining node look again.
+        node.router.registry_changed();
         if functions_changed {
             discovery::functions_changed(&node).await;
         }
@@ -68,6 +71,20 @@ async fn react(node: &Arc<Node>, event: Event) {
             discovery::workers_changed(node, worker, kind).await;
         }
         Event::FunctionsChanged => discovery::functions_changed(node).await,
+        Event::Reattached {
+            previous,
+            token_hash,
+            successor,
+            node: successor_node,
+        } => {
+            let successor = Successor {
+                node: successor_node,
+                worker: successor,
+            };
+            node.router
+                .reattached(previous, &token_hash, successor)
+                .await;
+        }
     }
 }
 

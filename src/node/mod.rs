@@ -6,6 +6,7 @@
 //! this node is not it), and shutdown. A single node is a cluster of one: there is no other
 //! code path.
 
+mod drain;
 pub mod events;
 
 use anyhow::Context;
@@ -68,6 +69,8 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Set while this node has no contact with a quorum: it serves no workers then.
     fenced: std::sync::atomic::AtomicBool,
+    /// Cancelled when a SIGTERM starts the drain: no new workers from then on.
+    pub draining: CancellationToken,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -126,6 +129,11 @@ impl Node {
                 "quorum contact restored: serving workers again"
             );
         }
+    }
+
+    /// Whether a SIGTERM drain has started on this node.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
     }
 
     /// Whether this node leads the Raft cluster (it fires durable discovery bindings).
@@ -227,6 +235,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         registry.clone(),
         connections.clone(),
         config.max_pending_calls,
+        config.call_hold,
     );
     let node = Arc::new(Node {
         id: node_id,
@@ -242,6 +251,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         telemetry_frames: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
         fenced: std::sync::atomic::AtomicBool::new(false),
+        draining: CancellationToken::new(),
     });
     links.attach(&node);
     node.router.set_link(links);
@@ -351,7 +361,7 @@ async fn serve_workers(
     let server = tokio::spawn(gateway::serve(node.clone(), listener));
 
     tokio::select! {
-        _ = signal => {}
+        _ = signal => drain::run(node).await,
         _ = node.shutdown.cancelled() => {}
     }
     node.shutdown.cancel();

@@ -88,7 +88,22 @@ impl Registry {
             Command::TriggerRemoved { id } => {
                 out.removed = self.remove_trigger(id, &mut out);
             }
+            Command::NodeDraining { node } => {
+                self.draining_nodes.insert(*node);
+            }
+            Command::ReattachClaim {
+                previous,
+                token_hash,
+                successor,
+                node,
+            } => out.events.push(Event::Reattached {
+                previous: *previous,
+                token_hash: token_hash.clone(),
+                successor: *successor,
+                node: *node,
+            }),
             Command::NodeRestarted { node } | Command::NodePurged { node } => {
+                self.draining_nodes.remove(node);
                 let stale: Vec<WorkerId> = self
                     .workers
                     .values()
@@ -316,6 +331,7 @@ impl Registry {
             }
             previous => {
                 let is_new = previous.is_none();
+                self.moving.remove(&key);
                 self.functions.insert(key, function);
                 if is_new {
                     push_functions_changed(out);
@@ -450,6 +466,18 @@ impl Registry {
             return;
         }
         let before = self.functions.len();
+        let draining = self
+            .workers
+            .get(&worker)
+            .is_some_and(|w| self.draining_nodes.contains(&w.node));
+        if draining {
+            let moving = self
+                .functions
+                .iter()
+                .filter(|(_, f)| f.owner == worker)
+                .map(|(k, _)| k.clone());
+            self.moving.extend(moving);
+        }
         self.functions.retain(|_, f| f.owner != worker);
         if self.functions.len() != before {
             push_functions_changed(out);

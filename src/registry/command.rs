@@ -49,6 +49,16 @@ pub enum Command {
     /// The leader saw no contact from a node for longer than its lease: the node has
     /// fenced itself (closed its sockets), so its workers are gone.
     NodePurged { node: NodeId },
+    /// A node is draining for a shutdown: hold calls to its workers until they move.
+    NodeDraining { node: NodeId },
+    /// A reconnected worker claims the calls its previous connection was waiting on (that
+    /// connection is gone, so only the node that closed it can check the token's hash).
+    ReattachClaim {
+        previous: WorkerId,
+        token_hash: String,
+        successor: WorkerId,
+        node: NodeId,
+    },
 }
 
 /// One registration message from a worker.
@@ -152,6 +162,13 @@ pub enum Event {
     },
     /// Fire `engine::functions-available`: the set of function ids changed.
     FunctionsChanged,
+    /// A reconnected worker (`successor`, on `node`) claims the answers owed to `previous`.
+    Reattached {
+        previous: WorkerId,
+        token_hash: String,
+        successor: WorkerId,
+        node: NodeId,
+    },
 }
 
 /// The `event` field of a workers-available payload.

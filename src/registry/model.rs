@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{FunctionKey, NodeId, TriggerTypeKey, WorkerId};
 
@@ -20,6 +20,13 @@ pub struct Registry {
     #[serde(with = "super::serde_pairs")]
     pub(super) names: BTreeMap<(String, String), WorkerId>,
     pub(super) services: BTreeMap<String, Service>,
+    /// Nodes draining for a shutdown: calls to their workers wait for the workers to move.
+    #[serde(default)]
+    pub(super) draining_nodes: BTreeSet<NodeId>,
+    /// Functions whose worker left a draining node and has not registered them again:
+    /// a call for one waits a little for its worker to come back elsewhere.
+    #[serde(default)]
+    pub(super) moving: BTreeSet<FunctionKey>,
 }
 
 /// A live worker connection, on the node that holds its socket.
@@ -122,6 +129,8 @@ impl Default for Registry {
             triggers: BTreeMap::new(),
             names: BTreeMap::new(),
             services: BTreeMap::new(),
+            draining_nodes: BTreeSet::new(),
+            moving: BTreeSet::new(),
         }
     }
 }

@@ -16,6 +16,16 @@ pub enum Resolution {
 }
 
 impl Registry {
+    /// Whether `node` is draining for a shutdown (its workers are about to move).
+    pub fn is_draining(&self, node: NodeId) -> bool {
+        self.draining_nodes.contains(&node)
+    }
+
+    /// Whether (namespace, id) left a draining node and has not been registered again.
+    pub fn is_moving(&self, namespace: &str, id: &str) -> bool {
+        self.moving.contains(&FunctionKey::new(namespace, id))
+    }
+
     /// Routes a call: strict namespace match, no fallback.
     pub fn resolve_function(&self, namespace: &str, id: &str) -> Resolution {
         if namespace == DEFAULT_NAMESPACE && reserved::is_builtin_function(id) {

@@ -12,18 +12,24 @@
 //! carries the call there and its answer back. When a link to a node is lost, every
 //! call that node was executing ends with `invocation_stopped` at once.
 
+mod parked;
 mod pending;
 
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
-use tracing::{debug, warn};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use crate::gateway::connections::{Connections, Outbound};
-use crate::ids::{InvocationId, NodeId, WorkerId};
+use crate::ids::{FunctionKey, InvocationId, NodeId, WorkerId};
 use crate::protocol::error::EngineError;
 use crate::protocol::{ErrorBody, Outgoing, MAX_MESSAGE_BYTES};
 use crate::registry::{Registry, Resolution};
+pub use parked::{OwedAnswer, Successor};
+use parked::{ParkedWorkers, Redirect};
 use pending::{PendingCall, PendingTable};
 
 /// Who is waiting for a call's answer.
@@ -98,6 +104,17 @@ pub trait RemoteLink: Send + Sync {
     );
     /// Tells `node` that nobody waits for this call any more.
     async fn cancel(&self, node: NodeId, invocation_id: InvocationId);
+    /// Sends an answer owed to a worker that reconnected to `node` as `worker`.
+    async fn answer_worker(&self, node: NodeId, worker: WorkerId, answer: OwedAnswer);
+}
+
+/// Whether a call was recorded in the pending table.
+enum Admission {
+    Admitted,
+    /// Refused and already answered (the caller waits on too many calls).
+    Refused,
+    /// The owner is being closed by a drain: the call was not recorded.
+    OwnerClosing(Caller),
 }
 
 /// Calls in flight on one worker connection.
@@ -117,6 +134,14 @@ pub struct Router {
     table: Mutex<PendingTable>,
     max_pending_per_caller: usize,
     link: OnceLock<Arc<dyn RemoteLink>>,
+    /// Answers owed to workers closed by this node's drain.
+    parked: Mutex<ParkedWorkers>,
+    /// How long a call waits for a function whose worker is moving off a draining node.
+    hold: Duration,
+    /// Woken after each batch of registry changes, for calls on hold.
+    changed: Notify,
+    /// When this node first held a call for each moving function (holds are bounded).
+    moving_since: Mutex<HashMap<FunctionKey, Instant>>,
 }
 
 impl Router {
@@ -126,6 +151,7 @@ impl Router {
         registry: Arc<RwLock<Registry>>,
         connections: Arc<Connections>,
         max_pending_per_caller: usize,
+        hold: Duration,
     ) -> Self {
         Self {
             node,
@@ -134,6 +160,10 @@ impl Router {
             table: Mutex::new(PendingTable::default()),
             max_pending_per_caller,
             link: OnceLock::new(),
+            parked: Mutex::new(ParkedWorkers::default()),
+            hold,
+            changed: Notify::new(),
+            moving_since: Mutex::new(HashMap::new()),
         }
     }
 
@@ -144,10 +174,7 @@ impl Router {
 
     /// Routes one call and, unless it is a built-in, takes care of its answer.
     pub async fn route(&self, caller: Caller, mut request: CallRequest) -> Routed {
-        let resolution = match self.registry.read() {
-            Ok(registry) => registry.resolve_function(&request.namespace, &request.function_id),
-            Err(_) => Resolution::NotFound { elsewhere: vec![] },
-        };
+        let resolution = self.resolve_holding(&request).await;
         let owner = match resolution {
             Resolution::Builtin => return Routed::Builtin(caller, request),
             Resolution::NotFound { elsewhere } => {
@@ -193,8 +220,19 @@ impl Router {
         };
         let invocation_id = InvocationId::new();
         let call = PendingCall::new(caller, request.function_id.clone(), owner, self.node);
-        if !self.admit(invocation_id, call).await {
-            return Routed::Failed;
+        match self.admit(invocation_id, call).await {
+            Admission::Admitted => {}
+            Admission::Refused => return Routed::Failed,
+            Admission::OwnerClosing(caller) => {
+                // Held as long as allowed, and the owner is leaving now.
+                self.answer(
+                    caller,
+                    &request.function_id,
+                    Err(EngineError::InvocationStopped.body()),
+                )
+                .await;
+                return Routed::Failed;
+            }
         }
         debug!(invocation_id = %invocation_id, function_id = %request.function_id, worker_id = %owner, "call routed");
         let frame = Outgoing::InvokeFunction {
@@ -233,7 +271,7 @@ impl Router {
         };
         let invocation_id = InvocationId::new();
         let call = PendingCall::new(caller, request.function_id.clone(), owner, node);
-        if !self.admit(invocation_id, call).await {
+        if !matches!(self.admit(invocation_id, call).await, Admission::Admitted) {
             return Routed::Failed;
         }
         debug!(invocation_id = %invocation_id, function_id = %request.function_id, worker_id = %owner,
@@ -251,21 +289,90 @@ impl Router {
         Routed::Sent
     }
 
+    /// Waits while the call's function is moving off a draining node (its owner sits on a
+    /// draining node, or it left one and has not been registered again), for at most the
+    /// hold; then resolves it as it stands.
+    async fn resolve_holding(&self, request: &CallRequest) -> Resolution {
+        let deadline = Instant::now() + self.hold;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (resolution, hold) = self.resolve_now(request);
+            if !hold || Instant::now() >= deadline {
+                return resolution;
+            }
+            debug!(function_id = %request.function_id, "call held: its worker is moving off a draining node");
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Whether routing this call would wait for its function to move; callers that must
+    /// not block (a socket's reader) route such calls on a task of their own.
+    pub fn would_hold(&self, request: &CallRequest) -> bool {
+        self.resolve_now(request).1
+    }
+
+    /// Resolves a call from the local replica, and says whether it should wait for its
+    /// function to move off a draining node.
+    fn resolve_now(&self, request: &CallRequest) -> (Resolution, bool) {
+        let Ok(registry) = self.registry.read() else {
+            return (Resolution::NotFound { elsewhere: vec![] }, false);
+        };
+        let resolution = registry.resolve_function(&request.namespace, &request.function_id);
+        let hold = match &resolution {
+            Resolution::Worker { node, .. } => registry.is_draining(*node),
+            Resolution::NotFound { .. } => {
+                registry.is_moving(&request.namespace, &request.function_id)
+            }
+            Resolution::Builtin => false,
+        };
+        drop(registry);
+        // A function that left long ago and never came back is not worth a wait.
+        let hold = hold
+            && !(matches!(resolution, Resolution::NotFound { .. }) && self.moving_expired(request));
+        (resolution, hold)
+    }
+
+    /// Whether this node has been holding calls for a moving function longer than the hold.
+    fn moving_expired(&self, request: &CallRequest) -> bool {
+        let key = FunctionKey::new(request.namespace.as_str(), request.function_id.as_str());
+        let mut since = self.moving_since.lock().unwrap_or_else(|p| p.into_inner());
+        let first = *since.entry(key).or_insert_with(Instant::now);
+        if since.len() > 10_000 {
+            since.retain(|_, at| at.elapsed() < self.hold);
+        }
+        first.elapsed() >= self.hold
+    }
+
+    /// Wakes calls on hold: the registry changed.
+    pub fn registry_changed(&self) {
+        self.changed.notify_waiters();
+    }
+
     /// Records a call in the pending table, or answers its caller that it already waits
-    /// on as many calls as it may. True when the call was admitted.
-    async fn admit(&self, invocation_id: InvocationId, call: PendingCall) -> bool {
+    /// on as many calls as it may. A call for a local owner a drain is closing is not
+    /// recorded; its caller is handed back.
+    async fn admit(&self, invocation_id: InvocationId, call: PendingCall) -> Admission {
         let function_id = call.function_id.clone();
-        let admitted = self
-            .lock_table()
-            .insert(invocation_id, call, self.max_pending_per_caller);
+        let admitted = {
+            let mut table = self.lock_table();
+            if call.owner_node == self.node && table.is_closing(call.owner) {
+                return Admission::OwnerClosing(call.caller);
+            }
+            table.insert(invocation_id, call, self.max_pending_per_caller)
+        };
         match admitted {
-            Ok(()) => true,
+            Ok(()) => Admission::Admitted,
             Err(caller) => {
                 let err = EngineError::TooManyPendingCalls {
                     limit: self.max_pending_per_caller,
                 };
                 self.answer(caller, &function_id, Err(err.body())).await;
-                false
+                Admission::Refused
             }
         }
     }
@@ -279,14 +386,20 @@ impl Router {
         }
     }
 
-    /// A call another node forwarded for a worker held here.
-    pub async fn deliver(&self, from: NodeId, call: RemoteCall) {
+    /// A call another node forwarded for a worker held here. When the worker is moving
+    /// off this draining node, the call is handed back to be routed again with
+    /// [`Router::reroute`] (on a task of its own: it may wait for the worker to move).
+    pub async fn deliver(&self, from: NodeId, call: RemoteCall) -> Option<(Caller, CallRequest)> {
         let caller = Caller::Remote {
             node: from,
             invocation_id: call.invocation_id,
         };
         let function_id = call.request.function_id.clone();
         let Some(outbox) = self.connections.outbox(call.owner) else {
+            if self.draining_here() {
+                // The owner moved off this draining node: send the call where it went.
+                return Some((caller, call.request));
+            }
             // The owner left between the caller's lookup and now.
             self.answer(
                 caller,
@@ -294,12 +407,14 @@ impl Router {
                 Err(EngineError::InvocationStopped.body()),
             )
             .await;
-            return;
+            return None;
         };
         // A remote caller waits on the caller's node, where its limit was applied.
         let pending = PendingCall::new(caller, function_id.clone(), call.owner, self.node);
-        if !self.admit(call.invocation_id, pending).await {
-            return;
+        match self.admit(call.invocation_id, pending).await {
+            Admission::Admitted => {}
+            Admission::Refused => return None,
+            Admission::OwnerClosing(caller) => return Some((caller, call.request)),
         }
         let invocation_id = call.invocation_id;
         let frame = Outgoing::InvokeFunction {
@@ -312,6 +427,30 @@ impl Router {
         };
         if outbox.send(Outbound::Text(frame.to_text())).await.is_err() {
             self.abandon(invocation_id, EngineError::ChannelSendFailed)
+                .await;
+        }
+        None
+    }
+
+    /// Whether the registry records this node as draining.
+    fn draining_here(&self) -> bool {
+        self.registry
+            .read()
+            .map(|r| r.is_draining(self.node))
+            .unwrap_or(false)
+    }
+
+    /// Routes a forwarded call again, from here, once its owner has moved (or the hold ran
+    /// out); see [`Router::deliver`].
+    pub async fn reroute(&self, caller: Caller, request: CallRequest) {
+        if let Routed::Builtin(caller, request) = self.route(caller, request).await {
+            // Forwarded calls are never built-ins; answer rather than run one here.
+            let err = EngineError::FunctionNotFound {
+                id: request.function_id.clone(),
+                namespace: request.namespace.clone(),
+                elsewhere: String::new(),
+            };
+            self.answer(caller, &request.function_id, Err(err.body()))
                 .await;
         }
     }
@@ -375,6 +514,12 @@ impl Router {
     /// A worker connection ended: calls it was executing end with `invocation_stopped`
     /// at once; calls it was waiting on are forgotten (their owners are not told).
     pub async fn worker_gone(&self, worker: WorkerId) {
+        if self.lock_parked().is_parked(worker) {
+            // Closed by a drain: the calls it waits on are owed to its next connection.
+            let stopped = self.lock_table().drop_closed_worker(worker);
+            self.stop_all(stopped).await;
+            return;
+        }
         let (stopped, abandoned) = self.lock_table().drop_worker(worker);
         if let Some(link) = self.link.get() {
             // Calls executed here need no message: the table already forgot them.
@@ -424,6 +569,24 @@ impl Router {
                 worker,
                 invocation_id,
             } => {
+                let owed = OwedAnswer {
+                    invocation_id,
+                    function_id: function_id.to_string(),
+                    outcome,
+                };
+                let redirect = self.lock_parked().redirect(worker, owed);
+                let OwedAnswer {
+                    invocation_id,
+                    outcome,
+                    ..
+                } = match redirect {
+                    Redirect::NotParked(owed) => owed,
+                    Redirect::Kept => return,
+                    Redirect::To(successor, owed) => {
+                        self.send_owed(successor, owed).await;
+                        return;
+                    }
+                };
                 let (result, error) = match outcome {
                     Ok(value) => (Some(value), None),
                     Err(error) => (None, Some(error)),
@@ -468,6 +631,58 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Marks a local worker as closing when it executes no call (true); from then on no
+    /// call is handed to it, and the answers to calls it waits on are kept for it.
+    pub fn try_close(&self, worker: WorkerId, token_hash: String) -> bool {
+        if !self.lock_table().try_close(worker) {
+            return false;
+        }
+        self.lock_parked().park(worker, token_hash);
+        true
+    }
+
+    /// A reconnected worker proved it is `previous`: the answers kept for it, and those
+    /// still to come, go to its new connection.
+    pub async fn reattached(&self, previous: WorkerId, token_hash: &str, successor: Successor) {
+        let owed = self.lock_parked().claim(previous, token_hash, successor);
+        let Some(owed) = owed else { return };
+        info!(node = self.node, worker_id = %previous, successor = %successor.worker,
+            successor_node = successor.node, owed = owed.len(), "answers owed to a closed worker follow it");
+        for answer in owed {
+            self.send_owed(successor, answer).await;
+        }
+    }
+
+    /// Calls that closed workers still wait on, plus answers kept for workers that have not
+    /// reattached yet: a draining node waits for both to reach zero.
+    pub fn owed_to_closed_workers(&self) -> usize {
+        let parked = self.lock_parked();
+        let table = self.lock_table();
+        parked.owed()
+            + parked
+                .workers()
+                .map(|w| table.load(w).waiting)
+                .sum::<usize>()
+    }
+
+    /// Delivers an owed answer to the worker's new connection, here or on another node.
+    async fn send_owed(&self, successor: Successor, answer: OwedAnswer) {
+        if successor.node == self.node {
+            let caller = Caller::Worker {
+                worker: successor.worker,
+                invocation_id: answer.invocation_id,
+            };
+            Box::pin(self.answer(caller, &answer.function_id, answer.outcome)).await;
+        } else if let Some(link) = self.link.get() {
+            link.answer_worker(successor.node, successor.worker, answer)
+                .await;
+        }
+    }
+
+    fn lock_parked(&self) -> std::sync::MutexGuard<'_, ParkedWorkers> {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_table(&self) -> std::sync::MutexGuard<'_, PendingTable> {

@@ -62,6 +62,8 @@ impl InFlight {
 pub struct PendingTable {
     calls: HashMap<InvocationId, PendingCall>,
     by_worker: HashMap<WorkerId, InFlight>,
+    /// Local workers a drain is closing: no new call may be handed to them.
+    closing: HashSet<WorkerId>,
 }
 
 impl PendingTable {
@@ -87,6 +89,36 @@ impl PendingTable {
             .insert(id);
         self.calls.insert(id, call);
         Ok(())
+    }
+
+    /// Marks a worker as closing if it executes no call; true when it was marked. Checked
+    /// under the same lock as admissions, so no call slips in between.
+    pub fn try_close(&mut self, worker: WorkerId) -> bool {
+        if self.load(worker).executing > 0 {
+            return false;
+        }
+        self.closing.insert(worker);
+        true
+    }
+
+    /// Whether a drain is closing this worker.
+    pub fn is_closing(&self, worker: WorkerId) -> bool {
+        self.closing.contains(&worker)
+    }
+
+    /// A closed worker's session ended: returns the calls it was still executing, and keeps
+    /// the calls it waits on, whose answers are owed to its next connection.
+    pub fn drop_closed_worker(&mut self, worker: WorkerId) -> Vec<PendingCall> {
+        self.closing.remove(&worker);
+        let executing: Vec<InvocationId> = self
+            .by_worker
+            .get(&worker)
+            .map(|f| f.executing.iter().copied().collect())
+            .unwrap_or_default();
+        executing
+            .into_iter()
+            .filter_map(|id| self.remove(id))
+            .collect()
     }
 
     /// Removes a call whatever answered it.
@@ -127,6 +159,7 @@ impl PendingTable {
         &mut self,
         worker: WorkerId,
     ) -> (Vec<PendingCall>, Vec<(NodeId, InvocationId)>) {
+        self.closing.remove(&worker);
         let Some(in_flight) = self.by_worker.remove(&worker) else {
             return (Vec::new(), Vec::new());
         };

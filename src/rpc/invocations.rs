@@ -19,11 +19,11 @@ use tracing::{debug, info, warn};
 
 use super::client::PeerClients;
 use super::pb::invocation_frame::Kind;
-use super::pb::{CallResult, Cancel, InvocationFrame, Invoke};
+use super::pb::{CallResult, Cancel, InvocationFrame, Invoke, WorkerAnswer};
 use crate::ids::{InvocationId, NodeId, WorkerId};
 use crate::node::Node;
 use crate::protocol::ErrorBody;
-use crate::router::{CallRequest, RemoteCall, RemoteLink};
+use crate::router::{CallRequest, Caller, OwedAnswer, RemoteCall, RemoteLink};
 
 /// The stream of frames this node sends back to the peer that opened the stream.
 pub type InvocationStream = Pin<Box<dyn Stream<Item = Result<InvocationFrame, Status>> + Send>>;
@@ -129,6 +129,15 @@ impl RemoteLink for InvocationLinks {
             };
             let _ = tx.send(frame).await;
         }
+    }
+
+    async fn answer_worker(&self, node: NodeId, worker: WorkerId, answer: OwedAnswer) {
+        let Some(tx) = self.outgoing_to(node) else {
+            debug!(node = self.me, peer = node, worker_id = %worker,
+                "answer owed to a reconnected worker dropped: no link to its node");
+            return;
+        };
+        let _ = tx.send(worker_answer_frame(worker, answer)).await;
     }
 }
 
@@ -251,13 +260,44 @@ pub async fn serve(
 async fn on_call_frame(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
     match frame.kind {
         Some(Kind::Invoke(invoke)) => match decode_invoke(invoke) {
-            Some(call) => node.router.deliver(peer, call).await,
+            Some(call) => {
+                if let Some((caller, request)) = node.router.deliver(peer, call).await {
+                    // Waits for the worker to move: never on the stream's reader.
+                    let node = node.clone();
+                    tokio::spawn(async move { node.router.reroute(caller, request).await });
+                }
+            }
             None => warn!(node = node.id, peer, "malformed invoke frame dropped"),
         },
         Some(Kind::Cancel(cancel)) => {
             if let Some(id) = parse_invocation(&cancel.invocation_id) {
                 node.router.cancel_remote(peer, id);
             }
+        }
+        Some(Kind::WorkerAnswer(answer)) => {
+            let Some(worker) = uuid::Uuid::parse_str(&answer.worker_id).ok().map(WorkerId) else {
+                warn!(
+                    node = node.id,
+                    peer, "malformed worker answer frame dropped"
+                );
+                return;
+            };
+            let outcome = if answer.ok {
+                Ok(decode_json(&answer.value_json).unwrap_or(Value::Null))
+            } else {
+                Err(ErrorBody {
+                    code: answer.error_code,
+                    message: answer.error_message,
+                    stacktrace: None,
+                })
+            };
+            let caller = Caller::Worker {
+                worker,
+                invocation_id: answer.invocation_id,
+            };
+            node.router
+                .answer(caller, &answer.function_id, outcome)
+                .await;
         }
         Some(Kind::Result(_)) | None => {
             debug!(
@@ -325,6 +365,29 @@ fn result_frame(invocation_id: InvocationId, outcome: Result<Value, ErrorBody>) 
     };
     InvocationFrame {
         kind: Some(Kind::Result(result)),
+    }
+}
+
+fn worker_answer_frame(worker: WorkerId, answer: OwedAnswer) -> InvocationFrame {
+    let (ok, value_json, error_code, error_message) = match answer.outcome {
+        Ok(value) => (
+            true,
+            serde_json::to_vec(&value).unwrap_or_default(),
+            String::new(),
+            String::new(),
+        ),
+        Err(error) => (false, Vec::new(), error.code, error.message),
+    };
+    InvocationFrame {
+        kind: Some(Kind::WorkerAnswer(WorkerAnswer {
+            worker_id: worker.to_string(),
+            invocation_id: answer.invocation_id,
+            function_id: answer.function_id,
+            ok,
+            value_json,
+            error_code,
+            error_message,
+        })),
     }
 }
 

@@ -122,6 +122,16 @@ impl Cluster for ClusterService {
         Ok(Response::new(reply))
     }
 
+    async fn take_leadership(
+        &self,
+        _request: Request<pb::TakeLeadershipRequest>,
+    ) -> Result<Response<pb::TakeLeadershipReply>, Status> {
+        membership::take_leadership(&self.node)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::TakeLeadershipReply {}))
+    }
+
     async fn write(
         &self,
         request: Request<pb::WriteRequest>,

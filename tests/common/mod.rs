@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod netns;
 pub mod raw;
 pub mod relay;
@@ -195,6 +196,13 @@ impl Drop for Node {
     }
 }
 
+/// A loopback address with a port that was free a moment ago, for a node that must come
+/// back on the same worker port after a restart (a load balancer points at it).
+pub fn free_address() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
+    probe.local_addr().expect("probe address").to_string()
+}
+
 /// A unique worker name, so two clients in one test process never share a lease.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -353,16 +361,21 @@ impl Cluster {
     /// Starts node 1 as a new cluster, then the others with `--join` node 1, and waits until
     /// every member's status shows all `n` nodes as voters under one leader.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, |_| NodeOptions::default())
+    }
+
+    /// [`Cluster::start`] with options for each node (by index), e.g. fixed worker ports.
+    pub fn start_with(n: usize, options: impl Fn(usize) -> NodeOptions) -> Cluster {
         let root = tempfile::tempdir().expect("temp dir");
         let mut cluster = Cluster {
             nodes: Vec::new(),
             root,
         };
-        let first = cluster.spawn(0, &[]);
+        let first = cluster.spawn_with(0, &[], options(0));
         let seed = first.cluster.clone();
         cluster.nodes.push(Some(first));
         for i in 1..n {
-            let node = cluster.spawn(i, &["--join", &seed]);
+            let node = cluster.spawn_with(i, &["--join", &seed], options(i));
             cluster.nodes.push(Some(node));
         }
         let expected: Vec<u64> = (1..=n as u64).collect();
@@ -448,6 +461,11 @@ impl Cluster {
         if let Some(mut node) = self.nodes[i].take() {
             node.kill();
         }
+    }
+
+    /// SIGTERMs node `i` (a graceful drain) and returns its exit code once it exited.
+    pub fn terminate(&mut self, i: usize) -> Option<i32> {
+        self.nodes[i].take().and_then(|mut node| node.terminate())
     }
 
     /// Starts node `i` again on its data directory with extra `args` (after `kill`).

@@ -1,0 +1,157 @@
+//! Answers owed to workers that a draining node closed while they waited on calls.
+//!
+//! An SDK keeps its pending calls across a reconnect, so a drain does not fail them: the
+//! node keeps the calls, and their answers wait here until the worker reconnects somewhere
+//! and proves with `reattach` that it is the same worker. Then every owed answer goes to
+//! the new connection, wherever it lives.
+
+use serde_json::Value;
+use std::collections::HashMap;
+
+use crate::ids::{NodeId, WorkerId};
+use crate::protocol::ErrorBody;
+
+/// One answer the worker has not received yet.
+#[derive(Debug)]
+pub struct OwedAnswer {
+    /// The worker's own invocation id for the call.
+    pub invocation_id: String,
+    pub function_id: String,
+    pub outcome: Result<Value, ErrorBody>,
+}
+
+/// Where a closed worker's answers go now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Successor {
+    pub node: NodeId,
+    pub worker: WorkerId,
+}
+
+#[derive(Debug)]
+struct Parked {
+    token_hash: String,
+    successor: Option<Successor>,
+    owed: Vec<OwedAnswer>,
+}
+
+/// Closed workers and what they are owed, by their old worker id.
+#[derive(Debug, Default)]
+pub struct ParkedWorkers {
+    workers: HashMap<WorkerId, Parked>,
+}
+
+/// What to do with an answer for a worker.
+#[derive(Debug)]
+pub enum Redirect {
+    /// Not a closed worker: deliver on its own connection as usual.
+    NotParked(OwedAnswer),
+    /// Kept until the worker reattaches.
+    Kept,
+    /// Send it to the worker's new connection.
+    To(Successor, OwedAnswer),
+}
+
+impl ParkedWorkers {
+    /// Starts keeping the answers of `worker`; `token_hash` is what its reattach must match.
+    pub fn park(&mut self, worker: WorkerId, token_hash: String) {
+        self.workers.insert(
+            worker,
+            Parked {
+                token_hash,
+                successor: None,
+                owed: Vec::new(),
+            },
+        );
+    }
+
+    /// Whether answers for `worker` are kept or redirected here.
+    pub fn is_parked(&self, worker: WorkerId) -> bool {
+        self.workers.contains_key(&worker)
+    }
+
+    /// Decides where an answer for `worker` goes.
+    pub fn redirect(&mut self, worker: WorkerId, answer: OwedAnswer) -> Redirect {
+        match self.workers.get_mut(&worker) {
+            None => Redirect::NotParked(answer),
+            Some(Parked {
+                successor: Some(successor),
+                ..
+            }) => Redirect::To(*successor, answer),
+            Some(parked) => {
+                parked.owed.push(answer);
+                Redirect::Kept
+            }
+        }
+    }
+
+    /// A reconnected worker claims `previous`: when the token matches, returns its new
+    /// address and the answers kept so far (later ones are redirected as they come).
+    pub fn claim(
+        &mut self,
+        previous: WorkerId,
+        token_hash: &str,
+        successor: Successor,
+    ) -> Option<Vec<OwedAnswer>> {
+        let parked = self.workers.get_mut(&previous)?;
+        if parked.token_hash != token_hash || parked.successor.is_some() {
+            return None;
+        }
+        parked.successor = Some(successor);
+        Some(std::mem::take(&mut parked.owed))
+    }
+
+    /// Answers still kept for workers that have not reattached.
+    pub fn owed(&self) -> usize {
+        self.workers.values().map(|p| p.owed.len()).sum()
+    }
+
+    /// The workers kept here.
+    pub fn workers(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.workers.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(id: &str) -> OwedAnswer {
+        OwedAnswer {
+            invocation_id: id.into(),
+            function_id: "f".into(),
+            outcome: Ok(Value::Null),
+        }
+    }
+
+    #[test]
+    fn answers_are_kept_until_the_right_token_claims_them() {
+        let (old, new) = (WorkerId::new(), WorkerId::new());
+        let mut parked = ParkedWorkers::default();
+        assert!(matches!(
+            parked.redirect(old, answer("1")),
+            Redirect::NotParked(_)
+        ));
+        parked.park(old, "hash".into());
+        assert!(matches!(parked.redirect(old, answer("1")), Redirect::Kept));
+        assert_eq!(parked.owed(), 1);
+        let successor = Successor {
+            node: 2,
+            worker: new,
+        };
+        assert!(parked.claim(old, "wrong", successor).is_none());
+        let kept = parked.claim(old, "hash", successor).expect("claimed");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(parked.owed(), 0);
+        assert!(
+            parked.claim(old, "hash", successor).is_none(),
+            "claimed only once"
+        );
+        match parked.redirect(old, answer("2")) {
+            Redirect::To(to, owed) => {
+                assert_eq!(to, successor);
+                assert_eq!(owed.invocation_id, "2");
+            }
+            other => panic!("expected a redirect, got {other:?}"),
+        }
+    }
+}

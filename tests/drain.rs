@@ -1,0 +1,186 @@
+//! SIGTERM drains a node: its workers move to other nodes through a load balancer, calls for
+//! them wait until they are back instead of failing, answers owed to a worker it closed follow
+//! the worker to its new connection, leadership moves first, and the process exits 0.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::balancer::{Balancer, Policy};
+use common::{call, free_address, unique_name, wait_function, worker, Cluster, NodeOptions};
+use iii_sdk::{Error, RegisterFunction};
+use serde_json::{json, Value};
+
+/// Test timings: drains and holds short enough for a test, long enough for the Rust SDK's
+/// fixed two-second reconnect delay.
+const DRAIN_ARGS: [&str; 4] = ["--drain-grace-ms", "10000", "--call-hold-ms", "6000"];
+
+/// Three nodes with fixed worker ports (a balancer points at them) and the drain timings.
+fn cluster_on_fixed_ports(n: usize) -> (Cluster, Vec<SocketAddr>) {
+    let listens: Vec<String> = (0..n).map(|_| free_address()).collect();
+    let options = |i: usize| NodeOptions {
+        listen: Some(listens[i].clone()),
+        args: DRAIN_ARGS.iter().map(|a| a.to_string()).collect(),
+        ..NodeOptions::default()
+    };
+    let cluster = Cluster::start_with(n, options);
+    let addrs = listens
+        .iter()
+        .map(|a| a.parse().expect("socket address"))
+        .collect();
+    (cluster, addrs)
+}
+
+/// The worker id serving `function_id`, from `engine::workers::list` as `observer` sees it.
+async fn owner_of(observer: &iii_sdk::IIIClient, function_id: &str) -> Option<String> {
+    let workers = call(observer, "engine::workers::list", json!({}))
+        .await
+        .ok()?;
+    workers["workers"].as_array()?.iter().find(|w| {
+        w["functions"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|id| id == function_id))
+    })?["id"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_to_a_draining_nodes_worker_wait_for_it_to_move_and_none_fails() {
+    let (mut cluster, addrs) = cluster_on_fixed_ports(3);
+    // The callee lands on node 1 (the first backend); the balancer sends its reconnect on.
+    let balancer = Balancer::start(addrs.clone(), Policy::FirstAvailable).await;
+    let callee = worker(&balancer.url(), &unique_name("mover"), None).await;
+    callee.register_function(
+        "drain::echo",
+        RegisterFunction::new_async(|input: Value| async move { Ok::<Value, Error>(input) }),
+    );
+    let caller = worker(&cluster.node(2).url, &unique_name("caller"), None).await;
+    wait_function(&caller, "drain::echo", true).await;
+    let first_owner = owner_of(&caller, "drain::echo").await.expect("served");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let calling = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match call(&caller, "drain::echo", json!({ "n": n })).await {
+                    Ok(v) if v["n"] == n => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("call {n} failed: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            caller
+        })
+    };
+    common::eventually("calls flow", Duration::from_secs(10), || async {
+        (ok.load(Ordering::Relaxed) > 20).then_some(())
+    })
+    .await;
+
+    let code = tokio::task::spawn_blocking(move || {
+        let code = cluster.terminate(0);
+        (cluster, code)
+    })
+    .await
+    .expect("terminate");
+    let (cluster, code) = code;
+    assert_eq!(code, Some(0), "a drained node exits 0");
+
+    let before = ok.load(Ordering::Relaxed);
+    common::eventually(
+        "calls flow after the move",
+        Duration::from_secs(20),
+        || async { (ok.load(Ordering::Relaxed) > before + 20).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let caller = calling.await.expect("caller task");
+    let owner = owner_of(&caller, "drain::echo").await;
+    println!(
+        "drain: {} calls answered, {} failed; drain::echo served by {owner:?} (was {first_owner})",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
+    assert!(
+        owner.is_some_and(|o| o != first_owner),
+        "the worker reconnected to a surviving node and serves the function from there"
+    );
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_in_flight_from_a_drained_worker_is_answered_on_its_new_connection() {
+    let (mut cluster, addrs) = cluster_on_fixed_ports(3);
+    // A slow callee on node 3, a caller that lands on node 1 through the balancer.
+    let callee = worker(&cluster.node(2).url, &unique_name("slow"), None).await;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let signal = started.clone();
+    callee.register_function(
+        "drain::slow",
+        RegisterFunction::new_async(move |input: Value| {
+            let signal = signal.clone();
+            async move {
+                signal.notify_one();
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                Ok::<Value, Error>(json!({ "echo": input["n"] }))
+            }
+        }),
+    );
+    let balancer = Balancer::start(addrs.clone(), Policy::FirstAvailable).await;
+    let caller = worker(&balancer.url(), &unique_name("waiter"), None).await;
+    wait_function(&caller, "drain::slow", true).await;
+
+    let pending = tokio::spawn(async move {
+        let result = call(&caller, "drain::slow", json!({ "n": 7 })).await;
+        (caller, result)
+    });
+    started.notified().await;
+    // The caller's node drains while the call is in flight: the caller's socket closes.
+    let (cluster, code) = tokio::task::spawn_blocking(move || {
+        let code = cluster.terminate(0);
+        (cluster, code)
+    })
+    .await
+    .expect("terminate");
+    assert_eq!(code, Some(0), "a drained node exits 0");
+    let (_caller, result) = pending.await.expect("caller task");
+    let result = result.expect("the answer follows the caller to its new connection");
+    assert_eq!(result["echo"], 7);
+    let log =
+        std::fs::read_to_string(cluster.data_dir(0).with_extension("log")).unwrap_or_default();
+    assert!(
+        log.contains("answers owed to a closed worker follow it"),
+        "the drained node redirected the answer; log:\n{log}"
+    );
+}
+
+#[test]
+fn a_draining_leader_hands_leadership_over_before_it_exits() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader();
+    let index = Cluster::index_of(leader);
+    let log_path = cluster.data_dir(index).with_extension("log");
+    assert_eq!(
+        cluster.terminate(index),
+        Some(0),
+        "a drained leader exits 0"
+    );
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    assert!(
+        log.contains("leadership handed over"),
+        "the leader handed over before exiting; log:\n{log}"
+    );
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, leader);
+}
