@@ -4,35 +4,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::balancer::{Balancer, Policy};
-use common::{call, free_address, unique_name, wait_function, worker, Cluster, NodeOptions};
+use common::{call, unique_name, wait_function, worker, Cluster};
 use iii_sdk::{Error, RegisterFunction};
 use serde_json::{json, Value};
 
 /// Test timings: drains and holds short enough for a test, long enough for the Rust SDK's
 /// fixed two-second reconnect delay.
 const DRAIN_ARGS: [&str; 4] = ["--drain-grace-ms", "10000", "--call-hold-ms", "6000"];
-
-/// Three nodes with fixed worker ports (a balancer points at them) and the drain timings.
-fn cluster_on_fixed_ports(n: usize) -> (Cluster, Vec<SocketAddr>) {
-    let listens: Vec<String> = (0..n).map(|_| free_address()).collect();
-    let options = |i: usize| NodeOptions {
-        listen: Some(listens[i].clone()),
-        args: DRAIN_ARGS.iter().map(|a| a.to_string()).collect(),
-        ..NodeOptions::default()
-    };
-    let cluster = Cluster::start_with(n, options);
-    let addrs = listens
-        .iter()
-        .map(|a| a.parse().expect("socket address"))
-        .collect();
-    (cluster, addrs)
-}
 
 /// The worker id serving `function_id`, from `engine::workers::list` as `observer` sees it.
 async fn owner_of(observer: &iii_sdk::IIIClient, function_id: &str) -> Option<String> {
@@ -50,7 +33,7 @@ async fn owner_of(observer: &iii_sdk::IIIClient, function_id: &str) -> Option<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn calls_to_a_draining_nodes_worker_wait_for_it_to_move_and_none_fails() {
-    let (mut cluster, addrs) = cluster_on_fixed_ports(3);
+    let (mut cluster, addrs) = Cluster::start_on_fixed_ports(3, &DRAIN_ARGS);
     // The callee lands on node 1 (the first backend); the balancer sends its reconnect on.
     let balancer = Balancer::start(addrs.clone(), Policy::FirstAvailable).await;
     let callee = worker(&balancer.url(), &unique_name("mover"), None).await;
@@ -121,7 +104,7 @@ async fn calls_to_a_draining_nodes_worker_wait_for_it_to_move_and_none_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_call_in_flight_from_a_drained_worker_is_answered_on_its_new_connection() {
-    let (mut cluster, addrs) = cluster_on_fixed_ports(3);
+    let (mut cluster, addrs) = Cluster::start_on_fixed_ports(3, &DRAIN_ARGS);
     // A slow callee on node 3, a caller that lands on node 1 through the balancer.
     let callee = worker(&cluster.node(2).url, &unique_name("slow"), None).await;
     let started = Arc::new(tokio::sync::Notify::new());

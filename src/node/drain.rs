@@ -23,6 +23,9 @@ use crate::registry::Command;
 /// How often the drain looks for workers it may close.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long the last frames to other nodes get to leave before the streams close.
+const SETTLE: Duration = Duration::from_millis(200);
+
 /// How long recording the drain may take before the node drains without it.
 const RECORD_BUDGET: Duration = Duration::from_secs(5);
 
@@ -63,8 +66,10 @@ pub async fn run(node: &Arc<Node>) {
             }
         }
         let open = node.connections.len();
-        let owed = node.router.owed_to_closed_workers();
+        let owed = node.router.owed_to_closed_workers() + node.links.queued_frames();
         if open == 0 && owed == 0 {
+            // Frames taken from the queues may still sit in the streams' buffers.
+            tokio::time::sleep(SETTLE).await;
             info!(
                 node = node.id,
                 closed = closed.len(),

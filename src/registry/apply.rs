@@ -475,7 +475,7 @@ impl Registry {
                 .functions
                 .iter()
                 .filter(|(_, f)| f.owner == worker)
-                .map(|(k, _)| k.clone());
+                .map(|(k, _)| (k.clone(), worker));
             self.moving.extend(moving);
         }
         self.functions.retain(|_, f| f.owner != worker);

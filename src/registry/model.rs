@@ -23,10 +23,11 @@ pub struct Registry {
     /// Nodes draining for a shutdown: calls to their workers wait for the workers to move.
     #[serde(default)]
     pub(super) draining_nodes: BTreeSet<NodeId>,
-    /// Functions whose worker left a draining node and has not registered them again:
-    /// a call for one waits a little for its worker to come back elsewhere.
-    #[serde(default)]
-    pub(super) moving: BTreeSet<FunctionKey>,
+    /// Functions whose worker left a draining node and has not registered them again, with
+    /// that worker (each move has its own): a call for one waits a little for its worker to
+    /// come back elsewhere.
+    #[serde(default, with = "super::serde_pairs")]
+    pub(super) moving: BTreeMap<FunctionKey, WorkerId>,
 }
 
 /// A live worker connection, on the node that holds its socket.
@@ -130,7 +131,7 @@ impl Default for Registry {
             names: BTreeMap::new(),
             services: BTreeMap::new(),
             draining_nodes: BTreeSet::new(),
-            moving: BTreeSet::new(),
+            moving: BTreeMap::new(),
         }
     }
 }

@@ -21,9 +21,10 @@ impl Registry {
         self.draining_nodes.contains(&node)
     }
 
-    /// Whether (namespace, id) left a draining node and has not been registered again.
-    pub fn is_moving(&self, namespace: &str, id: &str) -> bool {
-        self.moving.contains(&FunctionKey::new(namespace, id))
+    /// The worker that took (namespace, id) off a draining node, while it has not been
+    /// registered again.
+    pub fn moving_from(&self, namespace: &str, id: &str) -> Option<WorkerId> {
+        self.moving.get(&FunctionKey::new(namespace, id)).copied()
     }
 
     /// Routes a call: strict namespace match, no fallback.

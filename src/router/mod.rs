@@ -141,7 +141,9 @@ pub struct Router {
     /// Woken after each batch of registry changes, for calls on hold.
     changed: Notify,
     /// When this node first held a call for each moving function (holds are bounded).
-    moving_since: Mutex<HashMap<FunctionKey, Instant>>,
+    moving_since: Mutex<HashMap<(FunctionKey, WorkerId), Instant>>,
+    /// Calls waiting on a hold right now (a draining node lets them finish).
+    holding: std::sync::atomic::AtomicUsize,
 }
 
 impl Router {
@@ -164,6 +166,7 @@ impl Router {
             hold,
             changed: Notify::new(),
             moving_since: Mutex::new(HashMap::new()),
+            holding: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -293,6 +296,19 @@ impl Router {
     /// draining node, or it left one and has not been registered again), for at most the
     /// hold; then resolves it as it stands.
     async fn resolve_holding(&self, request: &CallRequest) -> Resolution {
+        let (resolution, hold) = self.resolve_now(request);
+        if !hold {
+            return resolution;
+        }
+        self.holding
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let resolution = self.hold_until_moved(request).await;
+        self.holding
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        resolution
+    }
+
+    async fn hold_until_moved(&self, request: &CallRequest) -> Resolution {
         let deadline = Instant::now() + self.hold;
         loop {
             let changed = self.changed.notified();
@@ -326,20 +342,23 @@ impl Router {
         let hold = match &resolution {
             Resolution::Worker { node, .. } => registry.is_draining(*node),
             Resolution::NotFound { .. } => {
-                registry.is_moving(&request.namespace, &request.function_id)
+                match registry.moving_from(&request.namespace, &request.function_id) {
+                    // A function that left long ago and never came back is not worth a wait.
+                    Some(from) => !self.moving_expired(request, from),
+                    None => false,
+                }
             }
             Resolution::Builtin => false,
         };
-        drop(registry);
-        // A function that left long ago and never came back is not worth a wait.
-        let hold = hold
-            && !(matches!(resolution, Resolution::NotFound { .. }) && self.moving_expired(request));
         (resolution, hold)
     }
 
     /// Whether this node has been holding calls for a moving function longer than the hold.
-    fn moving_expired(&self, request: &CallRequest) -> bool {
-        let key = FunctionKey::new(request.namespace.as_str(), request.function_id.as_str());
+    fn moving_expired(&self, request: &CallRequest, from: WorkerId) -> bool {
+        let key = (
+            FunctionKey::new(request.namespace.as_str(), request.function_id.as_str()),
+            from,
+        );
         let mut since = self.moving_since.lock().unwrap_or_else(|p| p.into_inner());
         let first = *since.entry(key).or_insert_with(Instant::now);
         if since.len() > 10_000 {
@@ -655,8 +674,8 @@ impl Router {
         }
     }
 
-    /// Calls that closed workers still wait on, plus answers kept for workers that have not
-    /// reattached yet: a draining node waits for both to reach zero.
+    /// Calls that closed workers still wait on, answers kept for workers that have not
+    /// reattached yet, and calls on hold: a draining node waits for all to reach zero.
     pub fn owed_to_closed_workers(&self) -> usize {
         let parked = self.lock_parked();
         let table = self.lock_table();
@@ -665,6 +684,7 @@ impl Router {
                 .workers()
                 .map(|w| table.load(w).waiting)
                 .sum::<usize>()
+            + self.holding.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Delivers an owed answer to the worker's new connection, here or on another node.

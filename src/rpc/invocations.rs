@@ -55,6 +55,20 @@ impl InvocationLinks {
         }
     }
 
+    /// Frames waiting in this node's send queues to other nodes: a draining node lets them
+    /// go out before it closes the streams.
+    pub fn queued_frames(&self) -> usize {
+        let outgoing: usize = lock(&self.outgoing)
+            .values()
+            .map(|tx| tx.max_capacity() - tx.capacity())
+            .sum();
+        let incoming: usize = lock(&self.incoming)
+            .values()
+            .map(|tx| tx.max_capacity() - tx.capacity())
+            .sum();
+        outgoing + incoming
+    }
+
     /// Connects the links to their node once it exists (the node owns the links).
     pub fn attach(&self, node: &Arc<Node>) {
         let _ = self.node.set(Arc::downgrade(node));

@@ -52,6 +52,17 @@ pub struct NodeOptions {
     pub wrapper: Vec<String>,
 }
 
+impl NodeOptions {
+    /// A fixed worker address (kept across restarts) and extra `args`.
+    pub fn on_port(listen: &str, args: &[&str]) -> NodeOptions {
+        NodeOptions {
+            listen: Some(listen.to_string()),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..NodeOptions::default()
+        }
+    }
+}
+
 /// The command that runs the quorum binary, behind `wrapper` when one is given.
 fn quorum_command(wrapper: &[String]) -> Command {
     match wrapper.split_first() {
@@ -390,6 +401,18 @@ impl Cluster {
             })
         });
         cluster
+    }
+
+    /// [`Cluster::start`] with each node on a fixed worker port that it keeps across
+    /// restarts (a load balancer points at them) and extra `args`; returns the ports too.
+    pub fn start_on_fixed_ports(n: usize, args: &[&str]) -> (Cluster, Vec<std::net::SocketAddr>) {
+        let listens: Vec<String> = (0..n).map(|_| free_address()).collect();
+        let cluster = Cluster::start_with(n, |i| NodeOptions::on_port(&listens[i], args));
+        let addrs = listens
+            .iter()
+            .map(|a| a.parse().expect("socket address"))
+            .collect();
+        (cluster, addrs)
     }
 
     /// A cluster with no node yet; add nodes with [`Cluster::spawn_node`].
