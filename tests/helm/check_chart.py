@@ -36,6 +36,28 @@ CASES = {
     "defaults": ({}, 3, True),
     "replicas=5": ({"replicas": 5}, 5, True),
     "persistence off": ({"persistence": {"enabled": False}}, 3, False),
+    # Every optional block filled in, so a wrong indentation shows up in validation.
+    "all options": (
+        {
+            "imagePullSecrets": [{"name": "regcred"}],
+            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            "persistence": {"storageClass": "fast", "size": "5Gi"},
+            "extraArgs": ["--max-pending-calls=5000"],
+            "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
+            "podAnnotations": {"example.com/note": "x"},
+            "podLabels": {"team": "iii"},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "iii", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
+            "service": {"type": "LoadBalancer", "annotations": {"example.com/lb": "internal"}},
+            "probes": {"startup": {"enabled": False}},
+            "podDisruptionBudget": {"minAvailable": 2},
+        },
+        3,
+        True,
+    ),
     SINGLE: (
         {"replicas": 1, "podAntiAffinity": "hard", "serviceMonitor": {"enabled": True}},
         1,
