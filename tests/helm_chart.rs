@@ -1,0 +1,134 @@
+//! The deployment files, checked without a Kubernetes cluster, Docker or the helm binary.
+//!
+//! `tests/helm/check_chart.py` lints and renders `deploy/helm/quorum` with
+//! helm-python-sdk (Helm's Go SDK behind a C library), validates every rendered object
+//! against the Kubernetes API schemas with kubernetes-validate, and asserts what a quorum
+//! cluster relies on (the shared ordinal `--join` list, the headless Service publishing
+//! not-ready pods, a quorum-keeping disruption budget, probes, a non-root read-only pod).
+//! `tests/helm/check_compose.py` holds the compose file and the HAProxy config to the
+//! same bootstrap rule.
+//!
+//! Both run in a venv at `target/sdk-envs/helm`, set up once like the Python SDK's. Without
+//! `python3` (and its `venv` module) or without the package registry the tests print
+//! `SKIPPED: <reason>` and pass, unless `CI=true`, where they fail with the reason.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::sdk_env::{
+    env_dir, install_locked, read_marker, run_bounded, tool_version, unavailable, write_marker,
+    EnvCell,
+};
+
+/// Pinned so a new release of either cannot change what the test checks unnoticed.
+const REQUIREMENTS: [&str; 2] = ["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0"];
+const ENV_NAME: &str = "helm";
+const VENV_TIMEOUT: Duration = Duration::from_secs(120);
+const PIP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Rendering and validating a handful of value sets takes seconds; this bounds a hang.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn venv_python() -> PathBuf {
+    env_dir(ENV_NAME).join("bin").join("python")
+}
+
+fn marker() -> String {
+    REQUIREMENTS.join(" ")
+}
+
+fn env_is_ready() -> bool {
+    venv_python().exists() && read_marker(ENV_NAME).is_some_and(|m| m.trim() == marker())
+}
+
+/// The venv's python, installing the packages first if needed.
+fn prepare_env() -> Result<PathBuf, String> {
+    let version = tool_version("python3")?;
+    if env_is_ready() {
+        return Ok(venv_python());
+    }
+    install_locked(ENV_NAME, env_is_ready, |dir, log| {
+        println!("setting up {dir:?} with {} ({})", version.trim(), marker());
+        run_bounded(
+            Command::new("python3").arg("-m").arg("venv").arg(dir),
+            VENV_TIMEOUT,
+            Some(log),
+        )
+        .map_err(|e| format!("`python3 -m venv` failed (is python3-venv installed?): {e}"))?;
+        run_bounded(
+            Command::new(venv_python())
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                ])
+                .args(REQUIREMENTS),
+            PIP_TIMEOUT,
+            Some(log),
+        )
+        .map_err(|e| format!("`pip install {}` failed: {e}", marker()))?;
+        // The SDK loads its native library on import: prove it does on this platform.
+        run_bounded(
+            Command::new(venv_python()).args([
+                "-c",
+                "import helm_python, kubernetes_validate, yaml; print(helm_python.helm_sdk_version())",
+            ]),
+            Duration::from_secs(60),
+            None,
+        )
+        .map_err(|e| format!("the installed packages do not import: {e}"))?;
+        write_marker(ENV_NAME, &marker())
+    })?;
+    Ok(venv_python())
+}
+
+/// Prepared once for both tests of this binary.
+static ENV: EnvCell = EnvCell::new();
+
+fn python_or_skip() -> Option<PathBuf> {
+    match ENV.get_or_init(prepare_env).clone() {
+        Ok(python) => Some(python),
+        Err(reason) => {
+            unavailable("helm-python-sdk", &reason);
+            None
+        }
+    }
+}
+
+/// Runs `tests/helm/<script>` on `target` (relative to the repository) and prints its
+/// report; a failed check fails the test with the script's output.
+fn run_check(python: &Path, script: &str, target: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let result = run_bounded(
+        Command::new(python)
+            .arg(root.join("tests/helm").join(script))
+            .arg(root.join(target))
+            .env("PYTHONUNBUFFERED", "1"),
+        CHECK_TIMEOUT,
+        None,
+    );
+    match result {
+        Ok(report) => println!("{report}"),
+        Err(failure) => panic!("{script} failed:\n{failure}"),
+    }
+}
+
+#[test]
+fn helm_chart_lints_renders_and_validates() {
+    let Some(python) = python_or_skip() else {
+        return;
+    };
+    run_check(&python, "check_chart.py", "deploy/helm/quorum");
+}
+
+#[test]
+fn compose_cluster_follows_the_bootstrap_rule() {
+    let Some(python) = python_or_skip() else {
+        return;
+    };
+    run_check(&python, "check_compose.py", "deploy/compose");
+}
