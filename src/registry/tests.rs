@@ -91,6 +91,53 @@ fn a_second_live_owner_is_refused_and_the_first_keeps_the_function() {
 }
 
 #[test]
+fn functions_leaving_a_draining_node_are_moving_until_registered_again() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    register(&mut reg, a, vec![function("f")]);
+    assert!(!reg.is_draining(1));
+    reg.apply(&Command::NodeDraining { node: 1 });
+    assert!(reg.is_draining(1));
+    reg.apply(&Command::WorkerDisconnected { worker: a });
+    assert_eq!(reg.moving_from("default", "f"), Some(a));
+    let b = connect(&mut reg, 2);
+    register(&mut reg, b, vec![function("f")]);
+    assert_eq!(reg.moving_from("default", "f"), None);
+    reg.apply(&Command::NodeRestarted { node: 1 });
+    assert!(!reg.is_draining(1), "a restarted node drains no more");
+}
+
+#[test]
+fn a_worker_leaving_a_node_that_is_not_draining_is_not_moving() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    register(&mut reg, a, vec![function("f")]);
+    reg.apply(&Command::WorkerDisconnected { worker: a });
+    assert_eq!(reg.moving_from("default", "f"), None);
+}
+
+#[test]
+fn a_reattach_claim_is_an_event_for_the_node_that_closed_the_worker() {
+    let mut reg = Registry::default();
+    let (old, new) = (wid(1), wid(2));
+    let out = reg.apply(&Command::ReattachClaim {
+        previous: old,
+        token_hash: "h".into(),
+        successor: new,
+        node: 3,
+    });
+    assert_eq!(
+        out.events,
+        vec![Event::Reattached {
+            previous: old,
+            token_hash: "h".into(),
+            successor: new,
+            node: 3
+        }]
+    );
+}
+
+#[test]
 fn a_dead_owner_is_taken_over_silently() {
     let mut reg = Registry::default();
     let a = connect(&mut reg, 1);

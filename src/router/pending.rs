@@ -268,6 +268,21 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_closes_only_when_idle_and_keeps_the_calls_it_waits_on() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        let id = InvocationId::new();
+        table.insert(id, call(a, b), 10).unwrap();
+        assert!(!table.try_close(b), "b executes a call");
+        assert!(table.try_close(a), "a only waits");
+        assert!(table.is_closing(a));
+        assert!(table.drop_closed_worker(a).is_empty());
+        assert_eq!(table.load(a).waiting, 1, "the answer is still owed to a");
+        assert!(!table.is_closing(a));
+        assert!(table.remove_if_owned_by(id, b).is_some());
+    }
+
+    #[test]
     fn caller_loss_drops_its_calls_without_answers() {
         let (a, b) = (WorkerId::new(), WorkerId::new());
         let mut table = PendingTable::default();
