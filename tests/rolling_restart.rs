@@ -124,9 +124,8 @@ async fn a_rolling_restart_behind_haproxy_fails_no_call() {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let mut callers = Vec::new();
-    for i in 0..WORKERS {
-        let (client, stop, ok, failed) =
-            (workers[i].clone(), stop.clone(), ok.clone(), failed.clone());
+    for (i, client) in workers.iter().enumerate() {
+        let (client, stop, ok, failed) = (client.clone(), stop.clone(), ok.clone(), failed.clone());
         callers.push(tokio::spawn(async move {
             let target = format!("rr::w{}", (i + 1) % WORKERS);
             let mut n = 0u64;
@@ -154,8 +153,7 @@ async fn a_rolling_restart_behind_haproxy_fails_no_call() {
     calls_flow(50).await;
 
     let mut cluster = cluster;
-    for i in 0..3 {
-        let port = ports[i];
+    for (i, port) in ports.iter().copied().enumerate() {
         let (back, code) = tokio::task::spawn_blocking(move || {
             let code = cluster.terminate(i);
             cluster.restart(i, &[], NodeOptions::on_port(&port.to_string(), &ARGS));

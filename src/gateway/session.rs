@@ -544,35 +544,40 @@ impl Session {
                 _ => false,
             }
         };
-        if !proven {
-            if self.node.registry().worker(previous).is_some() {
-                warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, "reattach with a wrong token ignored");
-            } else if let Some(token) = &token {
-                // The previous connection is gone; if a drain closed it, the node that did
-                // keeps answers for it. That node checks the token.
-                let claim = Command::ReattachClaim {
-                    previous,
-                    token_hash: hash_token(token),
-                    successor: self.worker,
-                    node: self.node.id,
-                };
-                if let Err(err) = self.node.commit(claim).await {
-                    warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, error = %err, "could not claim answers owed to the previous connection");
-                }
-            }
+        let live = self.node.registry().worker(previous).is_some();
+        if !proven && live {
+            warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, "reattach with a wrong token ignored");
             return;
         }
-        self.node.router.worker_gone(previous).await;
-        if let Err(err) = self
-            .node
-            .commit(Command::WorkerDisconnected { worker: previous })
-            .await
-        {
-            warn!(node = self.node.id, worker_id = %self.worker, error = %err, "could not retire the previous connection");
+        if proven {
+            self.node.router.worker_gone(previous).await;
+            if let Err(err) = self
+                .node
+                .commit(Command::WorkerDisconnected { worker: previous })
+                .await
+            {
+                warn!(node = self.node.id, worker_id = %self.worker, error = %err, "could not retire the previous connection");
+            }
+            // The registry forgot it first: once the old socket closes, no list shows it.
+            if let Some(old) = self.node.connections.get(previous) {
+                old.cancel.cancel();
+            }
         }
-        // The registry forgot it first: once the old socket closes, no list shows it.
-        if let Some(old) = self.node.connections.get(previous) {
-            old.cancel.cancel();
+        // Nodes that keep answers for the previous connection (a drain closed it, or its
+        // node died during its calls) check the token's hash and send them here.
+        if let Some(token) = &token {
+            let claim = Command::ReattachClaim {
+                previous,
+                token_hash: hash_token(token),
+                successor: self.worker,
+                node: self.node.id,
+            };
+            if let Err(err) = self.node.commit(claim).await {
+                warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, error = %err, "could not claim answers owed to the previous connection");
+            }
+        }
+        if !proven {
+            return;
         }
         info!(node = self.node.id, worker_id = %self.worker, previous = %previous, "previous connection retired by reattach");
     }

@@ -39,6 +39,10 @@ use crate::rpc::invocations::InvocationLinks;
 /// How long a pending call may wait for its owner before the engine gives up on it.
 const CALL_EXPIRY: Duration = Duration::from_secs(15 * 60);
 
+/// How long answers are kept for a worker that lost its connection and has not reattached
+/// (SDK call timeouts are far shorter).
+const PARKED_EXPIRY: Duration = Duration::from_secs(5 * 60);
+
 /// How long [`Node::commit`] keeps retrying while there is no leader (an election, a leader
 /// change): a few election timeouts plus the time to notice a dead leader.
 pub const COMMIT_RETRY_BUDGET: Duration = Duration::from_secs(15);
@@ -373,7 +377,10 @@ async fn expire_calls(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = tick.tick() => node.router.expire(CALL_EXPIRY).await,
+            _ = tick.tick() => {
+                node.router.expire(CALL_EXPIRY).await;
+                node.router.prune_parked(PARKED_EXPIRY);
+            }
             _ = node.shutdown.cancelled() => return,
         }
     }

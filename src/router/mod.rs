@@ -87,6 +87,8 @@ pub struct RemoteCall {
     pub invocation_id: InvocationId,
     pub owner: WorkerId,
     pub request: CallRequest,
+    /// The calling worker and its own id for the call, when a worker waits for the answer.
+    pub origin: Option<(WorkerId, String)>,
 }
 
 /// How calls and answers reach other nodes. Implemented by the gRPC invocation
@@ -273,6 +275,13 @@ impl Router {
             return Routed::Failed;
         };
         let invocation_id = InvocationId::new();
+        let origin = match &caller {
+            Caller::Worker {
+                worker,
+                invocation_id,
+            } => Some((*worker, invocation_id.clone())),
+            _ => None,
+        };
         let call = PendingCall::new(caller, request.function_id.clone(), owner, node);
         if !matches!(self.admit(invocation_id, call).await, Admission::Admitted) {
             return Routed::Failed;
@@ -283,6 +292,7 @@ impl Router {
             invocation_id,
             owner,
             request,
+            origin,
         };
         if !link.forward(node, call).await {
             self.abandon(invocation_id, EngineError::InvocationStopped)
@@ -429,7 +439,8 @@ impl Router {
             return None;
         };
         // A remote caller waits on the caller's node, where its limit was applied.
-        let pending = PendingCall::new(caller, function_id.clone(), call.owner, self.node);
+        let mut pending = PendingCall::new(caller, function_id.clone(), call.owner, self.node);
+        pending.origin = call.origin;
         match self.admit(call.invocation_id, pending).await {
             Admission::Admitted => {}
             Admission::Refused => return None,
@@ -498,13 +509,34 @@ impl Router {
     /// Our stream to `node` broke (the node died or is cut off): every call it was
     /// executing for us ends at once with `invocation_stopped`.
     pub async fn owner_node_lost(&self, node: NodeId) {
-        let stopped = self.lock_table().drop_node(node, pending::Side::Owner);
+        let stopped = self.lock_table().drop_owner_node(node);
         self.stop_all(stopped).await;
     }
 
-    /// The stream `node` opened to us broke: nobody waits for the calls it handed us.
+    /// The stream `node` opened to us broke: its calls here keep running, and their answers
+    /// are kept for the calling workers, who may reconnect to another node and reattach.
     pub async fn caller_node_lost(&self, node: NodeId) {
-        self.lock_table().drop_node(node, pending::Side::Caller);
+        let orphaned = self.lock_table().orphan_callers(node);
+        if orphaned.is_empty() {
+            return;
+        }
+        let hashes: Vec<(WorkerId, String)> = match self.registry.read() {
+            Ok(registry) => orphaned
+                .iter()
+                .filter_map(|w| registry.worker(*w).map(|r| (*w, r.token_hash.clone())))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut parked = self.lock_parked();
+        for (worker, token_hash) in hashes {
+            debug!(node = self.node, worker_id = %worker, caller_node = node, "caller's node lost: keeping its answers for a reattach");
+            parked.park(worker, token_hash);
+        }
+    }
+
+    /// Forgets answers kept for workers that never reattached.
+    pub fn prune_parked(&self, age: Duration) {
+        self.lock_parked().prune(age);
     }
 
     /// The owner answered: relay to whoever waits. Answers from anyone but the call's

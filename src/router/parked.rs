@@ -1,12 +1,14 @@
-//! Answers owed to workers that a draining node closed while they waited on calls.
+//! Answers owed to workers whose connection ended while they waited on calls: closed by this
+//! node's drain, or held by a node that died while this node executed their calls.
 //!
-//! An SDK keeps its pending calls across a reconnect, so a drain does not fail them: the
-//! node keeps the calls, and their answers wait here until the worker reconnects somewhere
-//! and proves with `reattach` that it is the same worker. Then every owed answer goes to
-//! the new connection, wherever it lives.
+//! An SDK keeps its pending calls across a reconnect, so such calls need not fail: the node
+//! executing them keeps them, and their answers wait here until the worker reconnects
+//! somewhere and proves with `reattach` that it is the same worker. Then every owed answer
+//! goes to the new connection, wherever it lives.
 
 use serde_json::Value;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::ids::{NodeId, WorkerId};
 use crate::protocol::ErrorBody;
@@ -32,12 +34,22 @@ struct Parked {
     token_hash: String,
     successor: Option<Successor>,
     owed: Vec<OwedAnswer>,
+    since: Instant,
+}
+
+/// A claim that arrived before this node parked the worker it names.
+#[derive(Debug)]
+struct EarlyClaim {
+    token_hash: String,
+    successor: Successor,
+    at: Instant,
 }
 
 /// Closed workers and what they are owed, by their old worker id.
 #[derive(Debug, Default)]
 pub struct ParkedWorkers {
     workers: HashMap<WorkerId, Parked>,
+    early_claims: HashMap<WorkerId, EarlyClaim>,
 }
 
 /// What to do with an answer for a worker.
@@ -53,15 +65,32 @@ pub enum Redirect {
 
 impl ParkedWorkers {
     /// Starts keeping the answers of `worker`; `token_hash` is what its reattach must match.
+    /// Keeps an entry already there (its successor may be known).
     pub fn park(&mut self, worker: WorkerId, token_hash: String) {
+        if self.workers.contains_key(&worker) {
+            return;
+        }
+        let successor = self
+            .early_claims
+            .remove(&worker)
+            .filter(|claim| claim.token_hash == token_hash)
+            .map(|claim| claim.successor);
         self.workers.insert(
             worker,
             Parked {
                 token_hash,
-                successor: None,
+                successor,
                 owed: Vec::new(),
+                since: Instant::now(),
             },
         );
+    }
+
+    /// Forgets entries (and claims) older than `age`: a worker that has not reattached by
+    /// then has given up on its calls (SDK timeouts are far shorter).
+    pub fn prune(&mut self, age: Duration) {
+        self.workers.retain(|_, p| p.since.elapsed() < age);
+        self.early_claims.retain(|_, c| c.at.elapsed() < age);
     }
 
     /// Whether answers for `worker` are kept or redirected here.
@@ -92,7 +121,18 @@ impl ParkedWorkers {
         token_hash: &str,
         successor: Successor,
     ) -> Option<Vec<OwedAnswer>> {
-        let parked = self.workers.get_mut(&previous)?;
+        let Some(parked) = self.workers.get_mut(&previous) else {
+            // This node may park the worker a moment later (its caller's node just died).
+            self.early_claims.insert(
+                previous,
+                EarlyClaim {
+                    token_hash: token_hash.to_string(),
+                    successor,
+                    at: Instant::now(),
+                },
+            );
+            return None;
+        };
         if parked.token_hash != token_hash || parked.successor.is_some() {
             return None;
         }
@@ -153,5 +193,23 @@ mod tests {
             }
             other => panic!("expected a redirect, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_claim_that_comes_first_is_used_when_the_worker_is_parked() {
+        let (old, new) = (WorkerId::new(), WorkerId::new());
+        let successor = Successor {
+            node: 3,
+            worker: new,
+        };
+        let mut parked = ParkedWorkers::default();
+        assert!(parked.claim(old, "hash", successor).is_none());
+        parked.park(old, "hash".into());
+        assert!(matches!(
+            parked.redirect(old, answer("1")),
+            Redirect::To(to, _) if to == successor
+        ));
+        parked.prune(Duration::ZERO);
+        assert!(!parked.is_parked(old), "old entries are forgotten");
     }
 }

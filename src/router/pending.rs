@@ -6,15 +6,6 @@ use std::time::{Duration, Instant};
 use super::Caller;
 use crate::ids::{InvocationId, NodeId, WorkerId};
 
-/// Which side of a call a lost node was on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// It held the owner: the call was executing there.
-    Owner,
-    /// It held the caller: it had handed the call to us.
-    Caller,
-}
-
 /// A call handed to a worker, waiting for its answer.
 #[derive(Debug)]
 pub struct PendingCall {
@@ -23,6 +14,9 @@ pub struct PendingCall {
     pub owner: WorkerId,
     /// The node holding the owner's socket (this node for local calls).
     pub owner_node: NodeId,
+    /// For a call forwarded here: the calling worker and its own invocation id, so the
+    /// answer can still reach it if its node dies and it reconnects elsewhere.
+    pub origin: Option<(WorkerId, String)>,
     started: Instant,
 }
 
@@ -33,6 +27,7 @@ impl PendingCall {
             function_id,
             owner,
             owner_node,
+            origin: None,
             started: Instant::now(),
         }
     }
@@ -178,26 +173,52 @@ impl PendingTable {
         (stopped, abandoned)
     }
 
-    /// Forgets the calls tied to a lost node on one side: calls it was executing
-    /// (returned, their callers must be told) or calls it had handed us (dropped).
-    pub fn drop_node(&mut self, node: NodeId, side: Side) -> Vec<PendingCall> {
+    /// Forgets the calls a lost node was executing for us and returns them: their callers
+    /// must be told.
+    pub fn drop_owner_node(&mut self, node: NodeId) -> Vec<PendingCall> {
         let tied: Vec<InvocationId> = self
             .calls
             .iter()
-            .filter(|(_, c)| match side {
-                Side::Owner => c.owner_node == node,
-                Side::Caller => c.caller_node() == Some(node),
-            })
+            .filter(|(_, c)| c.owner_node == node)
             .map(|(id, _)| *id)
             .collect();
-        let removed = tied.into_iter().filter_map(|id| self.remove(id));
-        match side {
-            Side::Owner => removed.collect(),
-            Side::Caller => {
-                removed.for_each(drop);
-                Vec::new()
+        tied.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// The node that handed us calls died: each call that names its calling worker now
+    /// waits for that worker (who may reconnect elsewhere); the others are dropped. Returns
+    /// the calling workers.
+    pub fn orphan_callers(&mut self, node: NodeId) -> Vec<WorkerId> {
+        let tied: Vec<InvocationId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.caller_node() == Some(node))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut orphaned = Vec::new();
+        for id in tied {
+            let Some(mut call) = self.remove(id) else {
+                continue;
+            };
+            let Some((worker, invocation_id)) = call.origin.take() else {
+                continue;
+            };
+            call.caller = Caller::Worker {
+                worker,
+                invocation_id,
+            };
+            self.by_worker.entry(worker).or_default().waiting.insert(id);
+            self.by_worker
+                .entry(call.owner)
+                .or_default()
+                .executing
+                .insert(id);
+            self.calls.insert(id, call);
+            if !orphaned.contains(&worker) {
+                orphaned.push(worker);
             }
         }
+        orphaned
     }
 
     /// Removes and returns calls older than `age`.
@@ -265,6 +286,31 @@ mod tests {
         assert_eq!(table.drop_worker(b).0.len(), 1);
         assert_eq!(table.load(a), super::super::Load::default());
         assert!(table.calls.is_empty());
+    }
+
+    #[test]
+    fn calls_from_a_lost_node_wait_for_their_calling_worker() {
+        let (caller, owner) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        let id = InvocationId::new();
+        let mut incoming = PendingCall::new(
+            Caller::Remote {
+                node: 2,
+                invocation_id: id,
+            },
+            "f".into(),
+            owner,
+            1,
+        );
+        incoming.origin = Some((caller, "sdk-id".into()));
+        table.insert(id, incoming, 10).unwrap();
+        assert_eq!(table.orphan_callers(2), vec![caller]);
+        assert_eq!(table.load(caller).waiting, 1);
+        let answered = table.remove_if_owned_by(id, owner).expect("still pending");
+        assert!(matches!(
+            answered.caller,
+            Caller::Worker { worker, ref invocation_id } if worker == caller && invocation_id == "sdk-id"
+        ));
     }
 
     #[test]
@@ -342,7 +388,7 @@ mod tests {
             1,
         );
         table.insert(forwarded_in, incoming, 10).unwrap();
-        let stopped = table.drop_node(2, Side::Owner);
+        let stopped = table.drop_owner_node(2);
         assert_eq!(
             stopped.len(),
             1,
@@ -353,7 +399,10 @@ mod tests {
             1,
             "the call node 2 handed us is untouched"
         );
-        assert!(table.drop_node(2, Side::Caller).is_empty());
+        assert!(
+            table.orphan_callers(2).is_empty(),
+            "a call without a calling worker is dropped"
+        );
         assert!(table.calls.is_empty());
         assert_eq!(table.load(a), super::super::Load::default());
     }

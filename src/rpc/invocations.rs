@@ -338,6 +338,12 @@ fn invoke_frame(me: NodeId, call: RemoteCall) -> InvocationFrame {
                 .unwrap_or_default(),
             traceparent: request.traceparent.unwrap_or_default(),
             baggage: request.baggage.unwrap_or_default(),
+            caller_worker_id: call
+                .origin
+                .as_ref()
+                .map(|(w, _)| w.to_string())
+                .unwrap_or_default(),
+            caller_invocation_id: call.origin.map(|(_, id)| id).unwrap_or_default(),
         })),
     }
 }
@@ -346,9 +352,13 @@ fn decode_invoke(invoke: Invoke) -> Option<RemoteCall> {
     let owner = uuid::Uuid::parse_str(&invoke.owner_worker_id)
         .ok()
         .map(WorkerId)?;
+    let origin = uuid::Uuid::parse_str(&invoke.caller_worker_id)
+        .ok()
+        .map(|w| (WorkerId(w), invoke.caller_invocation_id.clone()));
     Some(RemoteCall {
         invocation_id: parse_invocation(&invoke.invocation_id)?,
         owner,
+        origin,
         request: CallRequest {
             function_id: invoke.function_id,
             namespace: invoke.namespace,
