@@ -11,16 +11,20 @@
 //! path; only the transport differs: a [`RemoteLink`] (the gRPC invocation streams)
 //! carries the call there and its answer back. When a link to a node is lost, every
 //! call that node was executing ends with `invocation_stopped` at once.
+//!
+//! [`Router::answer`] is also where calls are counted: once, on the node where the
+//! call started (answers sent back to another node are that node's to count).
 
 mod pending;
 
 use serde_json::Value;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::gateway::connections::{Connections, Outbound};
 use crate::ids::{InvocationId, NodeId, WorkerId};
+use crate::metrics::Metrics;
 use crate::protocol::error::EngineError;
 use crate::protocol::{ErrorBody, Outgoing, MAX_MESSAGE_BYTES};
 use crate::registry::{Registry, Resolution};
@@ -117,6 +121,7 @@ pub struct Router {
     table: Mutex<PendingTable>,
     max_pending_per_caller: usize,
     link: OnceLock<Arc<dyn RemoteLink>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Router {
@@ -126,6 +131,7 @@ impl Router {
         registry: Arc<RwLock<Registry>>,
         connections: Arc<Connections>,
         max_pending_per_caller: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             node,
@@ -134,6 +140,7 @@ impl Router {
             table: Mutex::new(PendingTable::default()),
             max_pending_per_caller,
             link: OnceLock::new(),
+            metrics,
         }
     }
 
@@ -144,6 +151,7 @@ impl Router {
 
     /// Routes one call and, unless it is a built-in, takes care of its answer.
     pub async fn route(&self, caller: Caller, mut request: CallRequest) -> Routed {
+        let started = Instant::now();
         let resolution = match self.registry.read() {
             Ok(registry) => registry.resolve_function(&request.namespace, &request.function_id),
             Err(_) => Resolution::NotFound { elsewhere: vec![] },
@@ -164,7 +172,7 @@ impl Router {
                     namespace: request.namespace.clone(),
                     elsewhere,
                 };
-                self.answer(caller, &request.function_id, Err(err.body()))
+                self.answer(caller, &request.function_id, Err(err.body()), started)
                     .await;
                 return Routed::Failed;
             }
@@ -180,19 +188,28 @@ impl Router {
             }
         }
         if owner_node != self.node {
-            return self.route_remote(caller, owner, owner_node, request).await;
+            return self
+                .route_remote(caller, owner, owner_node, request, started)
+                .await;
         }
         let Some(outbox) = self.connections.outbox(owner) else {
             self.answer(
                 caller,
                 &request.function_id,
                 Err(EngineError::ChannelSendFailed.body()),
+                started,
             )
             .await;
             return Routed::Failed;
         };
         let invocation_id = InvocationId::new();
-        let call = PendingCall::new(caller, request.function_id.clone(), owner, self.node);
+        let call = PendingCall::new(
+            caller,
+            request.function_id.clone(),
+            owner,
+            self.node,
+            started,
+        );
         if !self.admit(invocation_id, call).await {
             return Routed::Failed;
         }
@@ -220,6 +237,7 @@ impl Router {
         owner: WorkerId,
         node: NodeId,
         request: CallRequest,
+        started: Instant,
     ) -> Routed {
         let Some(link) = self.link.get().cloned() else {
             let err = EngineError::FunctionNotFound {
@@ -227,12 +245,12 @@ impl Router {
                 namespace: request.namespace.clone(),
                 elsewhere: String::new(),
             };
-            self.answer(caller, &request.function_id, Err(err.body()))
+            self.answer(caller, &request.function_id, Err(err.body()), started)
                 .await;
             return Routed::Failed;
         };
         let invocation_id = InvocationId::new();
-        let call = PendingCall::new(caller, request.function_id.clone(), owner, node);
+        let call = PendingCall::new(caller, request.function_id.clone(), owner, node, started);
         if !self.admit(invocation_id, call).await {
             return Routed::Failed;
         }
@@ -248,6 +266,7 @@ impl Router {
                 .await;
             return Routed::Failed;
         }
+        Metrics::bump(&self.metrics.forwarded_sent);
         Routed::Sent
     }
 
@@ -255,6 +274,7 @@ impl Router {
     /// on as many calls as it may. True when the call was admitted.
     async fn admit(&self, invocation_id: InvocationId, call: PendingCall) -> bool {
         let function_id = call.function_id.clone();
+        let started = call.started();
         let admitted = self
             .lock_table()
             .insert(invocation_id, call, self.max_pending_per_caller);
@@ -264,7 +284,8 @@ impl Router {
                 let err = EngineError::TooManyPendingCalls {
                     limit: self.max_pending_per_caller,
                 };
-                self.answer(caller, &function_id, Err(err.body())).await;
+                self.answer(caller, &function_id, Err(err.body()), started)
+                    .await;
                 false
             }
         }
@@ -274,13 +295,16 @@ impl Router {
     async fn abandon(&self, invocation_id: InvocationId, why: EngineError) {
         let call = self.lock_table().remove(invocation_id);
         if let Some(call) = call {
-            self.answer(call.caller, &call.function_id, Err(why.body()))
+            let started = call.started();
+            self.answer(call.caller, &call.function_id, Err(why.body()), started)
                 .await;
         }
     }
 
     /// A call another node forwarded for a worker held here.
     pub async fn deliver(&self, from: NodeId, call: RemoteCall) {
+        Metrics::bump(&self.metrics.forwarded_received);
+        let started = Instant::now();
         let caller = Caller::Remote {
             node: from,
             invocation_id: call.invocation_id,
@@ -292,12 +316,13 @@ impl Router {
                 caller,
                 &function_id,
                 Err(EngineError::InvocationStopped.body()),
+                started,
             )
             .await;
             return;
         };
         // A remote caller waits on the caller's node, where its limit was applied.
-        let pending = PendingCall::new(caller, function_id.clone(), call.owner, self.node);
+        let pending = PendingCall::new(caller, function_id.clone(), call.owner, self.node, started);
         if !self.admit(call.invocation_id, pending).await {
             return;
         }
@@ -325,7 +350,7 @@ impl Router {
     ) {
         let call = self.lock_table().remove_if_on_node(invocation_id, from);
         match call {
-            Some(call) => self.answer(call.caller, &call.function_id, outcome).await,
+            Some(call) => self.finish(call, outcome).await,
             None => {
                 debug!(invocation_id = %invocation_id, from_node = from, "remote result for an unknown or finished call dropped")
             }
@@ -365,7 +390,7 @@ impl Router {
             .lock_table()
             .remove_if_owned_by(InvocationId(uuid), from);
         match call {
-            Some(call) => self.answer(call.caller, &call.function_id, outcome).await,
+            Some(call) => self.finish(call, outcome).await,
             None => {
                 debug!(worker_id = %from, invocation_id, "result for an unknown or finished call dropped")
             }
@@ -388,12 +413,8 @@ impl Router {
     /// Ends each call with `invocation_stopped`: its owner is gone or will never answer.
     async fn stop_all(&self, calls: Vec<PendingCall>) {
         for call in calls {
-            self.answer(
-                call.caller,
-                &call.function_id,
-                Err(EngineError::InvocationStopped.body()),
-            )
-            .await;
+            self.finish(call, Err(EngineError::InvocationStopped.body()))
+                .await;
         }
     }
 
@@ -412,13 +433,26 @@ impl Router {
         self.lock_table().load(worker)
     }
 
-    /// Delivers an answer to a caller.
+    /// Answers a call taken out of the pending table.
+    async fn finish(&self, call: PendingCall, outcome: Result<Value, ErrorBody>) {
+        let started = call.started();
+        self.answer(call.caller, &call.function_id, outcome, started)
+            .await;
+    }
+
+    /// Delivers an answer to a caller, and counts the call (begun at `started`) unless
+    /// it came from another node, which counts it itself.
     pub async fn answer(
         &self,
         caller: Caller,
         function_id: &str,
         outcome: Result<Value, ErrorBody>,
+        started: Instant,
     ) {
+        if !matches!(caller, Caller::Remote { .. }) {
+            self.metrics
+                .invocation_finished(outcome.is_ok(), started.elapsed());
+        }
         match caller {
             Caller::Worker {
                 worker,
