@@ -71,7 +71,7 @@ pub fn render(node: &Node) -> String {
     );
     out.gauge(
         "iii_trigger_types_registered",
-        "Trigger types registered, cluster-wide.",
+        "Trigger types known, cluster-wide (built-in ones included).",
         trigger_types as u64,
     );
 
