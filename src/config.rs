@@ -15,6 +15,8 @@ use crate::ids::NodeId;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:49134";
 /// Default gRPC address for other nodes.
 pub const DEFAULT_CLUSTER_LISTEN: &str = "0.0.0.0:50051";
+/// Default HTTP address for health checks and metrics.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:49180";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
@@ -33,6 +35,9 @@ pub struct ServeArgs {
     /// gRPC address other nodes connect to [default: 0.0.0.0:50051].
     #[arg(long, env = "QUORUM_CLUSTER_LISTEN")]
     pub cluster_listen: Option<String>,
+    /// HTTP address serving /healthz, /readyz and /metrics [default: 0.0.0.0:49180].
+    #[arg(long, env = "QUORUM_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
     /// gRPC address peers should use to reach this node [default: 127.0.0.1 and the cluster port].
     #[arg(long, env = "QUORUM_ADVERTISE")]
     pub advertise: Option<String>,
@@ -89,6 +94,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     cluster_listen: Option<String>,
+    http_listen: Option<String>,
     advertise: Option<String>,
     join: Option<Vec<String>>,
     node_id: Option<NodeId>,
@@ -108,6 +114,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub cluster_listen: SocketAddr,
+    /// Where health checks and Prometheus scrapes are answered.
+    pub http_listen: SocketAddr,
     pub advertise: String,
     pub join: Vec<String>,
     pub node_id: Option<NodeId>,
@@ -166,8 +174,14 @@ impl Config {
             .clone()
             .or(file.cluster_listen)
             .unwrap_or_else(|| DEFAULT_CLUSTER_LISTEN.to_string());
+        let http_text = args
+            .http_listen
+            .clone()
+            .or(file.http_listen)
+            .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
         let listen = parse_addr("listen", &listen_text)?;
         let cluster_listen = parse_addr("cluster_listen", &cluster_text)?;
+        let http_listen = parse_addr("http_listen", &http_text)?;
         let advertise = args
             .advertise
             .clone()
@@ -186,6 +200,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
             cluster_listen,
+            http_listen,
             advertise,
             join,
             node_id: args.node_id.or(file.node_id),
@@ -320,6 +335,7 @@ mod tests {
     fn defaults_fit_one_node() {
         let config = Config::load(&ServeArgs::default()).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
         assert_eq!(config.advertise, "127.0.0.1:50051");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.registration_grace, Duration::from_secs(5));
@@ -331,7 +347,7 @@ mod tests {
         let path = dir.path().join("quorum.yaml");
         std::fs::write(
             &path,
-            "listen: 127.0.0.1:1000\ndata_dir: /x\njoin: [a:1, b:2]\n",
+            "listen: 127.0.0.1:1000\ndata_dir: /x\njoin: [a:1, b:2]\nhttp_listen: 127.0.0.1:3000\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -343,6 +359,15 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:2000");
         assert_eq!(config.data_dir, PathBuf::from("/x"));
         assert_eq!(config.join, vec!["a:1", "b:2"]);
+        assert_eq!(config.http_listen.to_string(), "127.0.0.1:3000");
+        let args = ServeArgs {
+            http_listen: Some("127.0.0.1:0".into()),
+            ..args
+        };
+        assert_eq!(
+            Config::load(&args).unwrap().http_listen.to_string(),
+            "127.0.0.1:0"
+        );
     }
 
     #[test]
@@ -366,6 +391,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("listen"));
+        let args = ServeArgs {
+            http_listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&args),
+            Err(ConfigError::Address {
+                field: "http_listen",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub fn start_node_with(dir: &std::path::Path, listen: &str, args: &[&str]) -> (G
             listen,
             "--cluster-listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir)

@@ -22,6 +22,7 @@ use super::connections::{ConnectionHandle, Outbound};
 use super::writer;
 use crate::builtins;
 use crate::ids::{WorkerId, DEFAULT_NAMESPACE};
+use crate::metrics::Metrics;
 use crate::node::{count_telemetry, Node};
 use crate::protocol::error::{EngineError, FUNCTION_NAMESPACE_CONFLICT, WORKER_NAMESPACE_CONFLICT};
 use crate::protocol::messages::{error_body_from, Action, InvokeFunction, RegisterTrigger};
@@ -122,6 +123,7 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
             cancel: cancel.clone(),
         },
     );
+    Metrics::bump(&node.metrics.workers_connected);
     info!(node = node.id, worker_id = %worker, peer = %peer, "worker connected");
     let hello = Outgoing::WorkerRegistered {
         worker_id: worker.to_string(),
@@ -232,6 +234,7 @@ impl Session {
     async fn cleanup(&self) {
         let node = &self.node;
         node.connections.remove(self.worker);
+        Metrics::bump(&node.metrics.workers_disconnected);
         node.router.worker_gone(self.worker).await;
         if let Err(err) = node
             .commit(Command::WorkerDisconnected {
@@ -429,6 +432,7 @@ impl Session {
     }
 
     async fn invoke(&mut self, call: InvokeFunction) {
+        let started = std::time::Instant::now();
         let is_void = call.action == Some(Action::Void);
         let caller = match (&call.invocation_id, is_void) {
             (Some(id), false) => Caller::Worker {
@@ -441,7 +445,7 @@ impl Session {
             let error = EngineError::InvalidNamespace(blank_namespace_message("namespace"));
             self.node
                 .router
-                .answer(caller, &call.function_id, Err(error.body()))
+                .answer(caller, &call.function_id, Err(error.body()), started)
                 .await;
             return;
         }
@@ -453,7 +457,7 @@ impl Session {
             let answer = self.announce(call.data.unwrap_or(Value::Null)).await;
             self.node
                 .router
-                .answer(caller, REGISTER_WORKER, answer)
+                .answer(caller, REGISTER_WORKER, answer, started)
                 .await;
             return;
         }
@@ -461,7 +465,7 @@ impl Session {
             let error = EngineError::EnqueueUnavailable.body();
             self.node
                 .router
-                .answer(caller, &call.function_id, Err(error))
+                .answer(caller, &call.function_id, Err(error), started)
                 .await;
             return;
         }
@@ -477,10 +481,10 @@ impl Session {
             // Its worker is moving off a draining node: wait on a task of its own, so this
             // connection's other frames (its answers above all) keep flowing.
             let node = self.node.clone();
-            tokio::spawn(async move { route_call(node, caller, request).await });
+            tokio::spawn(async move { route_call(node, caller, request, started).await });
             return;
         }
-        route_call(self.node.clone(), caller, request).await;
+        route_call(self.node.clone(), caller, request, started).await;
     }
 
     /// `engine::workers::register`: fix the namespace, take the name lease, apply the
@@ -584,12 +588,17 @@ impl Session {
 }
 
 /// Routes a worker's call; built-ins run on their own task so a slow one blocks nothing.
-async fn route_call(node: Arc<Node>, caller: Caller, request: CallRequest) {
+async fn route_call(
+    node: Arc<Node>,
+    caller: Caller,
+    request: CallRequest,
+    started: std::time::Instant,
+) {
     if let Routed::Builtin(caller, request) = node.router.route(caller, request).await {
         tokio::spawn(async move {
             let result = builtins::call(&node, &request.function_id, request.data).await;
             node.router
-                .answer(caller, &request.function_id, result)
+                .answer(caller, &request.function_id, result, started)
                 .await;
         });
     }

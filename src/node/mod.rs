@@ -1,7 +1,8 @@
 //! node: one quorum process, wired together.
 //!
-//! Owns start-up order (config → node id → cluster listener → consensus → gRPC service →
-//! join or restart → stale-worker purge → event reactions → worker listener), the shared
+//! Owns start-up order (config → node id → cluster and HTTP listeners → consensus → gRPC
+//! service and health/metrics endpoint → join or restart → stale-worker purge → event
+//! reactions → worker listener), the shared
 //! context every session and built-in uses, registry commits (forwarded to the leader when
 //! this node is not it), and shutdown. A single node is a cluster of one: there is no other
 //! code path.
@@ -13,7 +14,7 @@ use anyhow::Context;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLockReadGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -27,7 +28,9 @@ use crate::cluster::{bootstrap, forwarder, membership};
 use crate::config::Config;
 use crate::consensus::{Applied, Consensus, ConsensusConfig, ConsensusError};
 use crate::gateway::{self, connections::Connections};
+use crate::http;
 use crate::ids::NodeId;
+use crate::metrics::Metrics;
 use crate::protocol::error::EngineError;
 use crate::protocol::ErrorBody;
 use crate::registry::{Command, Outcome, Registry};
@@ -50,6 +53,9 @@ pub const COMMIT_RETRY_BUDGET: Duration = Duration::from_secs(15);
 /// How long the cluster service may take to finish its requests in flight at shutdown.
 const RPC_DRAIN: Duration = Duration::from_secs(10);
 
+/// How long the health/metrics endpoint may take to finish its requests at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
+
 /// The context shared by sessions, built-ins and event reactions on one node.
 pub struct Node {
     pub id: NodeId,
@@ -69,10 +75,14 @@ pub struct Node {
     pub trigger_waiters: Mutex<HashMap<String, oneshot::Sender<Option<ErrorBody>>>>,
     /// Telemetry frames received (and dropped): OTLP export is not stored yet.
     pub telemetry_frames: AtomicU64,
+    /// Call and connection counters, scraped at `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Cancelled when the node shuts down; every session is a child of it.
     pub shutdown: CancellationToken,
     /// Set while this node has no contact with a quorum: it serves no workers then.
-    fenced: std::sync::atomic::AtomicBool,
+    fenced: AtomicBool,
+    /// Set while the worker listener accepts connections (readiness needs it).
+    serving: AtomicBool,
     /// Cancelled when a SIGTERM starts the drain: no new workers from then on.
     pub draining: CancellationToken,
 }
@@ -88,6 +98,8 @@ pub struct Ready {
     pub cluster_listen: String,
     /// The gRPC address peers were told to use.
     pub advertise: String,
+    /// The address `/healthz`, `/readyz` and `/metrics` are served on.
+    pub http_listen: String,
     pub data_dir: String,
 }
 
@@ -113,6 +125,11 @@ impl Node {
     /// Whether this node is fenced (cut off from a quorum for longer than its lease).
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Relaxed)
+    }
+
+    /// Whether the worker listener is up (false while joining and once shutting down).
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
     }
 
     /// Fences or unfences this node. Fencing closes every worker socket with a
@@ -215,6 +232,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for peers on {}", config.cluster_listen))?;
     let cluster_addr = cluster_listener.local_addr()?;
     config.cluster_listen = cluster_addr;
+    let http_listener = http::bind(config.http_listen).await?;
+    config.http_listen = http_listener.local_addr()?;
     config.advertise = bootstrap::advertise_address(&config.advertise, cluster_addr);
     let peers = PeerClients::bound_to(cluster_addr.ip());
     let cluster_id = ClusterId::load(&config.data_dir)?;
@@ -234,12 +253,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let connections = Arc::new(Connections::default());
     let links = Arc::new(InvocationLinks::new(node_id, peers.clone()));
     let registry = consensus.registry();
+    let metrics = Arc::new(Metrics::default());
     let router = Router::new(
         node_id,
         registry.clone(),
         connections.clone(),
         config.max_pending_calls,
         config.call_hold,
+        metrics.clone(),
     );
     let node = Arc::new(Node {
         id: node_id,
@@ -253,12 +274,17 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         registry,
         trigger_waiters: Mutex::new(HashMap::new()),
         telemetry_frames: AtomicU64::new(0),
+        metrics,
         shutdown: CancellationToken::new(),
-        fenced: std::sync::atomic::AtomicBool::new(false),
+        fenced: AtomicBool::new(false),
+        serving: AtomicBool::new(false),
         draining: CancellationToken::new(),
     });
     links.attach(&node);
     node.router.set_link(links);
+    // Probes must see a joining node as alive (and not ready) from the start.
+    let http_stop = CancellationToken::new();
+    let http_server = tokio::spawn(http::serve(node.clone(), http_listener, http_stop.clone()));
     // Peers must reach this node's Raft before it can be added to (or rejoin) a cluster.
     let rpc_stop = CancellationToken::new();
     let rpc_server = tokio::spawn(rpc::server::serve(
@@ -286,6 +312,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     info!(node = node_id, "shutting down");
     node.shutdown.cancel();
+    node.serving.store(false, Ordering::Relaxed);
     let raft_state = node
         .consensus
         .raft()
@@ -307,6 +334,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Ok(Ok(Err(err))) => warn!(node = node_id, error = %err, "cluster service failed"),
         Ok(Err(err)) => warn!(node = node_id, error = %err, "cluster service task failed"),
         Err(_) => warn!(node = node_id, "cluster service did not drain in time"),
+    }
+    http_stop.cancel();
+    match tokio::time::timeout(HTTP_DRAIN, http_server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => {
+            warn!(node = node_id, error = %err, "health and metrics endpoint failed")
+        }
+        Ok(Err(err)) => warn!(node = node_id, error = %err, "health and metrics task failed"),
+        Err(_) => warn!(
+            node = node_id,
+            "health and metrics endpoint did not drain in time"
+        ),
     }
     node.consensus.shutdown().await?;
     result
@@ -357,9 +396,12 @@ async fn serve_workers(
         listen: listener.local_addr()?.to_string(),
         cluster_listen: node.config.cluster_listen.to_string(),
         advertise: node.config.advertise.clone(),
+        http_listen: node.config.http_listen.to_string(),
         data_dir: node.config.data_dir.display().to_string(),
     };
     info!(node = node.id, listen = %ready.listen, advertise = %ready.advertise, "quorum node serving");
+    // Bound: connections queue until the gateway accepts them, so the node is ready now.
+    node.serving.store(true, Ordering::Relaxed);
     // One machine-readable line on stdout tells scripts and tests the node is ready.
     println!("{}", serde_json::to_string(&ready)?);
     let server = tokio::spawn(gateway::serve(node.clone(), listener));
@@ -369,6 +411,7 @@ async fn serve_workers(
         _ = node.shutdown.cancelled() => {}
     }
     node.shutdown.cancel();
+    node.serving.store(false, Ordering::Relaxed);
     let _ = server.await;
     Ok(())
 }

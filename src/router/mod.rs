@@ -11,6 +11,9 @@
 //! path; only the transport differs: a [`RemoteLink`] (the gRPC invocation streams)
 //! carries the call there and its answer back. When a link to a node is lost, every
 //! call that node was executing ends with `invocation_stopped` at once.
+//!
+//! [`Router::answer`] is also where calls are counted: once, on the node where the
+//! call started (answers sent back to another node are that node's to count).
 
 mod parked;
 mod pending;
@@ -18,13 +21,13 @@ mod pending;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::gateway::connections::{Connections, Outbound};
 use crate::ids::{FunctionKey, InvocationId, NodeId, WorkerId};
+use crate::metrics::Metrics;
 use crate::protocol::error::EngineError;
 use crate::protocol::{ErrorBody, Outgoing, MAX_MESSAGE_BYTES};
 use crate::registry::{Registry, Resolution};
@@ -146,6 +149,7 @@ pub struct Router {
     moving_since: Mutex<HashMap<(FunctionKey, WorkerId), Instant>>,
     /// Calls waiting on a hold right now (a draining node lets them finish).
     holding: std::sync::atomic::AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl Router {
@@ -156,6 +160,7 @@ impl Router {
         connections: Arc<Connections>,
         max_pending_per_caller: usize,
         hold: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             node,
@@ -169,6 +174,7 @@ impl Router {
             changed: Notify::new(),
             moving_since: Mutex::new(HashMap::new()),
             holding: std::sync::atomic::AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -179,6 +185,7 @@ impl Router {
 
     /// Routes one call and, unless it is a built-in, takes care of its answer.
     pub async fn route(&self, caller: Caller, mut request: CallRequest) -> Routed {
+        let started = Instant::now();
         let resolution = self.resolve_holding(&request).await;
         let owner = match resolution {
             Resolution::Builtin => return Routed::Builtin(caller, request),
@@ -196,7 +203,7 @@ impl Router {
                     namespace: request.namespace.clone(),
                     elsewhere,
                 };
-                self.answer(caller, &request.function_id, Err(err.body()))
+                self.answer(caller, &request.function_id, Err(err.body()), started)
                     .await;
                 return Routed::Failed;
             }
@@ -212,19 +219,28 @@ impl Router {
             }
         }
         if owner_node != self.node {
-            return self.route_remote(caller, owner, owner_node, request).await;
+            return self
+                .route_remote(caller, owner, owner_node, request, started)
+                .await;
         }
         let Some(outbox) = self.connections.outbox(owner) else {
             self.answer(
                 caller,
                 &request.function_id,
                 Err(EngineError::ChannelSendFailed.body()),
+                started,
             )
             .await;
             return Routed::Failed;
         };
         let invocation_id = InvocationId::new();
-        let call = PendingCall::new(caller, request.function_id.clone(), owner, self.node);
+        let call = PendingCall::new(
+            caller,
+            request.function_id.clone(),
+            owner,
+            self.node,
+            started,
+        );
         match self.admit(invocation_id, call).await {
             Admission::Admitted => {}
             Admission::Refused => return Routed::Failed,
@@ -234,6 +250,7 @@ impl Router {
                     caller,
                     &request.function_id,
                     Err(EngineError::InvocationStopped.body()),
+                    started,
                 )
                 .await;
                 return Routed::Failed;
@@ -263,6 +280,7 @@ impl Router {
         owner: WorkerId,
         node: NodeId,
         request: CallRequest,
+        started: Instant,
     ) -> Routed {
         let Some(link) = self.link.get().cloned() else {
             let err = EngineError::FunctionNotFound {
@@ -270,7 +288,7 @@ impl Router {
                 namespace: request.namespace.clone(),
                 elsewhere: String::new(),
             };
-            self.answer(caller, &request.function_id, Err(err.body()))
+            self.answer(caller, &request.function_id, Err(err.body()), started)
                 .await;
             return Routed::Failed;
         };
@@ -282,7 +300,7 @@ impl Router {
             } => Some((*worker, invocation_id.clone())),
             _ => None,
         };
-        let call = PendingCall::new(caller, request.function_id.clone(), owner, node);
+        let call = PendingCall::new(caller, request.function_id.clone(), owner, node, started);
         if !matches!(self.admit(invocation_id, call).await, Admission::Admitted) {
             return Routed::Failed;
         }
@@ -299,6 +317,7 @@ impl Router {
                 .await;
             return Routed::Failed;
         }
+        Metrics::bump(&self.metrics.forwarded_sent);
         Routed::Sent
     }
 
@@ -319,13 +338,13 @@ impl Router {
     }
 
     async fn hold_until_moved(&self, request: &CallRequest) -> Resolution {
-        let deadline = Instant::now() + self.hold;
+        let deadline = tokio::time::Instant::now() + self.hold;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             let (resolution, hold) = self.resolve_now(request);
-            if !hold || Instant::now() >= deadline {
+            if !hold || tokio::time::Instant::now() >= deadline {
                 return resolution;
             }
             debug!(function_id = %request.function_id, "call held: its worker is moving off a draining node");
@@ -387,6 +406,7 @@ impl Router {
     /// recorded; its caller is handed back.
     async fn admit(&self, invocation_id: InvocationId, call: PendingCall) -> Admission {
         let function_id = call.function_id.clone();
+        let started = call.started();
         let admitted = {
             let mut table = self.lock_table();
             if call.owner_node == self.node && table.is_closing(call.owner) {
@@ -400,7 +420,8 @@ impl Router {
                 let err = EngineError::TooManyPendingCalls {
                     limit: self.max_pending_per_caller,
                 };
-                self.answer(caller, &function_id, Err(err.body())).await;
+                self.answer(caller, &function_id, Err(err.body()), started)
+                    .await;
                 Admission::Refused
             }
         }
@@ -410,8 +431,7 @@ impl Router {
     async fn abandon(&self, invocation_id: InvocationId, why: EngineError) {
         let call = self.lock_table().remove(invocation_id);
         if let Some(call) = call {
-            self.answer(call.caller, &call.function_id, Err(why.body()))
-                .await;
+            self.finish(call, Err(why.body())).await;
         }
     }
 
@@ -419,6 +439,8 @@ impl Router {
     /// off this draining node, the call is handed back to be routed again with
     /// [`Router::reroute`] (on a task of its own: it may wait for the worker to move).
     pub async fn deliver(&self, from: NodeId, call: RemoteCall) -> Option<(Caller, CallRequest)> {
+        Metrics::bump(&self.metrics.forwarded_received);
+        let started = Instant::now();
         let caller = Caller::Remote {
             node: from,
             invocation_id: call.invocation_id,
@@ -434,12 +456,14 @@ impl Router {
                 caller,
                 &function_id,
                 Err(EngineError::InvocationStopped.body()),
+                started,
             )
             .await;
             return None;
         };
         // A remote caller waits on the caller's node, where its limit was applied.
-        let mut pending = PendingCall::new(caller, function_id.clone(), call.owner, self.node);
+        let mut pending =
+            PendingCall::new(caller, function_id.clone(), call.owner, self.node, started);
         pending.origin = call.origin;
         match self.admit(call.invocation_id, pending).await {
             Admission::Admitted => {}
@@ -480,8 +504,13 @@ impl Router {
                 namespace: request.namespace.clone(),
                 elsewhere: String::new(),
             };
-            self.answer(caller, &request.function_id, Err(err.body()))
-                .await;
+            self.answer(
+                caller,
+                &request.function_id,
+                Err(err.body()),
+                Instant::now(),
+            )
+            .await;
         }
     }
 
@@ -494,7 +523,7 @@ impl Router {
     ) {
         let call = self.lock_table().remove_if_on_node(invocation_id, from);
         match call {
-            Some(call) => self.answer(call.caller, &call.function_id, outcome).await,
+            Some(call) => self.finish(call, outcome).await,
             None => {
                 debug!(invocation_id = %invocation_id, from_node = from, "remote result for an unknown or finished call dropped")
             }
@@ -555,7 +584,7 @@ impl Router {
             .lock_table()
             .remove_if_owned_by(InvocationId(uuid), from);
         match call {
-            Some(call) => self.answer(call.caller, &call.function_id, outcome).await,
+            Some(call) => self.finish(call, outcome).await,
             None => {
                 debug!(worker_id = %from, invocation_id, "result for an unknown or finished call dropped")
             }
@@ -584,12 +613,8 @@ impl Router {
     /// Ends each call with `invocation_stopped`: its owner is gone or will never answer.
     async fn stop_all(&self, calls: Vec<PendingCall>) {
         for call in calls {
-            self.answer(
-                call.caller,
-                &call.function_id,
-                Err(EngineError::InvocationStopped.body()),
-            )
-            .await;
+            self.finish(call, Err(EngineError::InvocationStopped.body()))
+                .await;
         }
     }
 
@@ -608,8 +633,40 @@ impl Router {
         self.lock_table().load(worker)
     }
 
-    /// Delivers an answer to a caller.
+    /// Answers a call taken out of the pending table.
+    async fn finish(&self, call: PendingCall, outcome: Result<Value, ErrorBody>) {
+        let started = call.started();
+        self.answer(call.caller, &call.function_id, outcome, started)
+            .await;
+    }
+
+    /// Delivers an answer to a caller, and counts the call (begun at `started`) unless
+    /// it came from another node, which counts it itself.
     pub async fn answer(
+        &self,
+        caller: Caller,
+        function_id: &str,
+        outcome: Result<Value, ErrorBody>,
+        started: Instant,
+    ) {
+        if !matches!(caller, Caller::Remote { .. }) {
+            self.metrics
+                .invocation_finished(outcome.is_ok(), started.elapsed());
+        }
+        self.deliver_answer(caller, function_id, outcome).await;
+    }
+
+    /// An answer owed to `worker` (its previous connection was counted already).
+    pub async fn deliver_owed(&self, worker: WorkerId, answer: OwedAnswer) {
+        let caller = Caller::Worker {
+            worker,
+            invocation_id: answer.invocation_id,
+        };
+        Box::pin(self.deliver_answer(caller, &answer.function_id, answer.outcome)).await;
+    }
+
+    /// Sends an answer to whoever waits, without counting it.
+    async fn deliver_answer(
         &self,
         caller: Caller,
         function_id: &str,
@@ -722,11 +779,7 @@ impl Router {
     /// Delivers an owed answer to the worker's new connection, here or on another node.
     async fn send_owed(&self, successor: Successor, answer: OwedAnswer) {
         if successor.node == self.node {
-            let caller = Caller::Worker {
-                worker: successor.worker,
-                invocation_id: answer.invocation_id,
-            };
-            Box::pin(self.answer(caller, &answer.function_id, answer.outcome)).await;
+            self.deliver_owed(successor.worker, answer).await;
         } else if let Some(link) = self.link.get() {
             link.answer_worker(successor.node, successor.worker, answer)
                 .await;

@@ -21,15 +21,28 @@ pub struct PendingCall {
 }
 
 impl PendingCall {
-    pub fn new(caller: Caller, function_id: String, owner: WorkerId, owner_node: NodeId) -> Self {
+    /// A call admitted now that its caller began at `started` (the answer's duration
+    /// counts from there).
+    pub fn new(
+        caller: Caller,
+        function_id: String,
+        owner: WorkerId,
+        owner_node: NodeId,
+        started: Instant,
+    ) -> Self {
         Self {
             caller,
             function_id,
             owner,
             owner_node,
             origin: None,
-            started: Instant::now(),
+            started,
         }
+    }
+
+    /// When the call began.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     fn caller_node(&self) -> Option<NodeId> {
@@ -273,6 +286,7 @@ mod tests {
             "f".into(),
             owner,
             1,
+            Instant::now(),
         )
     }
 
@@ -301,6 +315,7 @@ mod tests {
             "f".into(),
             owner,
             1,
+            Instant::now(),
         );
         incoming.origin = Some((caller, "sdk-id".into()));
         table.insert(id, incoming, 10).unwrap();
@@ -386,6 +401,7 @@ mod tests {
             "f".into(),
             a,
             1,
+            Instant::now(),
         );
         table.insert(forwarded_in, incoming, 10).unwrap();
         let stopped = table.drop_owner_node(2);

@@ -23,7 +23,7 @@ use super::pb::{CallResult, Cancel, InvocationFrame, Invoke, WorkerAnswer};
 use crate::ids::{InvocationId, NodeId, WorkerId};
 use crate::node::Node;
 use crate::protocol::ErrorBody;
-use crate::router::{CallRequest, Caller, OwedAnswer, RemoteCall, RemoteLink};
+use crate::router::{CallRequest, OwedAnswer, RemoteCall, RemoteLink};
 
 /// The stream of frames this node sends back to the peer that opened the stream.
 pub type InvocationStream = Pin<Box<dyn Stream<Item = Result<InvocationFrame, Status>> + Send>>;
@@ -305,13 +305,12 @@ async fn on_call_frame(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
                     stacktrace: None,
                 })
             };
-            let caller = Caller::Worker {
-                worker,
+            let owed = OwedAnswer {
                 invocation_id: answer.invocation_id,
+                function_id: answer.function_id,
+                outcome,
             };
-            node.router
-                .answer(caller, &answer.function_id, outcome)
-                .await;
+            node.router.deliver_owed(worker, owed).await;
         }
         Some(Kind::Result(_)) | None => {
             debug!(

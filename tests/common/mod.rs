@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod balancer;
+pub mod http;
 pub mod netns;
 pub mod raw;
 pub mod relay;
@@ -33,6 +34,8 @@ pub struct Node {
     pub listen: String,
     /// The `host:port` the cluster (gRPC) service is bound to.
     pub cluster: String,
+    /// The `host:port` of the health and metrics endpoint (`/healthz`, `/readyz`, `/metrics`).
+    pub http: String,
     /// The node's Raft id.
     pub node_id: u64,
     pub data_dir: PathBuf,
@@ -45,6 +48,9 @@ pub struct NodeOptions {
     pub listen: Option<String>,
     /// The cluster (gRPC) address to bind; `127.0.0.1:0` when not given.
     pub cluster_listen: Option<String>,
+    /// The health and metrics address to bind; `127.0.0.1:0` when not given, so parallel
+    /// tests never meet on the default port.
+    pub http_listen: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// A command that runs the binary, e.g. `ip netns exec NS`; it must exec the binary so
@@ -110,6 +116,13 @@ impl Node {
                     .clone()
                     .unwrap_or_else(|| "127.0.0.1:0".into()),
             )
+            .arg("--http-listen")
+            .arg(
+                options
+                    .http_listen
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1:0".into()),
+            )
             .args(&options.args)
             .env("QUORUM_LOG", "info,quorum=debug")
             .stdin(Stdio::null())
@@ -143,11 +156,16 @@ impl Node {
             .as_str()
             .expect("cluster_listen")
             .to_string();
+        let http = ready["http_listen"]
+            .as_str()
+            .expect("http_listen")
+            .to_string();
         Node {
             child: Some(child),
             url: format!("ws://{listen}"),
             listen,
             cluster,
+            http,
             node_id: ready["node_id"].as_u64().expect("node_id"),
             data_dir: dir.to_path_buf(),
             _tmp: None,
