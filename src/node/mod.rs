@@ -68,6 +68,8 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Set while this node has no contact with a quorum: it serves no workers then.
     fenced: std::sync::atomic::AtomicBool,
+    /// When leading: each member's last answer to the lease probe (which members are silent).
+    pub member_contact: crate::cluster::lease::MemberContact,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -242,6 +244,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         telemetry_frames: AtomicU64::new(0),
         shutdown: CancellationToken::new(),
         fenced: std::sync::atomic::AtomicBool::new(false),
+        member_contact: Default::default(),
     });
     links.attach(&node);
     node.router.set_link(links);
@@ -334,6 +337,9 @@ async fn serve_workers(
     tokio::spawn(expire_calls(node.clone()));
     tokio::spawn(crate::cluster::lease::run(node.clone(), node.config.lease));
     tokio::spawn(membership::watch_removal(node.clone()));
+    if let Some(after) = node.config.remove_departed_after {
+        tokio::spawn(crate::cluster::departed::run(node.clone(), after));
+    }
 
     let listener = TcpListener::bind(node.config.listen)
         .await
