@@ -324,11 +324,20 @@ async fn found_or_join(node: &Node, seeds: &[String]) -> Result<Option<JoinReply
                     %member,
                     "designated founder: a listed member belongs to a cluster; joining it"
                 ),
-                FounderDecision::Wait { silent } => info!(
-                    node = node.id,
-                    ?silent,
-                    "designated founder: waiting for every listed member to answer before founding"
-                ),
+                FounderDecision::Wait { .. } => {
+                    let silent: Vec<String> = probes
+                        .iter()
+                        .filter_map(|(member, probe)| match probe {
+                            Probe::Silent(why) => Some(format!("{member}: {why}")),
+                            _ => None,
+                        })
+                        .collect();
+                    info!(
+                        node = node.id,
+                        ?silent,
+                        "designated founder: waiting for every listed member to answer before founding"
+                    )
+                }
                 FounderDecision::Found => {}
             }
         }
