@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// This node's id; generated once and kept in the data directory when omitted.
     #[arg(long, env = "QUORUM_NODE_ID")]
     pub node_id: Option<NodeId>,
+    /// Derives the node id from a StatefulSet pod name: its trailing ordinal plus one
+    /// (`quorum-0` is node 1), so pods started with identical arguments get stable ids.
+    #[arg(long, env = "QUORUM_NODE_ID_FROM_POD_NAME")]
+    pub node_id_from_pod_name: Option<String>,
     /// How long a new connection may take to announce itself before its namespace
     /// becomes `default` and its buffered registrations apply [default: 5000].
     #[arg(long, env = "QUORUM_REGISTRATION_GRACE_MS")]
@@ -76,6 +80,10 @@ pub struct ServeArgs {
     /// to be registered again elsewhere [default: 5000].
     #[arg(long, env = "QUORUM_CALL_HOLD_MS")]
     pub call_hold_ms: Option<u64>,
+    /// The leader removes a voter whose advertised DNS name has not resolved for this long
+    /// while it is silent (a StatefulSet scaled down); 0 turns this off [default: 0].
+    #[arg(long, env = "QUORUM_REMOVE_DEPARTED_AFTER_MS")]
+    pub remove_departed_after_ms: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -98,6 +106,7 @@ struct FileConfig {
     advertise: Option<String>,
     join: Option<Vec<String>>,
     node_id: Option<NodeId>,
+    node_id_from_pod_name: Option<String>,
     registration_grace_ms: Option<u64>,
     max_pending_calls: Option<usize>,
     max_buffered_registrations: Option<usize>,
@@ -106,6 +115,7 @@ struct FileConfig {
     purge_after_ms: Option<u64>,
     drain_grace_ms: Option<u64>,
     call_hold_ms: Option<u64>,
+    remove_departed_after_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -129,6 +139,9 @@ pub struct Config {
     pub drain_grace: Duration,
     /// The longest a call waits for a function moving off a draining node.
     pub call_hold: Duration,
+    /// How long a silent voter's DNS name must fail to resolve before the leader removes it;
+    /// `None` when departed members are never removed automatically.
+    pub remove_departed_after: Option<Duration>,
 }
 
 /// Why the settings cannot start a node.
@@ -150,6 +163,14 @@ pub enum ConfigError {
     Zero { field: &'static str },
     #[error("purge_after_ms ({purge_ms}) must exceed fence_after_ms ({fence_ms}) by at least 1000, so a node has fenced itself before the majority forgets its workers")]
     Lease { fence_ms: u64, purge_ms: u64 },
+    #[error("node_id_from_pod_name `{name}` does not end in an ordinal like `quorum-2`")]
+    PodName { name: String },
+    #[error("node_id {node_id} conflicts with node_id_from_pod_name `{pod_name}`, which gives node id {derived}; give only one")]
+    NodeIdConflict {
+        node_id: NodeId,
+        pod_name: String,
+        derived: NodeId,
+    },
     #[error("node id file {path}: {source}")]
     NodeIdFile {
         path: PathBuf,
@@ -192,6 +213,13 @@ impl Config {
         } else {
             args.join.clone()
         };
+        let node_id = node_id(
+            args.node_id.or(file.node_id),
+            args.node_id_from_pod_name
+                .clone()
+                .or(file.node_id_from_pod_name)
+                .as_deref(),
+        )?;
         let config = Self {
             data_dir: args
                 .data_dir
@@ -203,7 +231,7 @@ impl Config {
             http_listen,
             advertise,
             join,
-            node_id: args.node_id.or(file.node_id),
+            node_id,
             registration_grace: Duration::from_millis(
                 args.registration_grace_ms
                     .or(file.registration_grace_ms)
@@ -241,6 +269,11 @@ impl Config {
             call_hold: Duration::from_millis(
                 args.call_hold_ms.or(file.call_hold_ms).unwrap_or(5_000),
             ),
+            remove_departed_after: args
+                .remove_departed_after_ms
+                .or(file.remove_departed_after_ms)
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
         };
         config.validate()?;
         Ok(config)
@@ -293,6 +326,44 @@ impl Config {
         std::fs::write(&path, id.to_string()).map_err(io_err)?;
         Ok(id)
     }
+}
+
+/// The configured node id, or the one a pod name gives; both must agree when both are given.
+fn node_id(
+    explicit: Option<NodeId>,
+    pod_name: Option<&str>,
+) -> Result<Option<NodeId>, ConfigError> {
+    let Some(name) = pod_name else {
+        return Ok(explicit);
+    };
+    let derived = node_id_from_pod_name(name)?;
+    match explicit {
+        Some(node_id) if node_id != derived => Err(ConfigError::NodeIdConflict {
+            node_id,
+            pod_name: name.to_string(),
+            derived,
+        }),
+        _ => Ok(Some(derived)),
+    }
+}
+
+/// The node id of a StatefulSet pod: its trailing ordinal plus one, since ids must be
+/// non-zero and ordinals start at 0 (`quorum-0` → 1, `db-12` → 13).
+pub fn node_id_from_pod_name(name: &str) -> Result<NodeId, ConfigError> {
+    let bad = || ConfigError::PodName {
+        name: name.to_string(),
+    };
+    let name = name.trim();
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let ordinal = &name[name.len() - digits..];
+    if ordinal.is_empty() {
+        return Err(bad());
+    }
+    ordinal
+        .parse::<NodeId>()
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(bad)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -422,6 +493,71 @@ mod tests {
             Config::load(&args),
             Err(ConfigError::Lease { .. })
         ));
+    }
+
+    #[test]
+    fn a_pod_name_gives_its_ordinal_plus_one() {
+        assert_eq!(node_id_from_pod_name("quorum-0").unwrap(), 1);
+        assert_eq!(node_id_from_pod_name("quorum-2").unwrap(), 3);
+        assert_eq!(node_id_from_pod_name("my-db-12").unwrap(), 13);
+        for bad in ["quorum", "quorum-", "", "quorum-99999999999999999999"] {
+            assert!(
+                matches!(node_id_from_pod_name(bad), Err(ConfigError::PodName { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            node_id_from_pod_name("quorum-18446744073709551615"),
+            Err(ConfigError::PodName { .. })
+        ));
+    }
+
+    #[test]
+    fn a_pod_name_sets_the_node_id_and_must_agree_with_an_explicit_one() {
+        let args = ServeArgs {
+            node_id_from_pod_name: Some("quorum-2".into()),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(&args).unwrap().node_id, Some(3));
+        let args = ServeArgs {
+            node_id: Some(3),
+            node_id_from_pod_name: Some("quorum-2".into()),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(&args).unwrap().node_id, Some(3));
+        let args = ServeArgs {
+            node_id: Some(1),
+            node_id_from_pod_name: Some("quorum-2".into()),
+            ..Default::default()
+        };
+        let err = Config::load(&args).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::NodeIdConflict { derived: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn departed_removal_is_off_by_default_and_zero_means_off() {
+        assert_eq!(
+            Config::load(&ServeArgs::default())
+                .unwrap()
+                .remove_departed_after,
+            None
+        );
+        let args = ServeArgs {
+            remove_departed_after_ms: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(&args).unwrap().remove_departed_after, None);
+        let args = ServeArgs {
+            remove_departed_after_ms: Some(60_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(&args).unwrap().remove_departed_after,
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]

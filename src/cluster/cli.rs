@@ -150,6 +150,7 @@ fn status_json(reply: &pb::StatusReply) -> Value {
         "last_applied": reply.last_applied,
         "last_log_index": reply.last_log_index,
         "local_workers": reply.local_workers,
+        "initialized": reply.initialized,
         "members": members_json(&reply.members),
     })
 }
@@ -238,6 +239,7 @@ mod tests {
             ],
             local_workers: 0,
             cluster_id: "c1".into(),
+            initialized: true,
         };
         let table = status_table(&reply);
         assert!(table.contains("leader none"), "{table}");

@@ -7,13 +7,16 @@
 //!   longer than `fence_after` plus one election timeout, so by the time the
 //!   majority forgets a node's workers, that node has surely closed their sockets.
 //!
-//! The bookkeeping ([`PeerContact`], [`must_fence`]) is pure: time is passed in, so the
-//! decisions are unit-tested. [`run`] drives it on a node: it probes peers, purges lost
-//! ones when leading, and fences or unfences this node.
+//! The bookkeeping ([`PeerContact`], [`must_fence`], [`is_silent`]) is pure: time is passed
+//! in, so the decisions are unit-tested. [`run`] drives it on a node: when leading it probes
+//! every member, purges lost ones, and records each member's last answer in
+//! [`MemberContact`] (which the departed-member check reads); it fences or unfences this node.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
 use tracing::{info, warn};
 
 use crate::ids::NodeId;
@@ -80,14 +83,33 @@ pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
 
         if !leading {
             leading_since = None;
+            node.member_contact.stop_leading();
             continue;
         }
         let since = *leading_since.get_or_insert(now);
+        node.member_contact.lead(since);
         let holding = node.registry().nodes_with_workers();
         contact.track_holders(&holding, now);
-        for peer in holding.iter().copied().filter(|p| *p != node.id) {
-            if probe(&node, peer).await {
-                contact.record(peer, Instant::now());
+        let members: Vec<(NodeId, String)> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != node.id)
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let answers = join_all(
+            members
+                .iter()
+                .map(|(id, address)| async { (*id, probe(&node, address).await) }),
+        )
+        .await;
+        let answered_at = Instant::now();
+        for (peer, answered) in answers {
+            if answered {
+                node.member_contact.record(peer, answered_at);
+                if holding.contains(&peer) {
+                    contact.record(peer, answered_at);
+                }
             }
         }
         for lost in contact.to_purge(&holding, node.id, since, Instant::now(), timings) {
@@ -106,17 +128,83 @@ pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
     }
 }
 
-/// Whether `peer` answers a status request in time.
-async fn probe(node: &Node, peer: NodeId) -> bool {
-    let Some(address) = node.peer_address(peer) else {
-        return false;
-    };
+/// Whether the member at `address` answers a status request in time.
+async fn probe(node: &Node, address: &str) -> bool {
     node.peers
-        .unary(&address, PROBE_TIMEOUT, |mut client| async move {
+        .unary(address, PROBE_TIMEOUT, |mut client| async move {
             client.status(StatusRequest {}).await
         })
         .await
         .is_ok()
+}
+
+/// Whether a node last heard from at `last` (never: `None`) is silent at `now`: no answer for
+/// `purge_after`, counting from `since` (when this node started leading) at the earliest, so a
+/// fresh leader gives every peer a full lease.
+pub fn is_silent(
+    last: Option<Instant>,
+    since: Instant,
+    now: Instant,
+    timings: LeaseTimings,
+) -> bool {
+    let last = last.unwrap_or(since).max(since);
+    now.saturating_duration_since(last) > timings.purge_after
+}
+
+/// When each member last answered this (leading) node's probe, shared with the departed-member
+/// check so that both agree on which members are silent. Knows nothing while not leading.
+#[derive(Debug, Default)]
+pub struct MemberContact {
+    book: Mutex<ContactBook>,
+}
+
+#[derive(Debug, Default)]
+struct ContactBook {
+    leading_since: Option<Instant>,
+    last_ok: HashMap<NodeId, Instant>,
+}
+
+impl MemberContact {
+    fn book(&self) -> std::sync::MutexGuard<'_, ContactBook> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This node leads since `since` (a new term of leadership starts a new book).
+    pub fn lead(&self, since: Instant) {
+        let mut book = self.book();
+        if book.leading_since != Some(since) {
+            book.leading_since = Some(since);
+            book.last_ok.clear();
+        }
+    }
+
+    /// This node does not lead: forget everything.
+    pub fn stop_leading(&self) {
+        *self.book() = ContactBook::default();
+    }
+
+    /// `node` answered at `at`.
+    pub fn record(&self, node: NodeId, at: Instant) {
+        self.book().last_ok.insert(node, at);
+    }
+
+    /// The members in `members` that are silent at `now` (see [`is_silent`]); none while
+    /// this node does not lead.
+    pub fn silent(
+        &self,
+        members: impl IntoIterator<Item = NodeId>,
+        now: Instant,
+        timings: LeaseTimings,
+    ) -> BTreeSet<NodeId> {
+        let book = self.book();
+        let Some(since) = book.leading_since else {
+            return BTreeSet::new();
+        };
+        members
+            .into_iter()
+            .filter(|id| is_silent(book.last_ok.get(id).copied(), since, now, timings))
+            .collect()
+    }
 }
 
 /// The last time each peer answered this node.
@@ -157,10 +245,7 @@ impl PeerContact {
             .iter()
             .copied()
             .filter(|node| *node != me)
-            .filter(|node| {
-                let last = self.last_ok.get(node).copied().unwrap_or(since).max(since);
-                now.saturating_duration_since(last) > timings.purge_after
-            })
+            .filter(|node| is_silent(self.last_ok.get(node).copied(), since, now, timings))
             .collect()
     }
 }
@@ -258,6 +343,20 @@ mod tests {
             ),
             vec![2]
         );
+    }
+
+    #[test]
+    fn member_contact_knows_silence_only_while_leading() {
+        let timings = LeaseTimings::default();
+        let contact = MemberContact::default();
+        let start = Instant::now();
+        let late = start + timings.purge_after * 2;
+        assert!(contact.silent([2, 3], late, timings).is_empty());
+        contact.lead(start);
+        contact.record(2, late - Duration::from_millis(100));
+        assert_eq!(contact.silent([2, 3], late, timings), BTreeSet::from([3]));
+        contact.stop_leading();
+        assert!(contact.silent([2, 3], late, timings).is_empty());
     }
 
     #[test]

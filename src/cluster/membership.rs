@@ -176,6 +176,7 @@ pub fn address_of(node: &Node, id: NodeId) -> Option<String> {
 /// This node's answer to `Status`.
 pub fn status(node: &Node) -> pb::StatusReply {
     let m = metrics(node);
+    let initialized = m.membership_config.membership().nodes().next().is_some();
     pb::StatusReply {
         node_id: node.id,
         state: match m.state {
@@ -193,6 +194,7 @@ pub fn status(node: &Node) -> pb::StatusReply {
         members: members(node, m.membership_config.membership(), m.current_leader),
         local_workers: node.connections.len() as u64,
         cluster_id: node.cluster_id.get().unwrap_or_default(),
+        initialized,
     }
 }
 

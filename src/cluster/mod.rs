@@ -4,16 +4,18 @@
 //! or restart from stored state), membership changes and the cluster's view for operators
 //! ([`membership`]: join on the leader, leave and remove keeping a quorum, status), sending
 //! registry writes to the leader ([`forwarder`]), the cluster id that keeps clusters apart
-//! ([`identity`]), leases that fence a cut-off node and purge a lost one ([`lease`]), and the
-//! `quorum cluster …` commands ([`cli`]).
+//! ([`identity`]), leases that fence a cut-off node and purge a lost one ([`lease`]), removing
+//! voters that departed for good ([`departed`]), and the `quorum cluster …` commands ([`cli`]).
 //!
 //! It never applies registry commands itself (that is `consensus` and `registry`) and never
-//! initializes Raft when `--join` names members: a node whose data was wiped rejoins the
-//! cluster it names instead of founding a second one. Membership changes happen only on the
+//! initializes Raft when `--join` names members, except on the designated founder (listed
+//! first) once every other listed member answered that it belongs to no cluster: a node whose
+//! data was wiped rejoins the cluster it names instead of founding a second one. Membership changes happen only on the
 //! leader; every other member forwards them there.
 
 pub mod bootstrap;
 pub mod cli;
+pub mod departed;
 pub mod forwarder;
 pub mod identity;
 pub mod lease;

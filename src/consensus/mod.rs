@@ -10,8 +10,9 @@
 //! - the registry behind [`Consensus::registry`] only changes through the state machine, i.e. in
 //!   log order, and each normal entry is reported once per apply on the [`Applied`] channel;
 //! - a node whose storage is empty bootstraps a one-member cluster of itself only when told to
-//!   ([`Bootstrap::Initialize`]); with [`Bootstrap::Join`] it never initializes and waits to be
-//!   added by a leader; a node with state only restarts from it (never re-initializes);
+//!   ([`Bootstrap::Initialize`], or [`Consensus::found`] called by the designated founder); with
+//!   [`Bootstrap::Join`] it does not initialize at start and waits to be added by a leader; a
+//!   node with state only restarts from it (never re-initializes);
 //! - after [`Consensus::shutdown`] returns `Ok`, the sled database is flushed and closed, so the
 //!   same `data_dir` can be opened again (even in the same process).
 
@@ -313,21 +314,38 @@ impl Consensus {
             );
             return Ok(());
         } else {
-            let members = BTreeMap::from([(id, BasicNode::new(&cfg.advertise))]);
-            match raft.initialize(members).await {
-                Ok(()) => tracing::info!(node_id = id, "initialized one-member cluster"),
-                // Raced with something that initialized it meanwhile: fine, it is initialized.
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(RaftError::APIError(e)) => return Err(e.into()),
-                Err(RaftError::Fatal(e)) => return Err(e.into()),
-            }
-            true
+            return self.found(&cfg.advertise).await;
         };
         if !sole_voter {
             // Part of a multi-node cluster: leadership depends on peers; do not block start-up.
             return Ok(());
         }
-        raft.wait(Some(LEADER_TIMEOUT))
+        self.wait_sole_leader().await
+    }
+
+    /// Founds a one-member cluster of this pristine node at `advertise` (Raft `initialize` with
+    /// only itself as voter) and waits until it leads and has applied its log. Used at start-up
+    /// without `--join`, and later by the designated founder of a StatefulSet once every listed
+    /// member answered that it belongs to no cluster; the others then join as usual.
+    pub async fn found(&self, advertise: &str) -> Result<(), ConsensusError> {
+        let id = self.inner.node_id;
+        let members = BTreeMap::from([(id, BasicNode::new(advertise))]);
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => tracing::info!(node_id = id, "initialized one-member cluster"),
+            // Raced with something that initialized it meanwhile: fine, it is initialized.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(RaftError::APIError(e)) => return Err(e.into()),
+            Err(RaftError::Fatal(e)) => return Err(e.into()),
+        }
+        self.wait_sole_leader().await
+    }
+
+    /// Waits (up to 10 s) until this node, the only voter, leads and has applied its log.
+    async fn wait_sole_leader(&self) -> Result<(), ConsensusError> {
+        let id = self.inner.node_id;
+        self.inner
+            .raft
+            .wait(Some(LEADER_TIMEOUT))
             .metrics(
                 |m| {
                     m.state == ServerState::Leader

@@ -85,6 +85,8 @@ pub struct Node {
     serving: AtomicBool,
     /// Cancelled when a SIGTERM starts the drain: no new workers from then on.
     pub draining: CancellationToken,
+    /// When leading: each member's last answer to the lease probe (which members are silent).
+    pub member_contact: crate::cluster::lease::MemberContact,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -279,6 +281,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         fenced: AtomicBool::new(false),
         serving: AtomicBool::new(false),
         draining: CancellationToken::new(),
+        member_contact: Default::default(),
     });
     links.attach(&node);
     node.router.set_link(links);
@@ -387,6 +390,9 @@ async fn serve_workers(
     tokio::spawn(expire_calls(node.clone()));
     tokio::spawn(crate::cluster::lease::run(node.clone(), node.config.lease));
     tokio::spawn(membership::watch_removal(node.clone()));
+    if let Some(after) = node.config.remove_departed_after {
+        tokio::spawn(crate::cluster::departed::run(node.clone(), after));
+    }
 
     let listener = TcpListener::bind(node.config.listen)
         .await

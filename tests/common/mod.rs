@@ -91,8 +91,14 @@ impl Node {
         node
     }
 
-    /// Starts a node on a given data directory.
+    /// Starts a node on a given data directory and waits for its ready line.
     pub fn start_in(dir: &Path, options: NodeOptions) -> Node {
+        Node::spawn_in(dir, options).ready()
+    }
+
+    /// Starts a node on a given data directory without waiting for it to be ready, for tests
+    /// that start several nodes which only become ready together.
+    pub fn spawn_in(dir: &Path, options: NodeOptions) -> Starting {
         let listen = options
             .listen
             .clone()
@@ -139,36 +145,10 @@ impl Node {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) if !line.trim().is_empty() => line,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "quorum did not become ready ({other:?}); log:\n{}",
-                    std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
-                );
-            }
-        };
-        let ready: Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
-        let listen = ready["listen"].as_str().expect("listen").to_string();
-        let cluster = ready["cluster_listen"]
-            .as_str()
-            .expect("cluster_listen")
-            .to_string();
-        let http = ready["http_listen"]
-            .as_str()
-            .expect("http_listen")
-            .to_string();
-        Node {
+        Starting {
             child: Some(child),
-            url: format!("ws://{listen}"),
-            listen,
-            cluster,
-            http,
-            node_id: ready["node_id"].as_u64().expect("node_id"),
+            ready_line: rx,
             data_dir: dir.to_path_buf(),
-            _tmp: None,
         }
     }
 
@@ -225,11 +205,75 @@ impl Drop for Node {
     }
 }
 
+/// A node process that has been started but has not printed its ready line yet. Killed by
+/// PID when dropped before [`Starting::ready`].
+pub struct Starting {
+    child: Option<Child>,
+    ready_line: std::sync::mpsc::Receiver<String>,
+    data_dir: PathBuf,
+}
+
+impl Starting {
+    /// Waits (up to 30 s) for the ready line; panics with the node's log otherwise.
+    pub fn ready(mut self) -> Node {
+        let mut child = self.child.take().expect("not waited for yet");
+        let dir = self.data_dir.clone();
+        let line = match self.ready_line.recv_timeout(START_TIMEOUT) {
+            Ok(line) if !line.trim().is_empty() => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "quorum did not become ready ({other:?}); log:\n{}",
+                    std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
+                );
+            }
+        };
+        let ready: Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
+        let listen = ready["listen"].as_str().expect("listen").to_string();
+        let cluster = ready["cluster_listen"]
+            .as_str()
+            .expect("cluster_listen")
+            .to_string();
+        let http = ready["http_listen"]
+            .as_str()
+            .expect("http_listen")
+            .to_string();
+        Node {
+            child: Some(child),
+            url: format!("ws://{listen}"),
+            listen,
+            cluster,
+            http,
+            node_id: ready["node_id"].as_u64().expect("node_id"),
+            data_dir: dir,
+            _tmp: None,
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free TCP port on `127.0.0.1`, chosen by the OS (for addresses that must be known before
+/// a node starts, such as a `--join` list).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A loopback address with a port that was free a moment ago, for a node that must come
 /// back on the same worker port after a restart (a load balancer points at it).
 pub fn free_address() -> String {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
-    probe.local_addr().expect("probe address").to_string()
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// A unique worker name, so two clients in one test process never share a lease.
