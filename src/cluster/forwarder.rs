@@ -55,9 +55,13 @@ impl ForwardError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ForwardError::NotLeader { .. } => true,
+            // A connection that breaks mid-call (the leader was killed) surfaces as `Unknown`.
             ForwardError::Rpc(RpcError::Remote { code, .. }) => matches!(
                 code,
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown
             ),
             ForwardError::Rpc(RpcError::BadAddress { .. } | RpcError::Codec { .. }) => false,
             ForwardError::Rpc(_) => true,
@@ -99,4 +103,24 @@ pub async fn forward(
             source,
         })?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(code: tonic::Code) -> ForwardError {
+        ForwardError::Rpc(RpcError::Remote {
+            addr: "127.0.0.1:1".into(),
+            code,
+            message: "m".into(),
+        })
+    }
+
+    #[test]
+    fn a_connection_lost_mid_call_is_retried_and_a_refusal_is_not() {
+        assert!(remote(tonic::Code::Unknown).is_retryable());
+        assert!(remote(tonic::Code::Unavailable).is_retryable());
+        assert!(!remote(tonic::Code::InvalidArgument).is_retryable());
+    }
 }
