@@ -1,19 +1,25 @@
 //! Chaos: continuous calls between workers on every node while nodes are killed with
-//! SIGKILL and restarted. Bounded for CI (40 s of faults by default; set
-//! `QUORUM_CHAOS_SECS` for longer). It prints the counts and checks that:
+//! SIGKILL and restarted, or cut off from the others (fault-injecting relays on the gRPC
+//! links, no root needed) and healed. Bounded for CI (40 s of faults by default; set
+//! `QUORUM_CHAOS_SECS` for longer, `QUORUM_CHAOS_SEED` to replay a run). It prints the counts
+//! and checks that:
 //! - no call is answered with another call's result;
 //! - every call ends within its timeout with a result or `invocation_stopped` (or
-//!   `function_not_found` while its callee is reconnecting), except calls whose own
-//!   caller's node died under them, which no engine can answer: those are counted apart;
+//!   `function_not_found` while its callee is reconnecting), except calls whose own caller's
+//!   node was SIGKILLed while they ran on that same node: no engine is left to answer those
+//!   (a call the dead node had forwarded is answered after the caller reattaches), so they
+//!   are counted apart;
 //! - after the faults stop, every node's registry lists exactly the live workers
 //!   within 5 s.
 
 mod common;
 
-use common::{call, unique_name, worker, Cluster, NodeOptions};
+use common::relay::{Faults, Relay};
+use common::{call, free_address, unique_name, worker, Cluster, NodeOptions};
 use iii_sdk::{Error, IIIClient, RegisterFunction};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +34,10 @@ struct Counts {
     stopped: u64,
     not_found: u64,
     caller_node_died: u64,
+    /// Calls answered `channel_send_failed`: the owner's socket closed as the call arrived.
+    owner_closing: u64,
+    /// Calls answered with their result although their caller's node died during them.
+    answered_after_reattach: u64,
     misrouted: Vec<String>,
     lost: Vec<String>,
 }
@@ -44,8 +54,64 @@ impl Lcg {
     }
 }
 
+/// Three nodes, each with its cluster port on its own loopback IP behind a relay that can
+/// cut it off, and a fixed worker port it keeps across restarts.
+struct Net {
+    cluster: Cluster,
+    faults: Faults,
+    _relays: Vec<Relay>,
+    ips: Vec<IpAddr>,
+    options: Vec<NodeOptions>,
+}
+
+async fn start_net() -> Net {
+    let faults = Faults::default();
+    let mut cluster = Cluster::empty();
+    let (mut ips, mut relays, mut options) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..NODES as u8 {
+        let ip: IpAddr = [127, 0, 0, 31 + i].into();
+        let port = common::free_port_on(ip);
+        let target = SocketAddr::new(ip, port);
+        let relay = Relay::start([127, 0, 0, 41 + i].into(), target, &faults).await;
+        let node = NodeOptions {
+            listen: Some(free_address()),
+            cluster_listen: Some(target.to_string()),
+            args: vec!["--advertise".to_string(), relay.addr.to_string()],
+            ..NodeOptions::default()
+        };
+        let mut first = node.clone();
+        if i > 0 {
+            let seed: &Relay = &relays[0];
+            first
+                .args
+                .extend(["--join".to_string(), seed.addr.to_string()]);
+        }
+        tokio::task::block_in_place(|| cluster.spawn_node(first));
+        ips.push(ip);
+        relays.push(relay);
+        options.push(node);
+    }
+    tokio::task::block_in_place(|| {
+        cluster.wait_until("all three nodes are voters", |c| {
+            c.status(0).is_some_and(|s| {
+                let members = common::members(&s);
+                s["leader_id"].as_u64().is_some()
+                    && members.len() == NODES
+                    && members.iter().all(|m| m.1 != "learner")
+            })
+        })
+    });
+    Net {
+        cluster,
+        faults,
+        _relays: relays,
+        ips,
+        options,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_survive_random_node_kills_and_restarts() {
+async fn calls_survive_random_node_kills_restarts_and_partitions() {
     let seconds: u64 = std::env::var("QUORUM_CHAOS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -55,7 +121,13 @@ async fn calls_survive_random_node_kills_and_restarts() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     println!("chaos: {seconds} s of faults, seed {seed}");
-    let mut cluster = Cluster::start(NODES);
+    let Net {
+        mut cluster,
+        faults,
+        _relays,
+        ips,
+        options,
+    } = start_net().await;
     let listens: Vec<String> = (0..NODES).map(|i| cluster.node(i).listen.clone()).collect();
 
     // One callee and one caller on every node.
@@ -81,8 +153,8 @@ async fn calls_survive_random_node_kills_and_restarts() {
         common::wait_function(&callers[0].1, &format!("chaos::echo{i}"), true).await;
     }
 
-    // Which nodes are down, and since when each node last died (to tell a call whose
-    // caller's node died under it).
+    // When each node was killed (to tell a call whose caller's node died under it).
+    let epoch = Instant::now();
     let deaths: Arc<Mutex<Vec<Vec<Instant>>>> = Arc::new(Mutex::new(vec![Vec::new(); NODES]));
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(Mutex::new(Counts::default()));
@@ -106,7 +178,12 @@ async fn calls_survive_random_node_kills_and_restarts() {
                     {
                         let mut c = counts.lock().unwrap();
                         match outcome {
-                            Ok(Ok(v)) if v["n"] == n && v["from"] == home => c.ok += 1,
+                            Ok(Ok(v)) if v["n"] == n && v["from"] == home => {
+                                c.ok += 1;
+                                if caller_died {
+                                    c.answered_after_reattach += 1;
+                                }
+                            }
                             Ok(Ok(v)) => c.misrouted.push(format!("{target} n={n}: {v}")),
                             Ok(Err(Error::Remote { code, .. })) if code == "invocation_stopped" => {
                                 c.stopped += 1
@@ -114,9 +191,20 @@ async fn calls_survive_random_node_kills_and_restarts() {
                             Ok(Err(Error::Remote { code, .. })) if code == "function_not_found" => {
                                 c.not_found += 1
                             }
+                            // The reference engine's answer when the owner's connection closed
+                            // just before the call reached it.
+                            Ok(Err(Error::Remote { code, .. }))
+                                if code == "channel_send_failed" =>
+                            {
+                                c.owner_closing += 1
+                            }
                             _ if caller_died => c.caller_node_died += 1,
                             Ok(Err(Error::NotConnected)) => c.caller_node_died += 1,
-                            other => c.lost.push(format!("{target} n={n}: {other:?}")),
+                            other => c.lost.push(format!(
+                                "{target} from node {} n={n} at {:?}: {other:?}",
+                                home + 1,
+                                started.duration_since(epoch)
+                            )),
                         }
                     }
                     if caller_died {
@@ -130,21 +218,31 @@ async fn calls_survive_random_node_kills_and_restarts() {
 
     let mut rng = Lcg(seed);
     let until = Instant::now() + Duration::from_secs(seconds);
-    let mut kills = 0;
+    // What happened when, printed with the counts so a failure can be read against it.
+    let mut timeline: Vec<String> = Vec::new();
+    let at = || epoch.elapsed();
+    let (mut kills, mut partitions) = (0u64, 0u64);
     while Instant::now() < until {
         let victim = rng.next(NODES as u64) as usize;
-        deaths.lock().unwrap()[victim].push(Instant::now());
-        cluster.kill(victim);
-        kills += 1;
-        tokio::time::sleep(Duration::from_millis(500 + rng.next(2_000))).await;
-        cluster.restart_bare(
-            victim,
-            NodeOptions {
-                listen: Some(listens[victim].clone()),
-                ..Default::default()
-            },
-        );
-        cluster.wait_for_leader();
+        if rng.next(2) == 0 {
+            deaths.lock().unwrap()[victim].push(Instant::now());
+            timeline.push(format!("{:?} kill node {}", at(), victim + 1));
+            cluster.kill(victim);
+            kills += 1;
+            tokio::time::sleep(Duration::from_millis(500 + rng.next(2_000))).await;
+            let options = options[victim].clone();
+            tokio::task::block_in_place(|| cluster.restart_bare(victim, options));
+            timeline.push(format!("{:?} node {} restarted", at(), victim + 1));
+        } else {
+            // Long enough to fence the node (2.5 s), sometimes to purge it (5 s).
+            timeline.push(format!("{:?} cut node {}", at(), victim + 1));
+            faults.cut(ips[victim]);
+            partitions += 1;
+            tokio::time::sleep(Duration::from_millis(3_000 + rng.next(3_000))).await;
+            faults.heal(ips[victim]);
+            timeline.push(format!("{:?} healed node {}", at(), victim + 1));
+        }
+        tokio::task::block_in_place(|| cluster.wait_for_leader());
         tokio::time::sleep(Duration::from_millis(1_000 + rng.next(2_000))).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -190,19 +288,43 @@ async fn calls_survive_random_node_kills_and_restarts() {
 
     let c = counts.lock().unwrap();
     let mut summary = BTreeMap::new();
-    summary.insert("kills", kills as u64);
+    summary.insert("kills", kills);
+    summary.insert("partitions", partitions);
+    summary.insert("channel_send_failed", c.owner_closing);
+    summary.insert("answered_after_reattach", c.answered_after_reattach);
     summary.insert("ok", c.ok);
     summary.insert("invocation_stopped", c.stopped);
     summary.insert("function_not_found", c.not_found);
     summary.insert("caller_node_died", c.caller_node_died);
     summary.insert("misrouted", c.misrouted.len() as u64);
     summary.insert("lost", c.lost.len() as u64);
+    println!("chaos timeline: {timeline:#?}");
     println!("chaos counts: {summary:?}; registry converged {convergence:?} after the faults");
     assert!(
         c.misrouted.is_empty(),
         "answered with another call's result: {:?}",
         c.misrouted
     );
+    if !c.lost.is_empty() {
+        for i in 0..NODES {
+            let log = std::fs::read_to_string(cluster.data_dir(i).with_extension("log"))
+                .unwrap_or_default();
+            for line in log.lines().filter(|l| {
+                !l.contains("openraft")
+                    && [
+                        "WARN",
+                        "fenc",
+                        "purg",
+                        "worker connected",
+                        "worker disconnected",
+                    ]
+                    .iter()
+                    .any(|k| l.contains(k))
+            }) {
+                eprintln!("node {}: {line}", i + 1);
+            }
+        }
+    }
     assert!(c.lost.is_empty(), "calls lost: {:?}", c.lost);
     assert!(c.ok > 100, "too few calls completed: {}", c.ok);
     assert!(

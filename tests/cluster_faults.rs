@@ -321,10 +321,7 @@ async fn a_node_partitioned_by_relays_fences_is_purged_and_rejoins() {
         let ip: IpAddr = [127, 0, 0, 11 + i].into();
         // The port is chosen before the node starts, so the relay (which the node advertises)
         // can forward to it from the first connection on.
-        let port = std::net::TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = common::free_port_on(ip);
         let target = SocketAddr::new(ip, port);
         let relay = Relay::start([127, 0, 0, 21 + i].into(), target, &faults).await;
         let mut args = vec!["--advertise".to_string(), relay.addr.to_string()];

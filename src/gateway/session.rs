@@ -93,13 +93,14 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
     let writer = tokio::spawn(writer::run(sink, outbox_rx, PING_INTERVAL));
     let worker = WorkerId::new();
     let token = uuid::Uuid::new_v4().to_string();
+    let token_hash = hash_token(&token);
     let cancel = node.shutdown.child_token();
 
     let connected = node
         .commit(Command::WorkerConnected {
             worker,
             node: node.id,
-            token_hash: hash_token(&token),
+            token_hash: token_hash.clone(),
             at_ms: now_ms(),
             ip_address: Some(peer.ip().to_string()),
         })
@@ -144,6 +145,7 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
         tokio::select! {
             _ = cancel.cancelled() => {
                 let drained = node.is_draining() && !node.shutdown.is_cancelled();
+                let fenced = node.is_fenced() && !node.shutdown.is_cancelled();
                 let (code, reason) = if node.shutdown.is_cancelled() {
                     (CLOSE_GOING_AWAY, "engine node shutting down")
                 } else if node.is_fenced() {
@@ -153,9 +155,16 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
                 } else {
                     (CLOSE_NORMAL, "connection retired")
                 };
-                session.close(code, reason).await;
-                if drained {
+                if drained || fenced {
+                    // Its SDK keeps its calls pending across the reconnect: keep their
+                    // answers here until it reattaches (a drain parked it already).
+                    node.router.close_now(worker, token_hash.clone());
+                    session.close(code, reason).await;
                     session.linger(&mut stream).await;
+                } else {
+                    // Nothing will carry their answers once the socket is closed.
+                    node.router.stop_waiting(worker).await;
+                    session.close(code, reason).await;
                 }
                 break;
             }
@@ -207,9 +216,9 @@ impl Session {
             .await;
     }
 
-    /// After a drain closed the socket: calls the worker sent before it saw the close are
-    /// still routed (their answers follow the worker to its next connection); everything
-    /// else is dropped. Ends with the worker's own close, or after [`LINGER`].
+    /// After a drain or fencing closed the socket: calls the worker sent before it saw the
+    /// close are still routed (their answers follow the worker to its next connection);
+    /// everything else is dropped. Ends with the worker's own close, or after [`LINGER`].
     async fn linger(
         &mut self,
         stream: &mut futures_util::stream::SplitStream<WebSocketStream<TcpStream>>,

@@ -610,6 +610,20 @@ impl Router {
         self.stop_all(stopped).await;
     }
 
+    /// The engine is about to close a worker's socket (fenced, shutting down, retired): the
+    /// calls it waits on end with `invocation_stopped` first, so its SDK is not left waiting
+    /// for answers no connection will carry. Their owners' nodes forget them.
+    pub async fn stop_waiting(&self, worker: WorkerId) {
+        let calls = self.lock_table().drop_waiting(worker);
+        if let Some(link) = self.link.get() {
+            for (id, call) in calls.iter().filter(|(_, c)| c.owner_node != self.node) {
+                link.cancel(call.owner_node, *id).await;
+            }
+        }
+        self.stop_all(calls.into_iter().map(|(_, call)| call).collect())
+            .await;
+    }
+
     /// Ends each call with `invocation_stopped`: its owner is gone or will never answer.
     async fn stop_all(&self, calls: Vec<PendingCall>) {
         for call in calls {
@@ -749,6 +763,13 @@ impl Router {
         }
         self.lock_parked().park(worker, token_hash);
         true
+    }
+
+    /// The engine closes a local worker now (fencing): no call is handed to it any more, and
+    /// the answers to calls it waits on are kept for its next connection.
+    pub fn close_now(&self, worker: WorkerId, token_hash: String) {
+        self.lock_table().mark_closing(worker);
+        self.lock_parked().park(worker, token_hash);
     }
 
     /// A reconnected worker proved it is `previous`: the answers kept for it, and those

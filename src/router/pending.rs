@@ -109,6 +109,11 @@ impl PendingTable {
         true
     }
 
+    /// Marks a worker as closing whatever it executes (the engine closes it now).
+    pub fn mark_closing(&mut self, worker: WorkerId) {
+        self.closing.insert(worker);
+    }
+
     /// Whether a drain is closing this worker.
     pub fn is_closing(&self, worker: WorkerId) -> bool {
         self.closing.contains(&worker)
@@ -126,6 +131,19 @@ impl PendingTable {
         executing
             .into_iter()
             .filter_map(|id| self.remove(id))
+            .collect()
+    }
+
+    /// Takes out the calls a worker waits on (it is about to be disconnected by the engine).
+    pub fn drop_waiting(&mut self, worker: WorkerId) -> Vec<(InvocationId, PendingCall)> {
+        let waiting: Vec<InvocationId> = self
+            .by_worker
+            .get(&worker)
+            .map(|f| f.waiting.iter().copied().collect())
+            .unwrap_or_default();
+        waiting
+            .into_iter()
+            .filter_map(|id| self.remove(id).map(|call| (id, call)))
             .collect()
     }
 
@@ -341,6 +359,22 @@ mod tests {
         assert_eq!(table.load(a).waiting, 1, "the answer is still owed to a");
         assert!(!table.is_closing(a));
         assert!(table.remove_if_owned_by(id, b).is_some());
+    }
+
+    #[test]
+    fn a_worker_about_to_be_closed_gets_back_the_calls_it_waits_on() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        table.insert(InvocationId::new(), call(a, b), 10).unwrap();
+        table.insert(InvocationId::new(), call(b, a), 10).unwrap();
+        let stopped = table.drop_waiting(a);
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(table.load(a).waiting, 0);
+        assert_eq!(
+            table.load(a).executing,
+            1,
+            "calls it executes are untouched"
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ const NODE_HEADER: &str = "x-quorum-node";
 /// Frames queued towards one peer before senders wait.
 const LINK_CAPACITY: usize = 4096;
 
+/// How often an unreachable peer is reported at warn level.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The invocation links of this node: outgoing streams by peer, and the reply side of
 /// the streams peers opened to us.
 pub struct InvocationLinks {
@@ -40,6 +43,8 @@ pub struct InvocationLinks {
     clients: PeerClients,
     node: OnceLock<Weak<Node>>,
     outgoing: Mutex<HashMap<NodeId, mpsc::Sender<InvocationFrame>>>,
+    /// When a failure to reach each peer was last logged at warn (once per [`WARN_EVERY`]).
+    warned: Mutex<HashMap<NodeId, std::time::Instant>>,
     incoming: Mutex<HashMap<NodeId, mpsc::Sender<Result<InvocationFrame, Status>>>>,
 }
 
@@ -51,7 +56,22 @@ impl InvocationLinks {
             clients,
             node: OnceLock::new(),
             outgoing: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashMap::new()),
             incoming: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a failure to reach `peer` should be logged at warn: every call to an
+    /// unreachable node tries the link again, and one line per [`WARN_EVERY`] is enough.
+    fn should_warn(&self, peer: NodeId) -> bool {
+        let mut warned = lock(&self.warned);
+        let now = std::time::Instant::now();
+        match warned.get(&peer) {
+            Some(last) if now.duration_since(*last) < WARN_EVERY => false,
+            _ => {
+                warned.insert(peer, now);
+                true
+            }
         }
     }
 
@@ -194,7 +214,13 @@ async fn run_outgoing(
                 }
             }
         }
-        Err(status) => warn!(node = me, peer, error = %status, "cannot open an invocation stream"),
+        Err(status) => {
+            if node.links.should_warn(peer) {
+                warn!(node = me, peer, error = %status, "cannot open an invocation stream");
+            } else {
+                debug!(node = me, peer, error = %status, "cannot open an invocation stream");
+            }
+        }
     }
     node.links.forget_outgoing(peer);
     node.router.owner_node_lost(peer).await;

@@ -264,10 +264,30 @@ impl Drop for Starting {
 /// A free TCP port on `127.0.0.1`, chosen by the OS (for addresses that must be known before
 /// a node starts, such as a `--join` list).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    free_port_on([127, 0, 0, 1].into())
+}
+
+/// A port free on `ip` right now, for a process started later. Taken at random below the
+/// kernel's ephemeral range (32768 and up), where the ports that other tests' nodes get from
+/// binding port 0 come from, so one of them cannot take it in between.
+pub fn free_port_on(ip: std::net::IpAddr) -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let mut state = nanos ^ (u64::from(std::process::id()) << 20);
+    loop {
+        state = state
+            .wrapping_add(DRAWS.fetch_add(1, Ordering::Relaxed))
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20_000 + ((state >> 33) % 12_000) as u16;
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A loopback address with a port that was free a moment ago, for a node that must come
