@@ -7,8 +7,9 @@
 //! - every call ends within its timeout with a result or `invocation_stopped` (or
 //!   `function_not_found` while its callee is reconnecting), except calls whose own caller's
 //!   node was SIGKILLed while they ran on that same node: no engine is left to answer those
-//!   (a call the dead node had forwarded is answered after the caller reattaches), so they
-//!   are counted apart;
+//!   (a call the dead node had forwarded is answered after the caller reattaches), and calls
+//!   the caller's SDK wrote in the instant the engine closed its socket (fencing), after the
+//!   close frame where no engine can read them: both are counted apart;
 //! - after the faults stop, every node's registry lists exactly the live workers
 //!   within 5 s.
 
@@ -16,6 +17,7 @@ mod common;
 
 use common::relay::{Faults, Relay};
 use common::{call, free_address, unique_name, worker, Cluster, NodeOptions};
+use iii_sdk::runtime::IIIConnectionState;
 use iii_sdk::{Error, IIIClient, RegisterFunction};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -34,6 +36,8 @@ struct Counts {
     stopped: u64,
     not_found: u64,
     caller_node_died: u64,
+    /// Calls the caller's SDK sent as the engine closed its socket (see below).
+    sent_into_closing_socket: u64,
     /// Calls answered `channel_send_failed`: the owner's socket closed as the call arrived.
     owner_closing: u64,
     /// Calls answered with their result although their caller's node died during them.
@@ -152,17 +156,62 @@ async fn calls_survive_random_node_kills_restarts_and_partitions() {
     for i in 0..NODES {
         common::wait_function(&callers[0].1, &format!("chaos::echo{i}"), true).await;
     }
+    // Faults start once every worker's announcement has committed: a frame a worker sends
+    // behind its own registration waits for that commit, which a partition holds up.
+    let observer = &callers[0].1;
+    common::eventually(
+        "every worker is announced",
+        Duration::from_secs(10),
+        || async {
+            let rows = call(observer, "engine::workers::list", json!({}))
+                .await
+                .ok()?;
+            let listed: Vec<&str> = rows["workers"]
+                .as_array()?
+                .iter()
+                .filter_map(|w| w["name"].as_str())
+                .collect();
+            names
+                .iter()
+                .all(|n| listed.contains(&n.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
 
     // When each node was killed (to tell a call whose caller's node died under it).
     let epoch = Instant::now();
     let deaths: Arc<Mutex<Vec<Vec<Instant>>>> = Arc::new(Mutex::new(vec![Vec::new(); NODES]));
     let stop = Arc::new(AtomicBool::new(false));
+    // When each caller's SDK saw its connection end (the engine fenced or drained it, or its
+    // node died), watched every 2 ms.
+    let drops: Arc<Mutex<Vec<Vec<Instant>>>> = Arc::new(Mutex::new(vec![Vec::new(); NODES]));
+    let mut watchers = Vec::new();
+    for (home, caller) in callers.iter().cloned() {
+        let (drops, stop) = (drops.clone(), stop.clone());
+        watchers.push(tokio::spawn(async move {
+            let mut was_connected = true;
+            while !stop.load(Ordering::Relaxed) {
+                let connected = caller.get_connection_state() == IIIConnectionState::Connected;
+                if was_connected && !connected {
+                    drops.lock().unwrap()[home].push(Instant::now());
+                }
+                was_connected = connected;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
     let counts = Arc::new(Mutex::new(Counts::default()));
     let mut lanes = Vec::new();
     for (home, caller) in callers.iter().cloned() {
         for lane in 0..4u64 {
-            let (caller, stop, counts, deaths) =
-                (caller.clone(), stop.clone(), counts.clone(), deaths.clone());
+            let (caller, stop, counts, deaths, drops) = (
+                caller.clone(),
+                stop.clone(),
+                counts.clone(),
+                deaths.clone(),
+                drops.clone(),
+            );
             lanes.push(tokio::spawn(async move {
                 let mut n = lane;
                 while !stop.load(Ordering::Relaxed) {
@@ -199,6 +248,17 @@ async fn calls_survive_random_node_kills_restarts_and_partitions() {
                                 c.owner_closing += 1
                             }
                             _ if caller_died => c.caller_node_died += 1,
+                            // Sent in the instant the engine closed the caller's socket: the SDK
+                            // writes it after the engine's close frame, where no engine can read
+                            // it, and keeps waiting for it.
+                            Err(_)
+                                if drops.lock().unwrap()[home].iter().any(|d| {
+                                    *d + Duration::from_millis(5) >= started
+                                        && *d <= started + Duration::from_millis(200)
+                                }) =>
+                            {
+                                c.sent_into_closing_socket += 1
+                            }
                             Ok(Err(Error::NotConnected)) => c.caller_node_died += 1,
                             other => c.lost.push(format!(
                                 "{target} from node {} n={n} at {:?}: {other:?}",
@@ -246,7 +306,7 @@ async fn calls_survive_random_node_kills_restarts_and_partitions() {
         tokio::time::sleep(Duration::from_millis(1_000 + rng.next(2_000))).await;
     }
     stop.store(true, Ordering::Relaxed);
-    for lane in lanes {
+    for lane in lanes.into_iter().chain(watchers) {
         lane.await.unwrap();
     }
 
@@ -291,6 +351,7 @@ async fn calls_survive_random_node_kills_restarts_and_partitions() {
     summary.insert("kills", kills);
     summary.insert("partitions", partitions);
     summary.insert("channel_send_failed", c.owner_closing);
+    summary.insert("sent_into_closing_socket", c.sent_into_closing_socket);
     summary.insert("answered_after_reattach", c.answered_after_reattach);
     summary.insert("ok", c.ok);
     summary.insert("invocation_stopped", c.stopped);
@@ -305,6 +366,16 @@ async fn calls_survive_random_node_kills_restarts_and_partitions() {
         "answered with another call's result: {:?}",
         c.misrouted
     );
+    if let Some(dir) = std::env::var_os("QUORUM_CHAOS_KEEP_LOGS") {
+        // For reading a failure afterwards: every node's full log.
+        for i in 0..NODES {
+            let from = cluster.data_dir(i).with_extension("log");
+            let _ = std::fs::copy(
+                from,
+                std::path::Path::new(&dir).join(format!("node{}.log", i + 1)),
+            );
+        }
+    }
     if !c.lost.is_empty() {
         for i in 0..NODES {
             let log = std::fs::read_to_string(cluster.data_dir(i).with_extension("log"))
