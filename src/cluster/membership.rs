@@ -606,11 +606,19 @@ const HANDOVER_WAIT: Duration = Duration::from_secs(3);
 
 /// If this node leads, asks the most up-to-date voter to take over and waits (bounded) until
 /// another node leads. Best effort: on failure the others elect a leader after it exits.
+///
+/// Followers refuse to vote while their leader's lease runs (they heard from it within the
+/// longest election timeout), so the leader first stops its heartbeats and its own
+/// candidacy, lets the lease run out, then asks the follower to stand.
 pub async fn hand_over_leadership(node: &Node) {
     let m = metrics(node);
     if m.current_leader != Some(node.id) {
         return;
     }
+    let runtime = node.consensus.raft().runtime_config();
+    runtime.heartbeat(false);
+    runtime.elect(false);
+    tokio::time::sleep(crate::consensus::ELECTION_TIMEOUT_MAX + Duration::from_millis(100)).await;
     let voters: Vec<NodeId> = m
         .membership_config
         .membership()

@@ -77,6 +77,10 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 /// take; snapshots can be large, so this is far longer than a heartbeat.
 pub const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest election timeout; openraft also uses it as the leader lease: a follower that
+/// heard from its leader more recently refuses to vote for anyone else.
+pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(600);
+
 /// The Raft tuning used by every quorum node, validated: 100 ms heartbeats, 300–600 ms election
 /// timeout, 10 s per snapshot chunk, a snapshot every 5000 applied entries, 1000 entries kept
 /// behind a snapshot so that slightly lagging followers can catch up from the log.
@@ -85,7 +89,7 @@ pub fn raft_config() -> Result<Arc<Config>, ConsensusError> {
         cluster_name: "quorum".to_string(),
         heartbeat_interval: 100,
         election_timeout_min: 300,
-        election_timeout_max: 600,
+        election_timeout_max: ELECTION_TIMEOUT_MAX.as_millis() as u64,
         install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
         max_in_snapshot_log_to_keep: 1000,
