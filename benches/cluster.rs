@@ -246,6 +246,9 @@ async fn main() {
     let mut failover = Histogram::<u64>::new(3).expect("histogram");
     let mut recovery = Histogram::<u64>::new(3).expect("histogram");
     let mut engine_share = Histogram::<u64>::new(3).expect("histogram");
+    let mut node_recovery = Histogram::<u64>::new(3).expect("histogram");
+    let mut node_engine_share = Histogram::<u64>::new(3).expect("histogram");
+    let node_sdk = node_sdk_env();
     for round in 0..KILL_ROUNDS {
         // Leader failover.
         let leader = leader_of(&nodes, None).expect("leader") as usize - 1;
@@ -268,46 +271,30 @@ async fn main() {
 
         // Worker recovery: the callee connects through the proxy to node `holder`.
         let holder = round % 3;
-        let order: Vec<String> = (0..3)
-            .map(|k| nodes[(holder + k) % 3].listen.clone())
-            .collect();
-        *targets.lock().expect("targets") = order;
-        let callee = start_role("callee", &format!("ws://{proxy}"));
-        let watcher_node = (holder + 1) % 3;
-        let caller = client(&url(watcher_node, &nodes), &format!("bench-watch-{round}"));
-        caller
-            .wait_until_registered(Duration::from_secs(10))
-            .await
-            .expect("registered");
-        assert!(
-            wait_callable(&caller, Duration::from_secs(10)).await,
-            "callee not callable"
-        );
-        // New connections now go to a survivor first.
-        let survivors: Vec<String> = (1..3)
-            .map(|k| nodes[(holder + k) % 3].listen.clone())
-            .collect();
-        *targets.lock().expect("targets") = survivors;
-        let killed = Instant::now();
-        nodes[holder].guard = None;
-        // The engine's share starts when the SDK's new connection reaches the proxy.
-        *accepted.lock().expect("accepted") = None;
-        assert!(
-            wait_callable(&caller, Duration::from_secs(20)).await,
-            "never callable again"
-        );
-        let callable = Instant::now();
-        recovery
-            .record(callable.duration_since(killed).as_micros() as u64)
-            .expect("record");
-        if let Some(reconnected) = *accepted.lock().expect("accepted") {
-            engine_share
-                .record(callable.saturating_duration_since(reconnected).as_micros() as u64)
-                .expect("record");
+        let timer = Recovery {
+            targets: &targets,
+            accepted: &accepted,
+        };
+        let (total, share) = timer
+            .measure(&mut nodes, holder, &format!("{round}-rust"), || {
+                start_role("callee", &format!("ws://{proxy}")).0
+            })
+            .await;
+        recovery.record(total).expect("record");
+        if let Some(share) = share {
+            engine_share.record(share).expect("record");
         }
-        caller.shutdown_async().await;
-        drop(callee);
-        restart(&mut nodes, holder);
+        if let Some(env) = &node_sdk {
+            let (total, share) = timer
+                .measure(&mut nodes, holder, &format!("{round}-node"), || {
+                    node_callee(env, &proxy)
+                })
+                .await;
+            node_recovery.record(total).expect("record");
+            if let Some(share) = share {
+                node_engine_share.record(share).expect("record");
+            }
+        }
     }
 
     println!("quorum cluster benchmark (3 nodes on 127.0.0.1, Rust SDK 0.25 workers in separate processes)");
@@ -348,6 +335,109 @@ async fn main() {
         pct(&engine_share, 0.5) / 1000,
         engine_share.max() / 1000
     );
+    match &node_sdk {
+        Some(_) => {
+            println!(
+                "  with a Node SDK 0.22 callee (default reconnect: 1 s, ±30 % jitter): p50 {} ms, p99 {} ms, max {} ms",
+                pct(&node_recovery, 0.5) / 1000,
+                pct(&node_recovery, 0.99) / 1000,
+                node_recovery.max() / 1000
+            );
+            println!(
+                "  engine's share with the Node SDK callee: p50 {} ms, max {} ms",
+                pct(&node_engine_share, 0.5) / 1000,
+                node_engine_share.max() / 1000
+            );
+        }
+        None => println!(
+            "  Node SDK callee: SKIPPED, no npm iii-sdk in target/sdk-envs/node (run `cargo test --test node_sdk` once)"
+        ),
+    }
+}
+
+/// The worker proxy and what it saw, for timing a callee's recovery.
+struct Recovery<'a> {
+    targets: &'a Arc<Mutex<Vec<String>>>,
+    accepted: &'a Arc<Mutex<Option<Instant>>>,
+}
+
+impl Recovery<'_> {
+    /// Starts a callee (through the proxy, on node `holder`), SIGKILLs `holder`, and returns
+    /// the µs until `bench::echo` answers again through a survivor, and the engine's share
+    /// (from the SDK's reconnect reaching a survivor). Restarts `holder` afterwards.
+    async fn measure(
+        &self,
+        nodes: &mut [BenchNode],
+        holder: usize,
+        label: &str,
+        start_callee: impl FnOnce() -> Guard,
+    ) -> (u64, Option<u64>) {
+        let order: Vec<String> = (0..3)
+            .map(|k| nodes[(holder + k) % 3].listen.clone())
+            .collect();
+        *self.targets.lock().expect("targets") = order;
+        let callee = start_callee();
+        let watcher_node = (holder + 1) % 3;
+        let url = format!("ws://{}", nodes[watcher_node].listen);
+        let caller = client(&url, &format!("bench-watch-{label}"));
+        caller
+            .wait_until_registered(Duration::from_secs(10))
+            .await
+            .expect("registered");
+        assert!(
+            wait_callable(&caller, Duration::from_secs(15)).await,
+            "callee not callable"
+        );
+        // New connections now go to a survivor first.
+        let survivors: Vec<String> = (1..3)
+            .map(|k| nodes[(holder + k) % 3].listen.clone())
+            .collect();
+        *self.targets.lock().expect("targets") = survivors;
+        let killed = Instant::now();
+        nodes[holder].guard = None;
+        // The engine's share starts when the SDK's new connection reaches the proxy.
+        *self.accepted.lock().expect("accepted") = None;
+        assert!(
+            wait_callable(&caller, Duration::from_secs(20)).await,
+            "never callable again"
+        );
+        let callable = Instant::now();
+        let total = callable.duration_since(killed).as_micros() as u64;
+        let share =
+            self.accepted.lock().expect("accepted").map(|reconnected| {
+                callable.saturating_duration_since(reconnected).as_micros() as u64
+            });
+        caller.shutdown_async().await;
+        drop(callee);
+        restart(nodes, holder);
+        (total, share)
+    }
+}
+
+/// The npm SDK environment the Node SDK tests install, if it is there.
+fn node_sdk_env() -> Option<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sdk-envs/node");
+    let installed = dir.join("node_modules/iii-sdk/package.json").is_file();
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (installed && node).then_some(dir)
+}
+
+/// A Node SDK callee serving `bench::echo` through the proxy; killed by PID when dropped.
+fn node_callee(env: &Path, proxy: &str) -> Guard {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/node/callee.mjs");
+    let child = std::process::Command::new("node")
+        .arg(script)
+        .env("III_URL", format!("ws://{proxy}"))
+        .env("III_SDK_ENV", env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the Node SDK callee");
+    Guard(child)
 }
 
 /// Restarts a killed node on its data directory and worker port; it rejoins by itself.
