@@ -297,3 +297,67 @@ async fn calls_between_survivors_continue_while_the_leader_dies() {
     );
     assert!(failed.is_empty(), "failed calls: {failed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_trigger_by_call_gets_the_verdict_of_a_provider_on_another_node() {
+    let cluster = Cluster::start(3);
+    let mut provider = RawClient::connect(&url(&cluster, 0)).await;
+    provider.announce(&unique_name("raw-provider"), None).await;
+    provider
+        .send(json!({"type":"registertriggertype","id":"picky","description":"d"}))
+        .await;
+    let caller = worker(&url(&cluster, 2), &unique_name("caller"), None).await;
+    common::eventually(
+        "picky listed on node 3",
+        Duration::from_secs(10),
+        || async {
+            let list = call(&caller, "engine::trigger-types::list", json!({}))
+                .await
+                .ok()?;
+            list["trigger_types"]
+                .as_array()?
+                .iter()
+                .any(|t| t["id"] == "picky")
+                .then_some(())
+        },
+    )
+    .await;
+    let register = |caller: iii_sdk::IIIClient| {
+        tokio::spawn(async move {
+            call(
+                &caller,
+                "engine::register_trigger",
+                json!({"trigger_type":"picky","function_id":"f"}),
+            )
+            .await
+        })
+    };
+
+    // Refused on node 1: the caller on node 3 gets the provider's error.
+    let pending = register(caller.clone());
+    let forwarded = provider.recv_type("registertrigger").await;
+    provider
+        .send(
+            json!({"type":"triggerregistrationresult","id":forwarded["id"],"trigger_type":"picky",
+            "function_id":"f","error":{"code":"nope","message":"not today"}}),
+        )
+        .await;
+    let err = pending.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, Error::Remote { ref code, ref message, .. }
+            if code == "trigger_registration_failed" && message == "nope: not today"),
+        "{err:?}"
+    );
+
+    // Accepted on node 1: the caller on node 3 gets the binding's id, the one the provider saw.
+    let pending = register(caller.clone());
+    let forwarded = provider.recv_type("registertrigger").await;
+    provider
+        .send(
+            json!({"type":"triggerregistrationresult","id":forwarded["id"],"trigger_type":"picky",
+            "function_id":"f"}),
+        )
+        .await;
+    let accepted = pending.await.unwrap().unwrap();
+    assert_eq!(accepted["id"], forwarded["id"]);
+}

@@ -323,8 +323,25 @@ impl Session {
             }
             Incoming::TriggerRegistrationResult(answer) => {
                 let error = answer.error.map(error_body_from);
-                if let Some(waiter) = self.node.lock_trigger_waiters().remove(&answer.id) {
+                let waiter = self.node.lock_trigger_waiters().remove(&answer.id);
+                let waited_here = waiter.is_some();
+                if let Some(waiter) = waiter {
                     let _ = waiter.send(error.clone());
+                }
+                let durable = self
+                    .node
+                    .registry()
+                    .trigger(&answer.id)
+                    .is_some_and(|t| t.owner.is_none());
+                if error.is_none() && durable && !waited_here {
+                    // The `engine::register_trigger` call waits on another node.
+                    let accepted = Command::TriggerAccepted {
+                        provider: self.worker,
+                        trigger_id: answer.id.clone(),
+                    };
+                    if let Err(err) = self.node.commit(accepted).await {
+                        warn!(node = self.node.id, worker_id = %self.worker, error = %err, "could not pass a provider's acceptance on");
+                    }
                 }
                 if let Some(error) = error {
                     let refused = Command::TriggerRefused {

@@ -71,6 +71,17 @@ async fn react(node: &Arc<Node>, event: Event) {
             discovery::workers_changed(node, worker, kind).await;
         }
         Event::FunctionsChanged => discovery::functions_changed(node).await,
+        Event::TriggerVerdict { trigger_id, error } => {
+            // The provider sits on another node; the caller of `engine::register_trigger`
+            // may wait here.
+            if let Some(waiter) = node.lock_trigger_waiters().remove(&trigger_id) {
+                let _ = waiter.send(error.map(|(code, message)| ErrorBody {
+                    code,
+                    message,
+                    stacktrace: None,
+                }));
+            }
+        }
         Event::Reattached {
             previous,
             token_hash,

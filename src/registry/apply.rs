@@ -88,6 +88,25 @@ impl Registry {
             Command::TriggerRemoved { id } => {
                 out.removed = self.remove_trigger(id, &mut out);
             }
+            Command::TriggerAccepted {
+                provider,
+                trigger_id,
+            } => {
+                let durable = self
+                    .triggers
+                    .get(trigger_id)
+                    .is_some_and(|t| t.owner.is_none());
+                let served_by = self
+                    .triggers
+                    .get(trigger_id)
+                    .map(|t| self.server_of(t.provider.as_ref()));
+                if durable && served_by == Some(Server::Worker(*provider)) {
+                    out.events.push(Event::TriggerVerdict {
+                        trigger_id: trigger_id.clone(),
+                        error: None,
+                    });
+                }
+            }
             Command::NodeDraining { node } => {
                 self.draining_nodes.insert(*node);
             }
@@ -396,6 +415,12 @@ impl Registry {
         };
         if let Some(trigger) = self.triggers.get_mut(trigger_id) {
             trigger.provider = None;
+        }
+        if owner.is_none() {
+            out.events.push(Event::TriggerVerdict {
+                trigger_id: trigger_id.to_string(),
+                error: Some((error_code.to_string(), error_message.to_string())),
+            });
         }
         if let Some(owner) = owner {
             out.events.push(Event::Notify {

@@ -49,6 +49,12 @@ pub enum Command {
     /// The leader saw no contact from a node for longer than its lease: the node has
     /// fenced itself (closed its sockets), so its workers are gone.
     NodePurged { node: NodeId },
+    /// A provider accepted a binding made through `engine::register_trigger` (its node tells
+    /// the node waiting for the verdict, which may be another).
+    TriggerAccepted {
+        provider: WorkerId,
+        trigger_id: String,
+    },
     /// A node is draining for a shutdown: hold calls to its workers until they move.
     NodeDraining { node: NodeId },
     /// A reconnected worker claims the calls its previous connection was waiting on (that
@@ -162,6 +168,12 @@ pub enum Event {
     },
     /// Fire `engine::functions-available`: the set of function ids changed.
     FunctionsChanged,
+    /// A provider's verdict on a binding owned by no connection: the node whose
+    /// `engine::register_trigger` waits for it answers its caller. `error` is (code, message).
+    TriggerVerdict {
+        trigger_id: String,
+        error: Option<(String, String)>,
+    },
     /// A reconnected worker (`successor`, on `node`) claims the answers owed to `previous`.
     Reattached {
         previous: WorkerId,
