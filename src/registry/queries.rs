@@ -121,6 +121,11 @@ impl Registry {
     /// Checks the registry's cross-references (property tests).
     #[cfg(test)]
     pub fn check_invariants(&self) -> Result<(), String> {
+        if let Some(key) = self.moving.keys().find(|k| self.functions.contains_key(*k)) {
+            return Err(format!(
+                "function {key} is registered and still marked moving"
+            ));
+        }
         for (key, f) in &self.functions {
             if !self.workers.contains_key(&f.owner) {
                 return Err(format!("function {key} owned by a dead worker"));

@@ -117,6 +117,47 @@ fn a_worker_leaving_a_node_that_is_not_draining_is_not_moving() {
 }
 
 #[test]
+fn a_providers_verdict_on_a_durable_binding_is_an_event_for_the_waiting_node() {
+    let mut reg = Registry::default();
+    let provider = connect(&mut reg, 1);
+    register(&mut reg, provider, vec![trigger_type("picky")]);
+    let durable = |id: &str| Command::DurableTriggerRegistered {
+        id: id.into(),
+        trigger_type: "picky".into(),
+        function_id: "f".into(),
+        config: json!({}),
+        metadata: None,
+        trigger_namespace: None,
+    };
+    reg.apply(&durable("t1"));
+    let accepted = reg.apply(&Command::TriggerAccepted {
+        provider,
+        trigger_id: "t1".into(),
+    });
+    assert!(accepted.events.contains(&Event::TriggerVerdict {
+        trigger_id: "t1".into(),
+        error: None
+    }));
+    let stranger = connect(&mut reg, 2);
+    let ignored = reg.apply(&Command::TriggerAccepted {
+        provider: stranger,
+        trigger_id: "t1".into(),
+    });
+    assert!(ignored.events.is_empty(), "only the provider's word counts");
+    reg.apply(&durable("t2"));
+    let refused = reg.apply(&Command::TriggerRefused {
+        provider,
+        trigger_id: "t2".into(),
+        error_code: "nope".into(),
+        error_message: "not today".into(),
+    });
+    assert!(refused.events.contains(&Event::TriggerVerdict {
+        trigger_id: "t2".into(),
+        error: Some(("nope".into(), "not today".into()))
+    }));
+}
+
+#[test]
 fn a_reattach_claim_is_an_event_for_the_node_that_closed_the_worker() {
     let mut reg = Registry::default();
     let (old, new) = (wid(1), wid(2));
@@ -373,7 +414,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             .prop_map(|w| Command::WorkerDisconnected { worker: w }),
         (worker.clone(), prop::collection::vec(registration, 1..4))
             .prop_map(|(w, items)| Command::Registrations { worker: w, items }),
-        (worker, tid.clone()).prop_map(|(w, t)| Command::TriggerRefused {
+        (worker.clone(), tid.clone()).prop_map(|(w, t)| Command::TriggerRefused {
             provider: w,
             trigger_id: t.into(),
             error_code: "e".into(),
@@ -387,8 +428,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
             metadata: None,
             trigger_namespace: None
         }),
-        tid.prop_map(|i| Command::TriggerRemoved { id: i.into() }),
+        tid.clone()
+            .prop_map(|i| Command::TriggerRemoved { id: i.into() }),
         Just(Command::NodeRestarted { node: 1 }),
+        Just(Command::NodeDraining { node: 1 }),
+        (worker.clone(), tid).prop_map(|(w, t)| Command::TriggerAccepted {
+            provider: w,
+            trigger_id: t.into()
+        }),
     ]
 }
 
