@@ -14,7 +14,13 @@
 //!
 //! [`Router::answer`] is also where calls are counted: once, on the node where the
 //! call started (answers sent back to another node are that node's to count).
+//!
+//! Two companions: `hold` keeps calls waiting while their function moves off a draining
+//! node; `owed` keeps the answers of workers whose connection the engine closed (or whose
+//! node died) until they reattach elsewhere.
 
+mod hold;
+mod owed;
 mod parked;
 mod pending;
 
@@ -23,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::gateway::connections::{Connections, Outbound};
 use crate::ids::{FunctionKey, InvocationId, NodeId, WorkerId};
@@ -321,86 +327,6 @@ impl Router {
         Routed::Sent
     }
 
-    /// Waits while the call's function is moving off a draining node (its owner sits on a
-    /// draining node, or it left one and has not been registered again), for at most the
-    /// hold; then resolves it as it stands.
-    async fn resolve_holding(&self, request: &CallRequest) -> Resolution {
-        let (resolution, hold) = self.resolve_now(request);
-        if !hold {
-            return resolution;
-        }
-        self.holding
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let resolution = self.hold_until_moved(request).await;
-        self.holding
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        resolution
-    }
-
-    async fn hold_until_moved(&self, request: &CallRequest) -> Resolution {
-        let deadline = tokio::time::Instant::now() + self.hold;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let (resolution, hold) = self.resolve_now(request);
-            if !hold || tokio::time::Instant::now() >= deadline {
-                return resolution;
-            }
-            debug!(function_id = %request.function_id, "call held: its worker is moving off a draining node");
-            tokio::select! {
-                _ = &mut changed => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        }
-    }
-
-    /// Whether routing this call would wait for its function to move; callers that must
-    /// not block (a socket's reader) route such calls on a task of their own.
-    pub fn would_hold(&self, request: &CallRequest) -> bool {
-        self.resolve_now(request).1
-    }
-
-    /// Resolves a call from the local replica, and says whether it should wait for its
-    /// function to move off a draining node.
-    fn resolve_now(&self, request: &CallRequest) -> (Resolution, bool) {
-        let Ok(registry) = self.registry.read() else {
-            return (Resolution::NotFound { elsewhere: vec![] }, false);
-        };
-        let resolution = registry.resolve_function(&request.namespace, &request.function_id);
-        let hold = match &resolution {
-            Resolution::Worker { node, .. } => registry.is_draining(*node),
-            Resolution::NotFound { .. } => {
-                match registry.moving_from(&request.namespace, &request.function_id) {
-                    // A function that left long ago and never came back is not worth a wait.
-                    Some(from) => !self.moving_expired(request, from),
-                    None => false,
-                }
-            }
-            Resolution::Builtin => false,
-        };
-        (resolution, hold)
-    }
-
-    /// Whether this node has been holding calls for a moving function longer than the hold.
-    fn moving_expired(&self, request: &CallRequest, from: WorkerId) -> bool {
-        let key = (
-            FunctionKey::new(request.namespace.as_str(), request.function_id.as_str()),
-            from,
-        );
-        let mut since = self.moving_since.lock().unwrap_or_else(|p| p.into_inner());
-        let first = *since.entry(key).or_insert_with(Instant::now);
-        if since.len() > 10_000 {
-            since.retain(|_, at| at.elapsed() < self.hold);
-        }
-        first.elapsed() >= self.hold
-    }
-
-    /// Wakes calls on hold: the registry changed.
-    pub fn registry_changed(&self) {
-        self.changed.notify_waiters();
-    }
-
     /// Records a call in the pending table, or answers its caller that it already waits
     /// on as many calls as it may. A call for a local owner a drain is closing is not
     /// recorded; its caller is handed back.
@@ -542,32 +468,6 @@ impl Router {
         self.stop_all(stopped).await;
     }
 
-    /// The stream `node` opened to us broke: its calls here keep running, and their answers
-    /// are kept for the calling workers, who may reconnect to another node and reattach.
-    pub async fn caller_node_lost(&self, node: NodeId) {
-        let orphaned = self.lock_table().orphan_callers(node);
-        if orphaned.is_empty() {
-            return;
-        }
-        let hashes: Vec<(WorkerId, String)> = match self.registry.read() {
-            Ok(registry) => orphaned
-                .iter()
-                .filter_map(|w| registry.worker(*w).map(|r| (*w, r.token_hash.clone())))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        let mut parked = self.lock_parked();
-        for (worker, token_hash) in hashes {
-            debug!(node = self.node, worker_id = %worker, caller_node = node, "caller's node lost: keeping its answers for a reattach");
-            parked.park(worker, token_hash);
-        }
-    }
-
-    /// Forgets answers kept for workers that never reattached.
-    pub fn prune_parked(&self, age: Duration) {
-        self.lock_parked().prune(age);
-    }
-
     /// The owner answered: relay to whoever waits. Answers from anyone but the call's
     /// owner, and answers nobody waits for any more, are dropped.
     pub async fn complete(
@@ -670,15 +570,6 @@ impl Router {
         self.deliver_answer(caller, function_id, outcome).await;
     }
 
-    /// An answer owed to `worker` (its previous connection was counted already).
-    pub async fn deliver_owed(&self, worker: WorkerId, answer: OwedAnswer) {
-        let caller = Caller::Worker {
-            worker,
-            invocation_id: answer.invocation_id,
-        };
-        Box::pin(self.deliver_answer(caller, &answer.function_id, answer.outcome)).await;
-    }
-
     /// Sends an answer to whoever waits, without counting it.
     async fn deliver_answer(
         &self,
@@ -753,62 +644,6 @@ impl Router {
                 }
             }
         }
-    }
-
-    /// Marks a local worker as closing when it executes no call (true); from then on no
-    /// call is handed to it, and the answers to calls it waits on are kept for it.
-    pub fn try_close(&self, worker: WorkerId, token_hash: String) -> bool {
-        if !self.lock_table().try_close(worker) {
-            return false;
-        }
-        self.lock_parked().park(worker, token_hash);
-        true
-    }
-
-    /// The engine closes a local worker now (fencing): no call is handed to it any more, and
-    /// the answers to calls it waits on are kept for its next connection.
-    pub fn close_now(&self, worker: WorkerId, token_hash: String) {
-        self.lock_table().mark_closing(worker);
-        self.lock_parked().park(worker, token_hash);
-    }
-
-    /// A reconnected worker proved it is `previous`: the answers kept for it, and those
-    /// still to come, go to its new connection.
-    pub async fn reattached(&self, previous: WorkerId, token_hash: &str, successor: Successor) {
-        let owed = self.lock_parked().claim(previous, token_hash, successor);
-        let Some(owed) = owed else { return };
-        info!(node = self.node, worker_id = %previous, successor = %successor.worker,
-            successor_node = successor.node, owed = owed.len(), "answers owed to a closed worker follow it");
-        for answer in owed {
-            self.send_owed(successor, answer).await;
-        }
-    }
-
-    /// Calls that closed workers still wait on, answers kept for workers that have not
-    /// reattached yet, and calls on hold: a draining node waits for all to reach zero.
-    pub fn owed_to_closed_workers(&self) -> usize {
-        let parked = self.lock_parked();
-        let table = self.lock_table();
-        parked.owed()
-            + parked
-                .workers()
-                .map(|w| table.load(w).waiting)
-                .sum::<usize>()
-            + self.holding.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Delivers an owed answer to the worker's new connection, here or on another node.
-    async fn send_owed(&self, successor: Successor, answer: OwedAnswer) {
-        if successor.node == self.node {
-            self.deliver_owed(successor.worker, answer).await;
-        } else if let Some(link) = self.link.get() {
-            link.answer_worker(successor.node, successor.worker, answer)
-                .await;
-        }
-    }
-
-    fn lock_parked(&self) -> std::sync::MutexGuard<'_, ParkedWorkers> {
-        self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_table(&self) -> std::sync::MutexGuard<'_, PendingTable> {
