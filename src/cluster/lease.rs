@@ -70,7 +70,9 @@ pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
                 .millis_since_quorum_ack
                 .is_some_and(|ms| Duration::from_millis(ms) <= QUORUM_ACK_STALE)
         } else {
-            metrics.current_leader.is_some()
+            // Knowing a leader is not enough: a follower cut off keeps its old leader until
+            // an election it can win, which may take long. Its heartbeats must arrive too.
+            metrics.current_leader.is_some() && node.heard_from_leader_within(QUORUM_ACK_STALE)
         };
         if in_quorum {
             last_quorum_contact = now;

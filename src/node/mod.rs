@@ -87,6 +87,8 @@ pub struct Node {
     pub draining: CancellationToken,
     /// When leading: each member's last answer to the lease probe (which members are silent).
     pub member_contact: crate::cluster::lease::MemberContact,
+    /// When a leader's AppendEntries (a heartbeat) last reached this node.
+    leader_contact: Mutex<Option<Instant>>,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -152,6 +154,22 @@ impl Node {
                 "quorum contact restored: serving workers again"
             );
         }
+    }
+
+    /// Records that a leader's AppendEntries reached this node just now.
+    pub fn note_leader_contact(&self) {
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether a leader's AppendEntries reached this node within `window`.
+    pub fn heard_from_leader_within(&self, window: Duration) -> bool {
+        self.leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() <= window)
     }
 
     /// Whether a SIGTERM drain has started on this node.
@@ -282,6 +300,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         serving: AtomicBool::new(false),
         draining: CancellationToken::new(),
         member_contact: Default::default(),
+        leader_contact: Mutex::new(None),
     });
     links.attach(&node);
     node.router.set_link(links);

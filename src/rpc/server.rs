@@ -63,6 +63,8 @@ impl Cluster for ClusterService {
             request.into_inner(),
         )
         .await?;
+        // A follower's evidence that a leader reaches it (the lease's fencing rule).
+        self.node.note_leader_contact();
         Ok(Response::new(reply))
     }
 
