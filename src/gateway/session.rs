@@ -155,16 +155,18 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
                 } else {
                     (CLOSE_NORMAL, "connection retired")
                 };
-                if drained || fenced {
-                    // Its SDK keeps its calls pending across the reconnect: keep their
-                    // answers here until it reattaches (a drain parked it already).
-                    node.router.close_now(worker, token_hash.clone());
-                    session.close(code, reason).await;
-                    session.linger(&mut stream).await;
-                } else {
-                    // Nothing will carry their answers once the socket is closed.
+                if node.shutdown.is_cancelled() {
+                    // This node stops: nothing will carry their answers.
                     node.router.stop_waiting(worker).await;
                     session.close(code, reason).await;
+                } else {
+                    // Drained, fenced or retired: its SDK keeps its calls pending across the
+                    // reconnect, so their answers wait here until it reattaches.
+                    node.router.close_now(worker, token_hash.clone());
+                    session.close(code, reason).await;
+                    if drained || fenced {
+                        session.linger(&mut stream).await;
+                    }
                 }
                 break;
             }

@@ -62,11 +62,12 @@ async fn react(node: &Arc<Node>, event: Event) {
         }
         Event::WorkerLifecycle { worker, kind } => {
             if kind == WorkerEventKind::Disconnected {
-                // Retired by a reattach elsewhere, or purged: end the local session too.
-                if let Some(handle) = node.connections.get(worker) {
-                    handle.cancel.cancel();
+                match node.connections.get(worker) {
+                    // Retired by a reattach elsewhere, or purged: end the local session too;
+                    // its cleanup settles its calls (keeping answers owed to it).
+                    Some(handle) => handle.cancel.cancel(),
+                    None => node.router.worker_gone(worker).await,
                 }
-                node.router.worker_gone(worker).await;
             }
             discovery::workers_changed(node, worker, kind).await;
         }
