@@ -132,21 +132,7 @@ async fn triggers_and_discovery_span_the_cluster() {
         TriggerRecorder(tx),
     ));
     let consumer = worker(&url(&cluster, 2), &unique_name("consumer"), None).await;
-    common::eventually(
-        "cron type visible on node 3",
-        Duration::from_secs(10),
-        || async {
-            let list = call(&consumer, "engine::trigger-types::list", json!({}))
-                .await
-                .ok()?;
-            list["trigger_types"]
-                .as_array()?
-                .iter()
-                .any(|t| t["id"] == "cron")
-                .then_some(())
-        },
-    )
-    .await;
+    common::wait_trigger_type(&consumer, "cron").await;
     consumer
         .register_trigger(RegisterTriggerInput {
             trigger_type: "cron".into(),
@@ -307,21 +293,7 @@ async fn register_trigger_by_call_gets_the_verdict_of_a_provider_on_another_node
         .send(json!({"type":"registertriggertype","id":"picky","description":"d"}))
         .await;
     let caller = worker(&url(&cluster, 2), &unique_name("caller"), None).await;
-    common::eventually(
-        "picky listed on node 3",
-        Duration::from_secs(10),
-        || async {
-            let list = call(&caller, "engine::trigger-types::list", json!({}))
-                .await
-                .ok()?;
-            list["trigger_types"]
-                .as_array()?
-                .iter()
-                .any(|t| t["id"] == "picky")
-                .then_some(())
-        },
-    )
-    .await;
+    common::wait_trigger_type(&caller, "picky").await;
     let register = |caller: iii_sdk::IIIClient| {
         tokio::spawn(async move {
             call(

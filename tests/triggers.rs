@@ -8,7 +8,6 @@ use common::{call, next_trigger_request, unique_name, worker, Node, TriggerRecor
 use iii_sdk::protocol::RegisterTriggerInput;
 use iii_sdk::{Error, RegisterTriggerType};
 use serde_json::{json, Value};
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 fn binding(trigger_type: &str, function_id: &str) -> RegisterTriggerInput {
@@ -33,17 +32,7 @@ async fn a_binding_reaches_its_provider_and_leaves_when_the_consumer_disconnects
         TriggerRecorder(tx),
     ));
     let consumer = worker(&node.url, &unique_name("consumer"), None).await;
-    common::eventually("cron type listed", Duration::from_secs(10), || async {
-        let list = call(&consumer, "engine::trigger-types::list", json!({}))
-            .await
-            .ok()?;
-        list["trigger_types"]
-            .as_array()?
-            .iter()
-            .any(|t| t["id"] == "cron")
-            .then_some(())
-    })
-    .await;
+    common::wait_trigger_type(&consumer, "cron").await;
     consumer
         .register_trigger(binding("cron", "jobs::tick"))
         .unwrap();
@@ -139,17 +128,7 @@ async fn register_trigger_by_call_waits_for_the_providers_verdict() {
         .send(json!({"type":"registertriggertype","id":"picky","description":"d"}))
         .await;
     let caller = worker(&node.url, &unique_name("caller"), None).await;
-    common::eventually("picky listed", Duration::from_secs(10), || async {
-        let list = call(&caller, "engine::trigger-types::list", json!({}))
-            .await
-            .ok()?;
-        list["trigger_types"]
-            .as_array()?
-            .iter()
-            .any(|t| t["id"] == "picky")
-            .then_some(())
-    })
-    .await;
+    common::wait_trigger_type(&caller, "picky").await;
     let pending = tokio::spawn({
         let caller = caller.clone();
         async move {

@@ -296,6 +296,25 @@ pub fn free_address() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
+/// Waits until `client` sees trigger type `id` in `engine::trigger-types::list`.
+pub async fn wait_trigger_type(client: &IIIClient, id: &str) {
+    eventually(
+        &format!("trigger type {id} listed"),
+        Duration::from_secs(10),
+        || async {
+            let list = call(client, "engine::trigger-types::list", serde_json::json!({}))
+                .await
+                .ok()?;
+            list["trigger_types"]
+                .as_array()?
+                .iter()
+                .any(|t| t["id"] == id)
+                .then_some(())
+        },
+    )
+    .await
+}
+
 /// A unique worker name, so two clients in one test process never share a lease.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
