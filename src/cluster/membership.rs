@@ -615,10 +615,6 @@ pub async fn hand_over_leadership(node: &Node) {
     if m.current_leader != Some(node.id) {
         return;
     }
-    let runtime = node.consensus.raft().runtime_config();
-    runtime.heartbeat(false);
-    runtime.elect(false);
-    tokio::time::sleep(crate::consensus::ELECTION_TIMEOUT_MAX + Duration::from_millis(100)).await;
     let voters: Vec<NodeId> = m
         .membership_config
         .membership()
@@ -637,6 +633,10 @@ pub async fn hand_over_leadership(node: &Node) {
     let Some(address) = address_of(node, target) else {
         return;
     };
+    let runtime = node.consensus.raft().runtime_config();
+    runtime.heartbeat(false);
+    runtime.elect(false);
+    tokio::time::sleep(crate::consensus::ELECTION_TIMEOUT_MAX + Duration::from_millis(100)).await;
     let asked = node
         .peers
         .unary(&address, HANDOVER_WAIT, |mut client| async move {
