@@ -307,29 +307,13 @@ async fn register_trigger_by_call_gets_the_verdict_of_a_provider_on_another_node
 
     // Refused on node 1: the caller on node 3 gets the provider's error.
     let pending = register(caller.clone());
-    let forwarded = provider.recv_type("registertrigger").await;
-    provider
-        .send(
-            json!({"type":"triggerregistrationresult","id":forwarded["id"],"trigger_type":"picky",
-            "function_id":"f","error":{"code":"nope","message":"not today"}}),
-        )
-        .await;
+    provider.answer_next_trigger(true).await;
     let err = pending.await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, Error::Remote { ref code, ref message, .. }
-            if code == "trigger_registration_failed" && message == "nope: not today"),
-        "{err:?}"
-    );
+    assert!(common::raw::is_refusal(&err), "{err:?}");
 
     // Accepted on node 1: the caller on node 3 gets the binding's id, the one the provider saw.
     let pending = register(caller.clone());
-    let forwarded = provider.recv_type("registertrigger").await;
-    provider
-        .send(
-            json!({"type":"triggerregistrationresult","id":forwarded["id"],"trigger_type":"picky",
-            "function_id":"f"}),
-        )
-        .await;
+    let forwarded = provider.answer_next_trigger(false).await;
     let accepted = pending.await.unwrap().unwrap();
     assert_eq!(accepted["id"], forwarded["id"]);
 }

@@ -6,7 +6,7 @@ mod common;
 use common::raw::RawClient;
 use common::{call, next_trigger_request, unique_name, worker, Node, TriggerRecorder};
 use iii_sdk::protocol::RegisterTriggerInput;
-use iii_sdk::{Error, RegisterTriggerType};
+use iii_sdk::RegisterTriggerType;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -140,17 +140,9 @@ async fn register_trigger_by_call_waits_for_the_providers_verdict() {
             .await
         }
     });
-    let forwarded = provider.recv_type("registertrigger").await;
-    provider
-        .send(json!({"type":"triggerregistrationresult","id":forwarded["id"],"trigger_type":"picky","function_id":"f",
-            "error":{"code":"nope","message":"not today"}}))
-        .await;
+    provider.answer_next_trigger(true).await;
     let err = pending.await.unwrap().unwrap_err();
-    assert!(
-        matches!(err, Error::Remote { ref code, ref message, .. }
-        if code == "trigger_registration_failed" && message == "nope: not today"),
-        "{err:?}"
-    );
+    assert!(common::raw::is_refusal(&err), "{err:?}");
     let parked: Value = call(
         &caller,
         "engine::register_trigger",

@@ -8,6 +8,16 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The (code, message) a raw provider refuses a binding with; `engine::register_trigger`
+/// reports it as `trigger_registration_failed` with the message `nope: not today`.
+pub const REFUSAL: (&str, &str) = ("nope", "not today");
+
+/// Whether `err` is the engine reporting a provider's [`REFUSAL`].
+pub fn is_refusal(err: &iii_sdk::Error) -> bool {
+    matches!(err, iii_sdk::Error::Remote { code, message, .. }
+        if code == "trigger_registration_failed" && *message == format!("{}: {}", REFUSAL.0, REFUSAL.1))
+}
+
 /// One raw worker connection.
 pub struct RawClient {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -161,6 +171,19 @@ impl RawClient {
                 panic!("connection closed ({code:?}) while a frame was expected")
             }
         }
+    }
+
+    /// As a trigger-type provider: answers the next `registertrigger` the engine forwards,
+    /// refusing it with [`REFUSAL`] when `refuse` is set; returns the forwarded frame.
+    pub async fn answer_next_trigger(&mut self, refuse: bool) -> Value {
+        let forwarded = self.recv_type("registertrigger").await;
+        let mut answer = json!({"type": "triggerregistrationresult", "id": forwarded["id"],
+            "trigger_type": forwarded["trigger_type"], "function_id": forwarded["function_id"]});
+        if refuse {
+            answer["error"] = json!({"code": REFUSAL.0, "message": REFUSAL.1});
+        }
+        self.send(answer).await;
+        forwarded
     }
 
     /// The next frame of a given type, skipping others (discovery fires, pings).
