@@ -30,6 +30,8 @@ pub struct Metrics {
     pub workers_connected: AtomicU64,
     /// Worker connections that ended since start.
     pub workers_disconnected: AtomicU64,
+    /// Telemetry frames received (and dropped): OTLP export is not stored yet.
+    pub telemetry_frames: AtomicU64,
 }
 
 impl Metrics {

@@ -23,7 +23,7 @@ use super::writer;
 use crate::builtins;
 use crate::ids::{WorkerId, DEFAULT_NAMESPACE};
 use crate::metrics::Metrics;
-use crate::node::{count_telemetry, Node};
+use crate::node::Node;
 use crate::protocol::error::{EngineError, FUNCTION_NAMESPACE_CONFLICT, WORKER_NAMESPACE_CONFLICT};
 use crate::protocol::messages::{error_body_from, Action, InvokeFunction, RegisterTrigger};
 use crate::protocol::{blank_namespace_message, is_blank, is_telemetry_frame, Incoming, Outgoing};
@@ -184,7 +184,7 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
                 Ok(Some(Ok(Message::Text(text)))) => session.handle_frame(text.as_bytes()).await,
                 Ok(Some(Ok(Message::Binary(bytes)))) => {
                     if is_telemetry_frame(&bytes) {
-                        count_telemetry(&node);
+                        Metrics::bump(&node.metrics.telemetry_frames);
                     } else {
                         session.handle_frame(&bytes).await;
                     }

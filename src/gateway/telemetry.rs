@@ -7,7 +7,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::node::{count_telemetry, Node};
+use crate::metrics::Metrics;
+use crate::node::Node;
 use crate::protocol::is_telemetry_frame;
 
 /// Reads telemetry frames until the SDK or the node closes the socket.
@@ -15,7 +16,7 @@ pub async fn run(node: Arc<Node>, mut ws: WebSocketStream<TcpStream>) {
     loop {
         tokio::select! {
             frame = ws.next() => match frame {
-                Some(Ok(Message::Binary(bytes))) if is_telemetry_frame(&bytes) => count_telemetry(&node),
+                Some(Ok(Message::Binary(bytes))) if is_telemetry_frame(&bytes) => Metrics::bump(&node.metrics.telemetry_frames),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },

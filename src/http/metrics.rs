@@ -93,7 +93,7 @@ pub fn render(node: &Node) -> String {
     out.counter(
         "quorum_telemetry_frames_total",
         "Telemetry frames workers sent to this node (dropped: not exported yet).",
-        node.telemetry_frames.load(Ordering::Relaxed),
+        m.telemetry_frames.load(Ordering::Relaxed),
     );
     out.gauge(
         "quorum_node_fenced",

@@ -14,7 +14,7 @@ use anyhow::Context;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLockReadGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -73,8 +73,6 @@ pub struct Node {
     registry: Arc<std::sync::RwLock<Registry>>,
     /// `engine::register_trigger` calls waiting for a provider's answer, by trigger id.
     pub trigger_waiters: Mutex<HashMap<String, oneshot::Sender<Option<ErrorBody>>>>,
-    /// Telemetry frames received (and dropped): OTLP export is not stored yet.
-    pub telemetry_frames: AtomicU64,
     /// Call and connection counters, scraped at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the node shuts down; every session is a child of it.
@@ -293,7 +291,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         router,
         registry,
         trigger_waiters: Mutex::new(HashMap::new()),
-        telemetry_frames: AtomicU64::new(0),
         metrics,
         shutdown: CancellationToken::new(),
         fenced: AtomicBool::new(false),
@@ -475,9 +472,4 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-/// Counts a dropped telemetry frame.
-pub fn count_telemetry(node: &Node) {
-    node.telemetry_frames.fetch_add(1, Ordering::Relaxed);
 }
