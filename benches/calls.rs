@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{call, callee, client, start_node, start_role, ROLE};
+use common::{call, callee, client, cpu_time, start_node, start_role, ROLE};
 use hdrhistogram::Histogram;
 use iii_sdk::protocol::{Dispatch, TriggerRequest};
 use serde_json::json;
@@ -29,7 +29,13 @@ async fn echo_server() {
         };
         let _ = socket.set_nodelay(true);
         tokio::spawn(async move {
-            let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await else {
+            // The same read buffer as the node's, so the floor is not paying for a
+            // bigger memset than the node does.
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(16 * 1024);
+            let Ok(mut ws) =
+                tokio_tungstenite::accept_async_with_config(socket, Some(config)).await
+            else {
                 return;
             };
             while let Some(Ok(message)) = ws.next().await {
@@ -85,6 +91,16 @@ async fn raw_round_trips(
     histogram
 }
 
+/// The guest kernel's idle halt-polling window, when the machine is a KVM guest that
+/// has one: with 0 every wake-up of an idle vCPU goes through the hypervisor, which
+/// dominates a loopback round trip (docs/benchmarks.md).
+fn halt_poll_setting() -> String {
+    match std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Ok(ns) => format!("guest_halt_poll_ns = {}", ns.trim()),
+        Err(_) => "not a haltpoll guest".into(),
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     match std::env::var(ROLE).as_deref() {
@@ -100,8 +116,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_node, url) = start_node(dir.path());
-    let _callee = start_role("callee", &url);
+    let (node, url) = start_node(dir.path());
+    let callee_process = start_role("callee", &url);
     let caller = client(&url, "bench-caller");
     caller
         .wait_until_registered(Duration::from_secs(10))
@@ -163,6 +179,8 @@ async fn main() {
     let issued = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let pids = [node.0.id(), callee_process.0 .0.id(), std::process::id()];
+    let cpu_before = pids.map(cpu_time);
     let start = Instant::now();
     let lanes: Vec<_> = (0..IN_FLIGHT)
         .map(|_| {
@@ -182,6 +200,7 @@ async fn main() {
         lane.await.expect("lane");
     }
     let elapsed = start.elapsed();
+    let cpu_after = pids.map(cpu_time);
     let ok = ok.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
 
@@ -190,6 +209,11 @@ async fn main() {
     );
     let otel = std::env::var("OTEL_ENABLED").unwrap_or_else(|_| "SDK default (on)".into());
     println!("SDK OpenTelemetry (OTEL_ENABLED): {otel}");
+    println!(
+        "node runtime threads: {}",
+        std::env::var("QUORUM_RUNTIME_THREADS").unwrap_or_else(|_| "default".into())
+    );
+    println!("guest idle halt polling: {}", halt_poll_setting());
     println!("floor: raw client <-> bare echo server, 5000 round trips");
     println!(
         "  p50                   {} us",
@@ -243,5 +267,16 @@ async fn main() {
     );
     println!("  answered              {ok}");
     println!("  lost (error/timeout)  {failed}");
+    println!("  CPU per call (user + system), by process:");
+    for (i, name) in ["node", "callee", "caller"].iter().enumerate() {
+        if let (Some(before), Some(after)) = (cpu_before[i], cpu_after[i]) {
+            let used = after.saturating_sub(before);
+            println!(
+                "    {name:<8}            {:.1} us  ({:.0} % of one core)",
+                used.as_secs_f64() * 1e6 / total.max(1) as f64,
+                100.0 * used.as_secs_f64() / elapsed.as_secs_f64()
+            );
+        }
+    }
     caller.shutdown_async().await;
 }

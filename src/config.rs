@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// while it is silent (a StatefulSet scaled down); 0 turns this off [default: 0].
     #[arg(long, env = "QUORUM_REMOVE_DEPARTED_AFTER_MS")]
     pub remove_departed_after_ms: Option<u64>,
+    /// Threads running the node's async work [default: half the CPUs this process may
+    /// use, at least 1]. Every extra thread costs cross-thread wake-ups on the call path;
+    /// see docs/benchmarks.md.
+    #[arg(long, env = "QUORUM_RUNTIME_THREADS")]
+    pub runtime_threads: Option<usize>,
 }
 
 /// How log lines are written to stderr.
@@ -116,6 +121,7 @@ struct FileConfig {
     drain_grace_ms: Option<u64>,
     call_hold_ms: Option<u64>,
     remove_departed_after_ms: Option<u64>,
+    runtime_threads: Option<usize>,
 }
 
 /// A node's validated settings.
@@ -142,6 +148,8 @@ pub struct Config {
     /// How long a silent voter's DNS name must fail to resolve before the leader removes it;
     /// `None` when departed members are never removed automatically.
     pub remove_departed_after: Option<Duration>,
+    /// Worker threads of the node's async runtime.
+    pub runtime_threads: usize,
 }
 
 /// Why the settings cannot start a node.
@@ -274,6 +282,10 @@ impl Config {
                 .or(file.remove_departed_after_ms)
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis),
+            runtime_threads: args
+                .runtime_threads
+                .or(file.runtime_threads)
+                .unwrap_or_else(default_runtime_threads),
         };
         config.validate()?;
         Ok(config)
@@ -292,6 +304,11 @@ impl Config {
             return Err(ConfigError::Lease {
                 fence_ms: self.lease.fence_after.as_millis() as u64,
                 purge_ms: self.lease.purge_after.as_millis() as u64,
+            });
+        }
+        if self.runtime_threads == 0 {
+            return Err(ConfigError::Zero {
+                field: "runtime_threads",
             });
         }
         if self.max_buffered_registrations == 0 {
@@ -382,6 +399,16 @@ fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, ConfigErro
         field,
         value: value.to_string(),
     })
+}
+
+/// Half the CPUs this process may use (cgroup limits included), at least one. The
+/// engine mostly relays small frames between sockets; on a machine it shares with its
+/// workers, a second runtime thread mostly adds wake-ups between threads to every call.
+fn default_runtime_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|cpus| cpus.get() / 2)
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn default_advertise(cluster_listen: SocketAddr) -> String {
@@ -558,6 +585,28 @@ mod tests {
             Config::load(&args).unwrap().remove_departed_after,
             Some(Duration::from_secs(60))
         );
+    }
+
+    #[test]
+    fn runtime_threads_default_to_half_the_cpus_and_zero_is_refused() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.runtime_threads, (cpus / 2).max(1));
+        let args = ServeArgs {
+            runtime_threads: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(&args).unwrap().runtime_threads, 3);
+        let args = ServeArgs {
+            runtime_threads: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&args).unwrap_err(),
+            ConfigError::Zero {
+                field: "runtime_threads"
+            }
+        ));
     }
 
     #[test]

@@ -62,7 +62,11 @@ fn main() -> std::process::ExitCode {
                 }
             };
             init_logging(config.log_format);
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.runtime_threads)
+                .enable_all()
+                .build();
+            let runtime = match runtime {
                 Ok(rt) => rt,
                 Err(err) => {
                     eprintln!("quorum: cannot start the async runtime: {err}");

@@ -22,6 +22,20 @@ impl Drop for Guard {
     }
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`;
+/// `None` where there is no procfs. Lets a report say which process a phase was bound by.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a constant of the running system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|n| *n > 0)?;
+    Some(Duration::from_micros(ticks * 1_000_000 / per_second))
+}
+
 /// An SDK client with a fixed name.
 pub fn client(url: &str, name: &str) -> IIIClient {
     register_worker(

@@ -55,8 +55,14 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
+/// tungstenite zero-fills this much of its read buffer before every read, and
+/// reads until the socket is empty, so its 128 KiB default costs two 128 KiB
+/// memsets per small frame; a bigger frame still arrives whole, in more reads.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .max_message_size(Some(MAX_MESSAGE_BYTES))
 }

@@ -141,9 +141,16 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
     };
     let grace = tokio::time::sleep(node.config.registration_grace);
     tokio::pin!(grace);
+    // One timer and one cancellation waiter for the connection's life: arming a new
+    // timeout per frame costs a timer-wheel lock on every call.
+    let mut idle = IdleTimer::new();
+    let idle_check = tokio::time::sleep(IDLE_LIMIT);
+    tokio::pin!(idle_check);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     while !session.closing {
         tokio::select! {
-            _ = cancel.cancelled() => {
+            _ = &mut cancelled => {
                 let drained = node.is_draining() && !node.shutdown.is_cancelled();
                 let fenced = node.is_fenced() && !node.shutdown.is_cancelled();
                 let (code, reason) = if node.shutdown.is_cancelled() {
@@ -171,31 +178,61 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
                 break;
             }
             _ = &mut grace, if session.is_pending() => session.grace_expired().await,
-            frame = tokio::time::timeout(IDLE_LIMIT, stream.next()) => match frame {
-                Err(_) => {
+            _ = &mut idle_check => match idle.deadline() {
+                Some(later) => idle_check.as_mut().reset(later),
+                None => {
                     info!(node = node.id, worker_id = %worker, "no frame for the idle limit; closing");
                     break;
                 }
-                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break,
-                Ok(Some(Err(err))) => {
-                    debug!(node = node.id, worker_id = %worker, error = %err, "socket error");
-                    break;
-                }
-                Ok(Some(Ok(Message::Text(text)))) => session.handle_frame(text.as_bytes()).await,
-                Ok(Some(Ok(Message::Binary(bytes)))) => {
-                    if is_telemetry_frame(&bytes) {
-                        Metrics::bump(&node.metrics.telemetry_frames);
-                    } else {
-                        session.handle_frame(&bytes).await;
-                    }
-                }
-                Ok(Some(Ok(_))) => {}
             },
+            frame = stream.next() => {
+                idle.saw_frame();
+                match frame {
+                    None | Some(Ok(Message::Close(_))) => break,
+                    Some(Err(err)) => {
+                        debug!(node = node.id, worker_id = %worker, error = %err, "socket error");
+                        break;
+                    }
+                    Some(Ok(Message::Text(text))) => session.handle_frame(text.as_bytes()).await,
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if is_telemetry_frame(&bytes) {
+                            Metrics::bump(&node.metrics.telemetry_frames);
+                        } else {
+                            session.handle_frame(&bytes).await;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
         }
     }
     session.cleanup().await;
     drop(session);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+/// When the connection last showed a sign of life; the idle timer fires at the
+/// original deadline and is moved on from here, instead of being re-armed per frame.
+struct IdleTimer {
+    last_frame: tokio::time::Instant,
+}
+
+impl IdleTimer {
+    fn new() -> Self {
+        Self {
+            last_frame: tokio::time::Instant::now(),
+        }
+    }
+
+    fn saw_frame(&mut self) {
+        self.last_frame = tokio::time::Instant::now();
+    }
+
+    /// The next deadline, or `None` when the connection has been idle for the limit.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let due = self.last_frame + IDLE_LIMIT;
+        (due > tokio::time::Instant::now()).then_some(due)
+    }
 }
 
 impl Session {
