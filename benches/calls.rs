@@ -268,15 +268,27 @@ async fn main() {
     println!("  answered              {ok}");
     println!("  lost (error/timeout)  {failed}");
     println!("  CPU per call (user + system), by process:");
+    let mut per_call_us = [0.0f64; 3];
     for (i, name) in ["node", "callee", "caller"].iter().enumerate() {
         if let (Some(before), Some(after)) = (cpu_before[i], cpu_after[i]) {
             let used = after.saturating_sub(before);
+            per_call_us[i] = used.as_secs_f64() * 1e6 / total.max(1) as f64;
             println!(
                 "    {name:<8}            {:.1} us  ({:.0} % of one core)",
-                used.as_secs_f64() * 1e6 / total.max(1) as f64,
+                per_call_us[i],
                 100.0 * used.as_secs_f64() / elapsed.as_secs_f64()
             );
         }
+    }
+    // What the two SDK processes alone allow: even an engine that cost nothing could not
+    // go faster than the machine's cores can run the caller's and the callee's share.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let sdk_us = per_call_us[1] + per_call_us[2];
+    if sdk_us > 0.0 {
+        println!(
+            "  ceiling with a zero-cost engine on {cores} cores: {:.0} calls/s",
+            cores as f64 * 1e6 / sdk_us
+        );
     }
     caller.shutdown_async().await;
 }
