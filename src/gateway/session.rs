@@ -755,4 +755,20 @@ mod tests {
         assert_eq!(hash_token("t"), hash_token("t"));
         assert_ne!(hash_token("t"), "t");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_moves_the_idle_deadline_and_silence_ends_it() {
+        let mut idle = IdleTimer::new();
+        tokio::time::advance(IDLE_LIMIT / 2).await;
+        idle.saw_frame();
+        tokio::time::advance(IDLE_LIMIT / 2 + Duration::from_secs(1)).await;
+        // A full limit has passed since the connection opened, but not since its frame.
+        let due = idle.deadline().expect("still alive");
+        assert_eq!(
+            due - tokio::time::Instant::now(),
+            IDLE_LIMIT / 2 - Duration::from_secs(1)
+        );
+        tokio::time::advance(IDLE_LIMIT / 2).await;
+        assert!(idle.deadline().is_none(), "silent for the whole limit");
+    }
 }
