@@ -18,72 +18,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::sdk_env::{
-    env_dir, install_locked, read_marker, run_bounded, tool_version, unavailable, write_marker,
-    EnvCell,
-};
+use common::sdk_env::{python_venv, run_bounded, unavailable, EnvCell};
 
 /// Pinned so a new release of either cannot change what the test checks unnoticed.
 const REQUIREMENTS: [&str; 2] = ["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0"];
-const ENV_NAME: &str = "helm";
-const VENV_TIMEOUT: Duration = Duration::from_secs(120);
-const PIP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Rendering and validating a handful of value sets takes seconds; this bounds a hang.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn venv_python() -> PathBuf {
-    env_dir(ENV_NAME).join("bin").join("python")
-}
-
-fn marker() -> String {
-    REQUIREMENTS.join(" ")
-}
-
-fn env_is_ready() -> bool {
-    venv_python().exists() && read_marker(ENV_NAME).is_some_and(|m| m.trim() == marker())
-}
-
 /// The venv's python, installing the packages first if needed.
 fn prepare_env() -> Result<PathBuf, String> {
-    let version = tool_version("python3")?;
-    if env_is_ready() {
-        return Ok(venv_python());
-    }
-    install_locked(ENV_NAME, env_is_ready, |dir, log| {
-        println!("setting up {dir:?} with {} ({})", version.trim(), marker());
-        run_bounded(
-            Command::new("python3").arg("-m").arg("venv").arg(dir),
-            VENV_TIMEOUT,
-            Some(log),
-        )
-        .map_err(|e| format!("`python3 -m venv` failed (is python3-venv installed?): {e}"))?;
-        run_bounded(
-            Command::new(venv_python())
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--disable-pip-version-check",
-                    "--no-input",
-                ])
-                .args(REQUIREMENTS),
-            PIP_TIMEOUT,
-            Some(log),
-        )
-        .map_err(|e| format!("`pip install {}` failed: {e}", marker()))?;
-        // The SDK loads its native library on import: prove it does on this platform.
-        run_bounded(
-            Command::new(venv_python()).args([
-                "-c",
-                "import helm_python, kubernetes_validate, yaml; print(helm_python.helm_sdk_version())",
-            ]),
-            Duration::from_secs(60),
-            None,
-        )
-        .map_err(|e| format!("the installed packages do not import: {e}"))?;
-        write_marker(ENV_NAME, &marker())
-    })?;
-    Ok(venv_python())
+    // The SDK loads its native library on import: prove it does on this platform.
+    python_venv(
+        "helm",
+        &REQUIREMENTS,
+        "import helm_python, kubernetes_validate, yaml; print(helm_python.helm_sdk_version())",
+        |_| Ok(()),
+    )
 }
 
 /// Prepared once for both tests of this binary.

@@ -11,95 +11,39 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::script::{
     call_bounded, check_echo, check_owner, check_result, check_row, worker_row, RoundTrip, Script,
     READY_TIMEOUT, RESULT_TIMEOUT,
 };
-use common::sdk_env::{
-    env_dir, env_or_skip, install_locked, read_marker, run_bounded, tool_version, write_marker,
-    EnvCell,
-};
+use common::sdk_env::{env_or_skip, python_venv, EnvCell};
 use common::{unique_name, wait_function, worker, Node};
 use iii_sdk::Error;
 use serde_json::json;
 
 const SDK_REQUIREMENT: &str = "iii-sdk==0.25.0";
 const SDK_VERSION: &str = "0.25.0";
-/// Bounds for the one-time set-up.
-const VENV_TIMEOUT: Duration = Duration::from_secs(120);
-const PIP_TIMEOUT: Duration = Duration::from_secs(600);
-
-// ---------------------------------------------------------------------------
-// One-time environment set-up
-
-fn venv_python() -> PathBuf {
-    env_dir("python").join("bin").join("python")
-}
-
-fn env_is_ready() -> bool {
-    venv_python().exists() && read_marker("python").is_some_and(|m| m.trim() == SDK_REQUIREMENT)
-}
 
 /// The venv's python once set up, or why not; prepared once per process.
 static PYTHON_ENV: EnvCell = EnvCell::new();
 
-/// The venv's python, installing it first if needed.
+/// The venv's python, installing the SDK first if needed.
 fn prepare_python_env() -> Result<PathBuf, String> {
-    let version = tool_version("python3")?;
-    if env_is_ready() {
-        return Ok(venv_python());
-    }
-    install_locked("python", env_is_ready, |dir, log| {
-        println!(
-            "setting up {dir:?} with {} ({SDK_REQUIREMENT})",
-            version.trim()
-        );
-        run_bounded(
-            Command::new("python3").arg("-m").arg("venv").arg(dir),
-            VENV_TIMEOUT,
-            Some(log),
-        )
-        .map_err(|e| format!("`python3 -m venv` failed (is python3-venv installed?): {e}"))?;
-        run_bounded(
-            Command::new(venv_python())
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--disable-pip-version-check",
-                    "--no-input",
-                ])
-                .arg(SDK_REQUIREMENT),
-            PIP_TIMEOUT,
-            Some(log),
-        )
-        .map_err(|e| format!("`pip install {SDK_REQUIREMENT}` failed: {e}"))?;
-        let installed = run_bounded(
-            Command::new(venv_python()).args([
-                "-c",
-                "import iii, importlib.metadata as m; print(m.version('iii-sdk'))",
-            ]),
-            Duration::from_secs(60),
-            None,
-        )
-        .map_err(|e| format!("the installed iii-sdk does not import: {e}"))?;
-        // The version is the last line printed (anything before it is a warning).
-        let installed = installed
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        if installed.trim() != SDK_VERSION {
-            return Err(format!(
-                "pip installed iii-sdk {}, wanted {SDK_VERSION}",
-                installed.trim()
-            ));
-        }
-        write_marker("python", SDK_REQUIREMENT)
-    })?;
-    Ok(venv_python())
+    python_venv(
+        "python",
+        &[SDK_REQUIREMENT],
+        "import iii, importlib.metadata as m; print(m.version('iii-sdk'))",
+        |installed| {
+            if installed == SDK_VERSION {
+                Ok(())
+            } else {
+                Err(format!(
+                    "pip installed iii-sdk {installed}, wanted {SDK_VERSION}"
+                ))
+            }
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 /// How long a process waits for another one's set-up of the same environment.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(900);
+/// Bounds for the steps of a Python environment's set-up.
+const VENV_TIMEOUT: Duration = Duration::from_secs(120);
+const PIP_TIMEOUT: Duration = Duration::from_secs(600);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Reports a missing prerequisite for the `what` SDK: a `SKIPPED:` line locally, a
 /// failure in CI, so that CI can never pass without running the test.
@@ -98,6 +102,61 @@ pub fn install_locked(
         fs::remove_dir_all(&dir).map_err(|e| format!("remove stale {dir:?}: {e}"))?;
     }
     install(&dir, &log)
+}
+
+/// A Python virtual environment at `target/sdk-envs/<name>` with the pinned
+/// `requirements` installed, set up once across processes; returns its python.
+/// `probe` is Python code that must run in the new environment, and `accept` checks the
+/// last line it printed (anything before that line is a warning).
+pub fn python_venv(
+    name: &str,
+    requirements: &[&str],
+    probe: &str,
+    accept: impl Fn(&str) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    let python = env_dir(name).join("bin").join("python");
+    let marker = requirements.join(" ");
+    let is_ready = || python.exists() && read_marker(name).is_some_and(|m| m.trim() == marker);
+    let version = tool_version("python3")?;
+    if is_ready() {
+        return Ok(python);
+    }
+    install_locked(name, is_ready, |dir, log| {
+        println!("setting up {dir:?} with {} ({marker})", version.trim());
+        run_bounded(
+            Command::new("python3").arg("-m").arg("venv").arg(dir),
+            VENV_TIMEOUT,
+            Some(log),
+        )
+        .map_err(|e| format!("`python3 -m venv` failed (is python3-venv installed?): {e}"))?;
+        run_bounded(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                ])
+                .args(requirements),
+            PIP_TIMEOUT,
+            Some(log),
+        )
+        .map_err(|e| format!("`pip install {marker}` failed: {e}"))?;
+        let printed = run_bounded(
+            Command::new(&python).arg("-c").arg(probe),
+            PROBE_TIMEOUT,
+            None,
+        )
+        .map_err(|e| format!("the installed packages do not import: {e}"))?;
+        let last = printed
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        accept(last.trim())?;
+        write_marker(name, &marker)
+    })?;
+    Ok(python)
 }
 
 /// The output of `program --version`, proving the tool a set-up needs can run.
