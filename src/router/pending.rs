@@ -123,28 +123,15 @@ impl PendingTable {
     /// the calls it waits on, whose answers are owed to its next connection.
     pub fn drop_closed_worker(&mut self, worker: WorkerId) -> Vec<PendingCall> {
         self.closing.remove(&worker);
-        let executing: Vec<InvocationId> = self
-            .by_worker
-            .get(&worker)
-            .map(|f| f.executing.iter().copied().collect())
-            .unwrap_or_default();
-        executing
+        self.take_of_worker(worker, |f| &f.executing)
             .into_iter()
-            .filter_map(|id| self.remove(id))
+            .map(|(_, call)| call)
             .collect()
     }
 
     /// Takes out the calls a worker waits on (it is about to be disconnected by the engine).
     pub fn drop_waiting(&mut self, worker: WorkerId) -> Vec<(InvocationId, PendingCall)> {
-        let waiting: Vec<InvocationId> = self
-            .by_worker
-            .get(&worker)
-            .map(|f| f.waiting.iter().copied().collect())
-            .unwrap_or_default();
-        waiting
-            .into_iter()
-            .filter_map(|id| self.remove(id).map(|call| (id, call)))
-            .collect()
+        self.take_of_worker(worker, |f| &f.waiting)
     }
 
     /// Removes a call whatever answered it.
@@ -207,25 +194,14 @@ impl PendingTable {
     /// Forgets the calls a lost node was executing for us and returns them: their callers
     /// must be told.
     pub fn drop_owner_node(&mut self, node: NodeId) -> Vec<PendingCall> {
-        let tied: Vec<InvocationId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.owner_node == node)
-            .map(|(id, _)| *id)
-            .collect();
-        tied.into_iter().filter_map(|id| self.remove(id)).collect()
+        self.remove_where(|c| c.owner_node == node)
     }
 
     /// The node that handed us calls died: each call that names its calling worker now
     /// waits for that worker (who may reconnect elsewhere); the others are dropped. Returns
     /// the calling workers.
     pub fn orphan_callers(&mut self, node: NodeId) -> Vec<WorkerId> {
-        let tied: Vec<InvocationId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.caller_node() == Some(node))
-            .map(|(id, _)| *id)
-            .collect();
+        let tied = self.ids_where(|c| c.caller_node() == Some(node));
         let mut orphaned = Vec::new();
         for id in tied {
             let Some(mut call) = self.remove(id) else {
@@ -254,13 +230,7 @@ impl PendingTable {
 
     /// Removes and returns calls older than `age`.
     pub fn expire(&mut self, age: Duration) -> Vec<PendingCall> {
-        let old: Vec<InvocationId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.started.elapsed() > age)
-            .map(|(id, _)| *id)
-            .collect();
-        old.into_iter().filter_map(|id| self.remove(id)).collect()
+        self.remove_where(|c| c.started.elapsed() > age)
     }
 
     /// In-flight counts of one worker.
@@ -272,6 +242,39 @@ impl PendingTable {
                 waiting: f.waiting.len(),
             })
             .unwrap_or_default()
+    }
+
+    /// The ids of the calls `pick` selects, collected so the table can change afterwards.
+    fn ids_where(&self, pick: impl Fn(&PendingCall) -> bool) -> Vec<InvocationId> {
+        self.calls
+            .iter()
+            .filter(|(_, call)| pick(call))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Removes and returns the calls `pick` selects.
+    fn remove_where(&mut self, pick: impl Fn(&PendingCall) -> bool) -> Vec<PendingCall> {
+        self.ids_where(pick)
+            .into_iter()
+            .filter_map(|id| self.remove(id))
+            .collect()
+    }
+
+    /// Removes and returns the calls in one of a worker's in-flight sets.
+    fn take_of_worker(
+        &mut self,
+        worker: WorkerId,
+        set: fn(&InFlight) -> &HashSet<InvocationId>,
+    ) -> Vec<(InvocationId, PendingCall)> {
+        let ids: Vec<InvocationId> = self
+            .by_worker
+            .get(&worker)
+            .map(|f| set(f).iter().copied().collect())
+            .unwrap_or_default();
+        ids.into_iter()
+            .filter_map(|id| self.remove(id).map(|call| (id, call)))
+            .collect()
     }
 
     fn forget(&mut self, id: InvocationId, call: &PendingCall) {
