@@ -23,6 +23,8 @@ import helm_python as helm
 import kubernetes_validate
 import yaml
 
+from verdict import check, fail
+
 RELEASE = "quorum"
 NAMESPACE = "iii"
 # The chart's kubeVersion floor, and the newest Kubernetes the schemas cover.
@@ -64,16 +66,6 @@ CASES = {
         True,
     ),
 }
-
-
-def fail(message):
-    print(f"FAIL: {message}")
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
 
 
 def lint(chart, name, values):

@@ -21,17 +21,9 @@ from pathlib import Path
 
 import yaml
 
+from verdict import check, fail
+
 NODES = ["quorum-1", "quorum-2", "quorum-3"]
-
-
-def fail(message):
-    print(f"FAIL: {message}")
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
 
 
 def flag(command, name):
