@@ -236,3 +236,53 @@ async fn reattach_with_the_token_retires_the_previous_connection() {
     let served_by_new = common::wait_served_by(&observer, &new.worker_id, "phoenix::fn").await;
     assert_eq!(served_by_new["name"], name.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_function_is_not_found_and_free_for_another_worker() {
+    let node = Node::start();
+    let owner = worker(&node.url, &unique_name("owner"), None).await;
+    let first = owner.register_function(
+        "temp::fn",
+        RegisterFunction::new_async(|_: Value| async move { Ok::<Value, Error>(json!("first")) }),
+    );
+    let caller = worker(&node.url, &unique_name("caller"), None).await;
+    wait_function(&caller, "temp::fn", true).await;
+
+    // Only the owner's unregistration counts. The stranger's own function, unregistered
+    // right after, tells when the engine has handled both frames.
+    let mut stranger = RawClient::connect(&node.url).await;
+    stranger.announce(&unique_name("stranger"), None).await;
+    stranger
+        .send(json!({"type":"registerfunction","id":"stranger::fn"}))
+        .await;
+    wait_function(&caller, "stranger::fn", true).await;
+    stranger
+        .send(json!({"type":"unregisterfunction","id":"temp::fn"}))
+        .await;
+    stranger
+        .send(json!({"type":"unregisterfunction","id":"stranger::fn"}))
+        .await;
+    wait_function(&caller, "stranger::fn", false).await;
+    assert_eq!(
+        call(&caller, "temp::fn", json!({})).await.unwrap(),
+        json!("first")
+    );
+
+    first.unregister();
+    wait_function(&caller, "temp::fn", false).await;
+    match call(&caller, "temp::fn", json!({})).await {
+        Err(Error::Remote { code, .. }) => assert_eq!(code, "function_not_found"),
+        other => panic!("expected function_not_found, got {other:?}"),
+    }
+
+    let successor = worker(&node.url, &unique_name("successor"), None).await;
+    successor.register_function(
+        "temp::fn",
+        RegisterFunction::new_async(|_: Value| async move { Ok::<Value, Error>(json!("second")) }),
+    );
+    wait_function(&caller, "temp::fn", true).await;
+    assert_eq!(
+        call(&caller, "temp::fn", json!({})).await.unwrap(),
+        json!("second")
+    );
+}

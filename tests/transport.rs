@@ -188,3 +188,55 @@ async fn side_endpoints_otel_and_unknown_paths() {
     closer.ws.close(None).await.unwrap();
     assert!(matches!(closer.next().await, Inbound::Closed(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_pings_get_pongs_and_tolerated_frames_get_no_answer() {
+    let node = Node::start();
+    let mut raw = RawClient::connect(&node.url).await;
+    // Legacy service groupings are accepted before the announcement (buffered) and after.
+    raw.send(
+        json!({"type":"registerservice","id":"billing","name":"","description":null,
+        "parent_service_id":null}),
+    )
+    .await;
+    raw.announce(&unique_name("raw"), None).await;
+
+    raw.ws
+        .send(Message::Ping(b"are-you-there".to_vec().into()))
+        .await
+        .unwrap();
+    loop {
+        let frame = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            futures_util::StreamExt::next(&mut raw.ws),
+        )
+        .await
+        .expect("a pong within 10 s");
+        match frame {
+            Some(Ok(Message::Pong(payload))) => {
+                assert_eq!(&payload[..], b"are-you-there", "the pong echoes the ping");
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("connection lost while waiting for a pong: {other:?}"),
+        }
+    }
+
+    for tolerated in [
+        json!({"type":"registerservice","id":"audit","name":"Audit","parent_service_id":"billing"}),
+        json!({"type":"pong"}),
+        json!({"type":"workerregistered","worker_id":"someone","reattach_token":"t"}),
+        json!({"type":"registrationrejected","code":"FUNCTION_NAMESPACE_CONFLICT"}),
+        json!({"type":"triggerregistrationresult","id":"unknown","trigger_type":"t","function_id":"f"}),
+        json!({"type":"invocationresult","invocation_id":uuid::Uuid::new_v4().to_string(),
+            "function_id":"f","result":1}),
+    ] {
+        raw.send(tolerated).await;
+    }
+    raw.send(json!({"type":"ping"})).await;
+    assert_eq!(
+        raw.recv().await,
+        json!({"type":"pong"}),
+        "the tolerated frames got no answer and the connection still works"
+    );
+}

@@ -351,6 +351,38 @@ fn refusal_parks_the_binding_and_tells_the_registrant() {
 }
 
 #[test]
+fn a_legacy_service_is_recorded_under_its_id_and_leaves_with_its_worker() {
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    let service = |id: &str, name: Option<&str>| Registration::Service {
+        id: id.into(),
+        name: name.map(str::to_string),
+        description: None,
+        parent_service_id: Some("parent".into()),
+    };
+    let out = register(
+        &mut reg,
+        a,
+        vec![
+            service("billing", Some("")),
+            service("audit", Some("Audit")),
+        ],
+    );
+    assert!(out.rejections.is_empty());
+    assert_eq!(
+        reg.services["billing"].name, "billing",
+        "empty name means the id"
+    );
+    assert_eq!(reg.services["audit"].name, "Audit");
+    assert_eq!(
+        reg.services["audit"].parent_service_id.as_deref(),
+        Some("parent")
+    );
+    reg.apply(&Command::WorkerDisconnected { worker: a });
+    assert!(reg.services.is_empty());
+}
+
+#[test]
 fn node_restart_removes_its_workers() {
     let mut reg = Registry::default();
     let a = connect(&mut reg, 1);

@@ -296,20 +296,37 @@ pub fn free_address() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
+/// The ids `engine::trigger-types::list` shows (none when the call fails).
+pub async fn trigger_type_ids(client: &IIIClient) -> Vec<String> {
+    let Ok(list) = call(client, "engine::trigger-types::list", serde_json::json!({})).await else {
+        return Vec::new();
+    };
+    list["trigger_types"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|t| t["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Waits until `client` sees trigger type `id` in `engine::trigger-types::list`.
 pub async fn wait_trigger_type(client: &IIIClient, id: &str) {
+    wait_trigger_type_listed(client, id, true).await
+}
+
+/// Waits until `engine::trigger-types::list` no longer shows `id`.
+pub async fn wait_trigger_type_gone(client: &IIIClient, id: &str) {
+    wait_trigger_type_listed(client, id, false).await
+}
+
+async fn wait_trigger_type_listed(client: &IIIClient, id: &str, listed: bool) {
     eventually(
-        &format!("trigger type {id} listed"),
+        &format!("trigger type {id} listed={listed}"),
         Duration::from_secs(10),
         || async {
-            let list = call(client, "engine::trigger-types::list", serde_json::json!({}))
-                .await
-                .ok()?;
-            list["trigger_types"]
-                .as_array()?
-                .iter()
-                .any(|t| t["id"] == id)
-                .then_some(())
+            (trigger_type_ids(client).await.iter().any(|t| t == id) == listed).then_some(())
         },
     )
     .await
