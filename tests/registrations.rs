@@ -286,3 +286,100 @@ async fn an_unregistered_function_is_not_found_and_free_for_another_worker() {
         json!("second")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_resolves_its_namespace_as_the_protocol_table_says() {
+    let node = Node::start();
+    let mut raw = RawClient::connect(&node.url).await;
+    raw.announce(&unique_name("raw"), Some("orders")).await;
+    raw.send(json!({"type":"registerfunction","id":"orders::only"}))
+        .await;
+    raw.send(json!({"type":"registertriggertype","id":"home-type","description":"d"}))
+        .await;
+    raw.send(
+        json!({"type":"registertriggertype","id":"other-type","description":"d",
+        "namespace":"billing"}),
+    )
+    .await;
+    raw.send(
+        json!({"type":"registertriggertype","id":"blank-type","description":"d",
+        "namespace":"  "}),
+    )
+    .await;
+    // Registrations are handled in order: once the marker is listed, so are the others.
+    raw.send(json!({"type":"registerfunction","id":"marker::fn"}))
+        .await;
+    let observer = worker(&node.url, &unique_name("observer"), None).await;
+    wait_function(&observer, "marker::fn", true).await;
+
+    let info = call(
+        &observer,
+        "engine::functions::info",
+        json!({"function_id": "orders::only"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        info["namespace"], "orders",
+        "functions take the connection's"
+    );
+    let types = call(&observer, "engine::trigger-types::list", json!({}))
+        .await
+        .unwrap();
+    let namespace_of = |id: &str| {
+        types["trigger_types"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|t| t["id"] == id))
+            .map(|t| t["namespace"].clone())
+    };
+    assert_eq!(namespace_of("home-type"), Some(json!("orders")));
+    assert_eq!(namespace_of("other-type"), Some(json!("billing")));
+    assert_eq!(
+        namespace_of("blank-type"),
+        None,
+        "a blank namespace is ignored"
+    );
+
+    // A call names its namespace or goes to `default`, never to the caller's.
+    let missed = raw.call("orders::only", json!({})).await;
+    assert_eq!(missed["error"]["code"], "function_not_found");
+    assert_eq!(
+        missed["error"]["message"],
+        "Function orders::only not found in namespace default. It is registered in namespace(s): orders."
+    );
+    // A void call with a blank namespace is dropped without an answer.
+    raw.send(
+        json!({"type":"invokefunction","function_id":"orders::only","namespace":" ",
+        "action":{"type":"void"}}),
+    )
+    .await;
+    raw.send(json!({"type":"ping"})).await;
+    assert_eq!(raw.recv().await, json!({"type":"pong"}));
+
+    // A binding's target function is in `default` unless named; its provider is looked up
+    // in the connection's namespace first.
+    raw.send(
+        json!({"type":"registertrigger","id":"b-default","trigger_type":"home-type",
+        "function_id":"f","config":{}}),
+    )
+    .await;
+    let forwarded = raw.answer_next_trigger(false).await;
+    assert_eq!(forwarded["id"], "b-default");
+    let rows = call(&observer, "engine::registered-triggers::list", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(rows["registered_triggers"][0]["namespace"], "default");
+    // A blank target namespace is refused, naming the field.
+    raw.send(
+        json!({"type":"registertrigger","id":"b-blank","trigger_type":"home-type",
+        "function_id":"f","config":{},"namespace":""}),
+    )
+    .await;
+    let refused = raw.recv_type("triggerregistrationresult").await;
+    assert_eq!(refused["id"], "b-blank");
+    assert_eq!(refused["error"]["code"], "INVALID_NAMESPACE");
+    assert_eq!(
+        refused["error"]["message"],
+        "`namespace` is empty: it was named and left blank. Give it a name, or omit it to use `default`."
+    );
+}
