@@ -317,3 +317,64 @@ async fn register_trigger_by_call_gets_the_verdict_of_a_provider_on_another_node
     let accepted = pending.await.unwrap().unwrap();
     assert_eq!(accepted["id"], forwarded["id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_too_large_to_forward_is_refused_and_the_link_keeps_its_other_calls() {
+    let cluster = Cluster::start(3);
+    let callee_name = unique_name("callee");
+    let callee = worker(&url(&cluster, 0), &callee_name, None).await;
+    callee.register_function(
+        "blob::size",
+        RegisterFunction::new_async(|input: Value| async move {
+            Ok::<Value, Error>(json!(input["blob"].as_str().map_or(0, str::len)))
+        }),
+    );
+    let (release, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (entered, waiting) = (gate.clone(), release.clone());
+    callee.register_function(
+        "gate::wait",
+        RegisterFunction::new_async(move |_: Value| {
+            let (entered, waiting) = (entered.clone(), waiting.clone());
+            async move {
+                entered.notify_one();
+                waiting.notified().await;
+                Ok::<Value, Error>(json!("done"))
+            }
+        }),
+    );
+    let caller = worker(&url(&cluster, 1), &unique_name("caller"), None).await;
+    wait_function(&caller, "gate::wait", true).await;
+    wait_function(&caller, "blob::size", true).await;
+    let callee_id = common::worker_id_named(&caller, &callee_name).await;
+    // A call in flight over the same link between the two nodes.
+    let in_flight = tokio::spawn({
+        let caller = caller.clone();
+        async move { call(&caller, "gate::wait", json!({})).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), gate.notified())
+        .await
+        .expect("the gated call reached the callee");
+
+    let mut raw = RawClient::connect(&url(&cluster, 1)).await;
+    raw.announce(&unique_name("raw-caller"), None).await;
+    let invocation_id = raw
+        .send_call_of_size("blob::size", 64 * 1024 * 1024 - 8)
+        .await;
+    let answer = raw.recv_type("invocationresult").await;
+    assert_eq!(answer["invocation_id"], invocation_id.as_str());
+    assert_eq!(answer["error"]["code"], "payload_too_large");
+
+    release.notify_one();
+    assert_eq!(in_flight.await.unwrap().unwrap(), json!("done"));
+    assert_eq!(
+        call(&caller, "blob::size", json!({"blob": "abcd"}))
+            .await
+            .unwrap(),
+        json!(4)
+    );
+    assert_eq!(
+        common::worker_id_named(&caller, &callee_name).await,
+        callee_id,
+        "the callee did not reconnect"
+    );
+}

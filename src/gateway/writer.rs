@@ -8,9 +8,10 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::warn;
 
 use super::connections::Outbound;
-use crate::protocol::{FRAGMENT_BYTES, MAX_FRAME_BYTES};
+use crate::protocol::{FRAGMENT_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
 /// Frames written before a flush when more are queued.
 const BATCH: usize = 64;
@@ -57,6 +58,16 @@ where
     S: Sink<Message, Error = WsError> + Unpin,
 {
     match item {
+        Outbound::Text(text) if text.len() > MAX_MESSAGE_BYTES => {
+            // No SDK accepts it: it would cost the worker its connection. The callers of
+            // the outbox answer with `payload_too_large` before it comes to this.
+            warn!(
+                bytes = text.len(),
+                limit = MAX_MESSAGE_BYTES,
+                "message over the limit not sent"
+            );
+            true
+        }
         Outbound::Text(text) if text.len() > MAX_FRAME_BYTES => {
             let bytes = text.into_bytes();
             let chunks: Vec<&[u8]> = bytes.chunks(FRAGMENT_BYTES).collect();
@@ -83,5 +94,74 @@ where
             let _ = sink.feed(Message::Close(Some(frame))).await;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A sink that keeps what it is given.
+    #[derive(Default)]
+    struct Recorder(Vec<Message>);
+
+    impl Sink<Message> for Recorder {
+        type Error = WsError;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+            self.0.push(item);
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_message_is_one_text_frame() {
+        let mut sink = Recorder::default();
+        assert!(feed(&mut sink, Outbound::Text("{\"type\":\"pong\"}".into())).await);
+        assert_eq!(sink.0, vec![Message::Text("{\"type\":\"pong\"}".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_frame_limit_goes_out_in_continuation_frames() {
+        let mut sink = Recorder::default();
+        let text = "x".repeat(MAX_FRAME_BYTES + 1);
+        assert!(feed(&mut sink, Outbound::Text(text)).await);
+        let frames: Vec<&Frame> = sink
+            .0
+            .iter()
+            .map(|m| match m {
+                Message::Frame(f) => f,
+                other => panic!("expected raw frames, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(frames.len(), MAX_FRAME_BYTES / FRAGMENT_BYTES + 1);
+        assert_eq!(frames[0].header().opcode, OpCode::Data(Data::Text));
+        assert!(frames[1..]
+            .iter()
+            .all(|f| f.header().opcode == OpCode::Data(Data::Continue)));
+        assert!(frames[..frames.len() - 1]
+            .iter()
+            .all(|f| !f.header().is_final && f.payload().len() == FRAGMENT_BYTES));
+        let last = frames[frames.len() - 1];
+        assert!(last.header().is_final);
+        assert_eq!(last.payload().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_no_sdk_accepts_is_not_sent_and_the_connection_stays() {
+        let mut sink = Recorder::default();
+        let text = "x".repeat(MAX_MESSAGE_BYTES + 1);
+        assert!(feed(&mut sink, Outbound::Text(text)).await);
+        assert!(sink.0.is_empty());
     }
 }

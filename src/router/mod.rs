@@ -263,20 +263,46 @@ impl Router {
             }
         }
         debug!(invocation_id = %invocation_id, function_id = %request.function_id, worker_id = %owner, "call routed");
-        let frame = Outgoing::InvokeFunction {
+        if self.send_invoke(&outbox, invocation_id, request).await {
+            Routed::Sent
+        } else {
+            Routed::Failed
+        }
+    }
+
+    /// Writes a recorded call to its owner's outbox. A call whose frame would be over the
+    /// 64 MiB every SDK accepts (the engine adds the caller's id to its data), or whose
+    /// owner's outbox is gone, ends here with its reason; false then.
+    async fn send_invoke(
+        &self,
+        outbox: &tokio::sync::mpsc::Sender<Outbound>,
+        invocation_id: InvocationId,
+        request: CallRequest,
+    ) -> bool {
+        let text = Outgoing::InvokeFunction {
             invocation_id: invocation_id.to_string(),
             function_id: request.function_id.clone(),
             data: request.data,
             metadata: request.metadata,
             traceparent: request.traceparent,
             baggage: request.baggage,
-        };
-        if outbox.send(Outbound::Text(frame.to_text())).await.is_err() {
+        }
+        .to_text();
+        if text.len() > MAX_MESSAGE_BYTES {
+            warn!(invocation_id = %invocation_id, function_id = %request.function_id, bytes = text.len(),
+                "call too large to hand to its owner");
+            let too_large = EngineError::PayloadTooLarge {
+                limit: MAX_MESSAGE_BYTES,
+            };
+            self.abandon(invocation_id, too_large).await;
+            return false;
+        }
+        if outbox.send(Outbound::Text(text)).await.is_err() {
             self.abandon(invocation_id, EngineError::ChannelSendFailed)
                 .await;
-            return Routed::Failed;
+            return false;
         }
-        Routed::Sent
+        true
     }
 
     /// Forwards a call to the node holding its owner; a lost link means the call stops.
@@ -396,19 +422,8 @@ impl Router {
             Admission::Refused => return None,
             Admission::OwnerClosing(caller) => return Some((caller, call.request)),
         }
-        let invocation_id = call.invocation_id;
-        let frame = Outgoing::InvokeFunction {
-            invocation_id: invocation_id.to_string(),
-            function_id,
-            data: call.request.data,
-            metadata: call.request.metadata,
-            traceparent: call.request.traceparent,
-            baggage: call.request.baggage,
-        };
-        if outbox.send(Outbound::Text(frame.to_text())).await.is_err() {
-            self.abandon(invocation_id, EngineError::ChannelSendFailed)
-                .await;
-        }
+        self.send_invoke(&outbox, call.invocation_id, call.request)
+            .await;
         None
     }
 

@@ -22,5 +22,10 @@ pub mod pb {
 }
 
 /// The largest gRPC message a node sends or accepts (a Raft snapshot chunk or a batch of log
-/// entries, JSON-encoded, can be several megabytes).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// entries, JSON-encoded, can be several megabytes). A call or an answer that reached a
+/// worker's own limit still fits with its envelope, so the owner's node is the one that
+/// decides (`payload_too_large`); a message over the limit would break the whole stream.
+pub const MAX_MESSAGE_BYTES: usize = crate::protocol::MAX_MESSAGE_BYTES + ENVELOPE_ROOM;
+
+/// Room for the ids and fields around a worker message's data.
+const ENVELOPE_ROOM: usize = 1024 * 1024;

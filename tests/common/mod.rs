@@ -766,3 +766,16 @@ pub async fn wait_served_by(observer: &IIIClient, worker_id: &str, function_id: 
     )
     .await
 }
+
+/// The connection id `engine::workers::list` shows for the worker called `name`.
+pub async fn worker_id_named(observer: &IIIClient, name: &str) -> String {
+    let rows = call(observer, "engine::workers::list", serde_json::json!({}))
+        .await
+        .unwrap();
+    rows["workers"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|w| w["name"] == name))
+        .and_then(|w| w["id"].as_str())
+        .map(str::to_string)
+        .expect("worker listed")
+}

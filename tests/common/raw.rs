@@ -121,6 +121,42 @@ impl RawClient {
             .expect("send");
     }
 
+    /// Sends `text` as one message fragmented into frames of `chunk` bytes, as the SDKs
+    /// send messages over 16 MiB.
+    pub async fn send_fragmented(&mut self, text: &str, chunk: usize) {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        let bytes = text.as_bytes();
+        let pieces: Vec<&[u8]> = bytes.chunks(chunk.max(1)).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            let opcode = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            let last = i + 1 == pieces.len();
+            self.ws
+                .feed(Message::Frame(Frame::message(piece.to_vec(), opcode, last)))
+                .await
+                .expect("send fragment");
+        }
+        self.ws.flush().await.expect("flush fragments");
+    }
+
+    /// Sends a call of `function_id` whose frame is `total` bytes long, its data
+    /// `{"blob": "zzz…"}` (fragmented in 1 MiB frames); returns its invocation id.
+    pub async fn send_call_of_size(&mut self, function_id: &str, total: usize) -> String {
+        let invocation_id = uuid::Uuid::new_v4().to_string();
+        let envelope = json!({"type":"invokefunction","invocation_id":invocation_id,
+            "function_id":function_id,"data":{"blob":""}})
+        .to_string();
+        let blob = "z".repeat(total.saturating_sub(envelope.len()));
+        let frame = envelope.replace("\"blob\":\"\"", &format!("\"blob\":\"{blob}\""));
+        assert_eq!(frame.len(), total.max(envelope.len()));
+        self.send_fragmented(&frame, 1024 * 1024).await;
+        invocation_id
+    }
+
     /// Sends raw text.
     pub async fn send_text(&mut self, text: &str) {
         self.ws
