@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::raw::RawClient;
 use common::{call, unique_name, wait_function, worker, Node};
 use iii_sdk::{Error, RegisterFunction};
 use serde_json::{json, Value};
@@ -189,4 +190,61 @@ async fn enqueue_without_a_queue_provider_is_a_clear_error() {
     let (code, message) = remote_code(err);
     assert_eq!(code, "enqueue_error");
     assert!(message.contains("queue"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_gets_data_metadata_and_trace_context_but_not_routing_fields() {
+    let node = Node::start();
+    let mut owner = RawClient::connect(&node.url).await;
+    owner.announce(&unique_name("owner"), None).await;
+    owner
+        .send(json!({"type":"registerfunction","id":"ctx::probe"}))
+        .await;
+    let observer = worker(&node.url, &unique_name("observer"), None).await;
+    wait_function(&observer, "ctx::probe", true).await;
+    let mut caller = RawClient::connect(&node.url).await;
+    caller.announce(&unique_name("caller"), None).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let caller_id = uuid::Uuid::new_v4().to_string();
+    caller
+        .send(
+            json!({"type":"invokefunction","invocation_id":caller_id,"function_id":"ctx::probe",
+            "data":{"n":1,"_caller_worker_id":"forged"},"metadata":{"m":"v"},
+            "traceparent":traceparent,"baggage":"k=v",
+            "namespace":"default"}),
+        )
+        .await;
+    let forwarded = owner.recv_type("invokefunction").await;
+    assert_eq!(
+        forwarded["data"],
+        json!({"n": 1, "_caller_worker_id": caller.worker_id}),
+        "the engine names the real caller"
+    );
+    assert_eq!(forwarded["metadata"], json!({"m": "v"}));
+    assert_eq!(forwarded["traceparent"], traceparent);
+    assert_eq!(forwarded["baggage"], "k=v");
+    assert!(forwarded.get("namespace").is_none() && forwarded.get("action").is_none());
+    let engine_id = forwarded["invocation_id"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(engine_id).is_ok());
+    assert_ne!(engine_id, caller_id, "the owner sees an engine-made id");
+
+    owner
+        .send(json!({"type":"invocationresult","invocation_id":engine_id,
+            "function_id":"ctx::probe","result":{"ok":true}}))
+        .await;
+    let relayed = caller.recv_type("invocationresult").await;
+    assert_eq!(relayed["invocation_id"], caller_id.as_str());
+    assert_eq!(relayed["function_id"], "ctx::probe");
+    assert_eq!(relayed["result"], json!({"ok": true}));
+
+    // A payload that is not an object travels untouched.
+    let list_id = uuid::Uuid::new_v4().to_string();
+    caller
+        .send(
+            json!({"type":"invokefunction","invocation_id":list_id,"function_id":"ctx::probe",
+            "data":[1,2,3]}),
+        )
+        .await;
+    let forwarded = owner.recv_type("invokefunction").await;
+    assert_eq!(forwarded["data"], json!([1, 2, 3]));
 }
