@@ -319,3 +319,30 @@ async fn unregistering_a_trigger_type_parks_its_bindings_until_it_is_provided_ag
     assert_eq!(resent["config"], json!({"every": "5m"}));
     assert_eq!(registered_triggers(&consumer, json!({})).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_binding_leaves_its_provider_at_once() {
+    let node = Node::start();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let provider = worker(&node.url, &unique_name("provider"), None).await;
+    provider.register_trigger_type(RegisterTriggerType::new(
+        "cron",
+        "Runs on a schedule",
+        TriggerRecorder(tx),
+    ));
+    let consumer = worker(&node.url, &unique_name("consumer"), None).await;
+    common::wait_trigger_type(&consumer, "cron").await;
+    let trigger = consumer
+        .register_trigger(binding("cron", "jobs::tick"))
+        .unwrap();
+    let (kind, config) = next_trigger_request(&mut rx).await;
+    assert_eq!(kind, "register");
+    trigger.unregister();
+    let (kind, removed) = next_trigger_request(&mut rx).await;
+    assert_eq!(kind, "unregister");
+    assert_eq!(removed.id, config.id);
+    assert_eq!(
+        registered_triggers(&consumer, json!({})).await,
+        Vec::<Value>::new()
+    );
+}
