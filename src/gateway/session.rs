@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connections::{ConnectionHandle, Outbound};
 use super::writer;
@@ -90,8 +90,12 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAd
     }
     let (sink, mut stream) = ws.split();
     let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
-    let writer = tokio::spawn(writer::run(sink, outbox_rx, PING_INTERVAL));
     let worker = WorkerId::new();
+    // The writer's own logs (an unsendable message) carry the connection they are about.
+    let writer = tokio::spawn(
+        writer::run(sink, outbox_rx, PING_INTERVAL)
+            .instrument(info_span!("writer", node = node.id, worker_id = %worker)),
+    );
     let token = uuid::Uuid::new_v4().to_string();
     let token_hash = hash_token(&token);
     let cancel = node.shutdown.child_token();
