@@ -5,13 +5,13 @@
 mod common;
 
 use common::raw::{Inbound, RawClient};
-use common::{call, unique_name, wait_function, worker, Cluster, TriggerRecorder};
+use common::{call, unique_name, wait_function, worker, Cluster};
 use iii_sdk::protocol::RegisterTriggerInput;
-use iii_sdk::{Error, RegisterFunction, RegisterTriggerType};
+use iii_sdk::{Error, RegisterFunction};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 fn url(cluster: &Cluster, i: usize) -> String {
     cluster.node(i).url.clone()
@@ -124,13 +124,7 @@ async fn killing_the_owners_node_stops_calls_from_other_nodes_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_and_discovery_span_the_cluster() {
     let cluster = Cluster::start(3);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let provider = worker(&url(&cluster, 0), &unique_name("provider"), None).await;
-    provider.register_trigger_type(RegisterTriggerType::new(
-        "cron",
-        "schedule",
-        TriggerRecorder(tx),
-    ));
+    let (_provider, mut rx) = common::recording_provider(&url(&cluster, 0), "cron").await;
     let consumer = worker(&url(&cluster, 2), &unique_name("consumer"), None).await;
     common::wait_trigger_type(&consumer, "cron").await;
     consumer

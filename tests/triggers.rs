@@ -4,11 +4,10 @@
 mod common;
 
 use common::raw::RawClient;
-use common::{call, next_trigger_request, unique_name, worker, Node, TriggerRecorder};
+use common::{call, next_trigger_request, unique_name, worker, Node};
 use iii_sdk::protocol::RegisterTriggerInput;
-use iii_sdk::{Error, RegisterFunction, RegisterTriggerType};
+use iii_sdk::{Error, RegisterFunction};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 fn binding(trigger_type: &str, function_id: &str) -> RegisterTriggerInput {
     RegisterTriggerInput {
@@ -24,13 +23,7 @@ fn binding(trigger_type: &str, function_id: &str) -> RegisterTriggerInput {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_reaches_its_provider_and_leaves_when_the_consumer_disconnects() {
     let node = Node::start();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let provider = worker(&node.url, &unique_name("provider"), None).await;
-    provider.register_trigger_type(RegisterTriggerType::new(
-        "cron",
-        "Runs on a schedule",
-        TriggerRecorder(tx),
-    ));
+    let (_provider, mut rx) = common::recording_provider(&node.url, "cron").await;
     let consumer = worker(&node.url, &unique_name("consumer"), None).await;
     common::wait_trigger_type(&consumer, "cron").await;
     consumer
@@ -63,23 +56,11 @@ async fn parked_bindings_are_resent_with_their_ids_when_a_provider_returns() {
     consumer
         .register_trigger(binding("webhook", "hooks::in"))
         .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let first = worker(&node.url, &unique_name("provider"), None).await;
-    first.register_trigger_type(RegisterTriggerType::new(
-        "webhook",
-        "HTTP hook",
-        TriggerRecorder(tx),
-    ));
+    let (first, mut rx) = common::recording_provider(&node.url, "webhook").await;
     let (_, config) = next_trigger_request(&mut rx).await;
     let id = config.id;
     first.shutdown_async().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let second = worker(&node.url, &unique_name("provider"), None).await;
-    second.register_trigger_type(RegisterTriggerType::new(
-        "webhook",
-        "HTTP hook",
-        TriggerRecorder(tx),
-    ));
+    let (_second, mut rx) = common::recording_provider(&node.url, "webhook").await;
     let (kind, config) = next_trigger_request(&mut rx).await;
     assert_eq!(kind, "register");
     assert_eq!(
@@ -170,13 +151,7 @@ async fn registered_triggers(client: &iii_sdk::IIIClient, filter: Value) -> Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registered_triggers_list_and_info_describe_live_bindings() {
     let node = Node::start();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let provider = worker(&node.url, &unique_name("provider"), None).await;
-    provider.register_trigger_type(RegisterTriggerType::new(
-        "cron",
-        "Runs on a schedule",
-        TriggerRecorder(tx),
-    ));
+    let (_provider, mut rx) = common::recording_provider(&node.url, "cron").await;
     let consumer_name = unique_name("consumer");
     let consumer = worker(&node.url, &consumer_name, None).await;
     consumer.register_function(
@@ -323,13 +298,7 @@ async fn unregistering_a_trigger_type_parks_its_bindings_until_it_is_provided_ag
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unregistered_binding_leaves_its_provider_at_once() {
     let node = Node::start();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let provider = worker(&node.url, &unique_name("provider"), None).await;
-    provider.register_trigger_type(RegisterTriggerType::new(
-        "cron",
-        "Runs on a schedule",
-        TriggerRecorder(tx),
-    ));
+    let (_provider, mut rx) = common::recording_provider(&node.url, "cron").await;
     let consumer = worker(&node.url, &unique_name("consumer"), None).await;
     common::wait_trigger_type(&consumer, "cron").await;
     let trigger = consumer

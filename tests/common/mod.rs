@@ -732,9 +732,27 @@ impl iii_sdk::trigger::TriggerHandler for TriggerRecorder {
     }
 }
 
+/// What a [`TriggerRecorder`] reports: ("register" | "unregister", config).
+pub type TriggerRequests =
+    tokio::sync::mpsc::UnboundedReceiver<(String, iii_sdk::trigger::TriggerConfig)>;
+
+/// A worker at `url` providing trigger type `id`, with a [`TriggerRecorder`] as its handler:
+/// what the engine asks of it arrives on the returned receiver.
+#[allow(deprecated)]
+pub async fn recording_provider(url: &str, id: &str) -> (IIIClient, TriggerRequests) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let provider = worker(url, &unique_name("provider"), None).await;
+    provider.register_trigger_type(iii_sdk::RegisterTriggerType::new(
+        id,
+        "recorded by the test",
+        TriggerRecorder(tx),
+    ));
+    (provider, rx)
+}
+
 /// The next request a `TriggerRecorder` saw, within 10 s.
 pub async fn next_trigger_request(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, iii_sdk::trigger::TriggerConfig)>,
+    rx: &mut TriggerRequests,
 ) -> (String, iii_sdk::trigger::TriggerConfig) {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
