@@ -317,12 +317,7 @@ async fn a_call_too_large_to_forward_is_refused_and_the_link_keeps_its_other_cal
     let cluster = Cluster::start(3);
     let callee_name = unique_name("callee");
     let callee = worker(&url(&cluster, 0), &callee_name, None).await;
-    callee.register_function(
-        "blob::size",
-        RegisterFunction::new_async(|input: Value| async move {
-            Ok::<Value, Error>(json!(input["blob"].as_str().map_or(0, str::len)))
-        }),
-    );
+    common::register_blob_size(&callee);
     let (release, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let (entered, waiting) = (gate.clone(), release.clone());
     callee.register_function(
@@ -351,12 +346,7 @@ async fn a_call_too_large_to_forward_is_refused_and_the_link_keeps_its_other_cal
 
     let mut raw = RawClient::connect(&url(&cluster, 1)).await;
     raw.announce(&unique_name("raw-caller"), None).await;
-    let invocation_id = raw
-        .send_call_of_size("blob::size", 64 * 1024 * 1024 - 8)
-        .await;
-    let answer = raw.recv_type("invocationresult").await;
-    assert_eq!(answer["invocation_id"], invocation_id.as_str());
-    assert_eq!(answer["error"]["code"], "payload_too_large");
+    raw.assert_near_limit_call_refused("blob::size").await;
 
     release.notify_one();
     assert_eq!(in_flight.await.unwrap().unwrap(), json!("done"));

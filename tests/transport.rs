@@ -246,12 +246,7 @@ async fn a_call_too_large_to_forward_is_refused_and_the_callee_keeps_its_connect
     let node = Node::start();
     let callee_name = unique_name("callee");
     let callee = worker(&node.url, &callee_name, None).await;
-    callee.register_function(
-        "blob::size",
-        RegisterFunction::new_async(|input: Value| async move {
-            Ok::<Value, Error>(json!(input["blob"].as_str().map_or(0, str::len)))
-        }),
-    );
+    common::register_blob_size(&callee);
     let observer = worker(&node.url, &unique_name("observer"), None).await;
     wait_function(&observer, "blob::size", true).await;
     let callee_id = common::worker_id_named(&observer, &callee_name).await;
@@ -260,12 +255,7 @@ async fn a_call_too_large_to_forward_is_refused_and_the_callee_keeps_its_connect
     // it would be over, and no SDK accepts such a message.
     let mut caller = RawClient::connect(&node.url).await;
     caller.announce(&unique_name("caller"), None).await;
-    let invocation_id = caller
-        .send_call_of_size("blob::size", 64 * 1024 * 1024 - 8)
-        .await;
-    let answer = caller.recv_type("invocationresult").await;
-    assert_eq!(answer["invocation_id"], invocation_id.as_str());
-    assert_eq!(answer["error"]["code"], "payload_too_large");
+    caller.assert_near_limit_call_refused("blob::size").await;
 
     // The callee was never sent the oversized frame: same connection, still serving.
     assert_eq!(

@@ -785,6 +785,18 @@ pub async fn wait_served_by(observer: &IIIClient, worker_id: &str, function_id: 
     .await
 }
 
+/// Registers `blob::size` on `client`: answers the length of its input's `blob` string.
+pub fn register_blob_size(client: &IIIClient) {
+    client.register_function(
+        "blob::size",
+        iii_sdk::RegisterFunction::new_async(|input: Value| async move {
+            Ok::<Value, iii_sdk::Error>(serde_json::json!(input["blob"]
+                .as_str()
+                .map_or(0, str::len)))
+        }),
+    );
+}
+
 /// The connection id `engine::workers::list` shows for the worker called `name`.
 pub async fn worker_id_named(observer: &IIIClient, name: &str) -> String {
     let rows = call(observer, "engine::workers::list", serde_json::json!({}))

@@ -143,18 +143,22 @@ impl RawClient {
         self.ws.flush().await.expect("flush fragments");
     }
 
-    /// Sends a call of `function_id` whose frame is `total` bytes long, its data
-    /// `{"blob": "zzz…"}` (fragmented in 1 MiB frames); returns its invocation id.
-    pub async fn send_call_of_size(&mut self, function_id: &str, total: usize) -> String {
+    /// Sends a call of `function_id` whose frame is 8 bytes under the 64 MiB every SDK
+    /// accepts (fragmented in 1 MiB frames, its data `{"blob": "zzz…"}`), which the caller's id
+    /// the engine adds would push over; asserts the engine answers `payload_too_large`.
+    pub async fn assert_near_limit_call_refused(&mut self, function_id: &str) {
+        let total = 64 * 1024 * 1024 - 8;
         let invocation_id = uuid::Uuid::new_v4().to_string();
         let envelope = json!({"type":"invokefunction","invocation_id":invocation_id,
             "function_id":function_id,"data":{"blob":""}})
         .to_string();
-        let blob = "z".repeat(total.saturating_sub(envelope.len()));
+        let blob = "z".repeat(total - envelope.len());
         let frame = envelope.replace("\"blob\":\"\"", &format!("\"blob\":\"{blob}\""));
-        assert_eq!(frame.len(), total.max(envelope.len()));
+        assert_eq!(frame.len(), total);
         self.send_fragmented(&frame, 1024 * 1024).await;
-        invocation_id
+        let answer = self.recv_type("invocationresult").await;
+        assert_eq!(answer["invocation_id"], invocation_id.as_str());
+        assert_eq!(answer["error"]["code"], "payload_too_large");
     }
 
     /// Sends raw text.
