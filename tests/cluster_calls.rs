@@ -281,11 +281,7 @@ async fn calls_between_survivors_continue_while_the_leader_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_trigger_by_call_gets_the_verdict_of_a_provider_on_another_node() {
     let cluster = Cluster::start(3);
-    let mut provider = RawClient::connect(&url(&cluster, 0)).await;
-    provider.announce(&unique_name("raw-provider"), None).await;
-    provider
-        .send(json!({"type":"registertriggertype","id":"picky","description":"d"}))
-        .await;
+    let mut provider = RawClient::provider(&url(&cluster, 0), "picky").await;
     let caller = worker(&url(&cluster, 2), &unique_name("caller"), None).await;
     common::wait_trigger_type(&caller, "picky").await;
     let register = |caller: iii_sdk::IIIClient| {

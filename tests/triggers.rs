@@ -72,11 +72,7 @@ async fn parked_bindings_are_resent_with_their_ids_when_a_provider_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_refusal_is_relayed_to_the_registrant_and_parks_the_binding() {
     let node = Node::start();
-    let mut provider = RawClient::connect(&node.url).await;
-    provider.announce(&unique_name("raw-provider"), None).await;
-    provider
-        .send(json!({"type":"registertriggertype","id":"strict","description":"refuses"}))
-        .await;
+    let mut provider = RawClient::provider(&node.url, "strict").await;
     let mut consumer = RawClient::connect(&node.url).await;
     consumer.announce(&unique_name("raw-consumer"), None).await;
     consumer
@@ -103,11 +99,7 @@ async fn a_provider_refusal_is_relayed_to_the_registrant_and_parks_the_binding()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_trigger_by_call_waits_for_the_providers_verdict() {
     let node = Node::start();
-    let mut provider = RawClient::connect(&node.url).await;
-    provider.announce(&unique_name("raw-provider"), None).await;
-    provider
-        .send(json!({"type":"registertriggertype","id":"picky","description":"d"}))
-        .await;
+    let mut provider = RawClient::provider(&node.url, "picky").await;
     let caller = worker(&node.url, &unique_name("caller"), None).await;
     common::wait_trigger_type(&caller, "picky").await;
     let pending = tokio::spawn({
@@ -229,11 +221,7 @@ async fn registered_triggers_list_and_info_describe_live_bindings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unregistering_a_trigger_type_parks_its_bindings_until_it_is_provided_again() {
     let node = Node::start();
-    let mut provider = RawClient::connect(&node.url).await;
-    provider.announce(&unique_name("raw-provider"), None).await;
-    provider
-        .send(json!({"type":"registertriggertype","id":"ticker","description":"ticks"}))
-        .await;
+    let mut provider = RawClient::provider(&node.url, "ticker").await;
     let consumer = worker(&node.url, &unique_name("consumer"), None).await;
     common::wait_trigger_type(&consumer, "ticker").await;
     consumer
@@ -286,9 +274,7 @@ async fn unregistering_a_trigger_type_parks_its_bindings_until_it_is_provided_ag
     .unwrap();
     assert_eq!(parked["trigger"], Value::Null, "its type is gone");
 
-    provider
-        .send(json!({"type":"registertriggertype","id":"ticker","description":"ticks"}))
-        .await;
+    provider.provide("ticker").await;
     let resent = provider.answer_next_trigger(false).await;
     assert_eq!(resent["id"], id.as_str(), "the parked binding keeps its id");
     assert_eq!(resent["config"], json!({"every": "5m"}));

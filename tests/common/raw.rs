@@ -121,6 +121,22 @@ impl RawClient {
             .expect("send");
     }
 
+    /// An announced connection (unique name) that provides trigger type `id`.
+    pub async fn provider(url: &str, id: &str) -> RawClient {
+        let mut client = RawClient::connect(url).await;
+        client
+            .announce(&super::unique_name("raw-provider"), None)
+            .await;
+        client.provide(id).await;
+        client
+    }
+
+    /// Registers this connection as the provider of trigger type `id`.
+    pub async fn provide(&mut self, id: &str) {
+        self.send(json!({"type":"registertriggertype","id":id,"description":"raw provider"}))
+            .await;
+    }
+
     /// Sends `text` as one message fragmented into frames of `chunk` bytes, as the SDKs
     /// send messages over 16 MiB.
     pub async fn send_fragmented(&mut self, text: &str, chunk: usize) {
