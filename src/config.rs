@@ -14,7 +14,8 @@ use crate::ids::NodeId;
 /// Default worker WebSocket address (the SDKs' default `III_URL` port).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:49134";
 /// Default gRPC address for other nodes.
-pub const DEFAULT_CLUSTER_LISTEN: &str = "0.0.0.0:50051";
+/// Loopback, so a node started with no flags never exposes a plaintext cluster port.
+pub const DEFAULT_CLUSTER_LISTEN: &str = "127.0.0.1:50051";
 /// Default HTTP address for health checks and metrics.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:49180";
 /// Default data directory, relative to the working directory.
@@ -32,9 +33,18 @@ pub struct ServeArgs {
     /// Worker WebSocket address [default: 0.0.0.0:49134].
     #[arg(long, env = "QUORUM_LISTEN")]
     pub listen: Option<String>,
-    /// gRPC address other nodes connect to [default: 0.0.0.0:50051].
+    /// gRPC address other nodes connect to [default: 127.0.0.1:50051]. Any other than a
+    /// loopback address needs --certs-dir (or --insecure).
     #[arg(long, env = "QUORUM_CLUSTER_LISTEN")]
     pub cluster_listen: Option<String>,
+    /// Directory with ca.crt, node.crt and node.key (`quorum cert`): the cluster port then
+    /// speaks TLS and admits only certificates signed by ca.crt.
+    #[arg(long, env = "QUORUM_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Serve the cluster port in plaintext on a non-loopback address: anyone who can reach
+    /// it can then join, disrupt or read the cluster.
+    #[arg(long, env = "QUORUM_INSECURE")]
+    pub insecure: bool,
     /// HTTP address serving /healthz, /readyz and /metrics [default: 0.0.0.0:49180].
     #[arg(long, env = "QUORUM_HTTP_LISTEN")]
     pub http_listen: Option<String>,
@@ -107,6 +117,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     cluster_listen: Option<String>,
+    certs_dir: Option<PathBuf>,
+    insecure: Option<bool>,
     http_listen: Option<String>,
     advertise: Option<String>,
     join: Option<Vec<String>>,
@@ -130,6 +142,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub cluster_listen: SocketAddr,
+    /// Where the cluster port's certificates are; `None` for a plaintext cluster port.
+    pub certs_dir: Option<PathBuf>,
+    /// The operator said out loud that a plaintext cluster port off loopback is fine.
+    pub insecure: bool,
     /// Where health checks and Prometheus scrapes are answered.
     pub http_listen: SocketAddr,
     pub advertise: String,
@@ -179,6 +195,10 @@ pub enum ConfigError {
         pod_name: String,
         derived: NodeId,
     },
+    #[error("the cluster port would listen on {addr} in plaintext, where anyone who reaches it can join or disrupt the cluster: give --certs-dir DIR (make it with `quorum cert create-ca` and `quorum cert create-node`), or say --insecure to accept that")]
+    PlaintextClusterPort { addr: SocketAddr },
+    #[error("--insecure and --certs-dir contradict each other; give one")]
+    InsecureWithCerts,
     #[error("node id file {path}: {source}")]
     NodeIdFile {
         path: PathBuf,
@@ -236,6 +256,8 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             listen,
             cluster_listen,
+            certs_dir: args.certs_dir.clone().or(file.certs_dir),
+            insecure: args.insecure || file.insecure.unwrap_or(false),
             http_listen,
             advertise,
             join,
@@ -292,6 +314,15 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.insecure && self.certs_dir.is_some() {
+            return Err(ConfigError::InsecureWithCerts);
+        }
+        if self.certs_dir.is_none() && !self.insecure && !self.cluster_listen.ip().is_loopback()
+        {
+            return Err(ConfigError::PlaintextClusterPort {
+                addr: self.cluster_listen,
+            });
+        }
         if self.node_id == Some(0) {
             return Err(ConfigError::Zero { field: "node_id" });
         }
@@ -437,6 +468,39 @@ mod tests {
         assert_eq!(config.advertise, "127.0.0.1:50051");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.registration_grace, Duration::from_secs(5));
+        assert_eq!(config.cluster_listen.to_string(), DEFAULT_CLUSTER_LISTEN);
+        assert_eq!(config.certs_dir, None);
+    }
+
+    #[test]
+    fn a_plaintext_cluster_port_off_loopback_must_be_said_out_loud() {
+        let exposed = ServeArgs {
+            cluster_listen: Some("0.0.0.0:50051".into()),
+            ..Default::default()
+        };
+        let err = Config::load(&exposed).unwrap_err().to_string();
+        assert!(err.contains("--certs-dir") && err.contains("--insecure"), "{err}");
+        let insecure = ServeArgs {
+            insecure: true,
+            ..exposed.clone()
+        };
+        assert!(Config::load(&insecure).unwrap().insecure);
+        let secure = ServeArgs {
+            certs_dir: Some("certs".into()),
+            ..exposed.clone()
+        };
+        assert_eq!(
+            Config::load(&secure).unwrap().certs_dir,
+            Some(PathBuf::from("certs"))
+        );
+        let both = ServeArgs {
+            insecure: true,
+            ..secure
+        };
+        assert!(matches!(
+            Config::load(&both),
+            Err(ConfigError::InsecureWithCerts)
+        ));
     }
 
     #[test]

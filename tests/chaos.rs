@@ -70,7 +70,11 @@ struct Net {
 
 async fn start_net() -> Net {
     let faults = Faults::default();
-    let mut cluster = Cluster::empty();
+    // A secure cluster: node certificates valid for every node and relay address.
+    let mut cluster = Cluster::empty_secure();
+    cluster.cert_hosts = (0..NODES as u8)
+        .flat_map(|i| [format!("127.0.0.{}", 31 + i), format!("127.0.0.{}", 41 + i)])
+        .collect();
     let (mut ips, mut relays, mut options) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..NODES as u8 {
         let ip: IpAddr = [127, 0, 0, 31 + i].into();

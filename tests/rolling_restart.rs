@@ -109,7 +109,7 @@ async fn a_rolling_restart_behind_haproxy_fails_no_call() {
         eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy)");
         return;
     };
-    let (cluster, ports) = Cluster::start_on_fixed_ports(3, &ARGS);
+    let (cluster, ports) = Cluster::start_secure_on_fixed_ports(3, &ARGS);
     let balancer = Haproxy::start(&haproxy, &ports);
 
     let mut workers = Vec::new();

@@ -45,6 +45,8 @@ pub enum CertCommand {
     CreateNode {
         #[command(flatten)]
         dir: CertsDir,
+        #[command(flatten)]
+        ca_key: CaKey,
         /// DNS names and IP addresses peers and operators reach this node by.
         #[arg(required = true)]
         hosts: Vec<String>,
@@ -56,6 +58,8 @@ pub enum CertCommand {
     CreateClient {
         #[command(flatten)]
         dir: CertsDir,
+        #[command(flatten)]
+        ca_key: CaKey,
         /// The operator's name: letters, digits, `-` and `_`.
         name: String,
         /// Validity in days.
@@ -67,9 +71,18 @@ pub enum CertCommand {
 /// Where the certificates are.
 #[derive(Args, Debug)]
 pub struct CertsDir {
-    /// Directory holding ca.crt, ca.key and the certificates made from them.
+    /// Directory holding ca.crt (and ca.key unless --ca-key says otherwise) and the
+    /// certificates made from them.
     #[arg(long)]
     pub certs_dir: PathBuf,
+}
+
+/// Where the CA's key is, for commands that sign.
+#[derive(Args, Debug)]
+pub struct CaKey {
+    /// The CA's private key [default: ca.key in --certs-dir]; keep it off the nodes.
+    #[arg(long)]
+    pub ca_key: Option<PathBuf>,
 }
 
 /// Why a certificate could not be made.
@@ -109,8 +122,18 @@ pub fn run(command: CertCommand) -> std::process::ExitCode {
 fn execute(command: CertCommand) -> Result<Vec<PathBuf>, CertError> {
     match command {
         CertCommand::CreateCa { dir } => create_ca(&dir.certs_dir),
-        CertCommand::CreateNode { dir, hosts, days } => create_node(&dir.certs_dir, &hosts, days),
-        CertCommand::CreateClient { dir, name, days } => create_client(&dir.certs_dir, &name, days),
+        CertCommand::CreateNode {
+            dir,
+            ca_key,
+            hosts,
+            days,
+        } => create_node(&Signer::new(&dir.certs_dir, ca_key.ca_key), &hosts, days),
+        CertCommand::CreateClient {
+            dir,
+            ca_key,
+            name,
+            days,
+        } => create_client(&Signer::new(&dir.certs_dir, ca_key.ca_key), &name, days),
     }
 }
 
@@ -138,19 +161,39 @@ pub fn create_ca(dir: &Path) -> Result<Vec<PathBuf>, CertError> {
     Ok(vec![cert_path, key_path])
 }
 
-/// Writes `node.crt` (and `node.key` unless one exists) into `dir`, signed by its CA.
-pub fn create_node(dir: &Path, hosts: &[String], days: i64) -> Result<Vec<PathBuf>, CertError> {
+/// Where a signing command writes (`dir`, which holds `ca.crt`) and the CA key it signs with.
+pub struct Signer {
+    dir: PathBuf,
+    ca_key: PathBuf,
+}
+
+impl Signer {
+    /// Signs into `dir` with `ca_key`, or with `dir/ca.key` when none is given.
+    pub fn new(dir: &Path, ca_key: Option<PathBuf>) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            ca_key: ca_key.unwrap_or_else(|| dir.join(CA_KEY)),
+        }
+    }
+}
+
+/// Writes `node.crt` (and `node.key` unless one exists) signed by the CA.
+pub fn create_node(signer: &Signer, hosts: &[String], days: i64) -> Result<Vec<PathBuf>, CertError> {
     let mut params = CertificateParams::new(hosts.to_vec())?;
     params.distinguished_name = name(NODE_COMMON_NAME);
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    leaf(dir, params, days, NODE_CERT, NODE_KEY)
+    leaf(signer, params, days, NODE_CERT, NODE_KEY)
 }
 
-/// Writes `client.NAME.crt`/`client.NAME.key` into `dir`, signed by its CA.
-pub fn create_client(dir: &Path, client: &str, days: i64) -> Result<Vec<PathBuf>, CertError> {
+/// Writes `client.NAME.crt`/`client.NAME.key` signed by the CA.
+pub fn create_client(
+    signer: &Signer,
+    client: &str,
+    days: i64,
+) -> Result<Vec<PathBuf>, CertError> {
     let valid = !client.is_empty()
         && client.len() <= 64
         && client
@@ -163,7 +206,7 @@ pub fn create_client(dir: &Path, client: &str, days: i64) -> Result<Vec<PathBuf>
     params.distinguished_name = name(&client_common_name(client));
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     leaf(
-        dir,
+        signer,
         params,
         days,
         &client_file(client, "crt"),
@@ -176,9 +219,9 @@ pub fn client_file(client: &str, extension: &str) -> String {
     format!("client.{client}.{extension}")
 }
 
-/// Signs `params` with the CA in `dir` and writes the certificate, keeping an existing key.
+/// Signs `params` with the CA and writes the certificate, keeping an existing key.
 fn leaf(
-    dir: &Path,
+    signer: &Signer,
     mut params: CertificateParams,
     days: i64,
     cert_file: &str,
@@ -193,8 +236,9 @@ fn leaf(
     ];
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, days);
+    let dir = signer.dir.as_path();
     let ca_cert = read(&dir.join(CA_CERT))?;
-    let ca_key = KeyPair::from_pem(&read(&dir.join(CA_KEY))?)?;
+    let ca_key = KeyPair::from_pem(&read(&signer.ca_key)?)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_cert, ca_key)?;
     let key_path = dir.join(key_file);
     let mut written = Vec::new();

@@ -8,3 +8,5 @@
 pub mod access;
 pub mod certs;
 pub mod identity;
+pub mod cluster_listener;
+pub mod cluster_tls;

@@ -2,6 +2,7 @@
 //! gRPC. They print a readable table (or JSON with `--json`) and exit non-zero with a clear
 //! message when the member cannot be reached or refuses.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use serde_json::json;
 use serde_json::Value;
 
 use super::membership::REMOVE_TIMEOUT;
+use crate::auth::certs::DEFAULT_CLIENT;
+use crate::auth::cluster_tls::operator_client;
 use crate::ids::NodeId;
 use crate::rpc::client::PeerClients;
 use crate::rpc::errors::RpcError;
@@ -47,12 +50,26 @@ pub struct Target {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Directory with ca.crt and the operator's certificate, for a cluster whose nodes run
+    /// with --certs-dir.
+    #[arg(long, env = "QUORUM_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Whose certificate to present: client.NAME.crt/.key in --certs-dir (`node` presents the
+    /// node's own node.crt, which `cluster status` accepts).
+    #[arg(long, default_value = DEFAULT_CLIENT)]
+    pub client: String,
 }
 
 impl Target {
-    /// The clients an operator command reaches the member with.
+    /// The clients an operator command reaches the member with: plaintext, or TLS with the
+    /// operator's certificate when `--certs-dir` is given.
     pub fn peers(&self) -> Result<PeerClients, RpcError> {
-        Ok(PeerClients::default())
+        let Some(dir) = &self.certs_dir else {
+            return Ok(PeerClients::default());
+        };
+        let tls = operator_client(dir, &self.client)
+            .map_err(|e| RpcError::Credentials(e.to_string()))?;
+        Ok(PeerClients::default().with_tls(Some(tls)))
     }
 }
 

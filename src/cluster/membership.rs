@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use openraft::error::ChangeMembershipError;
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError;
-use openraft::BasicNode;
+use crate::consensus::Member;
 use openraft::ChangeMembers;
 use openraft::Membership;
 use openraft::RaftMetrics;
@@ -82,6 +82,9 @@ pub enum MembershipError {
          restart it with --node-id {owner}"
     )]
     AddressTaken { address: String, owner: NodeId },
+    /// The joining node's certificate is not the one its node id is bound to.
+    #[error("node id {0} belongs to a member with another certificate; a second process cannot take it over (remove node {0} first if it is gone for good)")]
+    IdentityTaken(NodeId),
     /// No leader was known long enough to finish the change.
     #[error("no leader available to change the membership: {0}")]
     NoLeader(String),
@@ -106,6 +109,7 @@ impl From<MembershipError> for ServiceError {
                 what: "join request",
                 reason,
             },
+            MembershipError::IdentityTaken(_) => ServiceError::Forbidden(err.to_string()),
             MembershipError::NotMember(_)
             | MembershipError::LastVoter(_)
             | MembershipError::WouldLoseQuorum { .. }
@@ -128,7 +132,7 @@ impl From<MembershipError> for ServiceError {
 }
 
 /// A copy of this node's current Raft metrics (the watch guard is not kept).
-pub fn metrics(node: &Node) -> RaftMetrics<u64, BasicNode> {
+pub fn metrics(node: &Node) -> RaftMetrics<u64, Member> {
     node.consensus.raft().metrics().borrow().clone()
 }
 
@@ -136,7 +140,7 @@ pub fn metrics(node: &Node) -> RaftMetrics<u64, BasicNode> {
 /// the replicated registry records on each.
 pub fn members(
     node: &Node,
-    membership: &Membership<u64, BasicNode>,
+    membership: &Membership<u64, Member>,
     leader: Option<NodeId>,
 ) -> Vec<pb::Member> {
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -206,7 +210,16 @@ pub fn status(node: &Node) -> pb::StatusReply {
 /// follower's log go backwards and a node that lost its log must not vote before it caught up.
 /// The answer carries the cluster id and `joined: false`; the node then asks again with the id,
 /// and is added as a learner (waiting until it caught up), then made a voter.
-pub async fn join(node: &Node, request: pb::JoinRequest) -> Result<pb::JoinReply, MembershipError> {
+///
+/// On a cluster with certificates, `identity` is the joining node's certificate identity: a
+/// node id held by a member bound to another identity is refused before anything changes, so
+/// a valid certificate never lets a second process take over a member's id; a member recorded
+/// without an identity is bound to this one.
+pub async fn join(
+    node: &Node,
+    request: pb::JoinRequest,
+    identity: Option<String>,
+) -> Result<pb::JoinReply, MembershipError> {
     let (id, address) = (request.node_id, request.address);
     if id == 0 || address.trim().is_empty() {
         return Err(MembershipError::InvalidRequest(
@@ -216,6 +229,12 @@ pub async fn join(node: &Node, request: pb::JoinRequest) -> Result<pb::JoinReply
     let m = metrics(node);
     if m.current_leader != Some(node.id) {
         return Ok(not_joined(node, &m));
+    }
+    if let (Some(presented), Some(member)) = (&identity, m.membership_config.membership().get_node(&id)) {
+        if !member.accepts(presented) {
+            warn!(node = node.id, joining = id, %address, "refused a join: the node id is bound to another certificate");
+            return Err(MembershipError::IdentityTaken(id));
+        }
     }
     let cluster_id = node.cluster_id.get().unwrap_or_default();
     if request.cluster_id.is_empty() {
@@ -249,20 +268,23 @@ pub async fn join(node: &Node, request: pb::JoinRequest) -> Result<pb::JoinReply
             owner: *owner,
         });
     }
+    let wanted = Member::new(&address, identity);
     match membership.get_node(&id) {
-        Some(known) if known.addr == address => {}
+        Some(known) if *known == wanted || (known.addr == address && wanted.identity.is_none()) => {}
         Some(known) => {
-            // Same node with its log, at a new address (a rescheduled pod). Safe because no
-            // other member has the new address (checked above).
-            info!(node = node.id, joining = id, old = %known.addr, new = %address, "member moved; updating its address");
-            let nodes = BTreeMap::from([(id, BasicNode::new(&address))]);
+            // Same node with its log, at a new address (a rescheduled pod), or a member
+            // recorded before the cluster had certificates, now bound to its identity. Safe
+            // because no other member has the new address (checked above), and a member
+            // bound to another identity was refused above.
+            info!(node = node.id, joining = id, old = %known.addr, new = %address, "member moved or got its identity; updating it");
+            let nodes = BTreeMap::from([(id, wanted)]);
             change(node, ChangeMembers::SetNodes(nodes), true).await?;
         }
         None => {
             info!(node = node.id, joining = id, %address, "adding learner");
             let added = tokio::time::timeout(
                 LEARNER_CATCH_UP,
-                raft.add_learner(id, BasicNode::new(&address), true),
+                raft.add_learner(id, wanted, true),
             )
             .await;
             match added {
@@ -311,7 +333,7 @@ async fn remove_here(node: &Node, target: NodeId) -> Result<(), MembershipError>
     }
 }
 
-fn not_joined(node: &Node, m: &RaftMetrics<u64, BasicNode>) -> pb::JoinReply {
+fn not_joined(node: &Node, m: &RaftMetrics<u64, Member>) -> pb::JoinReply {
     let membership = m.membership_config.membership();
     let leader_address = m
         .current_leader
@@ -402,7 +424,7 @@ pub async fn remove(
 /// `target_alive: false` means the target cannot take part (down, or it lost its state).
 async fn remove_step(
     node: &Node,
-    membership: &Membership<u64, BasicNode>,
+    membership: &Membership<u64, Member>,
     target: NodeId,
     target_alive: bool,
 ) -> Result<(), MembershipError> {
@@ -449,7 +471,7 @@ async fn remove_step(
 /// voters (needed to commit the change) and of the remaining ones (needed afterwards).
 async fn check_quorum(
     node: &Node,
-    membership: &Membership<u64, BasicNode>,
+    membership: &Membership<u64, Member>,
     target: NodeId,
     target_alive: bool,
 ) -> Result<(), MembershipError> {
@@ -497,7 +519,7 @@ async fn check_quorum(
 /// Runs one membership change on this (leader) node, waiting behind a change in progress.
 async fn change(
     node: &Node,
-    changes: ChangeMembers<u64, BasicNode>,
+    changes: ChangeMembers<u64, Member>,
     retain: bool,
 ) -> Result<(), MembershipError> {
     let deadline = Instant::now() + IN_PROGRESS_RETRY;
@@ -520,7 +542,7 @@ async fn change(
     }
 }
 
-fn client_write_error(err: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> MembershipError {
+fn client_write_error(err: RaftError<u64, ClientWriteError<u64, Member>>) -> MembershipError {
     match err {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
             MembershipError::LeadershipLost

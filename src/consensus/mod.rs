@@ -17,6 +17,7 @@
 //!   same `data_dir` can be opened again (even in the same process).
 
 pub mod log_store;
+mod member;
 pub mod network;
 mod sled_io;
 pub mod state_machine;
@@ -36,7 +37,6 @@ use openraft::error::Fatal;
 use openraft::error::InitializeError;
 use openraft::error::RaftError;
 use openraft::metrics::WaitError;
-use openraft::BasicNode;
 use openraft::Config;
 use openraft::LogIdOptionExt;
 use openraft::Raft;
@@ -44,6 +44,7 @@ use openraft::ServerState;
 use openraft::SnapshotPolicy;
 use openraft::StorageError;
 
+pub use self::member::Member;
 use self::log_store::SledLogStore;
 use self::network::GrpcNetwork;
 use self::sled_io::StorageReleased;
@@ -61,7 +62,7 @@ openraft::declare_raft_types!(
         D = crate::registry::Command,
         R = crate::registry::Outcome,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = crate::consensus::Member,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = std::io::Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
@@ -116,7 +117,7 @@ pub struct ConsensusConfig {
     pub node_id: u64,
     /// Directory for persistent state; the sled database lives in `data_dir/raft`.
     pub data_dir: PathBuf,
-    /// This node's cluster address, recorded as its [`BasicNode`] in the membership.
+    /// This node's cluster address, recorded as its [`Member`] in the membership.
     pub advertise: String,
     /// What to do when the storage is empty.
     pub bootstrap: Bootstrap,
@@ -124,6 +125,9 @@ pub struct ConsensusConfig {
     pub peers: PeerClients,
     /// The cluster id stamped on outgoing Raft RPCs.
     pub cluster_id: ClusterId,
+    /// This node's certificate identity, recorded with it when it founds a cluster; `None`
+    /// on a plaintext cluster port.
+    pub identity: Option<String>,
 }
 
 /// A command committed and applied on the node that proposed it (the leader).
@@ -167,7 +171,7 @@ pub enum ConsensusError {
     Fatal(Box<Fatal<u64>>),
     /// Bootstrapping the one-member cluster was rejected.
     #[error("cannot initialize cluster: {0}")]
-    Initialize(Box<InitializeError<u64, BasicNode>>),
+    Initialize(Box<InitializeError<u64, Member>>),
     /// The node did not become ready in time (or Raft shut down while waiting).
     #[error("waiting for raft: {0}")]
     Wait(#[from] WaitError),
@@ -210,8 +214,8 @@ impl From<Fatal<u64>> for ConsensusError {
     }
 }
 
-impl From<InitializeError<u64, BasicNode>> for ConsensusError {
-    fn from(e: InitializeError<u64, BasicNode>) -> Self {
+impl From<InitializeError<u64, Member>> for ConsensusError {
+    fn from(e: InitializeError<u64, Member>) -> Self {
         ConsensusError::Initialize(Box::new(e))
     }
 }
@@ -230,6 +234,7 @@ pub struct Consensus {
 
 struct Inner {
     node_id: u64,
+    identity: Option<String>,
     raft: Raft<TypeConfig>,
     registry: Arc<RwLock<Registry>>,
     /// This handle's own reference to the database; taken, flushed and dropped by `shutdown`.
@@ -271,6 +276,7 @@ impl Consensus {
         let consensus = Consensus {
             inner: Arc::new(Inner {
                 node_id: cfg.node_id,
+                identity: cfg.identity.clone(),
                 raft,
                 registry,
                 db: Mutex::new(Some(db)),
@@ -333,7 +339,7 @@ impl Consensus {
     /// member answered that it belongs to no cluster; the others then join as usual.
     pub async fn found(&self, advertise: &str) -> Result<(), ConsensusError> {
         let id = self.inner.node_id;
-        let members = BTreeMap::from([(id, BasicNode::new(advertise))]);
+        let members = BTreeMap::from([(id, Member::new(advertise, self.inner.identity.clone()))]);
         match self.inner.raft.initialize(members).await {
             Ok(()) => tracing::info!(node_id = id, "initialized one-member cluster"),
             // Raced with something that initialized it meanwhile: fine, it is initialized.

@@ -24,7 +24,7 @@ use openraft::raft::InstallSnapshotRequest;
 use openraft::raft::InstallSnapshotResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
-use openraft::BasicNode;
+use crate::consensus::Member;
 use openraft::RaftNetwork;
 use openraft::RaftNetworkFactory;
 use serde::de::DeserializeOwned;
@@ -55,7 +55,7 @@ impl GrpcNetwork {
 #[derive(Debug, Clone)]
 pub struct PeerConnection {
     target: u64,
-    node: BasicNode,
+    node: Member,
     peers: PeerClients,
     cluster_id: ClusterId,
 }
@@ -81,7 +81,7 @@ impl RaftRpc {
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = PeerConnection;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: u64, node: &Member) -> Self::Network {
         PeerConnection {
             target,
             node: node.clone(),
@@ -98,7 +98,7 @@ impl PeerConnection {
         rpc: RaftRpc,
         request: &Req,
         timeout: Duration,
-    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    ) -> Result<Resp, RPCError<u64, Member, RaftError<u64, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -164,7 +164,7 @@ impl PeerConnection {
     }
 }
 
-fn network_error<E: std::error::Error>(err: RpcError) -> RPCError<u64, BasicNode, E> {
+fn network_error<E: std::error::Error>(err: RpcError) -> RPCError<u64, Member, E> {
     RPCError::Network(NetworkError::new(&err))
 }
 
@@ -173,7 +173,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
         self.send(RaftRpc::AppendEntries, &rpc, option.hard_ttl())
             .await
     }
@@ -184,7 +184,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+        RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
     > {
         self.send(RaftRpc::InstallSnapshot, &rpc, option.hard_ttl())
             .await
@@ -194,7 +194,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: VoteRequest<u64>,
         option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
         self.send(RaftRpc::Vote, &rpc, option.hard_ttl()).await
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::RwLock;
 
 use openraft::storage::RaftStateMachine;
-use openraft::BasicNode;
+use crate::consensus::Member;
 use openraft::EntryPayload;
 use openraft::ErrorSubject;
 use openraft::ErrorVerb;
@@ -49,7 +49,7 @@ use crate::registry::Registry;
 
 type Entry = openraft::Entry<TypeConfig>;
 type LogId = openraft::LogId<u64>;
-type Meta = SnapshotMeta<u64, BasicNode>;
+type Meta = SnapshotMeta<u64, Member>;
 
 const SNAPSHOT_TREE: &str = "sm_snapshot";
 const KEY_META: &[u8] = b"meta";
@@ -60,7 +60,7 @@ const KEY_DATA: &[u8] = b"data";
 struct SnapshotPayload {
     registry: Registry,
     last_applied: Option<LogId>,
-    last_membership: StoredMembership<u64, BasicNode>,
+    last_membership: StoredMembership<u64, Member>,
 }
 
 /// Returned when the registry lock was poisoned by a panic inside `Registry::apply`; the
@@ -74,7 +74,7 @@ struct RegistryPoisoned;
 pub struct SledStateMachine {
     registry: Arc<RwLock<Registry>>,
     last_applied: Option<LogId>,
-    last_membership: StoredMembership<u64, BasicNode>,
+    last_membership: StoredMembership<u64, Member>,
     snapshots: SnapshotTree,
     applied_tx: Option<UnboundedSender<Applied>>,
     /// Keeps [`super::Consensus::shutdown`] waiting until this state machine is dropped.
@@ -135,7 +135,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
+    ) -> Result<(Option<LogId>, StoredMembership<u64, Member>), StorageError<u64>> {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 

@@ -83,6 +83,7 @@ fn config(dir: &Path) -> ConsensusConfig {
         advertise: "127.0.0.1:7001".to_string(),
         bootstrap: Bootstrap::Initialize,
         peers: PeerClients::default(),
+        identity: None,
         cluster_id: ClusterId::default(),
     }
 }

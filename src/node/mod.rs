@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::cluster_tls::ClusterTls;
 use crate::cluster::identity::ClusterId;
 use crate::cluster::{bootstrap, forwarder, membership};
 use crate::config::Config;
@@ -242,9 +243,24 @@ impl Node {
     }
 }
 
+/// The cluster port's certificates, or `None` (said in the log) for a plaintext port.
+fn cluster_tls(config: &Config, node_id: NodeId) -> anyhow::Result<Option<ClusterTls>> {
+    let Some(dir) = &config.certs_dir else {
+        warn!(node = node_id, cluster_listen = %config.cluster_listen, insecure = config.insecure,
+            "the cluster port is plaintext: anyone who can reach it can join or disrupt the cluster; give --certs-dir to require certificates");
+        return Ok(None);
+    };
+    let tls = ClusterTls::load(dir)
+        .with_context(|| format!("cannot use the certificates in {}", dir.display()))?;
+    info!(node = node_id, certs_dir = %dir.display(), identity = %tls.identity,
+        "the cluster port requires certificates signed by the cluster's CA");
+    Ok(Some(tls))
+}
+
 /// Starts a node and serves until SIGINT or SIGTERM (or until it is removed from its cluster).
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let node_id = config.resolve_node_id()?;
+    let cluster_tls = cluster_tls(&config, node_id)?;
     let cluster_listener = TcpListener::bind(config.cluster_listen)
         .await
         .with_context(|| format!("cannot listen for peers on {}", config.cluster_listen))?;
@@ -253,7 +269,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let http_listener = http::bind(config.http_listen).await?;
     config.http_listen = http_listener.local_addr()?;
     config.advertise = bootstrap::advertise_address(&config.advertise, cluster_addr);
-    let peers = PeerClients::bound_to(cluster_addr.ip());
+    let peers = PeerClients::bound_to(cluster_addr.ip())
+        .with_tls(cluster_tls.as_ref().map(|tls| tls.client.clone()));
     let cluster_id = ClusterId::load(&config.data_dir)?;
     let (applied_tx, applied_rx) = mpsc::unbounded_channel();
     let consensus = Consensus::start(
@@ -264,6 +281,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             bootstrap: bootstrap::mode(&config),
             peers: peers.clone(),
             cluster_id: cluster_id.clone(),
+            identity: cluster_tls.as_ref().map(|tls| tls.identity.clone()),
         },
         applied_tx,
     )
@@ -309,6 +327,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let rpc_server = tokio::spawn(rpc::server::serve(
         node.clone(),
         cluster_listener,
+        cluster_tls,
         rpc_stop.clone(),
     ));
     info!(node = node_id, cluster_listen = %cluster_addr, advertise = %config.advertise,

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
 use tonic::Response;
 use tonic::Status;
@@ -38,6 +39,8 @@ pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// The source IP of outgoing connections; the OS picks one when `None`.
     local_ip: Option<IpAddr>,
+    /// The certificate peers are dialled with; plaintext when `None`.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl std::fmt::Debug for PeerClients {
@@ -60,7 +63,14 @@ impl PeerClients {
         Self {
             channels: Arc::default(),
             local_ip: (!listen_ip.is_unspecified()).then_some(listen_ip),
+            tls: None,
         }
+    }
+
+    /// The same pool dialling with TLS and `tls`'s certificate (`None` keeps it plaintext).
+    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The channel to `addr` (`host:port`), made on first use; it connects on the first call.
@@ -68,11 +78,17 @@ impl PeerClients {
         if let Some(channel) = self.lock().get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| RpcError::BadAddress {
-                addr: addr.to_string(),
-                source,
-            })?
+        let bad_address = |source| RpcError::BadAddress {
+            addr: addr.to_string(),
+            source,
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(bad_address)?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(bad_address)?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)

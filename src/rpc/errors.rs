@@ -37,6 +37,9 @@ pub enum RpcError {
         #[source]
         source: serde_json::Error,
     },
+    /// The operator's certificates cannot be used.
+    #[error("{0}")]
+    Credentials(String),
     /// The peer broke the protocol (e.g. a reply missing its mandatory part).
     #[error("node at {addr} broke the protocol: {message}")]
     Protocol { addr: String, message: String },
@@ -89,6 +92,9 @@ pub enum ServiceError {
     /// Something failed inside this node.
     #[error("{0}")]
     Internal(String),
+    /// The caller's certificate does not allow this request.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<ServiceError> for Status {
@@ -99,6 +105,7 @@ impl From<ServiceError> for Status {
             ServiceError::Refused(_) => Status::failed_precondition(message),
             ServiceError::Unavailable(_) => Status::unavailable(message),
             ServiceError::Internal(_) => Status::internal(message),
+            ServiceError::Forbidden(_) => Status::permission_denied(message),
         }
     }
 }

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::client::PeerClients;
+use crate::auth::access::Caller;
 use super::pb::invocation_frame::Kind;
 use super::pb::{CallResult, Cancel, InvocationFrame, Invoke, WorkerAnswer};
 use crate::ids::{InvocationId, NodeId, WorkerId};
@@ -255,6 +256,7 @@ async fn on_result(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
 /// answers go back on the same stream.
 pub async fn serve(
     node: Arc<Node>,
+    caller: &Caller,
     request: Request<Streaming<InvocationFrame>>,
 ) -> Result<Response<InvocationStream>, Status> {
     let peer: NodeId = request
@@ -265,6 +267,7 @@ pub async fn serve(
         .ok_or_else(|| {
             Status::invalid_argument("the invocation stream must name its node in x-quorum-node")
         })?;
+    caller.require_speaks_as(peer, "the invocation stream")?;
     let mut inbound = request.into_inner();
     let (tx, rx) = mpsc::channel(LINK_CAPACITY);
     lock(&node.links.incoming).insert(peer, tx.clone());

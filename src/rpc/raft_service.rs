@@ -5,6 +5,7 @@
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::InstallSnapshotRequest;
 use openraft::raft::VoteRequest;
+use openraft::Vote;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -12,6 +13,7 @@ use super::errors::ServiceError;
 use super::pb::raft_reply;
 use super::pb::RaftReply;
 use super::pb::RaftRequest;
+use crate::auth::access::Caller;
 use crate::cluster::identity::ClusterId;
 use crate::consensus::Consensus;
 use crate::consensus::TypeConfig;
@@ -20,10 +22,12 @@ use crate::consensus::TypeConfig;
 pub async fn append_entries(
     consensus: &Consensus,
     cluster: &ClusterId,
+    caller: &Caller,
     request: RaftRequest,
 ) -> Result<RaftReply, ServiceError> {
     let rpc: AppendEntriesRequest<TypeConfig> =
         decode(cluster, "append_entries request", &request)?;
+    check_sender(caller, &rpc.vote, "append_entries")?;
     reply(consensus.raft().append_entries(rpc).await)
 }
 
@@ -31,9 +35,11 @@ pub async fn append_entries(
 pub async fn vote(
     consensus: &Consensus,
     cluster: &ClusterId,
+    caller: &Caller,
     request: RaftRequest,
 ) -> Result<RaftReply, ServiceError> {
     let rpc: VoteRequest<u64> = decode(cluster, "vote request", &request)?;
+    check_sender(caller, &rpc.vote, "vote")?;
     reply(consensus.raft().vote(rpc).await)
 }
 
@@ -41,11 +47,27 @@ pub async fn vote(
 pub async fn install_snapshot(
     consensus: &Consensus,
     cluster: &ClusterId,
+    caller: &Caller,
     request: RaftRequest,
 ) -> Result<RaftReply, ServiceError> {
     let rpc: InstallSnapshotRequest<TypeConfig> =
         decode(cluster, "install_snapshot request", &request)?;
+    check_sender(caller, &rpc.vote, "install_snapshot")?;
     reply(consensus.raft().install_snapshot(rpc).await)
+}
+
+/// Refuses a Raft message whose leader or candidate is not the member the caller's
+/// certificate speaks for: a certificate of one node cannot forge another's heartbeats or
+/// votes, nor invent a node id.
+fn check_sender(caller: &Caller, vote: &Vote<u64>, what: &str) -> Result<(), ServiceError> {
+    let sender = vote.leader_id().voted_for();
+    match sender {
+        Some(id) if caller.may_speak_as(id) => Ok(()),
+        _ if *caller == Caller::Unauthenticated => Ok(()),
+        _ => Err(ServiceError::Forbidden(format!(
+            "{what} from node {sender:?}, but the caller's certificate is not that member's"
+        ))),
+    }
 }
 
 /// Refuses a request from another cluster (or any request before this node is admitted), then

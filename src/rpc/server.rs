@@ -23,7 +23,9 @@ use super::pb::cluster_server::Cluster;
 use super::pb::cluster_server::ClusterServer;
 use super::raft_service;
 use super::MAX_MESSAGE_BYTES;
-use crate::auth::access::Access;
+use crate::auth::access::{self, Access, Caller};
+use crate::auth::cluster_listener::{self, PeerInfo};
+use crate::auth::cluster_tls::ClusterTls;
 use crate::cluster::membership;
 use crate::consensus::ConsensusError;
 use crate::node::Node;
@@ -32,31 +34,63 @@ use crate::registry::Command;
 /// The service, holding the node it answers for.
 pub struct ClusterService {
     node: Arc<Node>,
+    /// Whether the port requires certificates (every caller is then checked).
+    secure: bool,
 }
 
 /// Serves the `Cluster` service on `listener` until `stop` is cancelled, then lets requests in
 /// flight finish. The node cancels `stop` after its own shutdown, once its worker sessions have
 /// drained (their last registry writes still need the peers).
+/// With `tls`, only connections that completed a TLS handshake with a certificate signed by
+/// the cluster's CA reach the service.
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
+    tls: Option<ClusterTls>,
     stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let service = ClusterServer::new(ClusterService { node })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-        .await
+    let node_id = node.id;
+    let service = ClusterServer::new(ClusterService {
+        node,
+        secure: tls.is_some(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let server = Server::builder().add_service(service);
+    match tls {
+        Some(tls) => {
+            let incoming = cluster_listener::incoming(listener, &tls, node_id);
+            server
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            server
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+        }
+    }
 }
 
 impl ClusterService {
-    /// Refuses a request whose caller is not let in for `access` (see [`Access`]).
+    /// Refuses a request whose caller is not let in for `access` (see [`Access`]), and says
+    /// who the caller is.
     #[allow(clippy::result_large_err)]
-    fn authorize<T>(&self, _request: &Request<T>, _access: Access) -> Result<(), Status> {
-        Ok(())
+    fn authorize<T>(&self, request: &Request<T>, access: Access) -> Result<Caller, Status> {
+        let peer = request.extensions().get::<PeerInfo>();
+        let metrics = self.node.consensus.raft().metrics();
+        let metrics = metrics.borrow();
+        let admitted = access::admit(
+            peer,
+            access,
+            metrics.membership_config.membership().nodes(),
+            self.secure,
+        );
+        if let Err(refusal) = &admitted {
+            debug!(node = self.node.id, remote = ?peer.map(|p| p.remote), reason = refusal.message(), "cluster request refused");
+        }
+        admitted
     }
 }
 
@@ -66,10 +100,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        self.authorize(&request, Access::Member)?;
+        let caller = self.authorize(&request, Access::Member)?;
         let reply = raft_service::append_entries(
             &self.node.consensus,
             &self.node.cluster_id,
+            &caller,
             request.into_inner(),
         )
         .await?;
@@ -82,10 +117,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        self.authorize(&request, Access::Member)?;
+        let caller = self.authorize(&request, Access::Member)?;
         let reply = raft_service::vote(
             &self.node.consensus,
             &self.node.cluster_id,
+            &caller,
             request.into_inner(),
         )
         .await?;
@@ -96,10 +132,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        self.authorize(&request, Access::Member)?;
+        let caller = self.authorize(&request, Access::Member)?;
         let reply = raft_service::install_snapshot(
             &self.node.consensus,
             &self.node.cluster_id,
+            &caller,
             request.into_inner(),
         )
         .await?;
@@ -110,8 +147,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinReply>, Status> {
-        self.authorize(&request, Access::Certified)?;
-        let reply = membership::join(&self.node, request.into_inner())
+        let caller = self.authorize(&request, Access::Certified)?;
+        let identity = caller.identity().map(str::to_string);
+        let reply = membership::join(&self.node, request.into_inner(), identity)
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(reply))
@@ -182,8 +220,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<Streaming<pb::InvocationFrame>>,
     ) -> Result<Response<Self::InvocationsStream>, Status> {
-        self.authorize(&request, Access::Member)?;
-        invocations::serve(self.node.clone(), request).await
+        let caller = self.authorize(&request, Access::Member)?;
+        invocations::serve(self.node.clone(), &caller, request).await
     }
 }
 

@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod balancer;
+pub mod certs;
+pub mod cluster_rpc;
 pub mod http;
 pub mod netns;
 pub mod raw;
@@ -435,9 +437,20 @@ pub fn cluster_cli(address: &str, args: &[&str]) -> Result<Value, String> {
 
 /// [`cluster_cli`] run behind `wrapper` (for example inside a network namespace).
 pub fn cluster_cli_in(wrapper: &[String], address: &str, args: &[&str]) -> Result<Value, String> {
+    cluster_cli_as(wrapper, &[], address, args)
+}
+
+/// [`cluster_cli_in`] presenting `credentials` (e.g. `--certs-dir DIR`).
+pub fn cluster_cli_as(
+    wrapper: &[String],
+    credentials: &[String],
+    address: &str,
+    args: &[&str],
+) -> Result<Value, String> {
     let output = quorum_command(wrapper)
         .arg("cluster")
         .args(args)
+        .args(credentials)
         .arg("--address")
         .arg(address)
         .arg("--json")
@@ -481,6 +494,11 @@ pub struct Cluster {
     /// `None` while a node is down (killed or not restarted yet).
     pub nodes: Vec<Option<Node>>,
     root: tempfile::TempDir,
+    /// Set for a secure cluster: every node runs with `--certs-dir`, and the harness's
+    /// `quorum cluster` commands present the admin certificate.
+    pub certs: Option<certs::Certs>,
+    /// Names and IPs node certificates are valid for besides 127.0.0.1 and localhost.
+    pub cert_hosts: Vec<String>,
 }
 
 /// How long a cluster may take to form, or to recover from a change.
@@ -495,11 +513,16 @@ impl Cluster {
 
     /// [`Cluster::start`] with options for each node (by index), e.g. fixed worker ports.
     pub fn start_with(n: usize, options: impl Fn(usize) -> NodeOptions) -> Cluster {
-        let root = tempfile::tempdir().expect("temp dir");
-        let mut cluster = Cluster {
-            nodes: Vec::new(),
-            root,
-        };
+        Cluster::form(Cluster::empty(), n, options)
+    }
+
+    /// [`Cluster::start_with`] on a secure cluster port: certificates made with `quorum
+    /// cert`, one node certificate (and key) per node.
+    pub fn start_secure_with(n: usize, options: impl Fn(usize) -> NodeOptions) -> Cluster {
+        Cluster::form(Cluster::empty_secure(), n, options)
+    }
+
+    fn form(mut cluster: Cluster, n: usize, options: impl Fn(usize) -> NodeOptions) -> Cluster {
         let first = cluster.spawn_with(0, &[], options(0));
         let seed = first.cluster.clone();
         cluster.nodes.push(Some(first));
@@ -510,7 +533,7 @@ impl Cluster {
         let expected: Vec<u64> = (1..=n as u64).collect();
         cluster.wait_until("every node sees all members as voters", |c| {
             c.live().iter().all(|i| {
-                cluster_status(&c.node(*i).cluster).is_some_and(|s| {
+                c.status(*i).is_some_and(|s| {
                     let members = members(&s);
                     s["leader_id"].as_u64().is_some()
                         && members.iter().map(|m| m.0).collect::<Vec<_>>() == expected
@@ -524,8 +547,24 @@ impl Cluster {
     /// [`Cluster::start`] with each node on a fixed worker port that it keeps across
     /// restarts (a load balancer points at them) and extra `args`; returns the ports too.
     pub fn start_on_fixed_ports(n: usize, args: &[&str]) -> (Cluster, Vec<std::net::SocketAddr>) {
+        Cluster::on_fixed_ports(Cluster::empty(), n, args)
+    }
+
+    /// [`Cluster::start_on_fixed_ports`] with certificates on the cluster port.
+    pub fn start_secure_on_fixed_ports(
+        n: usize,
+        args: &[&str],
+    ) -> (Cluster, Vec<std::net::SocketAddr>) {
+        Cluster::on_fixed_ports(Cluster::empty_secure(), n, args)
+    }
+
+    fn on_fixed_ports(
+        cluster: Cluster,
+        n: usize,
+        args: &[&str],
+    ) -> (Cluster, Vec<std::net::SocketAddr>) {
         let listens: Vec<String> = (0..n).map(|_| free_address()).collect();
-        let cluster = Cluster::start_with(n, |i| NodeOptions::on_port(&listens[i], args));
+        let cluster = Cluster::form(cluster, n, |i| NodeOptions::on_port(&listens[i], args));
         let addrs = listens
             .iter()
             .map(|a| a.parse().expect("socket address"))
@@ -538,7 +577,41 @@ impl Cluster {
         Cluster {
             nodes: Vec::new(),
             root: tempfile::tempdir().expect("temp dir"),
+            certs: None,
+            cert_hosts: Vec::new(),
         }
+    }
+
+    /// An empty cluster whose nodes will run with certificates (see [`Cluster::certs`]).
+    pub fn empty_secure() -> Cluster {
+        let mut cluster = Cluster::empty();
+        cluster.certs = Some(certs::Certs::new());
+        cluster
+    }
+
+    /// What a `quorum cluster` command needs to be let in: the admin certificate on a secure
+    /// cluster, nothing on a plaintext one.
+    pub fn credentials(&self) -> Vec<String> {
+        self.certs
+            .as_ref()
+            .map(certs::Certs::admin_args)
+            .unwrap_or_default()
+    }
+
+    /// `--certs-dir` with node `i`'s own certificate on a secure cluster; nothing otherwise.
+    fn certs_args(&self, i: usize) -> Vec<String> {
+        match &self.certs {
+            Some(certs) => {
+                let dir = certs.node_dir_for(&(i + 1).to_string(), &self.cert_hosts);
+                vec!["--certs-dir".to_string(), dir.display().to_string()]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// `quorum cluster ARGS` against node `i`, presenting [`Cluster::credentials`].
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<Value, String> {
+        cluster_cli_as(&[], &self.credentials(), &self.node(i).cluster, args)
     }
 
     /// Starts one more node (Raft id = its index + 1) with `options`; returns its index.
@@ -576,6 +649,7 @@ impl Cluster {
         options
             .args
             .extend(["--node-id".to_string(), (i + 1).to_string()]);
+        options.args.extend(self.certs_args(i));
         options.args.extend(args.iter().map(|a| a.to_string()));
         Node::start_in(&dir, options)
     }
@@ -617,15 +691,16 @@ impl Cluster {
     }
 
     /// Starts node `i` again with `args` but without the `--node-id` flag the harness adds.
-    pub fn restart_bare(&mut self, i: usize, options: NodeOptions) {
+    pub fn restart_bare(&mut self, i: usize, mut options: NodeOptions) {
         assert!(self.nodes[i].is_none(), "node {i} is still running");
+        options.args.extend(self.certs_args(i));
         let node = Node::start_in(&self.data_dir(i), options);
         self.nodes[i] = Some(node);
     }
 
     /// The status of node `i`, if it answers.
     pub fn status(&self, i: usize) -> Option<Value> {
-        cluster_status(&self.node(i).cluster)
+        self.cli(i, &["status"]).ok()
     }
 
     /// The leader id every live node agrees on, once they all do.
