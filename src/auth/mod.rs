@@ -8,3 +8,4 @@
 pub mod access;
 pub mod certs;
 pub mod identity;
+pub mod worker_tls;
