@@ -99,6 +99,12 @@ pub struct ServeArgs {
     /// see docs/benchmarks.md.
     #[arg(long, env = "QUORUM_RUNTIME_THREADS")]
     pub runtime_threads: Option<usize>,
+    /// PEM certificate chain for `wss://` on the worker port; needs --tls-key.
+    #[arg(long, env = "QUORUM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "QUORUM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// How log lines are written to stderr.
@@ -134,6 +140,8 @@ struct FileConfig {
     call_hold_ms: Option<u64>,
     remove_departed_after_ms: Option<u64>,
     runtime_threads: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A node's validated settings.
@@ -166,6 +174,15 @@ pub struct Config {
     pub remove_departed_after: Option<Duration>,
     /// Worker threads of the node's async runtime.
     pub runtime_threads: usize,
+    /// The certificate the worker port serves `wss://` with; `None` for plain `ws://`.
+    pub worker_tls: Option<WorkerTlsFiles>,
+}
+
+/// The PEM files behind `--tls-cert` and `--tls-key`, given together or not at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Why the settings cannot start a node.
@@ -199,6 +216,11 @@ pub enum ConfigError {
     PlaintextClusterPort { addr: SocketAddr },
     #[error("--insecure and --certs-dir contradict each other; give one")]
     InsecureWithCerts,
+    #[error("--tls-cert and --tls-key (QUORUM_TLS_CERT/QUORUM_TLS_KEY, tls_cert/tls_key) go together: {given} was given without {missing}")]
+    TlsPair {
+        given: &'static str,
+        missing: &'static str,
+    },
     #[error("node id file {path}: {source}")]
     NodeIdFile {
         path: PathBuf,
@@ -308,6 +330,10 @@ impl Config {
                 .runtime_threads
                 .or(file.runtime_threads)
                 .unwrap_or_else(default_runtime_threads),
+            worker_tls: worker_tls(
+                args.tls_cert.clone().or(file.tls_cert),
+                args.tls_key.clone().or(file.tls_key),
+            )?,
         };
         config.validate()?;
         Ok(config)
@@ -392,6 +418,25 @@ fn node_id(
             derived,
         }),
         _ => Ok(Some(derived)),
+    }
+}
+
+/// The worker port's certificate and key: both, or neither (plain `ws://`).
+fn worker_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<WorkerTlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(WorkerTlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::TlsPair {
+            given: "--tls-cert",
+            missing: "--tls-key",
+        }),
+        (None, Some(_)) => Err(ConfigError::TlsPair {
+            given: "--tls-key",
+            missing: "--tls-cert",
+        }),
     }
 }
 
@@ -671,6 +716,54 @@ mod tests {
                 field: "runtime_threads"
             }
         ));
+    }
+
+    #[test]
+    fn the_worker_tls_files_come_together_or_not_at_all() {
+        assert_eq!(
+            Config::load(&ServeArgs::default()).unwrap().worker_tls,
+            None
+        );
+        let both = ServeArgs {
+            tls_cert: Some("w.crt".into()),
+            tls_key: Some("w.key".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(&both).unwrap().worker_tls,
+            Some(WorkerTlsFiles {
+                cert: "w.crt".into(),
+                key: "w.key".into()
+            })
+        );
+        let cert_only = ServeArgs {
+            tls_key: None,
+            ..both.clone()
+        };
+        let err = Config::load(&cert_only).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::TlsPair {
+                    given: "--tls-cert",
+                    missing: "--tls-key"
+                }
+            ),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        std::fs::write(&path, "tls_key: w.key\n").unwrap();
+        let key_in_file = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = Config::load(&key_in_file).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--tls-key was given without --tls-cert"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -57,7 +57,9 @@ fn run_check(python: &Path, script: &str, target: &str) {
         Command::new(python)
             .arg(root.join("tests/helm").join(script))
             .arg(root.join(target))
-            .env("PYTHONUNBUFFERED", "1"),
+            .env("PYTHONUNBUFFERED", "1")
+            // check_compose.py runs init-certs.sh with the real binary.
+            .env("QUORUM_BIN", env!("CARGO_BIN_EXE_quorum")),
         CHECK_TIMEOUT,
         None,
     );

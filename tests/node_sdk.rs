@@ -9,121 +9,16 @@
 
 mod common;
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
-
 use common::script::{
     call_bounded, check_echo, check_owner, check_result, check_row, worker_row, RoundTrip, Script,
     READY_TIMEOUT, RESULT_TIMEOUT,
 };
-use common::sdk_env::{
-    env_dir, env_or_skip, install_locked, read_marker, run_bounded, tool_version, write_marker,
-    EnvCell,
-};
-use serde_json::{json, Value};
-
-/// The minor version the protocol notes describe; package.json pins `0.22.x`.
-const SDK_VERSION_PREFIX: &str = "0.22.";
-/// The oldest Node.js the SDK's code runs on: it calls the global `crypto.randomUUID()`
-/// without importing it, and that global exists by default only from Node 19 on.
-const MIN_NODE_MAJOR: u32 = 20;
-/// Bounds for the one-time set-up.
-const NPM_TIMEOUT: Duration = Duration::from_secs(600);
-
-// ---------------------------------------------------------------------------
-// One-time environment set-up
-
-fn tests_node_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("node")
-}
-
-fn installed_sdk_version() -> Option<String> {
-    let text = fs::read_to_string(
-        env_dir("node")
-            .join("node_modules")
-            .join("iii-sdk")
-            .join("package.json"),
-    )
-    .ok()?;
-    let manifest: Value = serde_json::from_str(&text).ok()?;
-    manifest["version"].as_str().map(str::to_string)
-}
-
-/// Ready when the environment was installed from the current package.json.
-fn env_is_ready(wanted: &str) -> bool {
-    read_marker("node").is_some_and(|m| m == wanted)
-        && installed_sdk_version().is_some_and(|v| v.starts_with(SDK_VERSION_PREFIX))
-}
+use common::sdk_env::{env_or_skip, EnvCell};
+use common::sdks::{prepare_node_env, tests_node_dir, SDK_VERSION_PREFIX};
+use serde_json::json;
 
 /// The environment directory once set up, or why not; prepared once per process.
 static NODE_ENV: EnvCell = EnvCell::new();
-
-/// The environment directory, installing it first if needed.
-fn prepare_node_env() -> Result<PathBuf, String> {
-    let version = tool_version("node")?;
-    let major = version
-        .trim()
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok())
-        .ok_or_else(|| format!("cannot read the node version from {version:?}"))?;
-    if major < MIN_NODE_MAJOR {
-        return Err(format!(
-            "node {} is too old: the iii-sdk needs {MIN_NODE_MAJOR} or newer",
-            version.trim()
-        ));
-    }
-    let package_json = fs::read_to_string(tests_node_dir().join("package.json"))
-        .map_err(|e| format!("read tests/node/package.json: {e}"))?;
-    if env_is_ready(&package_json) {
-        return Ok(env_dir("node"));
-    }
-    run_bounded(
-        Command::new("npm").arg("--version"),
-        Duration::from_secs(60),
-        None,
-    )
-    .map_err(|e| format!("npm is not usable: {e}"))?;
-    install_locked(
-        "node",
-        || env_is_ready(&package_json),
-        |dir, log| {
-            fs::create_dir_all(dir).map_err(|e| format!("create {dir:?}: {e}"))?;
-            fs::write(dir.join("package.json"), &package_json)
-                .map_err(|e| format!("write package.json: {e}"))?;
-            println!("setting up {dir:?} with node {}", version.trim());
-            run_bounded(
-                Command::new("npm")
-                    .args([
-                        "install",
-                        "--no-audit",
-                        "--no-fund",
-                        "--ignore-scripts",
-                        "--loglevel=error",
-                    ])
-                    .current_dir(dir),
-                NPM_TIMEOUT,
-                Some(log),
-            )
-            .map_err(|e| format!("`npm install` of tests/node/package.json failed: {e}"))?;
-            match installed_sdk_version() {
-                Some(v) if v.starts_with(SDK_VERSION_PREFIX) => {}
-                other => {
-                    return Err(format!(
-                        "npm installed iii-sdk {other:?}, wanted {SDK_VERSION_PREFIX}x"
-                    ))
-                }
-            }
-            write_marker("node", &package_json)
-        },
-    )?;
-    Ok(env_dir("node"))
-}
 
 // ---------------------------------------------------------------------------
 // Test

@@ -17,34 +17,14 @@ use common::script::{
     call_bounded, check_echo, check_owner, check_result, check_row, worker_row, RoundTrip, Script,
     READY_TIMEOUT, RESULT_TIMEOUT,
 };
-use common::sdk_env::{env_or_skip, python_venv, EnvCell};
+use common::sdk_env::{env_or_skip, EnvCell};
+use common::sdks::{prepare_python_env, SDK_VERSION};
 use common::{unique_name, wait_function, worker, Node};
 use iii_sdk::Error;
 use serde_json::json;
 
-const SDK_REQUIREMENT: &str = "iii-sdk==0.25.0";
-const SDK_VERSION: &str = "0.25.0";
-
 /// The venv's python once set up, or why not; prepared once per process.
 static PYTHON_ENV: EnvCell = EnvCell::new();
-
-/// The venv's python, installing the SDK first if needed.
-fn prepare_python_env() -> Result<PathBuf, String> {
-    python_venv(
-        "python",
-        &[SDK_REQUIREMENT],
-        "import iii, importlib.metadata as m; print(m.version('iii-sdk'))",
-        |installed| {
-            if installed == SDK_VERSION {
-                Ok(())
-            } else {
-                Err(format!(
-                    "pip installed iii-sdk {installed}, wanted {SDK_VERSION}"
-                ))
-            }
-        },
-    )
-}
 
 // ---------------------------------------------------------------------------
 // The Rust side

@@ -10,3 +10,4 @@ pub mod certs;
 pub mod identity;
 pub mod cluster_listener;
 pub mod cluster_tls;
+pub mod worker_tls;

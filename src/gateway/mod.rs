@@ -19,12 +19,14 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, warn};
 
+use crate::auth::worker_tls::{self, WorkerTls};
 use crate::node::Node;
 use crate::protocol::{
     CAPABILITIES_HEADER, CAPABILITY_TCP_NODELAY, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES,
 };
 
-/// A client that has not finished its upgrade request by then is dropped.
+/// A client that has not finished its TLS handshake (on a `wss://` port) and its upgrade
+/// request by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What an upgrade request asked for.
@@ -34,13 +36,13 @@ enum Route {
     Telemetry,
 }
 
-/// Accepts worker connections until the node shuts down.
-pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+/// Accepts worker connections until the node shuts down; over TLS when `tls` is given.
+pub async fn serve(node: Arc<Node>, listener: TcpListener, tls: Option<WorkerTls>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(accept(node.clone(), stream, peer));
+                    tokio::spawn(accept(node.clone(), tls.clone(), stream, peer));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -67,7 +69,7 @@ fn ws_config() -> WebSocketConfig {
         .max_message_size(Some(MAX_MESSAGE_BYTES))
 }
 
-async fn accept(node: Arc<Node>, stream: TcpStream, peer: SocketAddr) {
+async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer: SocketAddr) {
     let nodelay = stream.set_nodelay(true).is_ok();
     let mut route = None;
     // The refusal type is tungstenite's own; its size is not ours to choose.
@@ -90,8 +92,10 @@ async fn accept(node: Arc<Node>, stream: TcpStream, peer: SocketAddr) {
         }
         Ok(response)
     };
-    let upgrade =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config()));
+    let upgrade = async {
+        let stream = worker_tls::secure(tls.as_ref(), stream).await?;
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())).await
+    };
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(err)) => {

@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -20,6 +19,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connections::{ConnectionHandle, Outbound};
 use super::writer;
+use crate::auth::worker_tls::WorkerStream;
 use crate::builtins;
 use crate::ids::{WorkerId, DEFAULT_NAMESPACE};
 use crate::metrics::Metrics;
@@ -70,7 +70,7 @@ struct Session {
 }
 
 /// Serves one upgraded worker socket until it closes, then cleans up after it.
-pub async fn run(node: Arc<Node>, ws: WebSocketStream<TcpStream>, peer: SocketAddr) {
+pub async fn run(node: Arc<Node>, ws: WebSocketStream<WorkerStream>, peer: SocketAddr) {
     let refusal = if node.is_fenced() {
         // Cut off from the cluster: send the worker to a node that has a quorum.
         Some("engine node cut off from its cluster")
@@ -264,7 +264,7 @@ impl Session {
     /// everything else is dropped. Ends with the worker's own close, or after [`LINGER`].
     async fn linger(
         &mut self,
-        stream: &mut futures_util::stream::SplitStream<WebSocketStream<TcpStream>>,
+        stream: &mut futures_util::stream::SplitStream<WebSocketStream<WorkerStream>>,
     ) {
         let until = tokio::time::Instant::now() + LINGER;
         while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, stream.next()).await {

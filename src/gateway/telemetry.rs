@@ -3,16 +3,16 @@
 
 use futures_util::StreamExt;
 use std::sync::Arc;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::auth::worker_tls::WorkerStream;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::protocol::is_telemetry_frame;
 
 /// Reads telemetry frames until the SDK or the node closes the socket.
-pub async fn run(node: Arc<Node>, mut ws: WebSocketStream<TcpStream>) {
+pub async fn run(node: Arc<Node>, mut ws: WebSocketStream<WorkerStream>) {
     loop {
         tokio::select! {
             frame = ws.next() => match frame {

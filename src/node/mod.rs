@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::cluster_tls::ClusterTls;
+use crate::auth::worker_tls::WorkerTls;
 use crate::cluster::identity::ClusterId;
 use crate::cluster::{bootstrap, forwarder, membership};
 use crate::config::Config;
@@ -261,6 +262,8 @@ fn cluster_tls(config: &Config, node_id: NodeId) -> anyhow::Result<Option<Cluste
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let node_id = config.resolve_node_id()?;
     let cluster_tls = cluster_tls(&config, node_id)?;
+    // A bad worker certificate stops the node here, before it joins its cluster.
+    let worker_tls = WorkerTls::from_config(config.worker_tls.as_ref())?;
     let cluster_listener = TcpListener::bind(config.cluster_listen)
         .await
         .with_context(|| format!("cannot listen for peers on {}", config.cluster_listen))?;
@@ -340,7 +343,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         _ = &mut signal => None,
     };
     let result = match started {
-        Some(Ok(())) => serve_workers(&node, applied_rx, signal.as_mut()).await,
+        Some(Ok(())) => serve_workers(&node, applied_rx, worker_tls, signal.as_mut()).await,
         Some(Err(err)) => Err(err),
         None => {
             info!(node = node_id, "signal received during start-up");
@@ -416,6 +419,7 @@ async fn join_and_register(node: &Arc<Node>) -> anyhow::Result<()> {
 async fn serve_workers(
     node: &Arc<Node>,
     mut applied_rx: mpsc::UnboundedReceiver<Applied>,
+    worker_tls: Option<WorkerTls>,
     signal: Pin<&mut impl Future<Output = ()>>,
 ) -> anyhow::Result<()> {
     // Entries applied during start-up (replayed or replicated) describe the past; nothing
@@ -445,7 +449,7 @@ async fn serve_workers(
     node.serving.store(true, Ordering::Relaxed);
     // One machine-readable line on stdout tells scripts and tests the node is ready.
     println!("{}", serde_json::to_string(&ready)?);
-    let server = tokio::spawn(gateway::serve(node.clone(), listener));
+    let server = tokio::spawn(gateway::serve(node.clone(), listener, worker_tls));
 
     tokio::select! {
         _ = signal => drain::run(node).await,

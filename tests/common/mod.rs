@@ -14,6 +14,7 @@ pub mod raw;
 pub mod relay;
 pub mod script;
 pub mod sdk_env;
+pub mod sdks;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -9,15 +9,27 @@ a C library: lint and render) and kubernetes-validate (the API servers' JSON sch
 2. renders it for each set and validates every object, strictly (unknown fields are
    errors), against the oldest Kubernetes the chart supports and the newest schemas
    kubernetes-validate bundles;
-3. asserts what a working quorum cluster depends on (see `check_invariants`);
-4. when a `helm` binary is on PATH, also runs `helm lint` and `helm template`.
+3. asserts what a working quorum cluster depends on (see `check_invariants`) and that it is
+   secure by default (see `check_security`): every pod gets `--certs-dir` on a read-only
+   Secret with ca.crt, node.crt and node.key whose node certificate really verifies, with
+   the CA, for every name a pod is dialled by (an in-memory TLS handshake), and worker auth
+   `token` with a generated bootstrap token whose SHA-256 is in the mounted tokens file;
+4. renders a copy of the chart whose `lookup` reads a stub, to show that an upgrade keeps
+   the generated CA, certificates and token, and re-issues only what is missing;
+5. when a `helm` binary is on PATH, also runs `helm lint` and `helm template`.
 
 Prints one line per step and exits non-zero on the first failure.
 """
 
+import base64
+import hashlib
+import re
 import shutil
+import ssl
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import helm_python as helm
 import kubernetes_validate
@@ -65,7 +77,17 @@ CASES = {
         1,
         True,
     ),
+    "tls and worker auth off": ({"tls": {"enabled": False}, "workerAuth": {"mode": "off"}}, 3, True),
+    "existing Secrets": (
+        {"tls": {"existingSecret": "my-certs"}, "workerAuth": {"existingSecret": "my-tokens"}},
+        3,
+        True,
+    ),
 }
+# The Secrets the chart generates, by the suffix of their names.
+TLS_SECRETS = ("-ca", "-node-tls", "-client-admin")
+TOKEN_SECRETS = ("-worker-token", "-worker-tokens")
+TOKENS_FILE = "/etc/quorum/worker-tokens/tokens.yaml"
 
 
 def lint(chart, name, values):
@@ -195,6 +217,204 @@ def check_invariants(name, objects, notes, replicas, persistence):
     print(f"ok: invariants ({name})")
 
 
+def secret_mount(name, pod, container, path):
+    """The Secret volume mounted read-only at `path`."""
+    mounts = [m for m in container["volumeMounts"] if m["mountPath"] == path]
+    check(len(mounts) == 1 and mounts[0].get("readOnly") is True, f"{name}: {path} not mounted read-only once")
+    volume = {v["name"]: v for v in pod["volumes"]}.get(mounts[0]["name"], {})
+    return volume.get("secret") or fail(f"{name}: {path} is not a Secret volume: {volume}")
+
+
+def generated(objects, suffixes):
+    return {s["metadata"]["name"]: s for s in objects.get("Secret", []) if s["metadata"]["name"].endswith(suffixes)}
+
+
+def pem(secret, key):
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def handshake(ca, server, hostname, client=None):
+    """An in-memory TLS handshake: `server` (cert, key) presented for `hostname` and verified
+    against `ca`, `client` (cert, key) too when given. Returns (server's, client's) peer
+    certificates as ssl reports them; a failed verification raises ssl.SSLError."""
+    with tempfile.TemporaryDirectory() as tmp:
+        def file(name, text):
+            path = Path(tmp) / name
+            path.write_text(text)
+            return str(path)
+
+        ca_file = file("ca.crt", ca)
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(file("s.crt", server[0]), file("s.key", server[1]))
+        client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client_ctx.load_verify_locations(ca_file)
+        if client:
+            server_ctx.verify_mode = ssl.CERT_REQUIRED
+            server_ctx.load_verify_locations(ca_file)
+            client_ctx.load_cert_chain(file("c.crt", client[0]), file("c.key", client[1]))
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s_side = server_ctx.wrap_bio(to_server, to_client, server_side=True)
+    c_side = client_ctx.wrap_bio(to_client, to_server, server_hostname=hostname)
+    done = {"server": False, "client": False}
+    for _ in range(10):
+        for side, tls in (("client", c_side), ("server", s_side)):
+            if not done[side]:
+                try:
+                    tls.do_handshake()
+                    done[side] = True
+                except ssl.SSLWantReadError:
+                    pass
+        if all(done.values()):
+            return c_side.getpeercert(), s_side.getpeercert()
+    fail(f"TLS handshake for {hostname} did not finish")
+
+
+def common_name(cert):
+    return dict(field for rdn in cert["subject"] for field in rdn).get("commonName")
+
+
+def check_certificates(name, sts, headless, replicas, secrets):
+    """The generated node and admin certificates verify with the generated CA."""
+    fullname = sts["metadata"]["name"]
+    ca = secrets[f"{fullname}-ca"]
+    node = secrets[f"{fullname}-node-tls"]
+    admin = secrets[f"{fullname}-client-admin"]
+    check(sorted(ca["data"]) == ["ca.crt", "ca.key"], f"{name}: CA Secret keys {sorted(ca['data'])}")
+    check(
+        sorted(admin["data"]) == ["ca.crt", "client.admin.crt", "client.admin.key"],
+        f"{name}: admin Secret keys {sorted(admin['data'])}",
+    )
+    ca_crt = pem(ca, "ca.crt")
+    check(pem(node, "ca.crt") == ca_crt and pem(admin, "ca.crt") == ca_crt, f"{name}: ca.crt differs between Secrets")
+    serving = (pem(node, "node.crt"), pem(node, "node.key"))
+    domain = f"{headless}.{NAMESPACE}"
+    last = replicas - 1
+    hostnames = [
+        f"{fullname}-0.{domain}.svc.cluster.local",
+        f"{fullname}-{last}.{domain}.svc",
+        f"{fullname}-{last}.{domain}",
+        f"{fullname}-0.{headless}",
+        "localhost",
+        "127.0.0.1",
+    ]
+    for hostname in hostnames:
+        try:
+            server_cert, _ = handshake(ca_crt, serving, hostname)
+        except ssl.SSLError as e:
+            fail(f"{name}: node.crt does not verify for {hostname}: {e}")
+        check(common_name(server_cert) == "node", f"{name}: node.crt subject {server_cert['subject']}")
+    try:
+        _, client_cert = handshake(ca_crt, serving, hostnames[0], (pem(admin, "client.admin.crt"), pem(admin, "client.admin.key")))
+    except ssl.SSLError as e:
+        fail(f"{name}: client.admin.crt is not accepted by a server trusting the CA: {e}")
+    check(common_name(client_cert) == "client.admin", f"{name}: admin subject {client_cert['subject']}")
+    try:
+        handshake(ca_crt, serving, "elsewhere.example.com")
+        fail(f"{name}: node.crt verifies for a name no pod has")
+    except ssl.SSLError:
+        pass
+
+
+def check_security(name, values, objects, notes, replicas):
+    """Mutual TLS on the cluster port and worker tokens, unless turned off."""
+    sts = one(objects, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    fullname = sts["metadata"]["name"]
+    headless = sts["spec"]["serviceName"]
+    check(flag(args, "cluster-listen") == "0.0.0.0:50051", f"{name}: --cluster-listen {flag(args, 'cluster-listen')}")
+
+    tls = values.get("tls", {})
+    tls_secrets = generated(objects, TLS_SECRETS)
+    mounted = [m["mountPath"] for m in container["volumeMounts"]]
+    if tls.get("enabled", True):
+        check(flag(args, "certs-dir") == "/certs" and "--insecure" not in args, f"{name}: args {args}")
+        secret = secret_mount(name, pod, container, "/certs")
+        items = {(i["key"], i["path"]) for i in secret.get("items", [])}
+        check(items == {(k, k) for k in ("ca.crt", "node.crt", "node.key")}, f"{name}: /certs items {items}")
+        existing = tls.get("existingSecret")
+        if existing:
+            check(secret["secretName"] == existing, f"{name}: /certs from {secret['secretName']}")
+            check(not tls_secrets, f"{name}: generated {sorted(tls_secrets)} despite tls.existingSecret")
+        else:
+            check(secret["secretName"] == f"{fullname}-node-tls", f"{name}: /certs from {secret['secretName']}")
+            check(sorted(tls_secrets[secret["secretName"]]["data"]) == ["ca.crt", "node.crt", "node.key"], f"{name}: node Secret keys")
+            check_certificates(name, sts, headless, replicas, tls_secrets)
+            check(f"secret {fullname}-client-admin" in notes and "--certs-dir certs" in notes, f"{name}: NOTES admin certificate")
+        check("--certs-dir /certs --client node" in notes, f"{name}: NOTES cluster status with certificates")
+    else:
+        check("--insecure" in args and flag(args, "certs-dir") is None, f"{name}: tls off but args {args}")
+        check("/certs" not in mounted and not tls_secrets, f"{name}: tls off but certificates rendered")
+
+    auth = values.get("workerAuth", {})
+    mode = auth.get("mode", "token")
+    token_secrets = generated(objects, TOKEN_SECRETS)
+    check(flag(args, "worker-auth") == mode, f"{name}: --worker-auth {flag(args, 'worker-auth')}")
+    if mode == "token":
+        check(flag(args, "worker-tokens-file") == TOKENS_FILE, f"{name}: --worker-tokens-file")
+        secret = secret_mount(name, pod, container, str(Path(TOKENS_FILE).parent))
+        check([i["key"] for i in secret.get("items", [])] == ["tokens.yaml"], f"{name}: tokens items {secret}")
+        existing = auth.get("existingSecret")
+        if existing:
+            check(secret["secretName"] == existing and not token_secrets, f"{name}: tokens from {secret['secretName']}")
+        else:
+            token_name = f"{fullname}-worker-token"
+            check(sorted(token_secrets) == sorted([token_name, secret["secretName"]]), f"{name}: {sorted(token_secrets)}")
+            token = base64.b64decode(token_secrets[token_name]["data"]["token"]).decode()
+            check(len(token) >= 32, f"{name}: a bootstrap token of {len(token)} characters")
+            tokens = yaml.safe_load(token_secrets[secret["secretName"]]["stringData"]["tokens.yaml"])["tokens"]
+            check(len(tokens) == 1 and tokens[0]["name"] == "bootstrap", f"{name}: tokens {tokens}")
+            check(tokens[0]["sha256"] == hashlib.sha256(token.encode()).hexdigest(), f"{name}: the hash is not the token's")
+            check(token not in yaml.safe_dump(tokens), f"{name}: the tokens file holds the token itself")
+            check(f"secret {token_name} -o jsonpath='{{.data.token}}'" in notes, f"{name}: NOTES token Secret")
+    else:
+        check(flag(args, "worker-tokens-file") is None and not token_secrets, f"{name}: worker auth off but tokens rendered")
+        check("Worker auth is off" in notes, f"{name}: NOTES worker auth off")
+    print(f"ok: security ({name}): cluster port {'mTLS' if tls.get('enabled', True) else 'insecure'}, worker auth {mode}")
+
+
+def check_lookup_keeps(chart):
+    """Renders a copy of the chart whose `lookup` reads `.Values.lookupStub` (name -> Secret):
+    an upgrade (the first install's Secrets stubbed in) must render them unchanged, and a
+    missing node Secret is re-issued under the kept CA."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "quorum"
+        shutil.copytree(chart, copy)
+        lookups = {"secrets-tls.yaml": 3, "secrets-worker-tokens.yaml": 1}
+        for template, expected in lookups.items():
+            path = copy / "templates" / template
+            text, count = re.subn(
+                r'lookup "v1" "Secret" \.Release\.Namespace (\$\w+)',
+                r"(get (.Values.lookupStub | default dict) \1)",
+                path.read_text(),
+            )
+            check(count == expected, f"{template}: {count} lookup(s) of its Secrets, expected {expected}")
+            path.write_text(text)
+
+        def secrets(values):
+            objects, _ = render(str(copy), values)
+            return {s["metadata"]["name"]: s for s in objects["Secret"]}
+
+        first = secrets({})
+        stub = {name: {"data": s["data"]} for name, s in first.items() if "data" in s}
+        upgraded = secrets({"lookupStub": stub})
+        check(upgraded == first, "an upgrade changed the generated Secrets")
+        other = secrets({})
+        check(other["quorum-ca"] != first["quorum-ca"], "two installs generated the same CA")
+        check(other["quorum-worker-token"] != first["quorum-worker-token"], "two installs generated the same token")
+        partial = {name: s for name, s in stub.items() if name != "quorum-node-tls"}
+        reissued = secrets({"lookupStub": partial})
+        check(reissued["quorum-ca"] == first["quorum-ca"], "a missing node Secret changed the CA")
+        node = reissued["quorum-node-tls"]
+        check(node["data"]["node.crt"] != first["quorum-node-tls"]["data"]["node.crt"], "node certificate not re-issued")
+        try:
+            handshake(pem(node, "ca.crt"), (pem(node, "node.crt"), pem(node, "node.key")), "localhost")
+        except ssl.SSLError as e:
+            fail(f"the re-issued node certificate does not verify with the kept CA: {e}")
+    print("ok: lookup keeps the CA, certificates and token across upgrades; re-issues a missing one")
+
+
 def check_specific(objects):
     """What only the SINGLE case switches on."""
     affinity = one(objects, "StatefulSet")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
@@ -210,6 +430,7 @@ def check_refusals(chart):
     bad = {
         "purge too close to fence": {"cluster": {"fenceAfterMs": 2500, "purgeAfterMs": 3000}},
         "unknown anti-affinity": {"podAntiAffinity": "sometimes"},
+        "unknown worker auth mode": {"workerAuth": {"mode": "maybe"}},
     }
     for name, values in bad.items():
         try:
@@ -241,9 +462,11 @@ def main():
         objects, notes = render(chart, values)
         validate(name, objects)
         check_invariants(name, objects, notes, replicas, persistence)
+        check_security(name, values, objects, notes, replicas)
         rendered[name] = objects
     check_specific(rendered[SINGLE])
     check_refusals(chart)
+    check_lookup_keeps(chart)
     helm_cli(chart)
     print("chart checks passed")
 

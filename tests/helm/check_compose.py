@@ -8,15 +8,26 @@
   quorum-1 (the first entry) may found the cluster;
 - the load balancer publishes the worker port and balances the three nodes' worker ports,
   health checked on /readyz at the HTTP port;
-- Docker waits longer than the drain grace before killing a node.
+- Docker waits longer than the drain grace before killing a node;
+- secure by default: a one-shot `certs` service (the image's `certs-init` stage) makes the
+  certificates before any node starts; every node listens for peers beyond loopback only
+  with `--certs-dir` pointing into the read-only certificates volume, never sees the CA
+  key, and its health check presents its own certificate;
+- init-certs.sh itself, run with the real `quorum` binary (`QUORUM_BIN`) on temporary
+  directories: a directory per node with ca.crt, node.crt (valid for the node's service
+  name) and node.key, the admin's client certificate, no CA key outside the CA directory,
+  and nothing changed by a second run.
 
 When `docker compose` is available it also runs `docker compose config`.
 """
 
+import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -61,6 +72,86 @@ def check_nodes(services):
     print("ok: three nodes, one shared ordered join list, a volume each")
 
 
+def check_certs_service(services, dockerfile):
+    certs = services.get("certs") or fail("no certs service")
+    build = certs.get("build", {})
+    check(build.get("target") == "certs-init", f"certs: build target {build}")
+    check(build.get("dockerfile") == "deploy/docker/Dockerfile", f"certs: dockerfile {build}")
+    check(
+        re.search(r"^FROM gcr.io/distroless/cc-debian12:debug-nonroot AS certs-init$", dockerfile, re.M),
+        "Dockerfile: no certs-init stage on the distroless debug base",
+    )
+    check("init-certs.sh" in dockerfile, "Dockerfile: certs-init does not run init-certs.sh")
+    check(certs.get("restart") == "no", f"certs: restart {certs.get('restart')}")
+    check(certs["environment"].get("QUORUM_NODES", "").split() == NODES, f"certs: QUORUM_NODES {certs['environment']}")
+    check(sorted(certs["volumes"]) == ["quorum-ca:/ca", "quorum-certs:/certs"], f"certs: volumes {certs['volumes']}")
+    for name in NODES:
+        node = services[name]
+        command = node["command"]
+        depends = node.get("depends_on", {})
+        check(
+            depends.get("certs", {}).get("condition") == "service_completed_successfully",
+            f"{name}: does not wait for the certs service: {depends}",
+        )
+        listen = node["environment"].get("QUORUM_CLUSTER_LISTEN") or flag(command, "cluster-listen")
+        check(listen == "0.0.0.0:50051", f"{name}: cluster listen {listen}")
+        check("--insecure" not in command, f"{name}: runs --insecure")
+        check(flag(command, "certs-dir") == f"/certs/{name}", f"{name}: --certs-dir {flag(command, 'certs-dir')}")
+        check("quorum-certs:/certs:ro" in node["volumes"], f"{name}: certificates not mounted read-only")
+        check(not any(v.startswith("quorum-ca:") for v in node["volumes"]), f"{name}: mounts the CA key")
+        test = node.get("healthcheck", {}).get("test", [])
+        check(test[:4] == ["CMD", "/usr/local/bin/quorum", "cluster", "status"], f"{name}: health check {test}")
+        check(
+            flag(test, "certs-dir") == f"/certs/{name}" and flag(test, "client") == "node",
+            f"{name}: health check without its certificate: {test}",
+        )
+    print("ok: a certs init service; every node waits for it and serves mTLS from its own certs")
+
+
+def san(path):
+    """The subjectAltName entries of a PEM certificate, as (type, value) pairs."""
+    return set(ssl._ssl._test_decode_cert(str(path)).get("subjectAltName", ()))
+
+
+def snapshot(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def check_init_script(script):
+    binary = os.environ.get("QUORUM_BIN")
+    if not binary:
+        print("note: QUORUM_BIN not set; init-certs.sh not run")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        env = dict(
+            os.environ,
+            QUORUM=binary,
+            CA_DIR=str(root / "ca"),
+            CERTS_DIR=str(root / "certs"),
+            QUORUM_NODES=" ".join(NODES),
+        )
+        for run in ("first", "second"):
+            result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=120)
+            check(result.returncode == 0, f"init-certs.sh ({run} run): {result.stdout}{result.stderr}")
+            if run == "first":
+                before = snapshot(root)
+        check(snapshot(root) == before, "init-certs.sh changed existing certificates on its second run")
+        certs = root / "certs"
+        check(sorted(p.name for p in (root / "ca").iterdir()) == ["ca.crt", "ca.key"], "CA directory")
+        check(not list(certs.rglob("ca.key")), "the CA key reached the certificates volume")
+        for name in NODES:
+            files = sorted(p.name for p in (certs / name).iterdir())
+            check(files == ["ca.crt", "node.crt", "node.key"], f"{name}: files {files}")
+            names = san(certs / name / "node.crt")
+            check(("DNS", name) in names, f"{name}: node.crt not valid for its service name: {names}")
+            check((certs / name / "node.key").stat().st_mode & 0o077 == 0, f"{name}: node.key readable by others")
+            check((certs / name / "ca.crt").read_bytes() == (root / "ca" / "ca.crt").read_bytes(), f"{name}: ca.crt")
+        files = sorted(p.name for p in (certs / "admin").iterdir())
+        check(files == ["ca.crt", "client.admin.crt", "client.admin.key"], f"admin: files {files}")
+    print("ok: init-certs.sh makes the CA, a certificate per node and the admin's, once")
+
+
 def check_balancer(services, haproxy_cfg):
     lb = services.get("lb") or fail("no lb service")
     check("49134:49134" in lb["ports"], f"lb ports {lb['ports']}")
@@ -93,6 +184,9 @@ def main():
     services = yaml.safe_load(compose_file.read_text())["services"]
     check_nodes(services)
     check_balancer(services, (directory / "haproxy.cfg").read_text())
+    dockerfile = (directory / ".." / "docker" / "Dockerfile").read_text()
+    check_certs_service(services, dockerfile)
+    check_init_script(directory / "init-certs.sh")
     docker_compose_config(compose_file)
     print("compose checks passed")
 

@@ -87,3 +87,23 @@ the cluster once all the others answer, every other pod joins.
 {{- add (div (add (int .Values.cluster.drainGraceMs) 999) 1000) 15 }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret mounted at /certs (ca.crt, node.crt, node.key): the given one or the generated one. */}}
+{{- define "quorum.tlsSecret" -}}
+{{- default (printf "%s-node-tls" (include "quorum.fullname" .)) .Values.tls.existingSecret }}
+{{- end }}
+
+{{/* The Secret holding tokens.yaml for --worker-tokens-file: the given one or the generated one. */}}
+{{- define "quorum.workerTokensSecret" -}}
+{{- default (printf "%s-worker-tokens" (include "quorum.fullname" .)) .Values.workerAuth.existingSecret }}
+{{- end }}
+
+{{/* The Secret holding the generated bootstrap worker token (key `token`). */}}
+{{- define "quorum.workerTokenSecret" -}}
+{{- printf "%s-worker-token" (include "quorum.fullname" .) }}
+{{- end }}
+
+{{/* The Secret holding the generated operator certificate (ca.crt, client.admin.crt/key). */}}
+{{- define "quorum.clientAdminSecret" -}}
+{{- printf "%s-client-admin" (include "quorum.fullname" .) }}
+{{- end }}
