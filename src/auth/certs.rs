@@ -33,6 +33,8 @@ const CA_DAYS: i64 = 10 * 365;
 const LEAF_DAYS: i64 = 5 * 365;
 
 /// The `quorum cert` subcommands.
+// The variants are the command names users type (`create-ca`, ...), as CockroachDB's are.
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand, Debug)]
 pub enum CertCommand {
     /// Make the cluster's CA: ca.crt and ca.key (refuses to overwrite an existing ca.key).
