@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::tokens::{read_tokens_file, TokensFileError};
+use crate::auth::worker_gate::WorkerAuth;
 use crate::cluster::lease::LeaseTimings;
 use crate::ids::NodeId;
+use crate::registry::WorkerToken;
 
 /// Default worker WebSocket address (the SDKs' default `III_URL` port).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:49134";
@@ -89,6 +92,14 @@ pub struct ServeArgs {
     /// see docs/benchmarks.md.
     #[arg(long, env = "QUORUM_RUNTIME_THREADS")]
     pub runtime_threads: Option<usize>,
+    /// Whether workers must present a token: `off` or `token` [default: off]. With `token`,
+    /// a worker sends `Authorization: Bearer <token>` or `?token=<token>` on the URL.
+    #[arg(long, env = "QUORUM_WORKER_AUTH")]
+    pub worker_auth: Option<WorkerAuth>,
+    /// YAML file of worker tokens (names, SHA-256 hashes and rules) every node reads at start,
+    /// next to the ones made with `quorum token create`; see docs/security.md.
+    #[arg(long, env = "QUORUM_WORKER_TOKENS_FILE")]
+    pub worker_tokens_file: Option<PathBuf>,
 }
 
 /// How log lines are written to stderr.
@@ -122,6 +133,8 @@ struct FileConfig {
     call_hold_ms: Option<u64>,
     remove_departed_after_ms: Option<u64>,
     runtime_threads: Option<usize>,
+    worker_auth: Option<WorkerAuth>,
+    worker_tokens_file: Option<PathBuf>,
 }
 
 /// A node's validated settings.
@@ -150,6 +163,10 @@ pub struct Config {
     pub remove_departed_after: Option<Duration>,
     /// Worker threads of the node's async runtime.
     pub runtime_threads: usize,
+    /// Whether the worker port asks for a token.
+    pub worker_auth: WorkerAuth,
+    /// The tokens of `--worker-tokens-file`, checked (empty without one).
+    pub worker_tokens: Vec<WorkerToken>,
 }
 
 /// Why the settings cannot start a node.
@@ -179,6 +196,8 @@ pub enum ConfigError {
         pod_name: String,
         derived: NodeId,
     },
+    #[error("{0}")]
+    TokensFile(#[from] TokensFileError),
     #[error("node id file {path}: {source}")]
     NodeIdFile {
         path: PathBuf,
@@ -228,6 +247,10 @@ impl Config {
                 .or(file.node_id_from_pod_name)
                 .as_deref(),
         )?;
+        let worker_tokens = match args.worker_tokens_file.clone().or(file.worker_tokens_file) {
+            Some(path) => read_tokens_file(&path)?,
+            None => Vec::new(),
+        };
         let config = Self {
             data_dir: args
                 .data_dir
@@ -286,6 +309,8 @@ impl Config {
                 .runtime_threads
                 .or(file.runtime_threads)
                 .unwrap_or_else(default_runtime_threads),
+            worker_auth: args.worker_auth.or(file.worker_auth).unwrap_or_default(),
+            worker_tokens,
         };
         config.validate()?;
         Ok(config)
@@ -607,6 +632,48 @@ mod tests {
                 field: "runtime_threads"
             }
         ));
+    }
+
+    #[test]
+    fn worker_auth_is_off_by_default_and_a_tokens_file_is_read_and_checked() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.worker_auth, WorkerAuth::Off);
+        assert!(config.worker_tokens.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.yaml");
+        let hash = "a".repeat(64);
+        std::fs::write(
+            &tokens,
+            format!("tokens:\n  - name: bootstrap\n    sha256: {hash}\n"),
+        )
+        .unwrap();
+        let conf = dir.path().join("quorum.yaml");
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_auth: token\nworker_tokens_file: {}\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(conf),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.worker_auth, WorkerAuth::Token);
+        assert_eq!(config.worker_tokens[0].name, "bootstrap");
+        std::fs::write(&tokens, "tokens:\n  - name: broken\n    sha256: nothex\n").unwrap();
+        let err = Config::load(&ServeArgs {
+            worker_tokens_file: Some(tokens.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("tokens.yaml") && message.contains("`broken`"),
+            "{message}"
+        );
     }
 
     #[test]

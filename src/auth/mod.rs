@@ -7,4 +7,10 @@
 
 pub mod access;
 pub mod certs;
+pub mod grant;
 pub mod identity;
+pub mod revocation;
+pub mod token_admin;
+pub mod token_cli;
+pub mod tokens;
+pub mod worker_gate;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::Node;
+use crate::auth::revocation;
 use crate::builtins::discovery;
 use crate::consensus::Applied;
 use crate::gateway::connections::Outbound;
@@ -96,6 +97,10 @@ async fn react(node: &Arc<Node>, event: Event) {
             node.router
                 .reattached(previous, &token_hash, successor)
                 .await;
+        }
+        Event::TokenRevoked { name } => {
+            let connections = node.connections.clone();
+            tokio::spawn(revocation::close_connections(node.id, connections, name));
         }
     }
 }

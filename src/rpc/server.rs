@@ -24,6 +24,7 @@ use super::pb::cluster_server::ClusterServer;
 use super::raft_service;
 use super::MAX_MESSAGE_BYTES;
 use crate::auth::access::Access;
+use crate::auth::token_admin;
 use crate::cluster::membership;
 use crate::consensus::ConsensusError;
 use crate::node::Node;
@@ -158,6 +159,32 @@ impl Cluster for ClusterService {
         Ok(Response::new(
             write(&self.node, request.into_inner()).await?,
         ))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::TokenReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        let reply = token_admin::create(&self.node, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        Ok(Response::new(token_admin::list(&self.node)))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::TokenReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        let reply = token_admin::revoke(&self.node, request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn status(
