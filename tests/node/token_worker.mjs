@@ -6,7 +6,7 @@
 //   NODE_WORKER_NAME   this worker's name
 //   WORKER_TOKEN       the worker token, sent with the `headers` option (may be unset)
 //
-// Calls `engine::functions::list` once (bounded) and prints one line,
+// Calls `engine::functions::list` once (bounded, connecting included) and prints one line,
 // `RESULT {"ok":true,"functions":N}` or `RESULT {"ok":false,"error":"..."}`, then exits 0.
 
 import { readFileSync } from 'node:fs'
@@ -14,6 +14,8 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
 const CALL_TIMEOUT_MS = 5_000
+// A refused SDK keeps retrying; its call may wait for a connection: bound it here.
+const CONNECT_BOUND_MS = 10_000
 const WATCHDOG_MS = 30_000
 
 const watchdog = setTimeout(() => {
@@ -38,11 +40,15 @@ async function main() {
   const headers = env.WORKER_TOKEN ? { Authorization: `Bearer ${env.WORKER_TOKEN}` } : undefined
   const iii = registerWorker(env.III_URL, { workerName: env.NODE_WORKER_NAME, headers })
   try {
-    const listed = await iii.trigger({
+    const bound = new Promise((_, reject) =>
+      setTimeout(() => reject(new Error(`no answer within ${CONNECT_BOUND_MS}ms`)), CONNECT_BOUND_MS),
+    )
+    const call = iii.trigger({
       function_id: 'engine::functions::list',
       payload: {},
       timeoutMs: CALL_TIMEOUT_MS,
     })
+    const listed = await Promise.race([call, bound])
     emit('RESULT', { ok: true, functions: listed.functions.length })
   } catch (err) {
     emit('RESULT', { ok: false, error: String(err?.message ?? err) })

@@ -5,7 +5,7 @@ Environment:
   III_TOKEN        the worker token; the SDK sends it as `Authorization: Bearer` (may be unset)
   PY_WORKER_NAME   this worker's name
 
-Calls `engine::functions::list` once (bounded) and prints one line,
+Calls `engine::functions::list` once (bounded, connecting included) and prints one line,
 `RESULT {"ok": true, "functions": N}` or `RESULT {"ok": false, "error": "..."}`, then exits 0.
 """
 
@@ -17,6 +17,7 @@ import threading
 from iii import InitOptions, register_worker
 
 CALL_TIMEOUT_MS = 5_000
+CONNECT_BOUND_S = 10.0
 WATCHDOG_S = 30.0
 
 
@@ -31,11 +32,7 @@ def watchdog():
     os._exit(3)
 
 
-def main():
-    timer = threading.Timer(WATCHDOG_S, watchdog)
-    timer.daemon = True
-    timer.start()
-    worker = None
+def list_functions(outcome):
     try:
         worker = register_worker(
             os.environ["III_URL"],
@@ -44,10 +41,22 @@ def main():
         listed = worker.trigger(
             {"function_id": "engine::functions::list", "payload": {}, "timeout_ms": CALL_TIMEOUT_MS}
         )
-        emit("RESULT", {"ok": True, "functions": len(listed["functions"])})
+        outcome.update({"ok": True, "functions": len(listed["functions"])})
     except Exception as err:  # reported, so the Rust side sees why
-        emit("RESULT", {"ok": False, "error": repr(err)})
-    # Exit without waiting on threads the SDK's telemetry may still hold.
+        outcome.update({"ok": False, "error": repr(err)})
+
+
+def main():
+    timer = threading.Timer(WATCHDOG_S, watchdog)
+    timer.daemon = True
+    timer.start()
+    # A refused SDK keeps retrying and its call waits for a connection: bound it here.
+    outcome = {}
+    caller = threading.Thread(target=list_functions, args=(outcome,), daemon=True)
+    caller.start()
+    caller.join(CONNECT_BOUND_S)
+    emit("RESULT", outcome or {"ok": False, "error": f"no answer within {CONNECT_BOUND_S}s"})
+    # Exit without waiting on threads the SDK (reconnects, telemetry) may still hold.
     os._exit(0)
 
 
