@@ -44,8 +44,14 @@ impl Grant {
         self.token.as_ref().map(|t| t.name.as_str())
     }
 
-    /// Refuses a call the token does not allow (`FORBIDDEN`).
-    pub fn check_call(&self, namespace: &str, function_id: &str) -> Result<(), ErrorBody> {
+    /// Refuses a call the token does not allow (`FORBIDDEN`). `data` is the call's input: a
+    /// durable binding made with `engine::register_trigger` must target a callable function.
+    pub fn check_call(
+        &self,
+        namespace: &str,
+        function_id: &str,
+        data: Option<&Value>,
+    ) -> Result<(), ErrorBody> {
         let Some(token) = &self.token else {
             return Ok(());
         };
@@ -55,6 +61,18 @@ impl Grant {
         let builtin = namespace == DEFAULT_NAMESPACE && reserved::is_builtin_function(function_id);
         if !builtin || BINDS_IN_DEFAULT.contains(&function_id) {
             self.check_namespace(namespace)?;
+        }
+        if function_id == BINDS_IN_DEFAULT[0] {
+            let target = data
+                .and_then(|d| d.get("function_id"))
+                .and_then(Value::as_str);
+            if let Some(target) = target.filter(|t| !may_call(token, t)) {
+                return Err(forbidden(format!(
+                    "worker token '{}' may not bind a trigger to '{target}' (allowed: {})",
+                    token.name,
+                    token.call.join(", ")
+                )));
+            }
         }
         if may_call(token, function_id) {
             Ok(())
@@ -142,7 +160,7 @@ impl Grant {
                         Some(ns) => self.check_namespace(ns),
                         None => Ok(()),
                     })
-                    .and_then(|()| self.check_call(target, function_id))
+                    .and_then(|()| self.check_call(target, function_id, None))
                     .err()?;
                 Some(Outgoing::TriggerRegistrationResult {
                     id: id.clone(),
@@ -251,28 +269,55 @@ mod tests {
     #[test]
     fn calls_follow_the_globs_and_namespaces_and_name_the_token() {
         let g = grant(&["orders"], true, &["orders::*"]);
-        assert!(g.check_call("orders", "orders::create").is_ok());
-        let err = g.check_call("orders", "billing::charge").unwrap_err();
+        assert!(g.check_call("orders", "orders::create", None).is_ok());
+        let err = g.check_call("orders", "billing::charge", None).unwrap_err();
         assert_eq!(err.code, "FORBIDDEN");
         assert!(err.message.contains("'ci'") && err.message.contains("orders::*"));
-        let err = g.check_call("default", "orders::create").unwrap_err();
+        let err = g.check_call("default", "orders::create", None).unwrap_err();
         assert!(
             err.message.contains("namespace 'default'"),
             "{}",
             err.message
         );
         // Always allowed, whatever the globs and namespaces say.
-        assert!(g.check_call("default", "engine::workers::register").is_ok());
-        assert!(g.check_call("default", "engine::channels::create").is_ok());
+        assert!(g
+            .check_call("default", "engine::workers::register", None)
+            .is_ok());
+        assert!(g
+            .check_call("default", "engine::channels::create", None)
+            .is_ok());
         // Other built-ins follow the globs but need no namespace...
-        assert!(g.check_call("default", "engine::functions::list").is_err());
+        assert!(g
+            .check_call("default", "engine::functions::list", None)
+            .is_err());
         let any = grant(&["orders"], true, &[]);
-        assert!(any.check_call("default", "engine::functions::list").is_ok());
+        assert!(any
+            .check_call("default", "engine::functions::list", None)
+            .is_ok());
         // ...except the ones that bind triggers in `default`.
         assert!(any
-            .check_call("default", "engine::register_trigger")
+            .check_call("default", "engine::register_trigger", None)
             .is_err());
-        assert!(Grant::unrestricted().check_call("x", "y").is_ok());
+        assert!(Grant::unrestricted().check_call("x", "y", None).is_ok());
+    }
+
+    #[test]
+    fn a_durable_binding_must_target_a_function_the_token_may_call() {
+        let g = grant(&[], true, &["engine::register_trigger", "jobs::*"]);
+        let bind = |target: &str| json!({"type": "cron", "function_id": target});
+        let allowed = bind("jobs::nightly");
+        assert!(g
+            .check_call("default", "engine::register_trigger", Some(&allowed))
+            .is_ok());
+        let refused = bind("billing::charge");
+        let err = g
+            .check_call("default", "engine::register_trigger", Some(&refused))
+            .unwrap_err();
+        assert!(
+            err.message.contains("bind a trigger to 'billing::charge'"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

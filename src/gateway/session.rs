@@ -540,7 +540,10 @@ impl Session {
             .namespace
             .clone()
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-        if let Err(error) = self.grant.check_call(&namespace, &call.function_id) {
+        if let Err(error) = self
+            .grant
+            .check_call(&namespace, &call.function_id, call.data.as_ref())
+        {
             let router = &self.node.router;
             return router
                 .answer(caller, &call.function_id, Err(error), started)
