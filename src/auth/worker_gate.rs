@@ -49,16 +49,20 @@ pub struct WorkerGate {
     mode: WorkerAuth,
     /// The tokens file read at start; an entry whose name the registry revoked is refused.
     file_tokens: Vec<WorkerToken>,
-    /// Refusals since the last report.
-    refused: AtomicU64,
+    /// Requests without a token since the last report.
+    missing: AtomicU64,
+    /// Requests with a wrong (or revoked) token since the last report.
+    wrong: AtomicU64,
 }
 
 impl WorkerGate {
+    /// The gate of a node started with `mode` and the checked entries of its tokens file.
     pub fn new(mode: WorkerAuth, file_tokens: Vec<WorkerToken>) -> Self {
         Self {
             mode,
             file_tokens,
-            refused: AtomicU64::new(0),
+            missing: AtomicU64::new(0),
+            wrong: AtomicU64::new(0),
         }
     }
 
@@ -82,9 +86,11 @@ impl WorkerGate {
                 .find(&sha256_hex(&token), registry)
                 .ok_or(Refusal::Wrong),
         };
-        if verdict.is_err() {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-        }
+        match verdict {
+            Err(Refusal::Missing) => self.missing.fetch_add(1, Ordering::Relaxed),
+            Err(Refusal::Wrong) => self.wrong.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => 0,
+        };
         verdict.map(Grant::of)
     }
 
@@ -113,11 +119,15 @@ impl WorkerGate {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let refused = self.refused.swap(0, Ordering::Relaxed);
+            let missing = self.missing.swap(0, Ordering::Relaxed);
+            let wrong = self.wrong.swap(0, Ordering::Relaxed);
+            let refused = missing + wrong;
             if refused > 0 {
                 warn!(
                     node,
                     refused,
+                    missing,
+                    wrong,
                     interval_s = REPORT_EVERY.as_secs(),
                     "worker connections refused: missing or wrong worker token"
                 );
@@ -227,7 +237,8 @@ mod tests {
             name(gate.admit(&with("s2"), &registry)),
             Err(Refusal::Wrong)
         );
-        assert_eq!(gate.refused.load(Ordering::Relaxed), 4);
+        assert_eq!(gate.wrong.load(Ordering::Relaxed), 3);
+        assert_eq!(gate.missing.load(Ordering::Relaxed), 1);
     }
 
     #[test]

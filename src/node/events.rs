@@ -1,5 +1,6 @@
 //! Reactions to committed registry changes on this node: deliver notices to local
-//! workers, retire local sessions the registry removed, fire discovery triggers.
+//! workers, retire local sessions the registry removed, close the connections of a revoked
+//! worker token, fire discovery triggers.
 //! Every node sees every change; each acts only on the workers it holds.
 
 use std::sync::Arc;
