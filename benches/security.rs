@@ -52,8 +52,20 @@ fn node(root: &Path, i: usize, seed: Option<&str>, extra: &[String]) -> (Guard, 
     let id = (i + 1).to_string();
     let mut command = Command::new(env!("CARGO_BIN_EXE_quorum"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"])
-        .args(["--http-listen", "127.0.0.1:0", "--node-id", &id, "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--node-id",
+            &id,
+            "--data-dir",
+        ])
         .arg(&dir)
         .args(extra);
     if let Some(seed) = seed {
@@ -73,7 +85,10 @@ fn node(root: &Path, i: usize, seed: Option<&str>, extra: &[String]) -> (Guard, 
     (
         Guard(child),
         format!("ws://{}", ready["listen"].as_str().expect("listen")),
-        ready["cluster_listen"].as_str().expect("cluster").to_string(),
+        ready["cluster_listen"]
+            .as_str()
+            .expect("cluster")
+            .to_string(),
     )
 }
 
@@ -101,13 +116,25 @@ fn start(root: &Path, secure: bool) -> Setup {
             std::fs::copy(ca.join("ca.crt"), dir.join("ca.crt")).expect("ca.crt");
             let ca_key = ca.join("ca.key");
             quorum(&[
-                "cert", "create-node", "--certs-dir", path(&dir), "--ca-key", path(&ca_key),
-                "127.0.0.1", "localhost",
+                "cert",
+                "create-node",
+                "--certs-dir",
+                path(&dir),
+                "--ca-key",
+                path(&ca_key),
+                "127.0.0.1",
+                "localhost",
             ]);
             args.extend(
-                ["--certs-dir", path(&dir), "--worker-auth", "token", "--worker-tokens-file"]
-                    .iter()
-                    .map(|a| a.to_string()),
+                [
+                    "--certs-dir",
+                    path(&dir),
+                    "--worker-auth",
+                    "token",
+                    "--worker-tokens-file",
+                ]
+                .iter()
+                .map(|a| a.to_string()),
             );
             args.push(path(&tokens).to_string());
         }
@@ -198,7 +225,8 @@ async fn sequential(caller: &IIIClient, n: usize, into: &mut Histogram<u64>) {
     for _ in 0..n {
         let start = Instant::now();
         call(caller).await.expect("call");
-        into.record(start.elapsed().as_micros() as u64).expect("record");
+        into.record(start.elapsed().as_micros() as u64)
+            .expect("record");
     }
 }
 

@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::tokens::{read_tokens_file, TokensFileError};
+use crate::auth::worker_gate::WorkerAuth;
 use crate::cluster::lease::LeaseTimings;
 use crate::ids::NodeId;
+use crate::registry::WorkerToken;
 
 /// Default worker WebSocket address (the SDKs' default `III_URL` port).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:49134";
@@ -105,6 +108,14 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "QUORUM_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Whether workers must present a token: `off` or `token` [default: off]. With `token`,
+    /// a worker sends `Authorization: Bearer <token>` or `?token=<token>` on the URL.
+    #[arg(long, env = "QUORUM_WORKER_AUTH")]
+    pub worker_auth: Option<WorkerAuth>,
+    /// YAML file of worker tokens (names, SHA-256 hashes and rules) every node reads at start,
+    /// next to the ones made with `quorum token create`; see docs/security.md.
+    #[arg(long, env = "QUORUM_WORKER_TOKENS_FILE")]
+    pub worker_tokens_file: Option<PathBuf>,
 }
 
 /// How log lines are written to stderr.
@@ -142,6 +153,8 @@ struct FileConfig {
     runtime_threads: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    worker_auth: Option<WorkerAuth>,
+    worker_tokens_file: Option<PathBuf>,
 }
 
 /// A node's validated settings.
@@ -176,6 +189,10 @@ pub struct Config {
     pub runtime_threads: usize,
     /// The certificate the worker port serves `wss://` with; `None` for plain `ws://`.
     pub worker_tls: Option<WorkerTlsFiles>,
+    /// Whether the worker port asks for a token.
+    pub worker_auth: WorkerAuth,
+    /// The tokens of `--worker-tokens-file`, checked (empty without one).
+    pub worker_tokens: Vec<WorkerToken>,
 }
 
 /// The PEM files behind `--tls-cert` and `--tls-key`, given together or not at all.
@@ -221,6 +238,8 @@ pub enum ConfigError {
         given: &'static str,
         missing: &'static str,
     },
+    #[error("{0}")]
+    TokensFile(#[from] TokensFileError),
     #[error("node id file {path}: {source}")]
     NodeIdFile {
         path: PathBuf,
@@ -270,6 +289,10 @@ impl Config {
                 .or(file.node_id_from_pod_name)
                 .as_deref(),
         )?;
+        let worker_tokens = match args.worker_tokens_file.clone().or(file.worker_tokens_file) {
+            Some(path) => read_tokens_file(&path)?,
+            None => Vec::new(),
+        };
         let config = Self {
             data_dir: args
                 .data_dir
@@ -334,6 +357,8 @@ impl Config {
                 args.tls_cert.clone().or(file.tls_cert),
                 args.tls_key.clone().or(file.tls_key),
             )?,
+            worker_auth: args.worker_auth.or(file.worker_auth).unwrap_or_default(),
+            worker_tokens,
         };
         config.validate()?;
         Ok(config)
@@ -343,8 +368,7 @@ impl Config {
         if self.insecure && self.certs_dir.is_some() {
             return Err(ConfigError::InsecureWithCerts);
         }
-        if self.certs_dir.is_none() && !self.insecure && !self.cluster_listen.ip().is_loopback()
-        {
+        if self.certs_dir.is_none() && !self.insecure && !self.cluster_listen.ip().is_loopback() {
             return Err(ConfigError::PlaintextClusterPort {
                 addr: self.cluster_listen,
             });
@@ -524,7 +548,10 @@ mod tests {
             ..Default::default()
         };
         let err = Config::load(&exposed).unwrap_err().to_string();
-        assert!(err.contains("--certs-dir") && err.contains("--insecure"), "{err}");
+        assert!(
+            err.contains("--certs-dir") && err.contains("--insecure"),
+            "{err}"
+        );
         let insecure = ServeArgs {
             insecure: true,
             ..exposed.clone()
@@ -763,6 +790,48 @@ mod tests {
             err.to_string()
                 .contains("--tls-key was given without --tls-cert"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn worker_auth_is_off_by_default_and_a_tokens_file_is_read_and_checked() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.worker_auth, WorkerAuth::Off);
+        assert!(config.worker_tokens.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.yaml");
+        let hash = "a".repeat(64);
+        std::fs::write(
+            &tokens,
+            format!("tokens:\n  - name: bootstrap\n    sha256: {hash}\n"),
+        )
+        .unwrap();
+        let conf = dir.path().join("quorum.yaml");
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_auth: token\nworker_tokens_file: {}\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(conf),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.worker_auth, WorkerAuth::Token);
+        assert_eq!(config.worker_tokens[0].name, "bootstrap");
+        std::fs::write(&tokens, "tokens:\n  - name: broken\n    sha256: nothex\n").unwrap();
+        let err = Config::load(&ServeArgs {
+            worker_tokens_file: Some(tokens.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("tokens.yaml") && message.contains("`broken`"),
+            "{message}"
         );
     }
 

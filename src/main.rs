@@ -40,6 +40,9 @@ enum CommandLine {
     /// Make the CA, node and operator certificates the cluster port runs on.
     #[command(subcommand)]
     Cert(auth::certs::CertCommand),
+    /// Make, list and revoke the tokens workers present on the worker port.
+    #[command(subcommand)]
+    Token(auth::token_cli::TokenCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -58,6 +61,7 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         CommandLine::Cluster(command) => cluster::cli::run(command),
         CommandLine::Cert(command) => auth::certs::run(command),
+        CommandLine::Token(command) => auth::token_cli::run(command),
         CommandLine::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(config) => config,

@@ -110,14 +110,16 @@ async fn outsiders_and_impostors_are_refused_and_members_keep_calling() {
     let callee = worker(&cluster.node(1).url, &unique_name("callee"), None).await;
     callee.register_function(
         "secure::echo",
-        RegisterFunction::new_async(|input: Value| async move {
-            Ok::<Value, iii_sdk::Error>(input)
-        }),
+        RegisterFunction::new_async(
+            |input: Value| async move { Ok::<Value, iii_sdk::Error>(input) },
+        ),
     );
     let caller = worker(&cluster.node(2).url, &unique_name("caller"), None).await;
     wait_function(&caller, "secure::echo", true).await;
     assert_eq!(
-        call(&caller, "secure::echo", json!({"n": 1})).await.unwrap()["n"],
+        call(&caller, "secure::echo", json!({"n": 1}))
+            .await
+            .unwrap()["n"],
         1
     );
     let (term, leader, cluster_id, ids) = observed(&cluster, 1);
@@ -125,7 +127,12 @@ async fn outsiders_and_impostors_are_refused_and_members_keep_calling() {
     let target = cluster.node(1).cluster.clone();
 
     // No certificate at all: plaintext, and TLS without a client certificate.
-    replay_attacks("a plaintext client", cluster_rpc::plaintext(&target), &cluster_id).await;
+    replay_attacks(
+        "a plaintext client",
+        cluster_rpc::plaintext(&target),
+        &cluster_id,
+    )
+    .await;
     assert_refused(
         "Status in plaintext",
         cluster_rpc::plaintext(&target)
@@ -133,7 +140,12 @@ async fn outsiders_and_impostors_are_refused_and_members_keep_calling() {
             .await,
     );
     let anonymous = cluster_rpc::tls(&target, &certs.ca_dir(), None);
-    replay_attacks("a TLS client without a certificate", anonymous.clone(), &cluster_id).await;
+    replay_attacks(
+        "a TLS client without a certificate",
+        anonymous.clone(),
+        &cluster_id,
+    )
+    .await;
     assert_refused(
         "Status without a certificate",
         anonymous.clone().status(pb::StatusRequest {}).await,
@@ -220,7 +232,10 @@ async fn outsiders_and_impostors_are_refused_and_members_keep_calling() {
         if log.contains("belongs to a member with another certificate") {
             break;
         }
-        assert!(Instant::now() < refused, "the takeover was not refused:\n{log}");
+        assert!(
+            Instant::now() < refused,
+            "the takeover was not refused:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(takeover);
@@ -228,7 +243,12 @@ async fn outsiders_and_impostors_are_refused_and_members_keep_calling() {
     // Nothing changed: same leader, same term, all three members, calls still answered.
     let (term_after, leader_after, _, ids_after) = observed(&cluster, 1);
     assert_eq!(ids_after, vec![1, 2, 3], "{}", cluster.logs());
-    assert_eq!((term_after, leader_after), (term, leader), "{}", cluster.logs());
+    assert_eq!(
+        (term_after, leader_after),
+        (term, leader),
+        "{}",
+        cluster.logs()
+    );
     for n in 0..20 {
         assert_eq!(
             call(&caller, "secure::echo", json!({"n": n}))
@@ -260,7 +280,10 @@ async fn membership_changes_need_the_admin_certificate() {
         &address,
         &["remove", "3"],
     );
-    assert!(member.is_err(), "removed with a non-member's node certificate");
+    assert!(
+        member.is_err(),
+        "removed with a non-member's node certificate"
+    );
     assert_eq!(
         members(&cluster.status(0).unwrap())
             .into_iter()
@@ -268,7 +291,9 @@ async fn membership_changes_need_the_admin_certificate() {
             .collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
-    let removed = cluster.cli(0, &["remove", "3"]).expect("admin removes node 3");
+    let removed = cluster
+        .cli(0, &["remove", "3"])
+        .expect("admin removes node 3");
     let ids: Vec<u64> = members(&removed).into_iter().map(|m| m.0).collect();
     assert_eq!(ids, vec![1, 2]);
     // A node's own certificate may read the status (a container's health check).
@@ -295,10 +320,7 @@ fn secure_node() -> (Node, Certs, tempfile::TempDir) {
     let node = Node::start_in(
         dir.path(),
         NodeOptions {
-            args: vec![
-                "--certs-dir".into(),
-                node_dir.display().to_string(),
-            ],
+            args: vec!["--certs-dir".into(), node_dir.display().to_string()],
             ..NodeOptions::default()
         },
     );
@@ -348,9 +370,13 @@ async fn bad_tls_peers_are_dropped_and_the_node_keeps_serving() {
     let foreign = other.node_dir("1");
     assert_refused(
         "status with another CA's node certificate",
-        cluster_rpc::tls(&address, &certs.ca_dir(), Some((&foreign, "node.crt", "node.key")))
-            .status(pb::StatusRequest {})
-            .await,
+        cluster_rpc::tls(
+            &address,
+            &certs.ca_dir(),
+            Some((&foreign, "node.crt", "node.key")),
+        )
+        .status(pb::StatusRequest {})
+        .await,
     );
 
     // An expired certificate signed by the right CA.
@@ -373,7 +399,11 @@ async fn bad_tls_peers_are_dropped_and_the_node_keeps_serving() {
         &certs.ca_dir(),
         Some((&certs.ca_dir(), "client.admin.crt", "client.admin.key")),
     );
-    let status = admin.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = admin
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(status.node_id, node.node_id);
 }
 
@@ -381,10 +411,9 @@ async fn bad_tls_peers_are_dropped_and_the_node_keeps_serving() {
 /// expired yesterday.
 fn make_expired_client(certs: &Certs, dir: &std::path::Path) {
     let ca_cert = std::fs::read_to_string(certs.ca_dir().join("ca.crt")).unwrap();
-    let ca_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(certs.ca_dir().join("ca.key")).unwrap(),
-    )
-    .unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(certs.ca_dir().join("ca.key")).unwrap())
+            .unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
     let mut params = rcgen::CertificateParams::default();
     params

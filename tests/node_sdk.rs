@@ -15,6 +15,7 @@ use common::script::{
 };
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::{prepare_node_env, tests_node_dir, SDK_VERSION_PREFIX};
+use common::{unique_name, worker_token_args, Node, NodeOptions};
 use serde_json::json;
 
 /// The environment directory once set up, or why not; prepared once per process.
@@ -77,4 +78,35 @@ async fn node_sdk_worker_interoperates_with_rust_worker() {
 
     // A clean shutdown, after which the engine drops the Node worker's function.
     rt.end(&mut script, "node::echo", "node").await;
+}
+
+/// With `--worker-auth token`, the Node SDK presents a token through its `headers` option,
+/// connects and calls; without a token it never gets a connection, so its call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_connects_with_a_token_header_and_not_without() {
+    let Some(env_dir) = env_or_skip("Node", &NODE_ENV, prepare_node_env).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = NodeOptions {
+        args: worker_token_args(dir.path(), "node-token"),
+        ..NodeOptions::default()
+    };
+    let node = Node::start_in(&dir.path().join("node"), options);
+    let script = tests_node_dir().join("token_worker.mjs");
+    for (token, connects) in [(Some("node-token"), true), (None, false)] {
+        let name = unique_name("node-token");
+        let mut env: Vec<(&str, &dyn AsRef<std::ffi::OsStr>)> = vec![
+            ("III_SDK_ENV", &env_dir),
+            ("III_URL", &node.url),
+            ("NODE_WORKER_NAME", &name),
+        ];
+        if let Some(token) = &token {
+            env.push(("WORKER_TOKEN", token));
+        }
+        let mut worker = Script::spawn("token_worker.mjs", "node", &[&script], &env);
+        let result = worker.expect("RESULT", RESULT_TIMEOUT).await;
+        assert_eq!(result["ok"], connects, "token {token:?}: {result}");
+        drop(worker);
+    }
 }

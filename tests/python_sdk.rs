@@ -19,7 +19,7 @@ use common::script::{
 };
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::{prepare_python_env, SDK_VERSION};
-use common::{unique_name, wait_function, worker, Node};
+use common::{unique_name, wait_function, worker, worker_token_args, Node, NodeOptions};
 use iii_sdk::Error;
 use serde_json::json;
 
@@ -158,4 +158,35 @@ async fn python_sdk_handler_errors_and_payloads_reach_rust_callers() {
     script.finish_cleanly().await;
     wait_function(&rust, "py::echo", false).await;
     println!("python handler checks took {:?}", started.elapsed());
+}
+
+/// With `--worker-auth token`, the Python SDK presents `III_TOKEN` as a bearer token, connects
+/// and calls; without a token it never gets a connection, so its call fails.
+#[tokio::test]
+async fn python_sdk_connects_with_iii_token_and_not_without() {
+    let Some(python) = python_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = NodeOptions {
+        args: worker_token_args(dir.path(), "python-token"),
+        ..NodeOptions::default()
+    };
+    let node = Node::start_in(&dir.path().join("node"), options);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/token_worker.py");
+    for (token, connects) in [(Some("python-token"), true), (None, false)] {
+        let name = unique_name("py-token");
+        let mut env: Vec<(&str, &dyn AsRef<OsStr>)> = vec![
+            ("PYTHONUNBUFFERED", &"1"),
+            ("III_URL", &node.url),
+            ("PY_WORKER_NAME", &name),
+        ];
+        if let Some(token) = &token {
+            env.push(("III_TOKEN", token));
+        }
+        let mut worker = Script::spawn("token_worker.py", &python, &[&script], &env);
+        let result = worker.expect("RESULT", RESULT_TIMEOUT).await;
+        assert_eq!(result["ok"], connects, "token {token:?}: {result}");
+        drop(worker);
+    }
 }

@@ -153,8 +153,13 @@ mod tests {
 
     #[test]
     fn a_member_speaks_only_as_itself() {
-        let caller = admit(Some(&peer(Role::Node, "two")), Access::Member, &members(), true)
-            .unwrap();
+        let caller = admit(
+            Some(&peer(Role::Node, "two")),
+            Access::Member,
+            &members(),
+            true,
+        )
+        .unwrap();
         assert!(caller.may_speak_as(2));
         assert!(!caller.may_speak_as(1));
         assert!(!caller.may_speak_as(99_999));

@@ -180,7 +180,11 @@ impl Signer {
 }
 
 /// Writes `node.crt` (and `node.key` unless one exists) signed by the CA.
-pub fn create_node(signer: &Signer, hosts: &[String], days: i64) -> Result<Vec<PathBuf>, CertError> {
+pub fn create_node(
+    signer: &Signer,
+    hosts: &[String],
+    days: i64,
+) -> Result<Vec<PathBuf>, CertError> {
     let mut params = CertificateParams::new(hosts.to_vec())?;
     params.distinguished_name = name(NODE_COMMON_NAME);
     params.extended_key_usages = vec![
@@ -191,11 +195,7 @@ pub fn create_node(signer: &Signer, hosts: &[String], days: i64) -> Result<Vec<P
 }
 
 /// Writes `client.NAME.crt`/`client.NAME.key` signed by the CA.
-pub fn create_client(
-    signer: &Signer,
-    client: &str,
-    days: i64,
-) -> Result<Vec<PathBuf>, CertError> {
+pub fn create_client(signer: &Signer, client: &str, days: i64) -> Result<Vec<PathBuf>, CertError> {
     let valid = !client.is_empty()
         && client.len() <= 64
         && client

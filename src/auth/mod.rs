@@ -7,7 +7,13 @@
 
 pub mod access;
 pub mod certs;
-pub mod identity;
 pub mod cluster_listener;
 pub mod cluster_tls;
+pub mod grant;
+pub mod identity;
+pub mod revocation;
+pub mod token_admin;
+pub mod token_cli;
+pub mod tokens;
+pub mod worker_gate;
 pub mod worker_tls;

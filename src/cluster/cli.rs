@@ -67,8 +67,8 @@ impl Target {
         let Some(dir) = &self.certs_dir else {
             return Ok(PeerClients::default());
         };
-        let tls = operator_client(dir, &self.client)
-            .map_err(|e| RpcError::Credentials(e.to_string()))?;
+        let tls =
+            operator_client(dir, &self.client).map_err(|e| RpcError::Credentials(e.to_string()))?;
         Ok(PeerClients::default().with_tls(Some(tls)))
     }
 }

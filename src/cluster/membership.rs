@@ -12,11 +12,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::consensus::Member;
 use futures_util::future::join_all;
 use openraft::error::ChangeMembershipError;
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError;
-use crate::consensus::Member;
 use openraft::ChangeMembers;
 use openraft::Membership;
 use openraft::RaftMetrics;
@@ -230,7 +230,9 @@ pub async fn join(
     if m.current_leader != Some(node.id) {
         return Ok(not_joined(node, &m));
     }
-    if let (Some(presented), Some(member)) = (&identity, m.membership_config.membership().get_node(&id)) {
+    if let (Some(presented), Some(member)) =
+        (&identity, m.membership_config.membership().get_node(&id))
+    {
         if !member.accepts(presented) {
             warn!(node = node.id, joining = id, %address, "refused a join: the node id is bound to another certificate");
             return Err(MembershipError::IdentityTaken(id));
@@ -270,7 +272,8 @@ pub async fn join(
     }
     let wanted = Member::new(&address, identity);
     match membership.get_node(&id) {
-        Some(known) if *known == wanted || (known.addr == address && wanted.identity.is_none()) => {}
+        Some(known) if *known == wanted || (known.addr == address && wanted.identity.is_none()) => {
+        }
         Some(known) => {
             // Same node with its log, at a new address (a rescheduled pod), or a member
             // recorded before the cluster had certificates, now bound to its identity. Safe
@@ -282,11 +285,8 @@ pub async fn join(
         }
         None => {
             info!(node = node.id, joining = id, %address, "adding learner");
-            let added = tokio::time::timeout(
-                LEARNER_CATCH_UP,
-                raft.add_learner(id, wanted, true),
-            )
-            .await;
+            let added =
+                tokio::time::timeout(LEARNER_CATCH_UP, raft.add_learner(id, wanted, true)).await;
             match added {
                 Ok(result) => result.map_err(client_write_error)?,
                 Err(_) => {

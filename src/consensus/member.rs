@@ -31,7 +31,9 @@ impl Member {
     /// recorded without an identity (admitted before the cluster had certificates) accepts any
     /// node certificate until it is bound by its next join.
     pub fn accepts(&self, presented: &str) -> bool {
-        self.identity.as_deref().is_none_or(|bound| bound == presented)
+        self.identity
+            .as_deref()
+            .is_none_or(|bound| bound == presented)
     }
 }
 

@@ -44,8 +44,8 @@ use openraft::ServerState;
 use openraft::SnapshotPolicy;
 use openraft::StorageError;
 
-pub use self::member::Member;
 use self::log_store::SledLogStore;
+pub use self::member::Member;
 use self::network::GrpcNetwork;
 use self::sled_io::StorageReleased;
 use self::state_machine::SledStateMachine;

@@ -23,8 +23,8 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::RwLock;
 
-use openraft::storage::RaftStateMachine;
 use crate::consensus::Member;
+use openraft::storage::RaftStateMachine;
 use openraft::EntryPayload;
 use openraft::ErrorSubject;
 use openraft::ErrorVerb;

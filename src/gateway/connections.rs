@@ -2,10 +2,11 @@
 //! writer and how to end a session from outside (reattach, node shutdown).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::grant::Grant;
 use crate::ids::WorkerId;
 
 /// What a session's writer task sends on the socket.
@@ -23,6 +24,8 @@ pub struct ConnectionHandle {
     pub outbox: mpsc::Sender<Outbound>,
     /// Cancelling it ends the session and runs its disconnect cleanup.
     pub cancel: CancellationToken,
+    /// What the connection's worker token allows (revocation finds its connections by it).
+    pub grant: Arc<Grant>,
 }
 
 /// Live local sessions by worker id. Locks are held only to copy a handle out.

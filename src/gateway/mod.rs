@@ -1,11 +1,13 @@
 //! gateway: the worker-facing WebSocket listener.
 //!
-//! Owns accepting TCP connections, the HTTP upgrade (paths `/` and `/otel`, the
-//! capabilities header, size limits) and one session task per worker connection.
+//! Owns accepting TCP connections, the HTTP upgrade (paths `/` and `/otel`, the worker
+//! token check of `auth::worker_gate`, the capabilities header, size limits) and one session
+//! task per worker connection.
 //! It never decides registry questions itself: sessions turn frames into registry
 //! commands and calls into router requests.
 
 pub mod connections;
+mod frames;
 mod session;
 mod telemetry;
 mod writer;
@@ -72,6 +74,7 @@ fn ws_config() -> WebSocketConfig {
 async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer: SocketAddr) {
     let nodelay = stream.set_nodelay(true).is_ok();
     let mut route = None;
+    let mut grant = None;
     // The refusal type is tungstenite's own; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
@@ -84,6 +87,8 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
                 return Err(refusal);
             }
         };
+        let admitted = node.worker_gate.admit(request, &node.registry());
+        grant = Some(admitted.map_err(|_| unauthorized())?);
         if nodelay {
             response.headers_mut().insert(
                 CAPABILITIES_HEADER,
@@ -107,9 +112,19 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
             return;
         }
     };
-    match route {
-        Some(Route::Worker) => session::run(node, ws, peer).await,
-        Some(Route::Telemetry) => telemetry::run(node, ws).await,
-        None => {}
+    match (route, grant) {
+        (Some(Route::Worker), Some(grant)) => session::run(node, ws, peer, grant).await,
+        (Some(Route::Telemetry), Some(_)) => telemetry::run(node, ws).await,
+        _ => {}
     }
+}
+
+/// The answer to an upgrade without a valid worker token: 401 before any WebSocket exists.
+fn unauthorized() -> ErrorResponse {
+    let mut refusal = ErrorResponse::new(Some("missing or invalid worker token".to_string()));
+    *refusal.status_mut() = StatusCode::UNAUTHORIZED;
+    refusal
+        .headers_mut()
+        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    refusal
 }

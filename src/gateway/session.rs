@@ -8,7 +8,6 @@
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,16 +17,18 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connections::{ConnectionHandle, Outbound};
+use super::frames::{announced_meta, rejection_frame};
 use super::writer;
 use crate::auth::worker_tls::WorkerStream;
+use crate::auth::{grant::Grant, tokens::sha256_hex};
 use crate::builtins;
 use crate::ids::{WorkerId, DEFAULT_NAMESPACE};
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::protocol::error::{EngineError, FUNCTION_NAMESPACE_CONFLICT, WORKER_NAMESPACE_CONFLICT};
+use crate::protocol::error::EngineError;
 use crate::protocol::messages::{error_body_from, Action, InvokeFunction, RegisterTrigger};
 use crate::protocol::{blank_namespace_message, is_blank, is_telemetry_frame, Incoming, Outgoing};
-use crate::registry::{Announcement, Command, Registration, Rejection, WorkerMeta};
+use crate::registry::{Announcement, Command, Registration};
 use crate::router::{CallRequest, Caller, Routed};
 
 /// Frames queued for one worker before senders wait (backpressure).
@@ -39,9 +40,6 @@ const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// How long a drained connection is still read for calls sent before the worker saw the
 /// close.
 const LINGER: Duration = Duration::from_secs(2);
-/// Longest announced name or description kept.
-const MAX_TEXT_CHARS: usize = 280;
-
 /// WebSocket close codes used here.
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -65,12 +63,19 @@ struct Session {
     worker: WorkerId,
     outbox: mpsc::Sender<Outbound>,
     namespace: NamespaceState,
+    /// What the connection's worker token allows.
+    grant: Arc<Grant>,
     /// Set when the session decided to end (name conflict, fatal error).
     closing: bool,
 }
 
 /// Serves one upgraded worker socket until it closes, then cleans up after it.
-pub async fn run(node: Arc<Node>, ws: WebSocketStream<WorkerStream>, peer: SocketAddr) {
+pub async fn run(
+    node: Arc<Node>,
+    ws: WebSocketStream<WorkerStream>,
+    peer: SocketAddr,
+    grant: Arc<Grant>,
+) {
     let refusal = if node.is_fenced() {
         // Cut off from the cluster: send the worker to a node that has a quorum.
         Some("engine node cut off from its cluster")
@@ -97,7 +102,7 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<WorkerStream>, peer: Socke
             .instrument(info_span!("writer", node = node.id, worker_id = %worker)),
     );
     let token = uuid::Uuid::new_v4().to_string();
-    let token_hash = hash_token(&token);
+    let token_hash = sha256_hex(&token);
     let cancel = node.shutdown.child_token();
 
     let connected = node
@@ -126,6 +131,7 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<WorkerStream>, peer: Socke
         ConnectionHandle {
             outbox: outbox.clone(),
             cancel: cancel.clone(),
+            grant: grant.clone(),
         },
     );
     Metrics::bump(&node.metrics.workers_connected);
@@ -141,6 +147,7 @@ pub async fn run(node: Arc<Node>, ws: WebSocketStream<WorkerStream>, peer: Socke
         worker,
         outbox,
         namespace: NamespaceState::Pending(Vec::new()),
+        grant,
         closing: false,
     };
     let grace = tokio::time::sleep(node.config.registration_grace);
@@ -242,6 +249,13 @@ impl IdleTimer {
 impl Session {
     fn is_pending(&self) -> bool {
         matches!(self.namespace, NamespaceState::Pending(_))
+    }
+
+    fn fixed_namespace(&self) -> &str {
+        match &self.namespace {
+            NamespaceState::Fixed(ns) => ns,
+            NamespaceState::Pending(_) => DEFAULT_NAMESPACE,
+        }
     }
 
     async fn send(&self, frame: Outgoing) {
@@ -434,6 +448,10 @@ impl Session {
     /// Commits registrations and tells the worker about any refusal. Returns whether the
     /// announcement in them (if any) lost its name lease.
     async fn commit_registrations(&mut self, items: Vec<Registration>) -> bool {
+        let (items, refused) = self.grant.screen(self.fixed_namespace(), items);
+        for frame in refused {
+            self.send(frame).await;
+        }
         let command = Command::Registrations {
             worker: self.worker,
             items,
@@ -522,6 +540,15 @@ impl Session {
             .namespace
             .clone()
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        if let Err(error) = self
+            .grant
+            .check_call(&namespace, &call.function_id, call.data.as_ref())
+        {
+            let router = &self.node.router;
+            return router
+                .answer(caller, &call.function_id, Err(error), started)
+                .await;
+        }
         if call.function_id == REGISTER_WORKER && namespace == DEFAULT_NAMESPACE {
             let answer = self.announce(call.data.unwrap_or(Value::Null)).await;
             self.node
@@ -549,11 +576,18 @@ impl Session {
         if self.node.router.would_hold(&request) {
             // Its worker is moving off a draining node: wait on a task of its own, so this
             // connection's other frames (its answers above all) keep flowing.
-            let node = self.node.clone();
-            tokio::spawn(async move { route_call(node, caller, request, started).await });
+            let (node, grant) = (self.node.clone(), self.grant.clone());
+            tokio::spawn(async move { route_call(node, grant, caller, request, started).await });
             return;
         }
-        route_call(self.node.clone(), caller, request, started).await;
+        route_call(
+            self.node.clone(),
+            self.grant.clone(),
+            caller,
+            request,
+            started,
+        )
+        .await;
     }
 
     /// `engine::workers::register`: fix the namespace, take the name lease, apply the
@@ -571,6 +605,7 @@ impl Session {
                 return Err(error.body());
             }
         };
+        self.grant.check_namespace(&declared)?;
         let meta = announced_meta(&payload);
         let (namespace, buffered) = match std::mem::replace(
             &mut self.namespace,
@@ -613,7 +648,7 @@ impl Session {
         let proven = {
             let registry = self.node.registry();
             match (registry.worker(previous), &token) {
-                (Some(old), Some(token)) => old.token_hash == hash_token(token),
+                (Some(old), Some(token)) => old.token_hash == sha256_hex(token),
                 _ => false,
             }
         };
@@ -641,7 +676,7 @@ impl Session {
         if let Some(token) = &token {
             let claim = Command::ReattachClaim {
                 previous,
-                token_hash: hash_token(token),
+                token_hash: sha256_hex(token),
                 successor: self.worker,
                 node: self.node.id,
             };
@@ -659,6 +694,7 @@ impl Session {
 /// Routes a worker's call; built-ins run on their own task so a slow one blocks nothing.
 async fn route_call(
     node: Arc<Node>,
+    grant: Arc<Grant>,
     caller: Caller,
     request: CallRequest,
     started: std::time::Instant,
@@ -666,74 +702,12 @@ async fn route_call(
     if let Routed::Builtin(caller, request) = node.router.route(caller, request).await {
         tokio::spawn(async move {
             let result = builtins::call(&node, &request.function_id, request.data).await;
+            let result = grant.filter_builtin(&request.function_id, result);
             node.router
                 .answer(caller, &request.function_id, result, started)
                 .await;
         });
     }
-}
-
-fn rejection_frame(rejection: Rejection) -> Outgoing {
-    match rejection {
-        Rejection::Function {
-            namespace,
-            function_id,
-            owner,
-        } => Outgoing::RegistrationRejected {
-            code: FUNCTION_NAMESPACE_CONFLICT.into(),
-            namespace,
-            owner_worker_id: owner.map(|o| o.to_string()).unwrap_or_default(),
-            function_id: Some(function_id),
-            worker_name: None,
-        },
-        Rejection::WorkerName {
-            namespace,
-            name,
-            owner,
-        } => Outgoing::RegistrationRejected {
-            code: WORKER_NAMESPACE_CONFLICT.into(),
-            namespace,
-            owner_worker_id: owner.to_string(),
-            function_id: None,
-            worker_name: Some(name),
-        },
-    }
-}
-
-/// Reads the announcement payload loosely, sanitising free text.
-fn announced_meta(payload: &Value) -> WorkerMeta {
-    let text = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_string);
-    WorkerMeta {
-        name: text("name").and_then(|s| sanitize(&s)),
-        description: text("description").and_then(|s| sanitize(&s)),
-        runtime: text("runtime").or_else(|| Some("unknown".into())),
-        version: text("version"),
-        os: text("os"),
-        pid: payload.get("pid").and_then(Value::as_u64),
-        isolation: text("isolation"),
-        telemetry: payload.get("telemetry").cloned().filter(|v| !v.is_null()),
-    }
-}
-
-/// Drops control, bidi-override and line-separator characters, trims, and cuts to
-/// 280 characters; nothing left means no value.
-pub fn sanitize(text: &str) -> Option<String> {
-    let cleaned: String = text
-        .chars()
-        .filter(|c| {
-            !c.is_control()
-                && !matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
-        })
-        .collect();
-    let trimmed: String = cleaned.trim().chars().take(MAX_TEXT_CHARS).collect();
-    let trimmed = trimmed.trim().to_string();
-    (!trimmed.is_empty()).then_some(trimmed)
-}
-
-/// Only a hash of the reattach token enters the replicated log.
-fn hash_token(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn now_ms() -> u64 {
@@ -746,19 +720,6 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sanitize_drops_controls_and_bidi_and_cuts_to_280() {
-        assert_eq!(sanitize(" a\u{202E}b\nc "), Some("abc".into()));
-        assert_eq!(sanitize("\u{2028} \t"), None);
-        assert_eq!(sanitize(&"x".repeat(400)).map(|s| s.len()), Some(280));
-    }
-
-    #[test]
-    fn token_hash_is_stable_and_hides_the_token() {
-        assert_eq!(hash_token("t"), hash_token("t"));
-        assert_ne!(hash_token("t"), "t");
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_frame_moves_the_idle_deadline_and_silence_ends_it() {

@@ -1,11 +1,13 @@
 //! Reactions to committed registry changes on this node: deliver notices to local
-//! workers, retire local sessions the registry removed, fire discovery triggers.
+//! workers, retire local sessions the registry removed, close the connections of a revoked
+//! worker token, fire discovery triggers.
 //! Every node sees every change; each acts only on the workers it holds.
 
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::Node;
+use crate::auth::revocation;
 use crate::builtins::discovery;
 use crate::consensus::Applied;
 use crate::gateway::connections::Outbound;
@@ -96,6 +98,10 @@ async fn react(node: &Arc<Node>, event: Event) {
             node.router
                 .reattached(previous, &token_hash, successor)
                 .await;
+        }
+        Event::TokenRevoked { name } => {
+            let connections = node.connections.clone();
+            tokio::spawn(revocation::close_connections(node.id, connections, name));
         }
     }
 }

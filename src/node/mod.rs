@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::cluster_tls::ClusterTls;
+use crate::auth::worker_gate::{WorkerAuth, WorkerGate};
 use crate::auth::worker_tls::WorkerTls;
 use crate::cluster::identity::ClusterId;
 use crate::cluster::{bootstrap, forwarder, membership};
@@ -89,6 +90,8 @@ pub struct Node {
     pub member_contact: crate::cluster::lease::MemberContact,
     /// When a leader's AppendEntries (a heartbeat) last reached this node.
     leader_contact: Mutex<Option<Instant>>,
+    /// Who the worker port lets in (`--worker-auth`, the tokens file, the registry's tokens).
+    pub worker_gate: Arc<WorkerGate>,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -319,6 +322,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         draining: CancellationToken::new(),
         member_contact: Default::default(),
         leader_contact: Mutex::new(None),
+        worker_gate: Arc::new(WorkerGate::new(
+            config.worker_auth,
+            config.worker_tokens.clone(),
+        )),
     });
     links.attach(&node);
     node.router.set_link(links);
@@ -431,6 +438,15 @@ async fn serve_workers(
     tokio::spawn(membership::watch_removal(node.clone()));
     if let Some(after) = node.config.remove_departed_after {
         tokio::spawn(crate::cluster::departed::run(node.clone(), after));
+    }
+    if node.config.worker_auth == WorkerAuth::Token {
+        let gate = node.worker_gate.clone();
+        tokio::spawn(gate.report_refusals(node.id, node.shutdown.clone()));
+    } else if !node.config.worker_tokens.is_empty() {
+        warn!(
+            node = node.id,
+            "a worker tokens file is given but --worker-auth is off: workers need no token"
+        );
     }
 
     let listener = TcpListener::bind(node.config.listen)

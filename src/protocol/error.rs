@@ -44,6 +44,10 @@ pub enum EngineError {
     Unavailable(String),
     #[error("the result is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The connection's worker token does not allow this (the message names the token's name
+    /// and the rule, never the token).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl EngineError {
@@ -62,6 +66,7 @@ impl EngineError {
             Self::TriggerRegistrationFailed(_) => "trigger_registration_failed",
             Self::Unavailable(_) => "engine_unavailable",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Forbidden(_) => "FORBIDDEN",
         }
     }
 

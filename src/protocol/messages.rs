@@ -227,6 +227,10 @@ pub enum Outgoing {
         function_id: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         worker_name: Option<String>,
+        /// Why, when a worker token refused it (SDKs ignore the field; logs and raw clients
+        /// read it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
     Pong,
 }

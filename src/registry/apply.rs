@@ -107,6 +107,11 @@ impl Registry {
                     });
                 }
             }
+            Command::TokenCreated(token) => out.refusal = self.create_token(token),
+            Command::TokenRevoked { name } => {
+                self.revoke_token(name);
+                out.events.push(Event::TokenRevoked { name: name.clone() });
+            }
             Command::NodeDraining { node } => {
                 self.draining_nodes.insert(*node);
             }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::model::{Trigger, WorkerMeta};
+use super::model::{Trigger, WorkerMeta, WorkerToken};
 use crate::ids::{NodeId, WorkerId};
 
 /// One change to the registry.
@@ -65,6 +65,10 @@ pub enum Command {
         successor: WorkerId,
         node: NodeId,
     },
+    /// `quorum token create`: a new worker token (refused when the name is taken or revoked).
+    TokenCreated(WorkerToken),
+    /// `quorum token revoke`: the name is refused from now on, wherever it is defined.
+    TokenRevoked { name: String },
 }
 
 /// One registration message from a worker.
@@ -136,6 +140,9 @@ pub struct Outcome {
     pub removed: bool,
     /// For `DurableTriggerRegistered`: the worker that must confirm the binding.
     pub awaiting_provider: Option<WorkerId>,
+    /// Why an operator's command changed nothing (e.g. a token name already taken).
+    #[serde(default)]
+    pub refusal: Option<String>,
     /// Reactions for the nodes holding the affected connections.
     pub events: Vec<Event>,
 }
@@ -181,6 +188,8 @@ pub enum Event {
         successor: WorkerId,
         node: NodeId,
     },
+    /// A worker token was revoked: every node closes the connections it admitted with it.
+    TokenRevoked { name: String },
 }
 
 /// The `event` field of a workers-available payload.

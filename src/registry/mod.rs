@@ -18,9 +18,10 @@ pub mod reserved;
 mod serde_pairs;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 pub use command::{
     Announcement, Command, Event, Notice, Outcome, Registration, Rejection, WorkerEventKind,
 };
-pub use model::{Function, Registry, Trigger, TriggerType, Worker, WorkerMeta};
+pub use model::{Function, Registry, Trigger, TriggerType, Worker, WorkerMeta, WorkerToken};
 pub use queries::Resolution;

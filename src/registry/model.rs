@@ -28,6 +28,29 @@ pub struct Registry {
     /// come back elsewhere.
     #[serde(default, with = "super::serde_pairs")]
     pub(super) moving: BTreeMap<FunctionKey, WorkerId>,
+    /// Worker tokens made with `quorum token create`, by name (hashes only, never a token).
+    #[serde(default)]
+    pub(super) tokens: BTreeMap<String, WorkerToken>,
+    /// Names revoked with `quorum token revoke`: refused for good, in the registry and in
+    /// every node's tokens file alike.
+    #[serde(default)]
+    pub(super) revoked_tokens: BTreeSet<String>,
+}
+
+/// What a worker token lets its holder do on the worker port. The token itself is never
+/// stored: only the SHA-256 of its UTF-8 bytes, so a leaked log or snapshot grants nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerToken {
+    /// Unique; what refusals, logs and `quorum token list` name.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+    /// Namespaces the holder may use; empty means only `default`.
+    pub namespaces: Vec<String>,
+    /// Whether the holder may register functions and trigger types.
+    pub register: bool,
+    /// Globs (`*` = any run of characters) over the function ids it may call; empty = any.
+    pub call: Vec<String>,
 }
 
 /// A live worker connection, on the node that holds its socket.
@@ -132,6 +155,8 @@ impl Default for Registry {
             services: BTreeMap::new(),
             draining_nodes: BTreeSet::new(),
             moving: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            revoked_tokens: BTreeSet::new(),
         }
     }
 }

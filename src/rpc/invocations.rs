@@ -18,9 +18,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::client::PeerClients;
-use crate::auth::access::Caller;
 use super::pb::invocation_frame::Kind;
 use super::pb::{CallResult, Cancel, InvocationFrame, Invoke, WorkerAnswer};
+use crate::auth::access::Caller;
 use crate::ids::{InvocationId, NodeId, WorkerId};
 use crate::node::Node;
 use crate::protocol::ErrorBody;

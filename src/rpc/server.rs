@@ -26,6 +26,7 @@ use super::MAX_MESSAGE_BYTES;
 use crate::auth::access::{self, Access, Caller};
 use crate::auth::cluster_listener::{self, PeerInfo};
 use crate::auth::cluster_tls::ClusterTls;
+use crate::auth::token_admin;
 use crate::cluster::membership;
 use crate::consensus::ConsensusError;
 use crate::node::Node;
@@ -196,6 +197,32 @@ impl Cluster for ClusterService {
         Ok(Response::new(
             write(&self.node, request.into_inner()).await?,
         ))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::TokenReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        let reply = token_admin::create(&self.node, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        Ok(Response::new(token_admin::list(&self.node)))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::TokenReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        let reply = token_admin::revoke(&self.node, request.into_inner()).await?;
+        Ok(Response::new(reply))
     }
 
     async fn status(

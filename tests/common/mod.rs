@@ -436,6 +436,34 @@ pub fn cluster_cli(address: &str, args: &[&str]) -> Result<Value, String> {
     cluster_cli_in(&[], address, args)
 }
 
+/// Writes a worker tokens file into `dir` with one entry, `bootstrap` (every right, namespace
+/// `default`) for `token`, and returns the `serve` arguments that turn worker auth on with it.
+pub fn worker_token_args(dir: &Path, token: &str) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let file = dir.join("tokens.yaml");
+    std::fs::write(
+        &file,
+        format!("tokens:\n  - name: bootstrap\n    sha256: \"{hash}\"\n"),
+    )
+    .expect("tokens file");
+    vec![
+        "--worker-auth".into(),
+        "token".into(),
+        "--worker-tokens-file".into(),
+        file.display().to_string(),
+    ]
+}
+
+/// Runs `quorum token ARGS --address ADDRESS --json`; the parsed JSON on success, else the
+/// error text the command printed.
+pub fn token_cli(address: &str, args: &[&str]) -> Result<Value, String> {
+    cli_json(&[], "token", &[], address, args)
+}
+
 /// [`cluster_cli`] run behind `wrapper` (for example inside a network namespace).
 pub fn cluster_cli_in(wrapper: &[String], address: &str, args: &[&str]) -> Result<Value, String> {
     cluster_cli_as(wrapper, &[], address, args)
@@ -448,8 +476,19 @@ pub fn cluster_cli_as(
     address: &str,
     args: &[&str],
 ) -> Result<Value, String> {
+    cli_json(wrapper, "cluster", credentials, address, args)
+}
+
+/// Runs `quorum GROUP ARGS CREDENTIALS --address ADDRESS --json` behind `wrapper`.
+pub fn cli_json(
+    wrapper: &[String],
+    group: &str,
+    credentials: &[String],
+    address: &str,
+    args: &[&str],
+) -> Result<Value, String> {
     let output = quorum_command(wrapper)
-        .arg("cluster")
+        .arg(group)
         .args(args)
         .args(credentials)
         .arg("--address")

@@ -5,6 +5,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -35,7 +37,12 @@ pub enum Inbound {
 impl RawClient {
     /// Connects and reads the `workerregistered` greeting.
     pub async fn connect(url: &str) -> RawClient {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        RawClient::connect_request(url.into_client_request().expect("request")).await
+    }
+
+    /// [`RawClient::connect`] with a request of its own (extra headers, such as a token).
+    pub async fn connect_request(request: Request) -> RawClient {
+        let (ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("raw connect");
         let mut client = RawClient {
