@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{call, free_address, unique_name, wait_function, worker, Cluster, NodeOptions};
+use common::{
+    call, free_address, unique_name, wait_function, worker, worker_token_args, Cluster, NodeOptions,
+};
 use iii_sdk::{Error, IIIClient, RegisterFunction};
 use serde_json::{json, Value};
 
@@ -109,12 +111,19 @@ async fn a_rolling_restart_behind_haproxy_fails_no_call() {
         eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy)");
         return;
     };
-    let (cluster, ports) = Cluster::start_secure_on_fixed_ports(3, &ARGS);
+    // A secure cluster: certificates between nodes, and workers that show a token.
+    let tokens = tempfile::tempdir().expect("temp dir");
+    let token = "rolling-restart-token";
+    let mut owned: Vec<String> = ARGS.iter().map(|a| a.to_string()).collect();
+    owned.extend(worker_token_args(tokens.path(), token));
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let (cluster, ports) = Cluster::start_secure_on_fixed_ports(3, &args);
     let balancer = Haproxy::start(&haproxy, &ports);
+    let url = format!("{}/?token={token}", balancer.url);
 
     let mut workers = Vec::new();
     for i in 0..WORKERS {
-        workers.push(Arc::new(start_worker(&balancer.url, i).await));
+        workers.push(Arc::new(start_worker(&url, i).await));
     }
     for i in 0..WORKERS {
         wait_function(&workers[0], &format!("rr::w{i}"), true).await;
@@ -154,9 +163,11 @@ async fn a_rolling_restart_behind_haproxy_fails_no_call() {
 
     let mut cluster = cluster;
     for (i, port) in ports.iter().copied().enumerate() {
+        let restart_args = owned.clone();
         let (back, code) = tokio::task::spawn_blocking(move || {
             let code = cluster.terminate(i);
-            cluster.restart(i, &[], NodeOptions::on_port(&port.to_string(), &ARGS));
+            let args: Vec<&str> = restart_args.iter().map(String::as_str).collect();
+            cluster.restart(i, &[], NodeOptions::on_port(&port.to_string(), &args));
             (cluster, code)
         })
         .await
