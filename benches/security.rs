@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{call, Guard, ROLE};
+use common::{call, start_node_with, Guard, ROLE};
 use hdrhistogram::Histogram;
 use iii_sdk::runtime::WorkerMetadata;
 use iii_sdk::{register_worker, Error, IIIClient, InitOptions, RegisterFunction};
@@ -50,40 +50,14 @@ fn node(root: &Path, i: usize, seed: Option<&str>, extra: &[String]) -> (Guard, 
     let dir = root.join(format!("n{i}"));
     std::fs::create_dir_all(&dir).expect("node dir");
     let id = (i + 1).to_string();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_quorum"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--cluster-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--node-id",
-            &id,
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .args(extra);
+    let mut args = vec!["--node-id", id.as_str()];
     if let Some(seed) = seed {
-        command.args(["--join", seed]);
+        args.extend(["--join", seed]);
     }
-    let mut child = command
-        .env("QUORUM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start quorum");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let ready: Value = serde_json::from_str(line.trim()).expect("ready JSON");
+    args.extend(extra.iter().map(String::as_str));
+    let (guard, ready) = start_node_with(&dir, "127.0.0.1:0", &args);
     (
-        Guard(child),
+        guard,
         format!("ws://{}", ready["listen"].as_str().expect("listen")),
         ready["cluster_listen"]
             .as_str()

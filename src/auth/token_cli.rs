@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::tokens::sha256_hex;
-use crate::cluster::cli::Target;
+use crate::cluster::cli::{run_operator_command, Target};
 use crate::node::COMMIT_RETRY_BUDGET;
 use crate::rpc::errors::RpcError;
 use crate::rpc::pb;
@@ -62,26 +62,7 @@ enum TokenCliError {
 
 /// Runs one `quorum token` command to completion.
 pub fn run(command: TokenCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("quorum: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(execute(command)) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("quorum: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    run_operator_command(execute(command))
 }
 
 async fn execute(command: TokenCommand) -> Result<String, TokenCliError> {

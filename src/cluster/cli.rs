@@ -75,6 +75,14 @@ impl Target {
 
 /// Runs one `quorum cluster` command to completion.
 pub fn run(command: ClusterCommand) -> ExitCode {
+    run_operator_command(execute(command))
+}
+
+/// Runs an operator command's future on a small runtime: its text on stdout and success, or
+/// its error on stderr and failure. Shared by the `cluster` and `token` commands.
+pub fn run_operator_command<E: std::fmt::Display>(
+    command: impl std::future::Future<Output = Result<String, E>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -85,7 +93,7 @@ pub fn run(command: ClusterCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(command)) {
+    match runtime.block_on(command) {
         Ok(text) => {
             println!("{text}");
             ExitCode::SUCCESS

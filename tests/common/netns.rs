@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::{cluster_cli_in, Node, NodeOptions};
+use super::certs::Certs;
+use super::{cluster_cli_as, Node, NodeOptions};
 
 /// The cluster gRPC port every node listens on (each has its own address).
 pub const CLUSTER_PORT: u16 = 7000;
@@ -65,6 +66,8 @@ pub struct NetnsLab {
     /// Namespaces made so far, deleted on drop.
     made: Vec<String>,
     dir: tempfile::TempDir,
+    /// The nodes listen on non-loopback addresses, so they run with certificates.
+    certs: Certs,
 }
 
 impl NetnsLab {
@@ -79,6 +82,7 @@ impl NetnsLab {
             root_links: Vec::new(),
             made: Vec::new(),
             dir: tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?,
+            certs: Certs::new(),
         };
         let hub = lab.hub.clone();
         lab.add_namespace(&hub)?;
@@ -156,6 +160,11 @@ impl NetnsLab {
             (i + 1).to_string(),
             "--advertise".to_string(),
             self.cluster_addr(i),
+            "--certs-dir".to_string(),
+            self.certs
+                .node_dir_for(&(i + 1).to_string(), &[self.cluster_ip(i)])
+                .display()
+                .to_string(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         let node = Node::start_in(
@@ -178,7 +187,13 @@ impl NetnsLab {
 
     /// `quorum cluster status` of node `i`, asked from inside its namespace.
     pub fn status(&self, i: usize) -> Option<Value> {
-        cluster_cli_in(&self.wrapper(i), &self.cluster_addr(i), &["status"]).ok()
+        cluster_cli_as(
+            &self.wrapper(i),
+            &self.certs.admin_args(),
+            &self.cluster_addr(i),
+            &["status"],
+        )
+        .ok()
     }
 
     /// Cuts node `i` off the cluster network (its bridge port goes down).
