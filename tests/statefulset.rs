@@ -3,7 +3,8 @@
 //! names are real (temporary `/etc/hosts` lines mapping them to 127.0.0.1, removed on drop);
 //! otherwise the addresses fall back to `127.0.0.1:PORT` literals. Checks that one cluster
 //! forms, that a wiped founder (pod 0) rejoins the same cluster, and that a pod whose DNS name
-//! disappears (a scale-down) is removed from the membership.
+//! disappears (a scale-down) is removed from the membership. The pods share one node
+//! certificate valid for all their names, as the chart's generated Secret gives them.
 
 mod common;
 
@@ -13,8 +14,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::certs::Certs;
 use common::{
-    call, cluster_status, free_port, members, unique_name, wait_function, worker, Node,
+    call, cluster_cli_as, free_port, members, unique_name, wait_function, worker, Node,
     NodeOptions, CLUSTER_TIMEOUT,
 };
 use iii_sdk::{Error, RegisterFunction};
@@ -151,6 +153,9 @@ struct StatefulSet {
     extra: Vec<String>,
     root: tempfile::TempDir,
     hosts: Option<HostsGuard>,
+    /// The CA, and the one node certificate every pod mounts, as the chart's Secret gives it.
+    certs: Certs,
+    pod_certs: PathBuf,
 }
 
 impl StatefulSet {
@@ -180,6 +185,12 @@ impl StatefulSet {
                  127.0.0.1:PORT literals, not DNS names"
             );
         }
+        let root = tempfile::tempdir().expect("temp dir");
+        let certs = Certs::new();
+        let pod_certs = root.path().join("pod-certs");
+        let mut create = vec!["create-node", "127.0.0.1", "localhost"];
+        create.extend(names.iter().flatten().map(String::as_str));
+        certs.signed_dir(&pod_certs, &create);
         StatefulSet {
             pods: (0..PODS).map(|_| None).collect(),
             advertise,
@@ -187,8 +198,10 @@ impl StatefulSet {
             ports,
             departed_after_ms,
             extra: extra.iter().map(|a| a.to_string()).collect(),
-            root: tempfile::tempdir().expect("temp dir"),
+            root,
             hosts,
+            certs,
+            pod_certs,
         }
     }
 
@@ -209,6 +222,8 @@ impl StatefulSet {
             self.advertise.join(","),
             "--remove-departed-after-ms".to_string(),
             self.departed_after_ms.to_string(),
+            "--certs-dir".to_string(),
+            self.pod_certs.display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
         NodeOptions {
@@ -247,7 +262,13 @@ impl StatefulSet {
     }
 
     fn status(&self, i: usize) -> Option<Value> {
-        cluster_status(&self.node(i).cluster)
+        cluster_cli_as(
+            &[],
+            &self.certs.admin_args(),
+            &self.node(i).cluster,
+            &["status"],
+        )
+        .ok()
     }
 
     /// Polls until `check` holds, or panics with every pod's log.
