@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::protocol::error::{FUNCTION_NAMESPACE_CONFLICT, WORKER_NAMESPACE_CONFLICT};
+use crate::protocol::names::{check_name, echo};
 use crate::protocol::Outgoing;
 use crate::registry::{Rejection, WorkerMeta};
 
@@ -40,11 +41,17 @@ pub fn rejection_frame(rejection: Rejection) -> Outgoing {
     }
 }
 
-/// Reads the announcement payload loosely, sanitising free text.
-pub fn announced_meta(payload: &Value) -> WorkerMeta {
+/// Reads the announcement payload loosely, sanitising free text; a worker name that
+/// breaks the name rule (`protocol::names`) is refused with the reason, never stored.
+pub fn announced_meta(payload: &Value) -> Result<WorkerMeta, String> {
     let text = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_string);
-    WorkerMeta {
-        name: text("name").and_then(|s| sanitize(&s)),
+    let name = text("name").map(|n| n.trim().to_string());
+    if let Some(Err(err)) = name.as_deref().map(check_name) {
+        let shown = echo(name.as_deref().unwrap_or_default());
+        return Err(format!("worker name `{shown}` {err}"));
+    }
+    Ok(WorkerMeta {
+        name: name.filter(|n| !n.is_empty()),
         description: text("description").and_then(|s| sanitize(&s)),
         runtime: text("runtime").or_else(|| Some("unknown".into())),
         version: text("version"),
@@ -52,7 +59,7 @@ pub fn announced_meta(payload: &Value) -> WorkerMeta {
         pid: payload.get("pid").and_then(Value::as_u64),
         isolation: text("isolation"),
         telemetry: payload.get("telemetry").cloned().filter(|v| !v.is_null()),
-    }
+    })
 }
 
 /// Drops control, bidi-override and line-separator characters, trims, and cuts to
@@ -79,5 +86,14 @@ mod tests {
         assert_eq!(sanitize(" a\u{202E}b\nc "), Some("abc".into()));
         assert_eq!(sanitize("\u{2028} \t"), None);
         assert_eq!(sanitize(&"x".repeat(400)).map(|s| s.len()), Some(280));
+    }
+
+    #[test]
+    fn an_announced_name_that_breaks_the_rule_is_refused_not_cleaned() {
+        let meta = announced_meta(&serde_json::json!({"name": " host:42 "})).unwrap();
+        assert_eq!(meta.name.as_deref(), Some("host:42"));
+        let refused = announced_meta(&serde_json::json!({"name": "a\u{202E}b\u{0}"})).unwrap_err();
+        assert!(refused.contains("bidirectional"), "{refused}");
+        assert!(announced_meta(&serde_json::json!({"name": "n".repeat(300)})).is_err());
     }
 }

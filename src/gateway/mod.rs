@@ -8,6 +8,8 @@
 
 pub mod connections;
 mod frames;
+mod idle;
+mod log_limit;
 mod session;
 mod telemetry;
 mod writer;

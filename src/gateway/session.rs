@@ -18,6 +18,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connections::{ConnectionHandle, Outbound};
 use super::frames::{announced_meta, rejection_frame};
+use super::idle::{IdleTimer, IDLE_LIMIT};
+use super::log_limit::{LogLimit, Noise};
 use super::writer;
 use crate::auth::worker_tls::WorkerStream;
 use crate::auth::{grant::Grant, tokens::sha256_hex};
@@ -27,7 +29,8 @@ use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::protocol::error::EngineError;
 use crate::protocol::messages::{error_body_from, Action, InvokeFunction, RegisterTrigger};
-use crate::protocol::{blank_namespace_message, is_blank, is_telemetry_frame, Incoming, Outgoing};
+use crate::protocol::names::{echo, namespace_problem};
+use crate::protocol::{is_telemetry_frame, Incoming, Outgoing};
 use crate::registry::{Announcement, Command, Registration};
 use crate::router::{CallRequest, Caller, Routed};
 
@@ -35,8 +38,6 @@ use crate::router::{CallRequest, Caller, Routed};
 const OUTBOX_CAPACITY: usize = 1024;
 /// The engine pings every worker this often, so half-open sockets are found.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
-/// A connection with no inbound frame (pongs count) for this long is dead.
-const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// How long a drained connection is still read for calls sent before the worker saw the
 /// close.
 const LINGER: Duration = Duration::from_secs(2);
@@ -67,6 +68,8 @@ struct Session {
     grant: Arc<Grant>,
     /// Set when the session decided to end (name conflict, fatal error).
     closing: bool,
+    /// Keeps the warnings this client causes to a line per kind and interval.
+    noise: LogLimit,
 }
 
 /// Serves one upgraded worker socket until it closes, then cleans up after it.
@@ -149,6 +152,7 @@ pub async fn run(
         namespace: NamespaceState::Pending(Vec::new()),
         grant,
         closing: false,
+        noise: LogLimit::default(),
     };
     let grace = tokio::time::sleep(node.config.registration_grace);
     tokio::pin!(grace);
@@ -220,30 +224,6 @@ pub async fn run(
     session.cleanup().await;
     drop(session);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-}
-
-/// When the connection last showed a sign of life; the idle timer fires at the
-/// original deadline and is moved on from here, instead of being re-armed per frame.
-struct IdleTimer {
-    last_frame: tokio::time::Instant,
-}
-
-impl IdleTimer {
-    fn new() -> Self {
-        Self {
-            last_frame: tokio::time::Instant::now(),
-        }
-    }
-
-    fn saw_frame(&mut self) {
-        self.last_frame = tokio::time::Instant::now();
-    }
-
-    /// The next deadline, or `None` when the connection has been idle for the limit.
-    fn deadline(&self) -> Option<tokio::time::Instant> {
-        let due = self.last_frame + IDLE_LIMIT;
-        (due > tokio::time::Instant::now()).then_some(due)
-    }
 }
 
 impl Session {
@@ -320,7 +300,9 @@ impl Session {
         let message = match serde_json::from_slice::<Incoming>(bytes) {
             Ok(message) => message,
             Err(err) => {
-                warn!(node = self.node.id, worker_id = %self.worker, error = %err, "malformed or unknown frame dropped");
+                if let Some(suppressed) = self.noise.admit(Noise::MalformedFrame) {
+                    warn!(node = self.node.id, worker_id = %self.worker, error = %echo(&err.to_string()), suppressed, "malformed or unknown frame dropped");
+                }
                 return;
             }
         };
@@ -352,9 +334,10 @@ impl Session {
                     .await
             }
             Incoming::RegisterTriggerType(t) => {
-                if is_blank(&t.namespace) {
-                    warn!(node = self.node.id, worker_id = %self.worker, trigger_type = %t.id,
-                        "trigger type with a blank namespace ignored");
+                if let Some(problem) = namespace_problem("namespace", &t.namespace) {
+                    if let Some(suppressed) = self.noise.admit(Noise::RefusedRegistration) {
+                        warn!(node = self.node.id, worker_id = %self.worker, %problem, suppressed, "trigger type with an invalid namespace ignored");
+                    }
                     return;
                 }
                 self.register(Registration::TriggerType {
@@ -435,8 +418,10 @@ impl Session {
         let limit = self.node.config.max_buffered_registrations;
         match &mut self.namespace {
             NamespaceState::Pending(buffer) if buffer.len() >= limit => {
-                warn!(node = self.node.id, worker_id = %self.worker, limit,
-                    "too many registrations before the announcement; dropped");
+                let Some(suppressed) = self.noise.admit(Noise::RefusedRegistration) else {
+                    return;
+                };
+                warn!(node = self.node.id, worker_id = %self.worker, limit, suppressed, "too many registrations before the announcement; dropped");
             }
             NamespaceState::Pending(buffer) => buffer.push(item),
             NamespaceState::Fixed(_) => {
@@ -474,8 +459,8 @@ impl Session {
             ("namespace", &t.namespace),
             ("trigger_namespace", &t.trigger_namespace),
         ] {
-            if is_blank(value) {
-                let error = EngineError::InvalidNamespace(blank_namespace_message(field)).body();
+            if let Some(problem) = namespace_problem(field, value) {
+                let error = EngineError::InvalidNamespace(problem).body();
                 self.send(Outgoing::TriggerRegistrationResult {
                     id: t.id.clone(),
                     trigger_type: t.trigger_type.clone(),
@@ -528,8 +513,8 @@ impl Session {
             },
             _ => Caller::Discard,
         };
-        if is_blank(&call.namespace) {
-            let error = EngineError::InvalidNamespace(blank_namespace_message("namespace"));
+        if let Some(problem) = namespace_problem("namespace", &call.namespace) {
+            let error = EngineError::InvalidNamespace(problem);
             self.node
                 .router
                 .answer(caller, &call.function_id, Err(error.body()), started)
@@ -595,27 +580,26 @@ impl Session {
     async fn announce(&mut self, payload: Value) -> Result<Value, crate::protocol::ErrorBody> {
         let declared = match payload.get("namespace") {
             None | Some(Value::Null) => DEFAULT_NAMESPACE.to_string(),
-            Some(Value::String(ns)) if ns.trim().is_empty() => {
-                let error = EngineError::InvalidNamespace(blank_namespace_message("namespace"));
-                return Err(error.body());
-            }
-            Some(Value::String(ns)) => ns.clone(),
+            Some(Value::String(ns)) => match namespace_problem("namespace", &Some(ns.clone())) {
+                Some(problem) => return Err(EngineError::InvalidNamespace(problem).body()),
+                None => ns.clone(),
+            },
             Some(_) => {
                 let error = EngineError::InvalidNamespace("`namespace` must be a string".into());
                 return Err(error.body());
             }
         };
         self.grant.check_namespace(&declared)?;
-        let meta = announced_meta(&payload);
+        let meta = announced_meta(&payload)
+            .map_err(|problem| EngineError::InvalidArguments(problem).body())?;
         let (namespace, buffered) = match std::mem::replace(
             &mut self.namespace,
             NamespaceState::Pending(vec![]),
         ) {
             NamespaceState::Pending(buffered) => (declared, buffered),
             NamespaceState::Fixed(fixed) => {
-                if fixed != declared {
-                    warn!(node = self.node.id, worker_id = %self.worker, fixed = %fixed, declared = %declared,
-                        "late announcement keeps the namespace fixed by the grace timer");
+                if fixed != declared && self.noise.admit(Noise::ProtocolViolation).is_some() {
+                    warn!(node = self.node.id, worker_id = %self.worker, fixed = %fixed, declared = %declared, "late announcement keeps the namespace fixed by the grace timer");
                 }
                 (fixed, vec![])
             }
@@ -654,7 +638,9 @@ impl Session {
         };
         let live = self.node.registry().worker(previous).is_some();
         if !proven && live {
-            warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, "reattach with a wrong token ignored");
+            if let Some(suppressed) = self.noise.admit(Noise::ForgedReattach) {
+                warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, suppressed, "reattach with a wrong token ignored");
+            }
             return;
         }
         if proven {
@@ -715,25 +701,4 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_frame_moves_the_idle_deadline_and_silence_ends_it() {
-        let mut idle = IdleTimer::new();
-        tokio::time::advance(IDLE_LIMIT / 2).await;
-        idle.saw_frame();
-        tokio::time::advance(IDLE_LIMIT / 2 + Duration::from_secs(1)).await;
-        // A full limit has passed since the connection opened, but not since its frame.
-        let due = idle.deadline().expect("still alive");
-        assert_eq!(
-            due - tokio::time::Instant::now(),
-            IDLE_LIMIT / 2 - Duration::from_secs(1)
-        );
-        tokio::time::advance(IDLE_LIMIT / 2).await;
-        assert!(idle.deadline().is_none(), "silent for the whole limit");
-    }
 }

@@ -15,7 +15,7 @@ pub struct ErrorBody {
 /// Why the engine itself ends a call or refuses a request.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("Function {id} not found in namespace {namespace}.{elsewhere}")]
+    #[error("Function {} not found in namespace {}.{elsewhere}", super::names::echo(.id), super::names::echo(.namespace))]
     FunctionNotFound {
         id: String,
         namespace: String,

@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod messages;
+pub mod names;
 
 pub use error::ErrorBody;
 pub use messages::{Incoming, Outgoing};
@@ -37,9 +38,4 @@ pub fn blank_namespace_message(field: &str) -> String {
     format!(
         "`{field}` is empty: it was named and left blank. Give it a name, or omit it to use `default`."
     )
-}
-
-/// True for a namespace that was sent but holds only whitespace.
-pub fn is_blank(value: &Option<String>) -> bool {
-    value.as_deref().is_some_and(|v| v.trim().is_empty())
 }

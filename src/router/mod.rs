@@ -35,7 +35,7 @@ use crate::gateway::connections::{Connections, Outbound};
 use crate::ids::{FunctionKey, InvocationId, NodeId, WorkerId};
 use crate::metrics::Metrics;
 use crate::protocol::error::EngineError;
-use crate::protocol::{ErrorBody, Outgoing, MAX_MESSAGE_BYTES};
+use crate::protocol::{names::echo, ErrorBody, Outgoing, MAX_MESSAGE_BYTES};
 use crate::registry::{Registry, Resolution};
 pub use parked::{OwedAnswer, Successor};
 use parked::{ParkedWorkers, Redirect};
@@ -599,7 +599,7 @@ impl Router {
             } => {
                 let owed = OwedAnswer {
                     invocation_id,
-                    function_id: function_id.to_string(),
+                    function_id: echo(function_id).into_owned(),
                     outcome,
                 };
                 let redirect = self.lock_parked().redirect(worker, owed);
@@ -621,7 +621,7 @@ impl Router {
                 };
                 let frame = Outgoing::InvocationResult {
                     invocation_id: invocation_id.clone(),
-                    function_id: function_id.to_string(),
+                    function_id: echo(function_id).into_owned(),
                     result,
                     error,
                     traceparent: None,
@@ -635,7 +635,7 @@ impl Router {
                     };
                     text = Outgoing::InvocationResult {
                         invocation_id,
-                        function_id: function_id.to_string(),
+                        function_id: echo(function_id).into_owned(),
                         result: None,
                         error: Some(too_large.body()),
                         traceparent: None,
