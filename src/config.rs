@@ -803,6 +803,43 @@ mod tests {
     }
 
     #[test]
+    fn door_limits_have_defaults_and_zero_is_refused() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.http_header_timeout, Duration::from_secs(5));
+        assert_eq!(config.http_max_connections, 256);
+        assert_eq!(config.cluster_handshake_timeout, Duration::from_secs(5));
+        assert_eq!(config.cluster_max_connections, 1_024);
+        let args = ServeArgs {
+            http_max_connections: Some(7),
+            cluster_handshake_timeout_ms: Some(900),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.http_max_connections, 7);
+        assert_eq!(config.cluster_handshake_timeout, Duration::from_millis(900));
+        let args = ServeArgs {
+            cluster_max_connections: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&args).unwrap_err(),
+            ConfigError::Zero {
+                field: "cluster_max_connections"
+            }
+        ));
+        let args = ServeArgs {
+            http_header_timeout_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&args).unwrap_err(),
+            ConfigError::Zero {
+                field: "http_header_timeout_ms"
+            }
+        ));
+    }
+
+    #[test]
     fn the_worker_tls_files_come_together_or_not_at_all() {
         assert_eq!(
             Config::load(&ServeArgs::default()).unwrap().worker_tls,
