@@ -116,6 +116,21 @@ pub struct ServeArgs {
     /// next to the ones made with `quorum token create`; see docs/security.md.
     #[arg(long, env = "QUORUM_WORKER_TOKENS_FILE")]
     pub worker_tokens_file: Option<PathBuf>,
+    /// A client of --http-listen that has not sent its request headers within this long is
+    /// disconnected [default: 5000].
+    #[arg(long, env = "QUORUM_HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// Connections --http-listen holds at once; further ones are closed at once [default: 256].
+    #[arg(long, env = "QUORUM_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// A connection to the cluster port that has not finished its TLS handshake and sent the
+    /// HTTP/2 preface within this long is disconnected [default: 5000].
+    #[arg(long, env = "QUORUM_CLUSTER_HANDSHAKE_TIMEOUT_MS")]
+    pub cluster_handshake_timeout_ms: Option<u64>,
+    /// Connections the cluster port holds at once; further ones are closed at once
+    /// [default: 1024].
+    #[arg(long, env = "QUORUM_CLUSTER_MAX_CONNECTIONS")]
+    pub cluster_max_connections: Option<usize>,
 }
 
 /// How log lines are written to stderr.
@@ -155,6 +170,10 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     worker_auth: Option<WorkerAuth>,
     worker_tokens_file: Option<PathBuf>,
+    http_header_timeout_ms: Option<u64>,
+    http_max_connections: Option<usize>,
+    cluster_handshake_timeout_ms: Option<u64>,
+    cluster_max_connections: Option<usize>,
 }
 
 /// A node's validated settings.
@@ -193,6 +212,14 @@ pub struct Config {
     pub worker_auth: WorkerAuth,
     /// The tokens of `--worker-tokens-file`, checked (empty without one).
     pub worker_tokens: Vec<WorkerToken>,
+    /// How long an HTTP client may take to send its request headers.
+    pub http_header_timeout: Duration,
+    /// Connections the HTTP endpoint holds at once.
+    pub http_max_connections: usize,
+    /// How long a cluster-port connection may take to say it speaks HTTP/2 (after TLS).
+    pub cluster_handshake_timeout: Duration,
+    /// Connections the cluster port holds at once.
+    pub cluster_max_connections: usize,
 }
 
 /// The PEM files behind `--tls-cert` and `--tls-key`, given together or not at all.
@@ -359,6 +386,24 @@ impl Config {
             )?,
             worker_auth: args.worker_auth.or(file.worker_auth).unwrap_or_default(),
             worker_tokens,
+            http_header_timeout: Duration::from_millis(
+                args.http_header_timeout_ms
+                    .or(file.http_header_timeout_ms)
+                    .unwrap_or(5_000),
+            ),
+            http_max_connections: args
+                .http_max_connections
+                .or(file.http_max_connections)
+                .unwrap_or(256),
+            cluster_handshake_timeout: Duration::from_millis(
+                args.cluster_handshake_timeout_ms
+                    .or(file.cluster_handshake_timeout_ms)
+                    .unwrap_or(5_000),
+            ),
+            cluster_max_connections: args
+                .cluster_max_connections
+                .or(file.cluster_max_connections)
+                .unwrap_or(1_024),
         };
         config.validate()?;
         Ok(config)
@@ -396,6 +441,18 @@ impl Config {
             return Err(ConfigError::Zero {
                 field: "max_buffered_registrations",
             });
+        }
+        let doors = [
+            ("http_header_timeout_ms", self.http_header_timeout.is_zero()),
+            ("http_max_connections", self.http_max_connections == 0),
+            (
+                "cluster_handshake_timeout_ms",
+                self.cluster_handshake_timeout.is_zero(),
+            ),
+            ("cluster_max_connections", self.cluster_max_connections == 0),
+        ];
+        if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::Zero { field });
         }
         Ok(())
     }
@@ -741,6 +798,43 @@ mod tests {
             Config::load(&args).unwrap_err(),
             ConfigError::Zero {
                 field: "runtime_threads"
+            }
+        ));
+    }
+
+    #[test]
+    fn door_limits_have_defaults_and_zero_is_refused() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.http_header_timeout, Duration::from_secs(5));
+        assert_eq!(config.http_max_connections, 256);
+        assert_eq!(config.cluster_handshake_timeout, Duration::from_secs(5));
+        assert_eq!(config.cluster_max_connections, 1_024);
+        let args = ServeArgs {
+            http_max_connections: Some(7),
+            cluster_handshake_timeout_ms: Some(900),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.http_max_connections, 7);
+        assert_eq!(config.cluster_handshake_timeout, Duration::from_millis(900));
+        let args = ServeArgs {
+            cluster_max_connections: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&args).unwrap_err(),
+            ConfigError::Zero {
+                field: "cluster_max_connections"
+            }
+        ));
+        let args = ServeArgs {
+            http_header_timeout_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&args).unwrap_err(),
+            ConfigError::Zero {
+                field: "http_header_timeout_ms"
             }
         ));
     }

@@ -1,35 +1,18 @@
-//! The cluster port's TLS listener: accepts TCP, completes the TLS handshake (a client
-//! certificate signed by the CA is required) within a deadline, and hands tonic only
-//! connections that finished it, each carrying what its certificate says ([`PeerInfo`]).
+//! The cluster port's TLS handshake: a client certificate signed by the CA is required, and
+//! each connection that finished it carries what its certificate says ([`PeerInfo`]).
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
-use tracing::{debug, warn};
 
-use super::cluster_tls::ClusterTls;
 use super::identity::PeerCert;
-
-/// A peer that has not finished its TLS handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Handshakes in progress at once; further connections wait in the kernel's backlog, so a
-/// flood of half-open connections costs bounded memory and never more than this many tasks.
-const MAX_HANDSHAKES: usize = 256;
-
-/// Finished connections waiting for tonic to take them.
-const READY_QUEUE: usize = 64;
 
 /// What the cluster service knows about the peer of a connection: set once at the handshake,
 /// found in every request's extensions.
@@ -94,69 +77,17 @@ impl AsyncWrite for PeerStream {
     }
 }
 
-/// The stream of authenticated connections tonic serves. Accepting stops when the stream is
-/// dropped (tonic drops it at shutdown).
-pub fn incoming(
-    listener: TcpListener,
-    tls: &ClusterTls,
-    node: u64,
-) -> impl Stream<Item = Result<PeerStream, io::Error>> {
-    let acceptor = TlsAcceptor::from(tls.server.clone());
-    let (ready, rx) = mpsc::channel(READY_QUEUE);
-    tokio::spawn(accept_loop(listener, acceptor, ready, node));
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|stream| (Ok(stream), rx))
-    })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
+/// Completes the TLS handshake of `tcp` and reads what its client certificate says. The
+/// cluster port's door (`rpc::incoming`) runs it under its deadline and connection cap.
+pub async fn handshake(
     acceptor: TlsAcceptor,
-    ready: mpsc::Sender<PeerStream>,
-    node: u64,
-) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let Ok(permit) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(node, error = %err, "cluster port accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = ready.closed() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match handshake(&acceptor, tcp, remote).await {
-                Ok(stream) => {
-                    let _ = ready.send(stream).await;
-                }
-                Err(reason) => debug!(node, %remote, %reason, "cluster connection refused"),
-            }
-        });
-    }
-}
-
-async fn handshake(
-    acceptor: &TlsAcceptor,
     tcp: TcpStream,
     remote: SocketAddr,
 ) -> Result<PeerStream, String> {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => return Err(format!("TLS handshake failed: {err}")),
-        Err(_) => return Err("TLS handshake timed out".to_string()),
-    };
+    let stream = acceptor
+        .accept(tcp)
+        .await
+        .map_err(|err| format!("TLS handshake failed: {err}"))?;
     let der = stream
         .get_ref()
         .1

@@ -9,6 +9,8 @@
 
 mod drain;
 pub mod events;
+mod fd_limit;
+pub mod ports;
 
 use anyhow::Context;
 use std::collections::HashMap;
@@ -17,7 +19,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLockReadGuard};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -264,12 +265,11 @@ fn cluster_tls(config: &Config, node_id: NodeId) -> anyhow::Result<Option<Cluste
 /// Starts a node and serves until SIGINT or SIGTERM (or until it is removed from its cluster).
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let node_id = config.resolve_node_id()?;
+    fd_limit::raise_to_hard_limit(node_id);
     let cluster_tls = cluster_tls(&config, node_id)?;
     // A bad worker certificate stops the node here, before it joins its cluster.
     let worker_tls = WorkerTls::from_config(config.worker_tls.as_ref())?;
-    let cluster_listener = TcpListener::bind(config.cluster_listen)
-        .await
-        .with_context(|| format!("cannot listen for peers on {}", config.cluster_listen))?;
+    let cluster_listener = ports::bind(config.cluster_listen, "peers").await?;
     let cluster_addr = cluster_listener.local_addr()?;
     config.cluster_listen = cluster_addr;
     let http_listener = http::bind(config.http_listen).await?;
@@ -385,10 +385,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     http_stop.cancel();
     match tokio::time::timeout(HTTP_DRAIN, http_server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => {
-            warn!(node = node_id, error = %err, "health and metrics endpoint failed")
-        }
+        Ok(Ok(())) => {}
         Ok(Err(err)) => warn!(node = node_id, error = %err, "health and metrics task failed"),
         Err(_) => warn!(
             node = node_id,
@@ -449,9 +446,7 @@ async fn serve_workers(
         );
     }
 
-    let listener = TcpListener::bind(node.config.listen)
-        .await
-        .with_context(|| format!("cannot listen for workers on {}", node.config.listen))?;
+    let listener = ports::bind(node.config.listen, "workers").await?;
     let ready = Ready {
         node_id: node.consensus.node_id(),
         listen: listener.local_addr()?.to_string(),

@@ -1,7 +1,8 @@
 //! rpc: everything quorum nodes say to each other over gRPC (`proto/cluster.proto`).
 //!
 //! Owns the generated protobuf types ([`pb`]), the tonic service every node serves on its
-//! `--cluster-listen` address ([`server`]), the Raft RPC handlers ([`raft_service`]), the pool of
+//! `--cluster-listen` address ([`server`]) behind its door ([`incoming`]: connection cap and
+//! handshake deadline), the Raft RPC handlers ([`raft_service`]), the pool of
 //! lazily connected channels to peers ([`client`]), the typed transport errors ([`errors`]) and
 //! the invocation stream handler ([`invocations`]).
 //!
@@ -11,6 +12,7 @@
 
 pub mod client;
 pub mod errors;
+pub mod incoming;
 pub mod invocations;
 pub mod raft_service;
 pub mod server;

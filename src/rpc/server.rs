@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::Request;
 use tonic::Response;
@@ -17,6 +17,7 @@ use tonic::Streaming;
 use tracing::debug;
 
 use super::errors::ServiceError;
+use super::incoming::{self, DoorLimits};
 use super::invocations;
 use super::pb;
 use super::pb::cluster_server::Cluster;
@@ -43,7 +44,8 @@ pub struct ClusterService {
 /// flight finish. The node cancels `stop` after its own shutdown, once its worker sessions have
 /// drained (their last registry writes still need the peers).
 /// With `tls`, only connections that completed a TLS handshake with a certificate signed by
-/// the cluster's CA reach the service.
+/// the cluster's CA reach the service. Either way a connection must send the HTTP/2 preface
+/// within the node's handshake deadline, under its connection cap ([`incoming`]).
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
@@ -51,6 +53,10 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let node_id = node.id;
+    let limits = DoorLimits {
+        handshake_timeout: node.config.cluster_handshake_timeout,
+        max_connections: node.config.cluster_max_connections,
+    };
     let service = ClusterServer::new(ClusterService {
         node,
         secure: tls.is_some(),
@@ -60,13 +66,18 @@ pub async fn serve(
     let server = Server::builder().add_service(service);
     match tls {
         Some(tls) => {
-            let incoming = cluster_listener::incoming(listener, &tls, node_id);
+            let acceptor = TlsAcceptor::from(tls.server.clone());
+            let incoming = incoming::incoming(listener, limits, node_id, move |tcp, remote| {
+                cluster_listener::handshake(acceptor.clone(), tcp, remote)
+            });
             server
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await
         }
         None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = incoming::incoming(listener, limits, node_id, |tcp, _| async {
+                Ok::<_, String>(tcp)
+            });
             server
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await
