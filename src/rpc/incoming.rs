@@ -37,23 +37,25 @@ pub struct DoorLimits {
     pub max_connections: usize,
 }
 
-/// A connection that passed the door. It replays the preface it was checked with, and holds
-/// its place under the cap until tonic drops it.
-pub struct Admitted<S> {
+/// A connection that passed the door, with what its handshake learned about the peer (`I`,
+/// found in every request's extensions). It replays the preface it was checked with, and
+/// holds its place under the cap until tonic drops it.
+pub struct Admitted<S, I> {
     inner: S,
+    info: I,
     preface: &'static [u8],
     _place: OwnedSemaphorePermit,
 }
 
-impl<S: Connected> Connected for Admitted<S> {
-    type ConnectInfo = S::ConnectInfo;
+impl<S, I: Clone + Send + Sync + 'static> Connected for Admitted<S, I> {
+    type ConnectInfo = I;
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+    fn connect_info(&self) -> I {
+        self.info.clone()
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Admitted<S> {
+impl<S: AsyncRead + Unpin, I: Unpin> AsyncRead for Admitted<S, I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -69,7 +71,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Admitted<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Admitted<S> {
+impl<S: AsyncWrite + Unpin, I: Unpin> AsyncWrite for Admitted<S, I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -100,18 +102,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Admitted<S> {
 }
 
 /// The stream of admitted connections tonic serves. `handshake` turns a TCP connection into
-/// the stream tonic reads (the TLS handshake, or nothing in plaintext); it runs inside the
-/// deadline. Accepting stops when the stream is dropped (tonic drops it at shutdown).
-pub fn incoming<S, H, F>(
+/// the stream tonic reads and what is known of its peer (the TLS handshake and the client
+/// certificate, or nothing in plaintext); it runs inside the deadline. Accepting stops when
+/// the stream is dropped (tonic drops it at shutdown).
+pub fn incoming<S, I, H, F>(
     listener: TcpListener,
     limits: DoorLimits,
     node: u64,
     handshake: H,
-) -> impl Stream<Item = Result<Admitted<S>, io::Error>>
+) -> impl Stream<Item = Result<Admitted<S, I>, io::Error>>
 where
     S: AsyncRead + Unpin + Send + 'static,
+    I: Send + 'static,
     H: Fn(TcpStream, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<S, String>> + Send + 'static,
+    F: Future<Output = Result<(S, I), String>> + Send + 'static,
 {
     let (ready, rx) = mpsc::channel(READY_QUEUE);
     tokio::spawn(accept_loop(listener, limits, node, handshake, ready));
@@ -120,16 +124,17 @@ where
     })
 }
 
-async fn accept_loop<S, H, F>(
+async fn accept_loop<S, I, H, F>(
     listener: TcpListener,
     limits: DoorLimits,
     node: u64,
     handshake: H,
-    ready: mpsc::Sender<Admitted<S>>,
+    ready: mpsc::Sender<Admitted<S, I>>,
 ) where
     S: AsyncRead + Unpin + Send + 'static,
+    I: Send + 'static,
     H: Fn(TcpStream, SocketAddr) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<S, String>> + Send + 'static,
+    F: Future<Output = Result<(S, I), String>> + Send + 'static,
 {
     let places = Arc::new(Semaphore::new(limits.max_connections));
     let mut refusals = RefusalLog::new("cluster port");
@@ -157,9 +162,10 @@ async fn accept_loop<S, H, F>(
         let handshake = handshake(tcp, remote);
         tokio::spawn(async move {
             match tokio::time::timeout(limits.handshake_timeout, admit(handshake)).await {
-                Ok(Ok(inner)) => {
+                Ok(Ok((inner, info))) => {
                     let admitted = Admitted {
                         inner,
+                        info,
                         preface: PREFACE,
                         _place: place,
                     };
@@ -175,12 +181,12 @@ async fn accept_loop<S, H, F>(
 }
 
 /// Runs the handshake, then reads and checks the HTTP/2 preface.
-async fn admit<S, F>(handshake: F) -> Result<S, String>
+async fn admit<S, I, F>(handshake: F) -> Result<(S, I), String>
 where
     S: AsyncRead + Unpin,
-    F: Future<Output = Result<S, String>>,
+    F: Future<Output = Result<(S, I), String>>,
 {
-    let mut stream = handshake.await?;
+    let (mut stream, info) = handshake.await?;
     let mut preface = [0u8; PREFACE.len()];
     stream
         .read_exact(&mut preface)
@@ -189,7 +195,7 @@ where
     if &preface != PREFACE {
         return Err("not an HTTP/2 client preface".to_string());
     }
-    Ok(stream)
+    Ok((stream, info))
 }
 
 /// Counts connections a port refused at its cap and logs one line per interval with the
@@ -241,10 +247,11 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut client, b"rest")
             .await
             .unwrap();
-        let inner = admit(async { Ok(server) }).await.unwrap();
+        let (inner, info) = admit(async { Ok((server, "peer")) }).await.unwrap();
         let place = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let mut admitted = Admitted {
             inner,
+            info,
             preface: PREFACE,
             _place: place,
         };
@@ -252,6 +259,7 @@ mod tests {
         admitted.read_exact(&mut read).await.unwrap();
         assert_eq!(&read[..PREFACE.len()], PREFACE);
         assert_eq!(&read[PREFACE.len()..], b"rest");
+        assert_eq!(admitted.connect_info(), "peer");
     }
 
     #[tokio::test]
@@ -260,6 +268,6 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut client, &[b'x'; 24])
             .await
             .unwrap();
-        assert!(admit(async { Ok(server) }).await.is_err());
+        assert!(admit(async { Ok((server, ())) }).await.is_err());
     }
 }

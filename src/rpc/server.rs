@@ -76,7 +76,7 @@ pub async fn serve(
         }
         None => {
             let incoming = incoming::incoming(listener, limits, node_id, |tcp, _| async {
-                Ok::<_, String>(tcp)
+                Ok::<_, String>((tcp, ()))
             });
             server
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
