@@ -1,24 +1,10 @@
 //! quorum: a clustered, highly available engine for iii workers.
 
-mod auth;
-mod builtins;
-mod cluster;
-mod config;
-mod consensus;
-mod gateway;
-mod http;
-mod ids;
-mod metrics;
-mod node;
-mod protocol;
-mod registry;
-mod router;
-mod rpc;
-
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use config::{Config, LogFormat, ServeArgs};
+use quorum::config::{Config, LogFormat, ServeArgs};
+use quorum::{auth, cluster, node};
 
 /// quorum: point unmodified iii SDKs at it; lose a node without losing service.
 #[derive(Parser, Debug)]

@@ -268,7 +268,7 @@ impl Session {
                 Message::Close(_) => return,
                 _ => continue,
             };
-            if let Ok(Incoming::InvokeFunction(call)) = serde_json::from_slice::<Incoming>(bytes) {
+            if let Ok(Incoming::InvokeFunction(call)) = crate::protocol::decode(bytes) {
                 debug!(node = self.node.id, worker_id = %self.worker, function_id = %call.function_id,
                     "call sent before the drain's close routed");
                 self.invoke(call).await;
@@ -297,7 +297,7 @@ impl Session {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let message = match serde_json::from_slice::<Incoming>(bytes) {
+        let message = match crate::protocol::decode(bytes) {
             Ok(message) => message,
             Err(err) => {
                 if let Some(suppressed) = self.noise.admit(Noise::MalformedFrame) {

@@ -33,6 +33,13 @@ pub fn is_telemetry_frame(bytes: &[u8]) -> bool {
     bytes.len() >= 4 && TELEMETRY_PREFIXES.iter().any(|p| &bytes[..4] == *p)
 }
 
+/// Reads one frame from a worker, as the session does with every text or binary message.
+/// Untrusted bytes: it must never panic nor allocate much beyond the input's size (the
+/// `frame` fuzz target and `tests/untrusted_input.rs` hold it to that).
+pub fn decode(bytes: &[u8]) -> Result<Incoming, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
 /// The message used when a caller names a namespace and leaves it blank.
 pub fn blank_namespace_message(field: &str) -> String {
     format!(

@@ -118,8 +118,8 @@ impl Registry {
             .and_then(|m| m.name.as_deref())
     }
 
-    /// Checks the registry's cross-references (property tests).
-    #[cfg(test)]
+    /// Checks the registry's cross-references (the property tests and the `registry` fuzz
+    /// target call it after every command).
     pub fn check_invariants(&self) -> Result<(), String> {
         if let Some(key) = self.moving.keys().find(|k| self.functions.contains_key(*k)) {
             return Err(format!(
