@@ -116,3 +116,45 @@ async fn a_call_to_a_10_mb_function_id_gets_a_small_answer() {
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("10485760 bytes"), "{message}");
 }
+
+/// The Raft log's last index, as `quorum cluster status` reports it.
+fn last_log_index(node: &Node) -> u64 {
+    common::cluster_status(&node.cluster).expect("status")["last_log_index"]
+        .as_u64()
+        .expect("last_log_index")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_first_reattach_of_a_connection_is_acted_on_so_a_flood_writes_nothing() {
+    let node = Node::start();
+    let mut flood = RawClient::connect(&node.url).await;
+    // Settle the connection's own entries (connected, announced) before counting.
+    flood.announce(&unique_name("flood"), None).await;
+    let before = last_log_index(&node);
+    // A token for an unknown previous connection is a claim the node would record in the
+    // log (answers owed to that connection follow its successor).
+    for i in 0..5_000 {
+        let previous = uuid_like(i);
+        flood
+            .send(json!({"type":"reattach","previous_worker_id":previous,"reattach_token":"t"}))
+            .await;
+    }
+    // Frames of one connection are handled in order: this answer comes after all of them.
+    let answer = flood.call("engine::workers::list", json!({})).await;
+    assert!(answer.get("error").is_none(), "{answer}");
+    let written = last_log_index(&node) - before;
+    assert!(
+        written <= 2,
+        "{written} log entries for 5,000 reattach frames"
+    );
+    let lines = node
+        .log()
+        .lines()
+        .filter(|l| l.contains("second reattach on a connection ignored"))
+        .count();
+    assert!((1..5).contains(&lines), "{lines} lines about the flood");
+}
+
+fn uuid_like(i: u32) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
+}

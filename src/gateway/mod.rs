@@ -10,6 +10,7 @@ pub mod connections;
 mod frames;
 mod idle;
 mod log_limit;
+mod reattach;
 mod session;
 mod telemetry;
 mod writer;

@@ -70,6 +70,8 @@ struct Session {
     closing: bool,
     /// Keeps the warnings this client causes to a line per kind and interval.
     noise: LogLimit,
+    /// Whether the connection already made its one `reattach` claim.
+    reattached: bool,
 }
 
 /// Serves one upgraded worker socket until it closes, then cleans up after it.
@@ -153,6 +155,7 @@ pub async fn run(
         grant,
         closing: false,
         noise: LogLimit::default(),
+        reattached: false,
     };
     let grace = tokio::time::sleep(node.config.registration_grace);
     tokio::pin!(grace);
@@ -617,63 +620,17 @@ impl Session {
         Ok(json!({"success": true}))
     }
 
-    /// `reattach`: retire the previous connection of this worker, wherever it lives,
-    /// when the token proves the claim. The new connection keeps its own identity.
+    /// `reattach` (`gateway::reattach`): honoured once, as the first claim of the
+    /// connection; any later one is a protocol violation that costs no Raft write.
     async fn reattach(&mut self, previous: Option<String>, token: Option<String>) {
-        let Some(previous) = previous
-            .and_then(|p| uuid::Uuid::parse_str(&p).ok())
-            .map(WorkerId)
-        else {
-            return;
-        };
-        if previous == self.worker {
-            return;
-        }
-        let proven = {
-            let registry = self.node.registry();
-            match (registry.worker(previous), &token) {
-                (Some(old), Some(token)) => old.token_hash == sha256_hex(token),
-                _ => false,
-            }
-        };
-        let live = self.node.registry().worker(previous).is_some();
-        if !proven && live {
-            if let Some(suppressed) = self.noise.admit(Noise::ForgedReattach) {
-                warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, suppressed, "reattach with a wrong token ignored");
+        if std::mem::replace(&mut self.reattached, true) {
+            if let Some(suppressed) = self.noise.admit(Noise::ProtocolViolation) {
+                warn!(node = self.node.id, worker_id = %self.worker, suppressed, "second reattach on a connection ignored");
             }
             return;
         }
-        if proven {
-            self.node.router.worker_gone(previous).await;
-            if let Err(err) = self
-                .node
-                .commit(Command::WorkerDisconnected { worker: previous })
-                .await
-            {
-                warn!(node = self.node.id, worker_id = %self.worker, error = %err, "could not retire the previous connection");
-            }
-            // The registry forgot it first: once the old socket closes, no list shows it.
-            if let Some(old) = self.node.connections.get(previous) {
-                old.cancel.cancel();
-            }
-        }
-        // Nodes that keep answers for the previous connection (a drain closed it, or its
-        // node died during its calls) check the token's hash and send them here.
-        if let Some(token) = &token {
-            let claim = Command::ReattachClaim {
-                previous,
-                token_hash: sha256_hex(token),
-                successor: self.worker,
-                node: self.node.id,
-            };
-            if let Err(err) = self.node.commit(claim).await {
-                warn!(node = self.node.id, worker_id = %self.worker, previous = %previous, error = %err, "could not claim answers owed to the previous connection");
-            }
-        }
-        if !proven {
-            return;
-        }
-        info!(node = self.node.id, worker_id = %self.worker, previous = %previous, "previous connection retired by reattach");
+        let claim = super::reattach::Claim { previous, token };
+        claim.settle(&self.node, self.worker, &mut self.noise).await;
     }
 }
 

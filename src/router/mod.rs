@@ -289,7 +289,7 @@ impl Router {
         }
         .to_text();
         if text.len() > MAX_MESSAGE_BYTES {
-            warn!(invocation_id = %invocation_id, function_id = %request.function_id, bytes = text.len(),
+            debug!(invocation_id = %invocation_id, function_id = %request.function_id, bytes = text.len(),
                 "call too large to hand to its owner");
             let too_large = EngineError::PayloadTooLarge {
                 limit: MAX_MESSAGE_BYTES,
@@ -547,12 +547,12 @@ impl Router {
         }
     }
 
-    /// Ends calls older than `age` with `invocation_stopped`, to bound memory when an
-    /// owner never answers (SDK callers have long given up by then).
+    /// Ends calls older than `age` with `invocation_stopped` (bounds memory when an owner
+    /// never answers; SDK callers have long given up); one log line per sweep.
     pub async fn expire(&self, age: Duration) {
         let expired = self.lock_table().expire(age);
-        for call in &expired {
-            warn!(function_id = %call.function_id, worker_id = %call.owner, "call expired without an answer");
+        if let Some(first) = expired.first() {
+            warn!(count = expired.len(), function_id = %first.function_id, worker_id = %first.owner, "calls expired without an answer");
         }
         self.stop_all(expired).await;
     }
