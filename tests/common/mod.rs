@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod balancer;
+pub mod canary;
 pub mod certs;
 pub mod cluster_rpc;
 pub mod http;
