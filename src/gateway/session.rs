@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connections::{ConnectionHandle, Outbound};
-use super::frames::{announced_meta, rejection_frame};
+use super::frames::{announced_meta, rejection_frame, screen_sizes};
 use super::idle::{IdleTimer, IDLE_LIMIT};
 use super::log_limit::{LogLimit, Noise};
 use super::writer;
@@ -434,7 +434,9 @@ impl Session {
     /// announcement in them (if any) lost its name lease.
     async fn commit_registrations(&mut self, items: Vec<Registration>) -> bool {
         let (items, refused) = self.grant.screen(self.fixed_namespace(), items);
-        for frame in refused {
+        let cap = self.node.config.max_registration_bytes;
+        let (items, oversized) = screen_sizes(self.fixed_namespace(), items, cap);
+        for frame in refused.into_iter().chain(oversized) {
             self.send(frame).await;
         }
         let command = Command::Registrations {
@@ -590,8 +592,8 @@ impl Session {
             }
         };
         self.grant.check_namespace(&declared)?;
-        let meta = announced_meta(&payload)
-            .map_err(|problem| EngineError::InvalidArguments(problem).body())?;
+        let meta = announced_meta(&payload, self.node.config.max_registration_bytes)
+            .map_err(|error| error.body())?;
         let (namespace, buffered) = match std::mem::replace(
             &mut self.namespace,
             NamespaceState::Pending(vec![]),
