@@ -297,7 +297,7 @@ impl Session {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let message = match serde_json::from_slice::<Incoming>(bytes) {
+        let message = match super::decode::decode(bytes).await {
             Ok(message) => message,
             Err(err) => {
                 if let Some(suppressed) = self.noise.admit(Noise::MalformedFrame) {

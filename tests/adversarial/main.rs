@@ -37,3 +37,4 @@ mod baseline {
         assert!(peak_rss_bytes(node.pid()) > 0, "RSS is readable from /proc");
     }
 }
+mod disk;

@@ -1,0 +1,39 @@
+//! Decoding a worker's frame. Most frames are small and are decoded where they are read; a big
+//! one (up to the 64 MiB message limit) would hold the runtime thread for tens of milliseconds
+//! while every other connection on it waits, so it is decoded on the blocking pool instead.
+
+use serde::de::Error as _;
+
+use crate::protocol::Incoming;
+
+/// Frames of at least this many bytes are decoded off the runtime threads.
+const DECODE_ELSEWHERE_BYTES: usize = 256 * 1024;
+
+/// Decodes one frame, off the runtime threads when it is big.
+pub async fn decode(bytes: &[u8]) -> Result<Incoming, serde_json::Error> {
+    if bytes.len() < DECODE_ELSEWHERE_BYTES {
+        return serde_json::from_slice(bytes);
+    }
+    let owned = bytes.to_vec();
+    match tokio::task::spawn_blocking(move || serde_json::from_slice(&owned)).await {
+        Ok(decoded) => decoded,
+        Err(join_error) => Err(serde_json::Error::custom(join_error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_big_frame_decodes_the_same_as_a_small_one() {
+        let pad = "p".repeat(DECODE_ELSEWHERE_BYTES);
+        let big = format!(r#"{{"type":"registerfunction","id":"f","description":"{pad}"}}"#);
+        match decode(big.as_bytes()).await {
+            Ok(Incoming::RegisterFunction(f)) => assert_eq!(f.id, "f"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(decode(b"{not json").await.is_err());
+        assert!(decode(format!("{{{pad}").as_bytes()).await.is_err());
+    }
+}
