@@ -43,7 +43,7 @@ fn steady(size: usize, kept: u64, seconds: u64) -> Result<(), Box<dyn std::error
         log.insert(i.to_be_bytes(), value.as_slice())?;
         db.flush()?;
         i += 1;
-        if i % kept == 0 && i > kept {
+        if i.is_multiple_of(kept) && i > kept {
             let mut batch = sled::Batch::default();
             for key in log.range(..(i - kept).to_be_bytes()).keys() {
                 batch.remove(key?);
