@@ -92,7 +92,7 @@ async fn thirty_announcements_with_15_mib_of_metadata_are_refused_and_the_data_d
         peak as f64 / MIB as f64
     );
     assert!(grown < 16 * MIB, "data dir grew by {grown} bytes");
-    assert!(peak < 400 * MIB, "peak RSS {peak} bytes");
+    assert!(peak < 256 * MIB, "peak RSS {peak} bytes");
     report.assert_healthy(100);
 }
 
