@@ -164,3 +164,61 @@ async fn a_minute_of_worker_churn_keeps_the_data_dir_under_its_bound() {
 async fn churn_one_owned(url: String) {
     churn_one(&url, 3).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_just_under_the_cap_are_compacted_by_size_and_their_space_comes_back() {
+    let _serial = super::serial();
+    let (_dir, node) = node_with(&[
+        "--snapshot-after-log-bytes",
+        "4194304",
+        "--snapshot-keep-entries",
+        "2",
+    ]);
+    let canary = Canary::start(&node.url);
+    let before = dir_bytes(&node.data_dir);
+    let metadata = json!({"blob": "r".repeat(800 * 1024)});
+    let mut peak = 0;
+    // Four workers each register 10 functions of 800 KiB (under the 1 MiB cap) and leave:
+    // 32 MiB of log, far from the 5000-entry trigger.
+    for round in 0..4 {
+        let mut worker = RawClient::connect(&node.url).await;
+        worker.announce(&unique_name("big"), None).await;
+        for f in 0..10 {
+            worker
+                .send(
+                    json!({"type":"registerfunction","id":format!("big{round}::f{f}"),
+                    "metadata": metadata}),
+                )
+                .await;
+        }
+        // Frames are handled in order: once this answers, all ten were committed.
+        let listed = worker.call("engine::workers::list", json!({})).await;
+        assert!(listed["error"].is_null(), "{listed}");
+        peak = peak.max(dir_bytes(&node.data_dir));
+    }
+    let purged = gauge(&node, "quorum_raft_purged_index").await;
+    assert!(purged > 0, "the size trigger compacted the log");
+    // Entries this big live in files of their own, which sled deletes once the writes that
+    // follow move its log past them: ordinary churn goes on, and the directory comes down.
+    let settled = super::common::eventually(
+        "the data dir comes back down",
+        Duration::from_secs(40),
+        || async {
+            for _ in 0..20 {
+                churn_one(&node.url, 3).await;
+            }
+            let now = dir_bytes(&node.data_dir);
+            (now < peak / 2).then_some(now)
+        },
+    )
+    .await;
+    let report = canary.stop();
+    println!(
+        "data dir {:.1} MiB before, peak {:.1} MiB, settled at {:.1} MiB",
+        before as f64 / MIB as f64,
+        peak as f64 / MIB as f64,
+        settled as f64 / MIB as f64
+    );
+    assert!(peak < 160 * MIB, "data dir peaked at {peak} bytes");
+    report.assert_healthy(100);
+}
