@@ -14,6 +14,8 @@
 //! - appends and truncations are single sled batches, hence atomic;
 //! - every sled call runs in `tokio::task::spawn_blocking` (via `sled_io::blocking`);
 //!   `flush_async` is never used.
+//! - the bytes of every durable append are reported to the size trigger of snapshots
+//!   ([`super::size_trigger::LogBytes`]), once, after the flush.
 
 // openraft's storage traits fix the error type to `StorageError`, which is large; boxing it
 // internally only to unbox it at every trait boundary would buy nothing.

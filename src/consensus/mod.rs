@@ -4,7 +4,9 @@
 //! the error type ([`ConsensusError`]) and the [`Consensus`] handle that starts a node, proposes
 //! [`Command`]s and exposes the replicated [`Registry`]. Storage lives in
 //! [`log_store`] (durable log) and [`state_machine`] (registry + snapshots), both in the sled
-//! database at `data_dir/raft`; peers are reached over gRPC ([`network`]).
+//! database at `data_dir/raft`; peers are reached over gRPC ([`network`]). The log is
+//! compacted by snapshots after a number of entries (openraft's policy) or a number of bytes
+//! ([`size_trigger`]), whichever comes first.
 //!
 //! Invariants:
 //! - the registry behind [`Consensus::registry`] only changes through the state machine, i.e. in
