@@ -208,12 +208,12 @@ pub async fn run(
                         debug!(node = node.id, worker_id = %worker, error = %err, "socket error");
                         break;
                     }
-                    Some(Ok(Message::Text(text))) => session.handle_frame(text.as_bytes()).await,
+                    Some(Ok(Message::Text(text))) => session.handle_frame(text.into()).await,
                     Some(Ok(Message::Binary(bytes))) => {
                         if is_telemetry_frame(&bytes) {
                             Metrics::bump(&node.metrics.telemetry_frames);
                         } else {
-                            session.handle_frame(&bytes).await;
+                            session.handle_frame(bytes).await;
                         }
                     }
                     Some(Ok(_)) => {}
@@ -293,7 +293,7 @@ impl Session {
         info!(node = node.id, worker_id = %self.worker, "worker disconnected");
     }
 
-    async fn handle_frame(&mut self, bytes: &[u8]) {
+    async fn handle_frame(&mut self, bytes: bytes::Bytes) {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return;
         }
