@@ -131,6 +131,24 @@ pub struct ServeArgs {
     /// [default: 1024].
     #[arg(long, env = "QUORUM_CLUSTER_MAX_CONNECTIONS")]
     pub cluster_max_connections: Option<usize>,
+    /// The largest one registration (a function, trigger type or trigger with its formats,
+    /// metadata and config) or one worker announcement (its metadata and telemetry) may be,
+    /// in bytes of JSON; larger ones are refused and never reach the Raft log
+    /// [default: 1048576].
+    #[arg(long, env = "QUORUM_MAX_REGISTRATION_BYTES")]
+    pub max_registration_bytes: Option<usize>,
+    /// A snapshot of the registry is taken (and the Raft log before it purged) after this
+    /// many log entries [default: 5000].
+    #[arg(long, env = "QUORUM_SNAPSHOT_AFTER_ENTRIES")]
+    pub snapshot_after_entries: Option<u64>,
+    /// A snapshot is also taken once the log entries appended since the last one reach this
+    /// many bytes [default: 67108864].
+    #[arg(long, env = "QUORUM_SNAPSHOT_AFTER_LOG_BYTES")]
+    pub snapshot_after_log_bytes: Option<u64>,
+    /// Log entries kept behind a snapshot, so a follower slightly behind catches up from the
+    /// log instead of a whole snapshot [default: 1000].
+    #[arg(long, env = "QUORUM_SNAPSHOT_KEEP_ENTRIES")]
+    pub snapshot_keep_entries: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -174,6 +192,10 @@ struct FileConfig {
     http_max_connections: Option<usize>,
     cluster_handshake_timeout_ms: Option<u64>,
     cluster_max_connections: Option<usize>,
+    max_registration_bytes: Option<usize>,
+    snapshot_after_entries: Option<u64>,
+    snapshot_after_log_bytes: Option<u64>,
+    snapshot_keep_entries: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -220,6 +242,32 @@ pub struct Config {
     pub cluster_handshake_timeout: Duration,
     /// Connections the cluster port holds at once.
     pub cluster_max_connections: usize,
+    /// The largest registration or announcement, in bytes of JSON, the registry accepts.
+    pub max_registration_bytes: usize,
+    /// When the Raft log is compacted into a snapshot.
+    pub snapshots: SnapshotPolicy,
+}
+
+/// When the Raft log is compacted into a snapshot: whichever trigger fires first. The log on
+/// disk is bounded by what the triggers let accumulate plus the entries kept behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Log entries since the last snapshot.
+    pub after_entries: u64,
+    /// Bytes of log entries appended since the last snapshot.
+    pub after_log_bytes: u64,
+    /// Entries kept in the log behind a snapshot for lagging followers.
+    pub keep_entries: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            after_entries: 5_000,
+            after_log_bytes: 64 << 20,
+            keep_entries: 1_000,
+        }
+    }
 }
 
 /// The PEM files behind `--tls-cert` and `--tls-key`, given together or not at all.
@@ -404,6 +452,27 @@ impl Config {
                 .cluster_max_connections
                 .or(file.cluster_max_connections)
                 .unwrap_or(1_024),
+            max_registration_bytes: args
+                .max_registration_bytes
+                .or(file.max_registration_bytes)
+                .unwrap_or(1 << 20),
+            snapshots: {
+                let defaults = SnapshotPolicy::default();
+                SnapshotPolicy {
+                    after_entries: args
+                        .snapshot_after_entries
+                        .or(file.snapshot_after_entries)
+                        .unwrap_or(defaults.after_entries),
+                    after_log_bytes: args
+                        .snapshot_after_log_bytes
+                        .or(file.snapshot_after_log_bytes)
+                        .unwrap_or(defaults.after_log_bytes),
+                    keep_entries: args
+                        .snapshot_keep_entries
+                        .or(file.snapshot_keep_entries)
+                        .unwrap_or(defaults.keep_entries),
+                }
+            },
         };
         config.validate()?;
         Ok(config)
@@ -450,6 +519,12 @@ impl Config {
                 self.cluster_handshake_timeout.is_zero(),
             ),
             ("cluster_max_connections", self.cluster_max_connections == 0),
+            ("max_registration_bytes", self.max_registration_bytes == 0),
+            ("snapshot_after_entries", self.snapshots.after_entries == 0),
+            (
+                "snapshot_after_log_bytes",
+                self.snapshots.after_log_bytes == 0,
+            ),
         ];
         if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero { field });
@@ -837,6 +912,59 @@ mod tests {
                 field: "http_header_timeout_ms"
             }
         ));
+    }
+
+    #[test]
+    fn disk_limits_have_defaults_come_from_the_file_and_zero_is_refused() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.max_registration_bytes, 1 << 20);
+        assert_eq!(config.snapshots, SnapshotPolicy::default());
+        assert_eq!(config.snapshots.after_entries, 5_000);
+        assert_eq!(config.snapshots.after_log_bytes, 64 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        std::fs::write(
+            &path,
+            "max_registration_bytes: 4096\nsnapshot_after_entries: 50\nsnapshot_after_log_bytes: 1000\nsnapshot_keep_entries: 0\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            snapshot_after_entries: Some(70),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.max_registration_bytes, 4096);
+        assert_eq!(
+            config.snapshots,
+            SnapshotPolicy {
+                after_entries: 70,
+                after_log_bytes: 1000,
+                keep_entries: 0
+            }
+        );
+        for (args, field) in [
+            (
+                ServeArgs {
+                    max_registration_bytes: Some(0),
+                    ..Default::default()
+                },
+                "max_registration_bytes",
+            ),
+            (
+                ServeArgs {
+                    snapshot_after_log_bytes: Some(0),
+                    ..Default::default()
+                },
+                "snapshot_after_log_bytes",
+            ),
+        ] {
+            let err = Config::load(&args).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Zero { field: f } if f == field),
+                "{err}"
+            );
+        }
     }
 
     #[test]

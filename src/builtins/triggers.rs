@@ -1,6 +1,6 @@
 //! Trigger types and bindings: listing, details, and durable bindings made by call.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use super::rows::{self, FunctionView};
 use crate::ids::{FunctionKey, TriggerTypeKey, DEFAULT_NAMESPACE};
 use crate::node::Node;
 use crate::protocol::error::EngineError;
-use crate::registry::Command;
+use crate::registry::{limits, Command};
 
 /// How long `engine::register_trigger` waits for a worker provider's answer; silence
 /// counts as success, as in the reference engine.
@@ -172,7 +172,7 @@ pub fn binding_info(node: &Arc<Node>, input: BindingInfoInput) -> Result<Value, 
     Ok(row)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct RegisterInput {
     trigger_type: String,
     function_id: String,
@@ -186,6 +186,8 @@ pub struct RegisterInput {
 
 /// `engine::register_trigger`: a binding that belongs to no connection.
 pub async fn register(node: &Arc<Node>, input: RegisterInput) -> Result<Value, EngineError> {
+    let what = "the trigger of engine::register_trigger";
+    limits::check(what, &input, node.config.max_registration_bytes)?;
     let id = uuid::Uuid::new_v4().to_string();
     let (answer_tx, answer_rx) = oneshot::channel();
     node.lock_trigger_waiters().insert(id.clone(), answer_tx);

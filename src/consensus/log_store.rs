@@ -14,6 +14,8 @@
 //! - appends and truncations are single sled batches, hence atomic;
 //! - every sled call runs in `tokio::task::spawn_blocking` (via `sled_io::blocking`);
 //!   `flush_async` is never used.
+//! - the bytes of every durable append are reported to the size trigger of snapshots
+//!   ([`super::size_trigger::LogBytes`]), once, after the flush.
 
 // openraft's storage traits fix the error type to `StorageError`, which is large; boxing it
 // internally only to unbox it at every trait boundary would buy nothing.
@@ -32,6 +34,7 @@ use openraft::RaftLogReader;
 use openraft::StorageError;
 use openraft::Vote;
 
+use super::size_trigger::LogBytes;
 use super::sled_io::blocking;
 use super::sled_io::io_err;
 use super::sled_io::StorageLease;
@@ -57,6 +60,8 @@ pub struct SledLogStore {
     meta: sled::Tree,
     /// Keeps [`super::Consensus::shutdown`] waiting until this handle is dropped.
     _lease: Option<StorageLease>,
+    /// Told the size of every append, for the size trigger of snapshots.
+    log_bytes: Option<LogBytes>,
 }
 
 impl SledLogStore {
@@ -75,6 +80,7 @@ impl SledLogStore {
                 log,
                 meta,
                 _lease: None,
+                log_bytes: None,
             })
         })
         .await
@@ -82,6 +88,12 @@ impl SledLogStore {
 
     pub(crate) fn with_lease(mut self, lease: StorageLease) -> Self {
         self._lease = Some(lease);
+        self
+    }
+
+    /// Reports the bytes of every append to `log_bytes` (the size trigger of snapshots).
+    pub(crate) fn counting_into(mut self, log_bytes: LogBytes) -> Self {
+        self.log_bytes = Some(log_bytes);
         self
     }
 
@@ -210,9 +222,11 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         I::IntoIter: Send,
     {
         let mut batch = sled::Batch::default();
+        let mut appended = 0u64;
         for entry in entries {
             let bytes = serde_json::to_vec(&entry)
                 .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
+            appended += bytes.len() as u64;
             batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
         }
         let (db, log) = (self.db.clone(), self.log.clone());
@@ -224,6 +238,9 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
             Ok(())
         })
         .await;
+        if let (Ok(()), Some(log_bytes)) = (&res, &self.log_bytes) {
+            log_bytes.appended(appended);
+        }
         // Only now is the data durable (or known not to be).
         match &res {
             Ok(()) => callback.log_io_completed(Ok(())),

@@ -4,7 +4,9 @@
 //! the error type ([`ConsensusError`]) and the [`Consensus`] handle that starts a node, proposes
 //! [`Command`]s and exposes the replicated [`Registry`]. Storage lives in
 //! [`log_store`] (durable log) and [`state_machine`] (registry + snapshots), both in the sled
-//! database at `data_dir/raft`; peers are reached over gRPC ([`network`]).
+//! database at `data_dir/raft`; peers are reached over gRPC ([`network`]). The log is
+//! compacted by snapshots after a number of entries (openraft's policy) or a number of bytes
+//! ([`size_trigger`]), whichever comes first.
 //!
 //! Invariants:
 //! - the registry behind [`Consensus::registry`] only changes through the state machine, i.e. in
@@ -19,6 +21,7 @@
 pub mod log_store;
 mod member;
 pub mod network;
+pub mod size_trigger;
 mod sled_io;
 pub mod state_machine;
 #[cfg(test)]
@@ -41,15 +44,16 @@ use openraft::Config;
 use openraft::LogIdOptionExt;
 use openraft::Raft;
 use openraft::ServerState;
-use openraft::SnapshotPolicy;
 use openraft::StorageError;
 
 use self::log_store::SledLogStore;
 pub use self::member::Member;
 use self::network::GrpcNetwork;
+use self::size_trigger::LogBytes;
 use self::sled_io::StorageReleased;
 use self::state_machine::SledStateMachine;
 use crate::cluster::identity::ClusterId;
+use crate::config::SnapshotPolicy;
 use crate::registry::Command;
 use crate::registry::Outcome;
 use crate::registry::Registry;
@@ -83,17 +87,18 @@ pub const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(600);
 
 /// The Raft tuning used by every quorum node, validated: 100 ms heartbeats, 300–600 ms election
-/// timeout, 10 s per snapshot chunk, a snapshot every 5000 applied entries, 1000 entries kept
-/// behind a snapshot so that slightly lagging followers can catch up from the log.
-pub fn raft_config() -> Result<Arc<Config>, ConsensusError> {
+/// timeout, 10 s per snapshot chunk, a snapshot every `snapshots.after_entries` applied entries
+/// (5000 by default), `snapshots.keep_entries` entries kept behind a snapshot so that slightly
+/// lagging followers can catch up from the log. The size trigger is [`size_trigger`]'s.
+pub fn raft_config(snapshots: &SnapshotPolicy) -> Result<Arc<Config>, ConsensusError> {
     let config = Config {
         cluster_name: "quorum".to_string(),
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: ELECTION_TIMEOUT_MAX.as_millis() as u64,
         install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
-        max_in_snapshot_log_to_keep: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshots.after_entries),
+        max_in_snapshot_log_to_keep: snapshots.keep_entries,
         ..Default::default()
     };
     Ok(Arc::new(config.validate()?))
@@ -128,6 +133,8 @@ pub struct ConsensusConfig {
     /// This node's certificate identity, recorded with it when it founds a cluster; `None`
     /// on a plaintext cluster port.
     pub identity: Option<String>,
+    /// When the log is compacted into a snapshot (entries and bytes since the last one).
+    pub snapshots: SnapshotPolicy,
 }
 
 /// A command committed and applied on the node that proposed it (the leader).
@@ -262,16 +269,21 @@ impl Consensus {
         cfg: ConsensusConfig,
         applied: tokio::sync::mpsc::UnboundedSender<Applied>,
     ) -> Result<Self, ConsensusError> {
-        let config = raft_config()?;
+        let config = raft_config(&cfg.snapshots)?;
         let db = open_db(cfg.data_dir.join("raft")).await?;
         let registry = Arc::new(RwLock::new(Registry::default()));
         let (lease, released) = sled_io::storage_lease();
-        let log_store = SledLogStore::open(&db).await?.with_lease(lease.clone());
+        let log_bytes = LogBytes::new(cfg.snapshots.after_log_bytes);
+        let log_store = SledLogStore::open(&db)
+            .await?
+            .with_lease(lease.clone())
+            .counting_into(log_bytes.clone());
         let state_machine = SledStateMachine::open(&db, registry.clone(), Some(applied))
             .await?
             .with_lease(lease);
         let network = GrpcNetwork::new(cfg.peers.clone(), cfg.cluster_id.clone());
         let raft = Raft::new(cfg.node_id, config, network, log_store, state_machine).await?;
+        tokio::spawn(size_trigger::watch(log_bytes, raft.clone()));
 
         let consensus = Consensus {
             inner: Arc::new(Inner {

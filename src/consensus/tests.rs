@@ -27,6 +27,7 @@ use super::ConsensusConfig;
 use super::ConsensusError;
 use super::TypeConfig;
 use crate::cluster::identity::ClusterId;
+use crate::config::SnapshotPolicy;
 use crate::ids::WorkerId;
 use crate::registry::Command;
 use crate::registry::Registry;
@@ -85,6 +86,7 @@ fn config(dir: &Path) -> ConsensusConfig {
         peers: PeerClients::default(),
         identity: None,
         cluster_id: ClusterId::default(),
+        snapshots: SnapshotPolicy::default(),
     }
 }
 
@@ -280,5 +282,37 @@ async fn a_joining_node_never_initializes_itself() {
             ..
         })
     ));
+    node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_trigger_snapshots_and_purges_a_log_of_big_entries_long_before_the_entry_trigger()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.snapshots = SnapshotPolicy {
+        after_entries: 1_000_000,
+        after_log_bytes: 64 * 1024,
+        keep_entries: 0,
+    };
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let node = Consensus::start(cfg, tx).await.expect("start");
+    // 100 entries of about 4 KiB: 400 KiB of log, six times the size trigger, and far from
+    // the million entries of the entry trigger.
+    for i in 0..100u64 {
+        let mut cmd = add(i);
+        if let Command::WorkerConnected { token_hash, .. } = &mut cmd {
+            *token_hash = "h".repeat(4096);
+        }
+        node.write(cmd).await.expect("write");
+    }
+    node.raft()
+        .wait(Some(DEADLINE))
+        .metrics(
+            |m| m.snapshot.is_some() && m.purged.is_some(),
+            "a snapshot taken and the log purged behind it",
+        )
+        .await
+        .expect("the size trigger compacted the log");
     node.shutdown().await.expect("shutdown");
 }

@@ -7,6 +7,7 @@
 //! commands and calls into router requests.
 
 pub mod connections;
+mod decode;
 mod frames;
 mod idle;
 mod log_limit;

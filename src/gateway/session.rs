@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connections::{ConnectionHandle, Outbound};
-use super::frames::{announced_meta, rejection_frame};
+use super::frames::{announced_meta, rejection_frame, screen_sizes};
 use super::idle::{IdleTimer, IDLE_LIMIT};
 use super::log_limit::{LogLimit, Noise};
 use super::writer;
@@ -211,12 +211,12 @@ pub async fn run(
                         debug!(node = node.id, worker_id = %worker, error = %err, "socket error");
                         break;
                     }
-                    Some(Ok(Message::Text(text))) => session.handle_frame(text.as_bytes()).await,
+                    Some(Ok(Message::Text(text))) => session.handle_frame(text.into()).await,
                     Some(Ok(Message::Binary(bytes))) => {
                         if is_telemetry_frame(&bytes) {
                             Metrics::bump(&node.metrics.telemetry_frames);
                         } else {
-                            session.handle_frame(&bytes).await;
+                            session.handle_frame(bytes).await;
                         }
                     }
                     Some(Ok(_)) => {}
@@ -296,11 +296,11 @@ impl Session {
         info!(node = node.id, worker_id = %self.worker, "worker disconnected");
     }
 
-    async fn handle_frame(&mut self, bytes: &[u8]) {
+    async fn handle_frame(&mut self, bytes: bytes::Bytes) {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let message = match crate::protocol::decode(bytes) {
+        let message = match super::decode::decode(bytes).await {
             Ok(message) => message,
             Err(err) => {
                 if let Some(suppressed) = self.noise.admit(Noise::MalformedFrame) {
@@ -437,7 +437,9 @@ impl Session {
     /// announcement in them (if any) lost its name lease.
     async fn commit_registrations(&mut self, items: Vec<Registration>) -> bool {
         let (items, refused) = self.grant.screen(self.fixed_namespace(), items);
-        for frame in refused {
+        let cap = self.node.config.max_registration_bytes;
+        let (items, oversized) = screen_sizes(self.fixed_namespace(), items, cap);
+        for frame in refused.into_iter().chain(oversized) {
             self.send(frame).await;
         }
         let command = Command::Registrations {
@@ -593,8 +595,8 @@ impl Session {
             }
         };
         self.grant.check_namespace(&declared)?;
-        let meta = announced_meta(&payload)
-            .map_err(|problem| EngineError::InvalidArguments(problem).body())?;
+        let meta = announced_meta(&payload, self.node.config.max_registration_bytes)
+            .map_err(|error| error.body())?;
         let (namespace, buffered) = match std::mem::replace(
             &mut self.namespace,
             NamespaceState::Pending(vec![]),

@@ -133,6 +133,16 @@ fn render_raft(node: &Node, out: &mut Exposition) {
         raft.last_applied.map(|id| id.index).unwrap_or(0),
     );
     out.gauge(
+        "quorum_raft_snapshot_index",
+        "Last log index in this node's latest snapshot (0: none yet).",
+        raft.snapshot.map(|id| id.index).unwrap_or(0),
+    );
+    out.gauge(
+        "quorum_raft_purged_index",
+        "Log entries up to this index were compacted away after a snapshot (0: none).",
+        raft.purged.map(|id| id.index).unwrap_or(0),
+    );
+    out.gauge(
         "quorum_raft_members",
         "Nodes in the Raft membership (voters and learners).",
         raft.membership_config.membership().nodes().count() as u64,

@@ -288,6 +288,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             peers: peers.clone(),
             cluster_id: cluster_id.clone(),
             identity: cluster_tls.as_ref().map(|tls| tls.identity.clone()),
+            snapshots: config.snapshots,
         },
         applied_tx,
     )

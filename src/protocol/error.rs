@@ -48,6 +48,9 @@ pub enum EngineError {
     /// and the rule, never the token).
     #[error("{0}")]
     Forbidden(String),
+    /// A registration or announcement over the node's size cap (never proposed to Raft).
+    #[error("{0}")]
+    RegistrationTooLarge(String),
 }
 
 impl EngineError {
@@ -67,6 +70,7 @@ impl EngineError {
             Self::Unavailable(_) => "engine_unavailable",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Forbidden(_) => "FORBIDDEN",
+            Self::RegistrationTooLarge(_) => "payload_too_large",
         }
     }
 

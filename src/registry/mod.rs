@@ -12,6 +12,7 @@
 
 mod apply;
 mod command;
+pub mod limits;
 mod model;
 mod queries;
 pub mod reserved;

@@ -40,3 +40,4 @@ mod baseline {
         assert!(peak_rss_bytes(node.pid()) > 0, "RSS is readable from /proc");
     }
 }
+mod disk;
