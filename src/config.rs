@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::auth::tokens::{read_tokens_file, TokensFileError};
 use crate::auth::worker_gate::WorkerAuth;
+use crate::budget::{choose_budget, BudgetChoice, ByteSize};
 use crate::cluster::lease::LeaseTimings;
 use crate::ids::NodeId;
 use crate::registry::WorkerToken;
@@ -131,6 +132,18 @@ pub struct ServeArgs {
     /// [default: 1024].
     #[arg(long, env = "QUORUM_CLUSTER_MAX_CONNECTIONS")]
     pub cluster_max_connections: Option<usize>,
+    /// Bytes all worker connections together may make the node buffer (partial messages,
+    /// outbound queues); `268435456`, `256M` or `256MiB` [default: a quarter of the cgroup
+    /// memory limit, else 512MiB].
+    #[arg(long, env = "QUORUM_CLIENT_MEMORY_BUDGET", value_parser = crate::budget::parse_bytes)]
+    pub client_memory_budget: Option<u64>,
+    /// Bytes queued for one worker before further frames for it are refused [default: 32MiB].
+    #[arg(long, env = "QUORUM_MAX_OUTBOUND_QUEUE_BYTES", value_parser = crate::budget::parse_bytes)]
+    pub max_outbound_queue_bytes: Option<u64>,
+    /// A worker whose outbound queue stays full this long (it does not read) is
+    /// disconnected [default: 10000].
+    #[arg(long, env = "QUORUM_OUTBOUND_STALL_TIMEOUT_MS")]
+    pub outbound_stall_timeout_ms: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -174,6 +187,9 @@ struct FileConfig {
     http_max_connections: Option<usize>,
     cluster_handshake_timeout_ms: Option<u64>,
     cluster_max_connections: Option<usize>,
+    client_memory_budget: Option<ByteSize>,
+    max_outbound_queue_bytes: Option<ByteSize>,
+    outbound_stall_timeout_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -220,6 +236,12 @@ pub struct Config {
     pub cluster_handshake_timeout: Duration,
     /// Connections the cluster port holds at once.
     pub cluster_max_connections: usize,
+    /// Bytes all worker connections may make the node buffer, and where that number came from.
+    pub client_memory_budget: BudgetChoice,
+    /// Bytes queued for one worker before frames for it are refused.
+    pub max_outbound_queue_bytes: u64,
+    /// How long a worker's outbound queue may stay full before it is disconnected.
+    pub outbound_stall_timeout: Duration,
 }
 
 /// The PEM files behind `--tls-cert` and `--tls-key`, given together or not at all.
@@ -404,6 +426,19 @@ impl Config {
                 .cluster_max_connections
                 .or(file.cluster_max_connections)
                 .unwrap_or(1_024),
+            client_memory_budget: choose_budget(
+                args.client_memory_budget
+                    .or(file.client_memory_budget.map(|b| b.0)),
+            ),
+            max_outbound_queue_bytes: args
+                .max_outbound_queue_bytes
+                .or(file.max_outbound_queue_bytes.map(|b| b.0))
+                .unwrap_or(32 << 20),
+            outbound_stall_timeout: Duration::from_millis(
+                args.outbound_stall_timeout_ms
+                    .or(file.outbound_stall_timeout_ms)
+                    .unwrap_or(10_000),
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -450,6 +485,15 @@ impl Config {
                 self.cluster_handshake_timeout.is_zero(),
             ),
             ("cluster_max_connections", self.cluster_max_connections == 0),
+            ("client_memory_budget", self.client_memory_budget.bytes == 0),
+            (
+                "max_outbound_queue_bytes",
+                self.max_outbound_queue_bytes == 0,
+            ),
+            (
+                "outbound_stall_timeout_ms",
+                self.outbound_stall_timeout.is_zero(),
+            ),
         ];
         if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero { field });
@@ -940,5 +984,34 @@ mod tests {
         let first = config.resolve_node_id().unwrap();
         assert_eq!(first, config.resolve_node_id().unwrap());
         assert_ne!(first, 0);
+    }
+
+    #[test]
+    fn memory_settings_take_units_from_flags_and_yaml() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert!(config.client_memory_budget.bytes > 0);
+        assert_eq!(config.max_outbound_queue_bytes, 32 << 20);
+        assert_eq!(config.outbound_stall_timeout, Duration::from_secs(10));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        std::fs::write(
+            &path,
+            "client_memory_budget: 256MiB\nmax_outbound_queue_bytes: 1048576\noutbound_stall_timeout_ms: 500\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.client_memory_budget.bytes, 256 << 20);
+        assert_eq!(config.client_memory_budget.source, "configured");
+        assert_eq!(config.max_outbound_queue_bytes, 1 << 20);
+        assert_eq!(config.outbound_stall_timeout, Duration::from_millis(500));
+        let zero = ServeArgs {
+            outbound_stall_timeout_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::load(&zero).is_err());
     }
 }

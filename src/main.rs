@@ -1,6 +1,7 @@
 //! quorum: a clustered, highly available engine for iii workers.
 
 mod auth;
+mod budget;
 mod builtins;
 mod cluster;
 mod config;

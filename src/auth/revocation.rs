@@ -36,7 +36,7 @@ fn sweep(connections: &Connections, name: &str) -> usize {
         }
         // Queued first, so the writer sends it before the session's own close; a full outbox
         // still ends the session (with a plain close).
-        let _ = handle.outbox.try_send(Outbound::Close {
+        let _ = handle.outbox.push(Outbound::Close {
             code: CLOSE_POLICY,
             reason: format!("worker token '{name}' was revoked"),
         });
