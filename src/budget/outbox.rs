@@ -3,10 +3,11 @@
 //! Why: senders of a worker's frames include shared paths (the router relaying answers, the
 //! invocation stream from another node carrying calls for many workers). They must never
 //! wait on one worker that does not read. So pushing never waits: a frame that does not fit
-//! is refused at once and the queue counts as full; the writer ends the connection when the
-//! queue stays full for the stall timeout (see [`Watch::stalled`]).
+//! is refused at once and the queue counts as full until the writer has drained it to half
+//! its limit; the writer ends the connection when the queue stays full for the stall timeout
+//! (see [`Watch::stalled`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -78,10 +79,13 @@ pub struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.queue.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        let left = self.queue.bytes.fetch_sub(self.bytes, Ordering::Relaxed) - self.bytes;
         self.queue.share.release(self.bytes);
-        // The writer moved on: the queue is no longer stuck.
-        self.queue.clear_full();
+        // The writer made room: the queue is no longer full. (A writer stuck behind a
+        // socket that is not read leaves it full however many frames the kernel took.)
+        if left <= self.queue.limit / 2 {
+            self.queue.clear_full();
+        }
     }
 }
 
@@ -92,19 +96,25 @@ struct Queue {
     limit: u64,
     /// Since when a frame has been refused for want of room, with no progress since.
     full_since: Mutex<Option<Instant>>,
+    /// Whether `full_since` is set: the writer's path looks here and takes no lock.
+    full: AtomicBool,
     became_full: Notify,
 }
 
 impl Queue {
     fn clear_full(&self) {
-        let mut full = self.full_since.lock().unwrap_or_else(|p| p.into_inner());
-        *full = None;
+        if self.full.load(Ordering::Acquire) {
+            let mut full = self.full_since.lock().unwrap_or_else(|p| p.into_inner());
+            *full = None;
+            self.full.store(false, Ordering::Release);
+        }
     }
 
     fn mark_full(&self) {
         let mut full = self.full_since.lock().unwrap_or_else(|p| p.into_inner());
         if full.is_none() {
             *full = Some(Instant::now());
+            self.full.store(true, Ordering::Release);
             drop(full);
             self.became_full.notify_waiters();
         }
@@ -124,6 +134,7 @@ pub fn outbox<T>(share: Share, limit: u64) -> (Outbox<T>, OutboxReceiver<T>) {
         bytes: AtomicU64::new(0),
         limit,
         full_since: Mutex::new(None),
+        full: AtomicBool::new(false),
         became_full: Notify::new(),
     });
     (
@@ -205,8 +216,8 @@ impl Watch {
         &self.queue.share
     }
 
-    /// Resolves once frames have been refused for want of room and nothing was written
-    /// for `timeout` since. Arms no timer while the queue has room.
+    /// Resolves once frames have been refused for want of room and the queue has not been
+    /// drained to half its limit for `timeout` since. Arms no timer while the queue has room.
     pub async fn stalled(&self, timeout: Duration) {
         loop {
             let notified = self.queue.became_full.notified();

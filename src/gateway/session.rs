@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connections::{ConnectionHandle, Outbound};
@@ -41,6 +41,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_TRY_AGAIN: u16 = 1013;
 
@@ -201,6 +202,9 @@ pub async fn run(node: Arc<Node>, ws: WorkerSocket, peer: SocketAddr, grant: Arc
                 match frame {
                     None | Some(Ok(Message::Close(_))) => break,
                     Some(Err(err)) => {
+                        if matches!(err, WsError::Capacity(_)) {
+                            session.close(CLOSE_TOO_BIG, "message over 64 MiB").await;
+                        }
                         debug!(node = node.id, worker_id = %worker, error = %err, "socket error");
                         break;
                     }

@@ -52,10 +52,12 @@ pub async fn run<S>(
             }
         };
         // Watched while writing too: a write to a worker that does not read never ends.
+        // Work first: a turn that completes at once never looks at the watch.
         let turn = tokio::select! {
+            biased;
+            open = work => Turn::Wrote(open),
             eviction = watch.doomed() => Turn::Evicted(eviction),
             _ = watch.stalled(stall_timeout) => Turn::Stalled,
-            open = work => Turn::Wrote(open),
         };
         match turn {
             Turn::Wrote(true) => {}
