@@ -285,3 +285,42 @@ async fn a_stalled_readers_calls_end_invocation_stopped_for_their_callers() {
     amp.shutdown_async().await;
     caller.shutdown_async().await;
 }
+
+/// A single frame over the 16 MiB limit closes its connection with 1009 (message too big),
+/// and only that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_closed_with_1009() {
+    let _serial = super::serial();
+    let (node, _dir) = node_with(&[]);
+    let canary = Canary::start(&node.url);
+    let client = RawClient::connect(&node.url).await;
+    let (mut sink, mut stream) = client.ws.split();
+    let closed = tokio::spawn(async move {
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    });
+    let frame = Frame::message(
+        vec![b'x'; 17 * MIB as usize],
+        OpCode::Data(Data::Text),
+        true,
+    );
+    let _ = sink.send(Message::Frame(frame)).await;
+    let code = tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("closed within 10 s")
+        .unwrap();
+    assert_eq!(code, Some(1009));
+    eventually(
+        "the canary goes on calling",
+        Duration::from_secs(10),
+        || async { (canary.snapshot().latencies.len() >= 20).then_some(()) },
+    )
+    .await;
+    canary.stop().assert_healthy(20);
+}
