@@ -1,6 +1,8 @@
-//! A session's writer task: owns the socket's sink, drains the session's bounded
+//! A session's writer task: owns the socket's sink, drains the session's byte-bounded
 //! outbox, writes whatever is queued before one flush, pings the worker, and splits
-//! messages over the frame limit into continuation frames.
+//! messages over the frame limit into continuation frames. It also ends the connection
+//! when the worker stops reading (the outbox stayed full for the stall timeout) and sends
+//! the close frame of a connection the memory budget closed.
 
 use futures_util::{Sink, SinkExt};
 use std::time::Duration;
