@@ -96,7 +96,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_are_charged_until_settled() {
-        let budget = Budget::new(1 << 20);
+        let budget = Budget::new(1, 1 << 20);
         let (mut client, server) = tokio::io::duplex(1024);
         let mut metered = Metered::new(server, budget.open("127.0.0.1:1".parse().unwrap()));
         client.write_all(b"hello").await.unwrap();
@@ -110,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_doomed_connection_stops_reading_at_once() {
-        let budget = Budget::new(1 << 20);
+        let budget = Budget::new(1, 1 << 20);
         let (_client, server) = tokio::io::duplex(1024);
         let mut metered = Metered::new(server, budget.open("127.0.0.1:1".parse().unwrap()));
         let share = metered.share().clone();
@@ -126,7 +126,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_over_the_share_fails() {
-        let budget = Budget::new(4);
+        let budget = Budget::new(1, 4);
         let (mut client, server) = tokio::io::duplex(1024);
         let mut metered = Metered::new(server, budget.open("127.0.0.1:1".parse().unwrap()));
         client.write_all(b"too many bytes").await.unwrap();

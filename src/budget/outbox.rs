@@ -258,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_is_bounded_in_bytes_and_gives_them_back() {
-        let budget = Budget::new(1 << 30);
+        let budget = Budget::new(1, 1 << 30);
         let (tx, mut rx) = outbox(share(&budget), 1000);
         // One item of any size fits into an empty queue.
         tx.push(Bytes(5000, false)).unwrap();
@@ -276,7 +276,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_queue_full_without_progress_stalls_after_the_timeout() {
-        let budget = Budget::new(1 << 30);
+        let budget = Budget::new(1, 1 << 30);
         let (tx, mut rx) = outbox(share(&budget), 100);
         let watch = rx.watch();
         tx.push(Bytes(100, false)).unwrap();
@@ -295,7 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_over_the_budget_closes_the_connection() {
-        let budget = Budget::new(100);
+        let budget = Budget::new(1, 100);
         let hog = share(&budget);
         let (tx, _rx) = outbox::<Bytes>(hog.clone(), 1 << 20);
         assert_eq!(tx.push(Bytes(500, false)), Err(Refusal::OverBudget));

@@ -16,6 +16,7 @@ use tracing::warn;
 
 use super::share::{Share, ShareState};
 use super::CLOSE_POLICY;
+use crate::ids::{NodeId, WorkerId};
 
 /// At most one eviction line per this interval (with a count of the ones not logged).
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -51,6 +52,8 @@ pub(super) fn fair_share(limit: u64, live: usize) -> u64 {
 /// The bytes every worker connection of this node holds, together.
 #[derive(Debug)]
 pub struct Budget {
+    /// The node, for the log lines.
+    node: NodeId,
     limit: u64,
     used: AtomicU64,
     next_id: AtomicU64,
@@ -61,9 +64,10 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// A budget of `limit` bytes for all the node's client connections.
-    pub fn new(limit: u64) -> Arc<Budget> {
+    /// A budget of `limit` bytes for all the client connections of `node`.
+    pub fn new(node: NodeId, limit: u64) -> Arc<Budget> {
         Arc::new(Budget {
+            node,
             limit,
             used: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
@@ -144,7 +148,14 @@ impl Budget {
     }
 
     /// Logs an eviction, at most one line per [`LOG_INTERVAL`] for the whole node.
-    pub(super) fn log_eviction(&self, peer: SocketAddr, held: u64, code: u16, reason: &str) {
+    pub(super) fn log_eviction(
+        &self,
+        peer: SocketAddr,
+        worker: Option<WorkerId>,
+        held: u64,
+        code: u16,
+        reason: &str,
+    ) {
         let suppressed = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -155,7 +166,8 @@ impl Budget {
             log.0 = Some(now + LOG_INTERVAL);
             std::mem::take(&mut log.1)
         };
-        warn!(peer = %peer, held, code, reason, used = self.used(), limit = self.limit, suppressed,
+        let worker_id = worker.map(|w| w.to_string()).unwrap_or_default();
+        warn!(node = self.node, worker_id, peer = %peer, held, code, reason, used = self.used(), limit = self.limit, suppressed,
             "connection closed by the client memory budget");
     }
 
@@ -213,7 +225,7 @@ mod tests {
 
     #[test]
     fn charges_and_releases_add_up() {
-        let budget = Budget::new(1000);
+        let budget = Budget::new(1, 1000);
         let a = budget.open(peer());
         let b = budget.open(peer());
         assert!(a.charge(300));
@@ -232,7 +244,7 @@ mod tests {
 
     #[test]
     fn the_hog_is_refused_and_closed_not_the_small_one() {
-        let budget = Budget::new(1000);
+        let budget = Budget::new(1, 1000);
         let hog = budget.open(peer());
         let small = budget.open(peer());
         assert!(hog.charge(990));
@@ -245,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_small_connection_reaching_the_limit_closes_the_largest() {
-        let budget = Budget::new(1000);
+        let budget = Budget::new(1, 1000);
         let hog = budget.open(peer());
         let middle = budget.open(peer());
         let small = budget.open(peer());
@@ -262,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_forced_charge_is_counted() {
-        let budget = Budget::new(10);
+        let budget = Budget::new(1, 10);
         let a = budget.open(peer());
         a.charge_anyway(50);
         assert_eq!(budget.used(), 50);

@@ -4,12 +4,13 @@
 use futures_util::task::AtomicWaker;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use tokio::sync::Notify;
 
 use super::pool::Budget;
 use super::CLOSE_POLICY;
+use crate::ids::WorkerId;
 
 /// Why a connection is being closed: the close frame it is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct Share(pub(super) Arc<ShareState>);
 pub(super) struct ShareState {
     pub(super) id: u64,
     peer: SocketAddr,
+    /// The worker on this connection, once its session named it (for the log).
+    worker: OnceLock<WorkerId>,
     budget: Arc<Budget>,
     /// Everything this connection holds (inbound and outbound).
     pub(super) held: AtomicU64,
@@ -44,6 +47,7 @@ impl ShareState {
         ShareState {
             id,
             peer,
+            worker: OnceLock::new(),
             budget,
             held: AtomicU64::new(0),
             inbound: AtomicU64::new(0),
@@ -68,6 +72,11 @@ impl Drop for ShareState {
 }
 
 impl Share {
+    /// Names the worker on this connection, for the log lines about it.
+    pub fn identify(&self, worker: WorkerId) {
+        let _ = self.0.worker.set(worker);
+    }
+
     /// Charges `n` bytes; false (and the connection is closed) when the budget refuses it.
     pub fn charge(&self, n: u64) -> bool {
         if self.0.is_doomed() {
@@ -130,9 +139,13 @@ impl Share {
             });
         }
         self.0.doomed.store(true, Ordering::Release);
-        self.0
-            .budget
-            .log_eviction(self.0.peer, self.held(), code, reason);
+        self.0.budget.log_eviction(
+            self.0.peer,
+            self.0.worker.get().copied(),
+            self.held(),
+            code,
+            reason,
+        );
         self.0.reader.wake();
         self.0.doom_notify.notify_waiters();
     }

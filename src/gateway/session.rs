@@ -92,6 +92,7 @@ pub async fn run(node: Arc<Node>, ws: WorkerSocket, peer: SocketAddr, grant: Arc
     let (outbox, outbox_rx) = budget::outbox(share.clone(), node.config.max_outbound_queue_bytes);
     let (sink, mut stream) = ws.split();
     let worker = WorkerId::new();
+    share.identify(worker);
     // The writer's own logs (an unsendable message) carry the connection they are about.
     let writer = tokio::spawn(
         writer::run(

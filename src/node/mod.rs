@@ -296,7 +296,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let connections = Arc::new(Connections::default());
-    let budget = Budget::new(config.client_memory_budget.bytes);
+    let budget = Budget::new(node_id, config.client_memory_budget.bytes);
     info!(
         node = node_id,
         bytes = budget.limit(),
