@@ -324,3 +324,85 @@ async fn an_oversized_frame_is_closed_with_1009() {
     .await;
     canary.stop().assert_healthy(20);
 }
+
+/// A worker that does not read, on one node, is sent large calls from another node until
+/// its queue is full. The invocation stream between the nodes carries everyone's calls, so
+/// it must never wait on that one queue: a call to a healthy worker on the same node still
+/// answers at once, and the worker that does not read is disconnected after the stall time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_does_not_read_holds_up_no_calls_from_another_node() {
+    let _serial = super::serial();
+    let cluster = super::common::Cluster::start_with(2, |_| NodeOptions {
+        args: vec!["--outbound-stall-timeout-ms".into(), "3000".into()],
+        ..NodeOptions::default()
+    });
+    let (here, there) = (cluster.node(0), cluster.node(1));
+    let canary = Canary::start(&here.url);
+    let idle = rss_bytes(here.pid());
+    let healthy = worker(&here.url, &unique_name("healthy"), None).await;
+    healthy.register_function(
+        "memory::fine",
+        RegisterFunction::new_async(|input: Value| async move { Ok::<Value, Error>(input) }),
+    );
+    let mut stuck = RawClient::connect(&here.url).await;
+    stuck.announce(&unique_name("stuck"), None).await;
+    stuck
+        .send(json!({"type":"registerfunction","id":"memory::stuck"}))
+        .await;
+    let caller = worker(&there.url, &unique_name("caller"), None).await;
+    wait_function(&caller, "memory::stuck", true).await;
+    wait_function(&caller, "memory::fine", true).await;
+
+    // 3,000 calls of 20 KB (60 MB) for a worker that reads none of them, from the other node.
+    let mut flood = RawClient::connect(&there.url).await;
+    let blob = "s".repeat(20_000);
+    for _ in 0..3_000 {
+        let frame = json!({"type":"invokefunction","invocation_id":uuid::Uuid::new_v4().to_string(),
+            "function_id":"memory::stuck","data":{"blob":blob}});
+        flood
+            .ws
+            .feed(Message::Text(frame.to_string().into()))
+            .await
+            .expect("send call");
+    }
+    flood.ws.flush().await.expect("flush calls");
+    // Past the stuck worker's queue, calls from that node to this one still flow.
+    for n in 0..20 {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            call(&caller, "memory::fine", json!({ "n": n })),
+        )
+        .await
+        .expect("a call to a healthy worker answered within 2 s")
+        .expect("answered");
+        assert_eq!(answer["n"], n);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "call {n} took {:?}",
+            started.elapsed()
+        );
+    }
+    eventually(
+        "the worker that does not read is disconnected",
+        Duration::from_secs(20),
+        || async { (!listed(&caller, &stuck.worker_id).await).then_some(()) },
+    )
+    .await;
+    let peak = peak_rss_bytes(here.pid());
+    let report = canary.stop();
+    eprintln!(
+        "cross-node: idle RSS {} MiB, peak {} MiB",
+        idle / MIB,
+        peak / MIB
+    );
+    assert!(
+        peak <= idle + 200 * MIB,
+        "peak RSS {} MiB over idle {} MiB + 200 MiB",
+        peak / MIB,
+        idle / MIB
+    );
+    report.assert_healthy(50);
+    healthy.shutdown_async().await;
+    caller.shutdown_async().await;
+}
