@@ -165,13 +165,9 @@ async fn run(
             let mut report = report.lock().unwrap();
             match answered {
                 Ok(Ok(value)) if value["n"] == n => report.latencies.push(took),
-                Ok(Ok(value)) => report
-                    .failures
-                    .push(format!("call {n}: wrong answer {value}")),
+                Ok(Ok(value)) => report.failures.push(format!("call {n}: wrong answer {value}")),
                 Ok(Err(err)) => report.failures.push(format!("call {n}: {err}")),
-                Err(_) => report
-                    .failures
-                    .push(format!("call {n}: no answer in {CALL_TIMEOUT:?}")),
+                Err(_) => report.failures.push(format!("call {n}: no answer in {CALL_TIMEOUT:?}")),
             }
             report.dropped |= !connected;
         }
