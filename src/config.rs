@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::auth::tokens::{read_tokens_file, TokensFileError};
 use crate::auth::worker_gate::WorkerAuth;
+use crate::budget::{choose_budget, BudgetChoice, ByteSize};
 use crate::cluster::lease::LeaseTimings;
 use crate::ids::NodeId;
 use crate::registry::WorkerToken;
@@ -149,6 +150,18 @@ pub struct ServeArgs {
     /// log instead of a whole snapshot [default: 1000].
     #[arg(long, env = "QUORUM_SNAPSHOT_KEEP_ENTRIES")]
     pub snapshot_keep_entries: Option<u64>,
+    /// Bytes all worker connections together may make the node buffer (partial messages,
+    /// outbound queues); `268435456`, `256M` or `256MiB` [default: a quarter of the cgroup
+    /// memory limit, else 512MiB].
+    #[arg(long, env = "QUORUM_CLIENT_MEMORY_BUDGET", value_parser = crate::budget::parse_bytes)]
+    pub client_memory_budget: Option<u64>,
+    /// Bytes queued for one worker before further frames for it are refused [default: 32MiB].
+    #[arg(long, env = "QUORUM_MAX_OUTBOUND_QUEUE_BYTES", value_parser = crate::budget::parse_bytes)]
+    pub max_outbound_queue_bytes: Option<u64>,
+    /// A worker whose outbound queue stays full this long (it does not read) is
+    /// disconnected [default: 10000].
+    #[arg(long, env = "QUORUM_OUTBOUND_STALL_TIMEOUT_MS")]
+    pub outbound_stall_timeout_ms: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -196,6 +209,9 @@ struct FileConfig {
     snapshot_after_entries: Option<u64>,
     snapshot_after_log_bytes: Option<u64>,
     snapshot_keep_entries: Option<u64>,
+    client_memory_budget: Option<ByteSize>,
+    max_outbound_queue_bytes: Option<ByteSize>,
+    outbound_stall_timeout_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -246,6 +262,12 @@ pub struct Config {
     pub max_registration_bytes: usize,
     /// When the Raft log is compacted into a snapshot.
     pub snapshots: SnapshotPolicy,
+    /// Bytes all worker connections may make the node buffer, and where that number came from.
+    pub client_memory_budget: BudgetChoice,
+    /// Bytes queued for one worker before frames for it are refused.
+    pub max_outbound_queue_bytes: u64,
+    /// How long a worker's outbound queue may stay full before it is disconnected.
+    pub outbound_stall_timeout: Duration,
 }
 
 /// When the Raft log is compacted into a snapshot: whichever trigger fires first. The log on
@@ -473,6 +495,19 @@ impl Config {
                         .unwrap_or(defaults.keep_entries),
                 }
             },
+            client_memory_budget: choose_budget(
+                args.client_memory_budget
+                    .or(file.client_memory_budget.map(|b| b.0)),
+            ),
+            max_outbound_queue_bytes: args
+                .max_outbound_queue_bytes
+                .or(file.max_outbound_queue_bytes.map(|b| b.0))
+                .unwrap_or(32 << 20),
+            outbound_stall_timeout: Duration::from_millis(
+                args.outbound_stall_timeout_ms
+                    .or(file.outbound_stall_timeout_ms)
+                    .unwrap_or(10_000),
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -524,6 +559,15 @@ impl Config {
             (
                 "snapshot_after_log_bytes",
                 self.snapshots.after_log_bytes == 0,
+            ),
+            ("client_memory_budget", self.client_memory_budget.bytes == 0),
+            (
+                "max_outbound_queue_bytes",
+                self.max_outbound_queue_bytes == 0,
+            ),
+            (
+                "outbound_stall_timeout_ms",
+                self.outbound_stall_timeout.is_zero(),
             ),
         ];
         if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
@@ -1068,5 +1112,34 @@ mod tests {
         let first = config.resolve_node_id().unwrap();
         assert_eq!(first, config.resolve_node_id().unwrap());
         assert_ne!(first, 0);
+    }
+
+    #[test]
+    fn memory_settings_take_units_from_flags_and_yaml() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert!(config.client_memory_budget.bytes > 0);
+        assert_eq!(config.max_outbound_queue_bytes, 32 << 20);
+        assert_eq!(config.outbound_stall_timeout, Duration::from_secs(10));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        std::fs::write(
+            &path,
+            "client_memory_budget: 256MiB\nmax_outbound_queue_bytes: 1048576\noutbound_stall_timeout_ms: 500\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.client_memory_budget.bytes, 256 << 20);
+        assert_eq!(config.client_memory_budget.source, "configured");
+        assert_eq!(config.max_outbound_queue_bytes, 1 << 20);
+        assert_eq!(config.outbound_stall_timeout, Duration::from_millis(500));
+        let zero = ServeArgs {
+            outbound_stall_timeout_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::load(&zero).is_err());
     }
 }

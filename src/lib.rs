@@ -5,6 +5,7 @@
 //! decoding, the registry's command application) exactly as the node runs it.
 
 pub mod auth;
+pub mod budget;
 pub mod builtins;
 pub mod cluster;
 pub mod config;

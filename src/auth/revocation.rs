@@ -34,9 +34,9 @@ fn sweep(connections: &Connections, name: &str) -> usize {
         if handle.grant.token_name() != Some(name) || handle.cancel.is_cancelled() {
             continue;
         }
-        // Queued first, so the writer sends it before the session's own close; a full outbox
-        // still ends the session (with a plain close).
-        let _ = handle.outbox.try_send(Outbound::Close {
+        // Queued first (a close frame always fits), so the writer sends it before the
+        // session's own close.
+        let _ = handle.outbox.push(Outbound::Close {
             code: CLOSE_POLICY,
             reason: format!("worker token '{name}' was revoked"),
         });

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::grant::Grant;
+use crate::budget::{Outbox, Weigh};
 use crate::ids::WorkerId;
 
 /// What a session's writer task sends on the socket.
@@ -18,10 +18,24 @@ pub enum Outbound {
     Close { code: u16, reason: String },
 }
 
+impl Weigh for Outbound {
+    fn weight(&self) -> usize {
+        match self {
+            Outbound::Text(text) => text.len(),
+            Outbound::Close { reason, .. } => reason.len(),
+        }
+    }
+
+    fn must_queue(&self) -> bool {
+        matches!(self, Outbound::Close { .. })
+    }
+}
+
 /// How other tasks reach one live session.
 #[derive(Clone, Debug)]
 pub struct ConnectionHandle {
-    pub outbox: mpsc::Sender<Outbound>,
+    /// The session's byte-bounded queue; pushing never waits.
+    pub outbox: Outbox<Outbound>,
     /// Cancelling it ends the session and runs its disconnect cleanup.
     pub cancel: CancellationToken,
     /// What the connection's worker token allows (revocation finds its connections by it).
@@ -46,7 +60,7 @@ impl Connections {
     }
 
     /// The writer queue of a local session.
-    pub fn outbox(&self, worker: WorkerId) -> Option<mpsc::Sender<Outbound>> {
+    pub fn outbox(&self, worker: WorkerId) -> Option<Outbox<Outbound>> {
         self.read().get(&worker).map(|h| h.outbox.clone())
     }
 
@@ -75,10 +89,11 @@ impl Connections {
         self.read().len()
     }
 
-    /// Queues a frame for a local worker; false when it is not here or already closing.
-    pub async fn send(&self, worker: WorkerId, frame: Outbound) -> bool {
+    /// Queues a frame for a local worker without waiting; false when it is not here, already
+    /// closing, or its queue is full (a worker that does not read is disconnected soon).
+    pub fn send(&self, worker: WorkerId, frame: Outbound) -> bool {
         match self.outbox(worker) {
-            Some(outbox) => outbox.send(frame).await.is_ok(),
+            Some(outbox) => outbox.push(frame).is_ok(),
             None => false,
         }
     }

@@ -25,7 +25,8 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, warn};
 
-use crate::auth::worker_tls::{self, WorkerTls};
+use crate::auth::worker_tls::{self, WorkerStream, WorkerTls};
+use crate::budget::Metered;
 use crate::node::Node;
 use crate::protocol::{
     CAPABILITIES_HEADER, CAPABILITY_TCP_NODELAY, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES,
@@ -34,6 +35,9 @@ use crate::protocol::{
 /// A client that has not finished its TLS handshake (on a `wss://` port) and its upgrade
 /// request by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A worker's WebSocket, over a socket whose reads are charged to the client memory budget.
+type WorkerSocket = tokio_tungstenite::WebSocketStream<Metered<WorkerStream>>;
 
 /// What an upgrade request asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,8 +105,9 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
         }
         Ok(response)
     };
+    let share = node.budget.open(peer);
     let upgrade = async {
-        let stream = worker_tls::secure(tls.as_ref(), stream).await?;
+        let stream = Metered::new(worker_tls::secure(tls.as_ref(), stream).await?, share);
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())).await
     };
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade).await {

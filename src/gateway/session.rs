@@ -11,18 +11,16 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::connections::{ConnectionHandle, Outbound};
 use super::frames::{announced_meta, rejection_frame, screen_sizes};
 use super::idle::{IdleTimer, IDLE_LIMIT};
 use super::log_limit::{LogLimit, Noise};
-use super::writer;
-use crate::auth::worker_tls::WorkerStream;
+use super::{writer, WorkerSocket};
 use crate::auth::{grant::Grant, tokens::sha256_hex};
+use crate::budget::{self, Outbox};
 use crate::builtins;
 use crate::ids::{WorkerId, DEFAULT_NAMESPACE};
 use crate::metrics::Metrics;
@@ -34,8 +32,6 @@ use crate::protocol::{is_telemetry_frame, Incoming, Outgoing};
 use crate::registry::{Announcement, Command, Registration};
 use crate::router::{CallRequest, Caller, Routed};
 
-/// Frames queued for one worker before senders wait (backpressure).
-const OUTBOX_CAPACITY: usize = 1024;
 /// The engine pings every worker this often, so half-open sockets are found.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// How long a drained connection is still read for calls sent before the worker saw the
@@ -45,6 +41,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_TRY_AGAIN: u16 = 1013;
 
@@ -62,7 +59,7 @@ enum NamespaceState {
 struct Session {
     node: Arc<Node>,
     worker: WorkerId,
-    outbox: mpsc::Sender<Outbound>,
+    outbox: Outbox<Outbound>,
     namespace: NamespaceState,
     /// What the connection's worker token allows.
     grant: Arc<Grant>,
@@ -75,12 +72,7 @@ struct Session {
 }
 
 /// Serves one upgraded worker socket until it closes, then cleans up after it.
-pub async fn run(
-    node: Arc<Node>,
-    ws: WebSocketStream<WorkerStream>,
-    peer: SocketAddr,
-    grant: Arc<Grant>,
-) {
+pub async fn run(node: Arc<Node>, ws: WorkerSocket, peer: SocketAddr, grant: Arc<Grant>) {
     let refusal = if node.is_fenced() {
         // Cut off from the cluster: send the worker to a node that has a quorum.
         Some("engine node cut off from its cluster")
@@ -98,13 +90,20 @@ pub async fn run(
         let _ = ws.close(Some(close)).await;
         return;
     }
+    let share = ws.get_ref().share().clone();
+    let (outbox, outbox_rx) = budget::outbox(share.clone(), node.config.max_outbound_queue_bytes);
     let (sink, mut stream) = ws.split();
-    let (outbox, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
     let worker = WorkerId::new();
+    share.identify(worker);
     // The writer's own logs (an unsendable message) carry the connection they are about.
     let writer = tokio::spawn(
-        writer::run(sink, outbox_rx, PING_INTERVAL)
-            .instrument(info_span!("writer", node = node.id, worker_id = %worker)),
+        writer::run(
+            sink,
+            outbox_rx,
+            PING_INTERVAL,
+            node.config.outbound_stall_timeout,
+        )
+        .instrument(info_span!("writer", node = node.id, worker_id = %worker)),
     );
     let token = uuid::Uuid::new_v4().to_string();
     let token_hash = sha256_hex(&token);
@@ -121,12 +120,10 @@ pub async fn run(
         .await;
     if let Err(err) = connected {
         warn!(node = node.id, worker_id = %worker, error = %err, "cannot record the connection; closing it");
-        let _ = outbox
-            .send(Outbound::Close {
-                code: CLOSE_INTERNAL,
-                reason: "registry unavailable".into(),
-            })
-            .await;
+        let _ = outbox.push(Outbound::Close {
+            code: CLOSE_INTERNAL,
+            reason: "registry unavailable".into(),
+        });
         drop(outbox);
         let _ = writer.await;
         return;
@@ -145,7 +142,7 @@ pub async fn run(
         worker_id: worker.to_string(),
         reattach_token: token,
     };
-    let _ = outbox.send(Outbound::Text(hello.to_text())).await;
+    let _ = outbox.push(Outbound::Text(hello.to_text()));
 
     let mut session = Session {
         node: node.clone(),
@@ -205,9 +202,13 @@ pub async fn run(
             },
             frame = stream.next() => {
                 idle.saw_frame();
+                share.settle_inbound();
                 match frame {
                     None | Some(Ok(Message::Close(_))) => break,
                     Some(Err(err)) => {
+                        if matches!(err, WsError::Capacity(_)) {
+                            session.close(CLOSE_TOO_BIG, "message over 64 MiB").await;
+                        }
                         debug!(node = node.id, worker_id = %worker, error = %err, "socket error");
                         break;
                     }
@@ -242,27 +243,21 @@ impl Session {
     }
 
     async fn send(&self, frame: Outgoing) {
-        let _ = self.outbox.send(Outbound::Text(frame.to_text())).await;
+        let _ = self.outbox.push(Outbound::Text(frame.to_text()));
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
         self.closing = true;
-        let _ = self
-            .outbox
-            .send(Outbound::Close {
-                code,
-                reason: reason.to_string(),
-            })
-            .await;
+        let _ = self.outbox.push(Outbound::Close {
+            code,
+            reason: reason.to_string(),
+        });
     }
 
     /// After a drain or fencing closed the socket: calls the worker sent before it saw the
     /// close are still routed (their answers follow the worker to its next connection);
     /// everything else is dropped. Ends with the worker's own close, or after [`LINGER`].
-    async fn linger(
-        &mut self,
-        stream: &mut futures_util::stream::SplitStream<WebSocketStream<WorkerStream>>,
-    ) {
+    async fn linger(&mut self, stream: &mut futures_util::stream::SplitStream<WorkerSocket>) {
         let until = tokio::time::Instant::now() + LINGER;
         while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, stream.next()).await {
             let bytes = match &message {

@@ -1,55 +1,111 @@
-//! A session's writer task: owns the socket's sink, drains the session's bounded
+//! A session's writer task: owns the socket's sink, drains the session's byte-bounded
 //! outbox, writes whatever is queued before one flush, pings the worker, and splits
-//! messages over the frame limit into continuation frames.
+//! messages over the frame limit into continuation frames. It also ends the connection
+//! when the worker stops reading (the outbox stayed full for the stall timeout) and sends
+//! the close frame of a connection the memory budget closed.
 
 use futures_util::{Sink, SinkExt};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::warn;
 
 use super::connections::Outbound;
+use crate::budget::{Eviction, OutboxReceiver, Queued, CLOSE_POLICY};
 use crate::protocol::{FRAGMENT_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
 /// Frames written before a flush when more are queued.
 const BATCH: usize = 64;
+/// How long an evicted connection's close frame may take to go out.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Writes until the outbox closes, a Close is sent, or the socket fails.
-pub async fn run<S>(mut sink: S, mut outbox: mpsc::Receiver<Outbound>, ping_every: Duration)
-where
+/// What ended one turn of the writer.
+enum Turn {
+    /// Wrote (or pinged); whether the connection is still open.
+    Wrote(bool),
+    /// The queue stayed full for the stall timeout: the worker does not read.
+    Stalled,
+    /// The budget closed the connection.
+    Evicted(Eviction),
+}
+
+/// Writes until the outbox closes, a Close is sent, the socket fails, the worker stops
+/// reading for `stall_timeout` while its queue is full, or the budget closes the connection.
+pub async fn run<S>(
+    mut sink: S,
+    mut outbox: OutboxReceiver<Outbound>,
+    ping_every: Duration,
+    stall_timeout: Duration,
+) where
     S: Sink<Message, Error = WsError> + Unpin,
 {
+    let watch = outbox.watch();
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     loop {
-        tokio::select! {
-            item = outbox.recv() => {
-                let Some(item) = item else { break };
-                let mut open = feed(&mut sink, item).await;
-                let mut written = 1;
-                while open && written < BATCH {
-                    match outbox.try_recv() {
-                        Ok(item) => {
-                            open = feed(&mut sink, item).await;
-                            written += 1;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                if sink.flush().await.is_err() || !open {
-                    break;
-                }
+        let work = async {
+            tokio::select! {
+                item = outbox.recv() => match item {
+                    Some(first) => write_batch(&mut sink, &mut outbox, first).await,
+                    None => false,
+                },
+                _ = ping.tick() => sink.send(Message::Ping(Default::default())).await.is_ok(),
             }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
-                }
+        };
+        // Watched while writing too: a write to a worker that does not read never ends.
+        // Work first: a turn that completes at once never looks at the watch.
+        let turn = tokio::select! {
+            biased;
+            open = work => Turn::Wrote(open),
+            eviction = watch.doomed() => Turn::Evicted(eviction),
+            _ = watch.stalled(stall_timeout) => Turn::Stalled,
+        };
+        match turn {
+            Turn::Wrote(true) => {}
+            Turn::Wrote(false) => break,
+            Turn::Stalled => {
+                // Its session ends and cleans up as for any disconnect; the queue is dropped.
+                let reason = format!("outbound queue full for {} ms", stall_timeout.as_millis());
+                watch.share().doom(CLOSE_POLICY, &reason);
+                return;
+            }
+            Turn::Evicted(Eviction { code, reason }) => {
+                let close = async {
+                    feed(&mut sink, Outbound::Close { code, reason }).await;
+                    let _ = sink.flush().await;
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+                return;
             }
         }
     }
     let _ = sink.close().await;
+}
+
+/// Writes `first` and whatever else is queued (up to [`BATCH`]), then flushes once. Each
+/// item's bytes go back to the budget once the sink has it.
+async fn write_batch<S>(
+    sink: &mut S,
+    outbox: &mut OutboxReceiver<Outbound>,
+    first: Queued<Outbound>,
+) -> bool
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let Queued { item, held } = first;
+    let mut open = feed(sink, item).await;
+    drop(held);
+    let mut written = 1;
+    while open && written < BATCH {
+        let Some(Queued { item, held }) = outbox.try_recv() else {
+            break;
+        };
+        open = feed(sink, item).await;
+        drop(held);
+        written += 1;
+    }
+    sink.flush().await.is_ok() && open
 }
 
 /// Queues one item on the sink; false when the connection is done.

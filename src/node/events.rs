@@ -58,8 +58,7 @@ async fn react(node: &Arc<Node>, event: Event) {
             if node.connections.is_local(worker) {
                 let frame = notice_frame(notice);
                 node.connections
-                    .send(worker, Outbound::Text(frame.to_text()))
-                    .await;
+                    .send(worker, Outbound::Text(frame.to_text()));
             }
         }
         Event::WorkerLifecycle { worker, kind } => {

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use crate::auth::cluster_tls::ClusterTls;
 use crate::auth::worker_gate::{WorkerAuth, WorkerGate};
 use crate::auth::worker_tls::WorkerTls;
+use crate::budget::Budget;
 use crate::cluster::identity::ClusterId;
 use crate::cluster::{bootstrap, forwarder, membership};
 use crate::config::Config;
@@ -93,6 +94,8 @@ pub struct Node {
     leader_contact: Mutex<Option<Instant>>,
     /// Who the worker port lets in (`--worker-auth`, the tokens file, the registry's tokens).
     pub worker_gate: Arc<WorkerGate>,
+    /// The bytes worker connections may make this node buffer, all together.
+    pub budget: Arc<Budget>,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -294,6 +297,15 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let connections = Arc::new(Connections::default());
+    let budget = Budget::new(node_id, config.client_memory_budget.bytes);
+    info!(
+        node = node_id,
+        bytes = budget.limit(),
+        source = config.client_memory_budget.source,
+        outbound_queue_bytes = config.max_outbound_queue_bytes,
+        outbound_stall_timeout_ms = config.outbound_stall_timeout.as_millis() as u64,
+        "client memory budget chosen"
+    );
     let links = Arc::new(InvocationLinks::new(node_id, peers.clone()));
     let registry = consensus.registry();
     let metrics = Arc::new(Metrics::default());
@@ -327,6 +339,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             config.worker_auth,
             config.worker_tokens.clone(),
         )),
+        budget,
     });
     links.attach(&node);
     node.router.set_link(links);

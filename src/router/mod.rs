@@ -272,10 +272,10 @@ impl Router {
 
     /// Writes a recorded call to its owner's outbox. A call whose frame would be over the
     /// 64 MiB every SDK accepts (the engine adds the caller's id to its data), or whose
-    /// owner's outbox is gone, ends here with its reason; false then.
+    /// owner's outbox is gone or full (pushing never waits on a worker), ends here; false then.
     async fn send_invoke(
         &self,
-        outbox: &tokio::sync::mpsc::Sender<Outbound>,
+        outbox: &crate::budget::Outbox<Outbound>,
         invocation_id: InvocationId,
         request: CallRequest,
     ) -> bool {
@@ -297,7 +297,7 @@ impl Router {
             self.abandon(invocation_id, too_large).await;
             return false;
         }
-        if outbox.send(Outbound::Text(text)).await.is_err() {
+        if outbox.push(Outbound::Text(text)).is_err() {
             self.abandon(invocation_id, EngineError::ChannelSendFailed)
                 .await;
             return false;
@@ -643,7 +643,7 @@ impl Router {
                     }
                     .to_text();
                 }
-                self.connections.send(worker, Outbound::Text(text)).await;
+                self.connections.send(worker, Outbound::Text(text));
             }
             Caller::Remote {
                 node,

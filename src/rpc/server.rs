@@ -33,6 +33,15 @@ use crate::consensus::ConsensusError;
 use crate::node::Node;
 use crate::registry::Command;
 
+/// What one cluster-port connection may make this node hold before the node reads it:
+/// HTTP/2 flow control lets a peer send at most one window per stream and per connection
+/// ahead of us, and at most this many streams at once (tonic's default is no limit). With
+/// [`MAX_MESSAGE_BYTES`] per message and the connection cap, the port's memory is bounded;
+/// see docs/operations.md, "Limits".
+const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// The service, holding the node it answers for.
 pub struct ClusterService {
     node: Arc<Node>,
@@ -63,7 +72,11 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let server = Server::builder().add_service(service);
+    let server = Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .add_service(service);
     match tls {
         Some(tls) => {
             let acceptor = TlsAcceptor::from(tls.server.clone());

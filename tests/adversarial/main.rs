@@ -20,6 +20,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 mod doors;
 mod noise;
+mod memory;
 
 mod baseline {
     use super::common::canary::{peak_rss_bytes, Canary};
