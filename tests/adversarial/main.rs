@@ -18,6 +18,8 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+mod attention;
+
 mod baseline {
     use super::common::canary::{peak_rss_bytes, Canary};
     use super::common::{Node, NodeOptions};
