@@ -115,10 +115,7 @@ fn find<'a>(
     id: &str,
     namespace: Option<&str>,
 ) -> Result<FunctionView<'a>, EngineError> {
-    let matches: Vec<FunctionView<'a>> = rows::all_functions(registry)
-        .into_iter()
-        .filter(|v| v.key.id == id)
-        .collect();
+    let matches: Vec<FunctionView<'a>> = rows::functions_with_id(registry, id);
     let namespaces: Vec<String> = matches.iter().map(|v| v.key.namespace.clone()).collect();
     let wanted = match namespace {
         Some(ns) => matches.into_iter().find(|v| v.key.namespace == ns),

@@ -39,6 +39,31 @@ pub fn all_functions(registry: &Registry) -> Vec<FunctionView<'_>> {
     views
 }
 
+/// The functions (built-in or a worker's) with this id, sorted by namespace: one pass over
+/// the registry, no sort of the whole of it, for the `info` lookups.
+pub fn functions_with_id<'a>(registry: &'a Registry, id: &str) -> Vec<FunctionView<'a>> {
+    let builtin = reserved::BUILTIN_FUNCTIONS
+        .iter()
+        .filter(|b| **b == id)
+        .map(|b| FunctionView {
+            key: Cow::Owned(FunctionKey::new(DEFAULT_NAMESPACE, *b)),
+            function: None,
+        });
+    let mut views: Vec<FunctionView<'a>> = builtin
+        .chain(
+            registry
+                .functions()
+                .filter(|(key, _)| key.id == id)
+                .map(|(key, f)| FunctionView {
+                    key: Cow::Borrowed(key),
+                    function: Some(f),
+                }),
+        )
+        .collect();
+    views.sort_by(|a, b| a.key.namespace.cmp(&b.key.namespace));
+    views
+}
+
 /// `FunctionSummary`.
 pub fn function_summary(registry: &Registry, view: &FunctionView<'_>) -> Value {
     let mut row = Map::new();
