@@ -85,7 +85,10 @@ async fn register(ws: &mut Socket, ids: &[String]) {
     ws.flush().await.expect("flush");
     let last = ids.last().expect("at least one id");
     let answer = call(ws, "engine::functions::info", json!({"function_id": last})).await;
-    assert!(answer.contains("\"result\""), "{last} visible: {answer:.200}");
+    assert!(
+        answer.contains("\"result\""),
+        "{last} visible: {answer:.200}"
+    );
 }
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
@@ -112,7 +115,10 @@ fn three_nodes(root: &std::path::Path) -> (Vec<common::Guard>, Vec<String>) {
         }
         let (guard, ready) = start_node_with(&dir, "127.0.0.1:0", &args);
         seed.get_or_insert_with(|| ready["cluster_listen"].as_str().expect("cluster").into());
-        urls.push(format!("ws://{}", ready["listen"].as_str().expect("listen")));
+        urls.push(format!(
+            "ws://{}",
+            ready["listen"].as_str().expect("listen")
+        ));
         guards.push(guard);
     }
     (guards, urls)
