@@ -241,6 +241,6 @@ async fn a_paged_walk_returns_every_function_once_and_no_input_answers_as_before
         .await;
     assert_eq!(forged["error"]["code"], "INVALID_ARGUMENTS");
 
-    canary.stop().assert_healthy(25);
+    canary.stop().assert_healthy(20);
     assert!(peak_rss_bytes(node.pid()) < 500_000_000);
 }
