@@ -75,6 +75,14 @@ pub struct ServeArgs {
     /// Registrations one connection may buffer before it announces itself [default: 10000].
     #[arg(long, env = "QUORUM_MAX_BUFFERED_REGISTRATIONS")]
     pub max_buffered_registrations: Option<usize>,
+    /// Built-in queries (lists and infos) one connection may have running at once; a
+    /// connection over it is not read until one finishes [default: 4].
+    #[arg(long, env = "QUORUM_MAX_BUILTIN_CALLS_PER_CONNECTION")]
+    pub max_builtin_calls_per_connection: Option<usize>,
+    /// Built-in queries running at once on the whole node, each on a blocking thread, so a
+    /// flood of lists cannot take every core [default: 1].
+    #[arg(long, env = "QUORUM_MAX_RUNNING_BUILTIN_QUERIES")]
+    pub max_running_builtin_queries: Option<usize>,
     /// Log output: `text` or `json` [default: text].
     #[arg(long, env = "QUORUM_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -190,6 +198,8 @@ struct FileConfig {
     registration_grace_ms: Option<u64>,
     max_pending_calls: Option<usize>,
     max_buffered_registrations: Option<usize>,
+    max_builtin_calls_per_connection: Option<usize>,
+    max_running_builtin_queries: Option<usize>,
     log_format: Option<LogFormat>,
     fence_after_ms: Option<u64>,
     purge_after_ms: Option<u64>,
@@ -232,6 +242,10 @@ pub struct Config {
     pub registration_grace: Duration,
     pub max_pending_calls: usize,
     pub max_buffered_registrations: usize,
+    /// A connection's built-in queries running at once (its reader waits beyond it).
+    pub max_builtin_calls_per_connection: usize,
+    /// Built-in queries running at once on this node.
+    pub max_running_builtin_queries: usize,
     pub log_format: LogFormat,
     /// When this node fences itself and when the leader purges a silent node.
     pub lease: LeaseTimings,
@@ -417,6 +431,14 @@ impl Config {
                 .max_buffered_registrations
                 .or(file.max_buffered_registrations)
                 .unwrap_or(10_000),
+            max_builtin_calls_per_connection: args
+                .max_builtin_calls_per_connection
+                .or(file.max_builtin_calls_per_connection)
+                .unwrap_or(4),
+            max_running_builtin_queries: args
+                .max_running_builtin_queries
+                .or(file.max_running_builtin_queries)
+                .unwrap_or(1),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             lease: {
                 let defaults = LeaseTimings::default();
@@ -544,6 +566,11 @@ impl Config {
         if self.max_buffered_registrations == 0 {
             return Err(ConfigError::Zero {
                 field: "max_buffered_registrations",
+            });
+        }
+        if self.max_builtin_calls_per_connection == 0 || self.max_running_builtin_queries == 0 {
+            return Err(ConfigError::Zero {
+                field: "max_builtin_calls_per_connection / max_running_builtin_queries",
             });
         }
         let doors = [

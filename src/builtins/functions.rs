@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+use super::paging::{self, Page};
 use super::rows::{self, FunctionView};
 use crate::ids::DEFAULT_NAMESPACE;
 use crate::node::Node;
@@ -22,6 +23,8 @@ pub struct ListInput {
     workers: Option<Vec<String>>,
     #[serde(default)]
     include_internal: Option<bool>,
+    #[serde(flatten)]
+    page: Page,
 }
 
 /// Whether discovery hides a function unless `include_internal` is set.
@@ -82,14 +85,17 @@ pub fn list(node: &Arc<Node>, input: ListInput) -> Result<Value, EngineError> {
             None => Some((0, v)),
         })
         .collect();
-    views.sort_by(|(ra, a), (rb, b)| {
-        (ra, &a.key.id, &a.key.namespace).cmp(&(rb, &b.key.id, &b.key.namespace))
-    });
+    // `all_functions` is sorted by (id, namespace); a stable sort by rank keeps that order
+    // within each rank.
+    views.sort_by_key(|(rank, _)| *rank);
+    let (views, next) = input.page.cut(views, |(rank, v)| {
+        vec![rank.to_string(), v.key.id.clone(), v.key.namespace.clone()]
+    })?;
     let rows: Vec<Value> = views
         .iter()
         .map(|(_, v)| rows::function_summary(&registry, v))
         .collect();
-    Ok(json!({ "functions": rows }))
+    Ok(paging::answer("functions", rows, next))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,10 +115,7 @@ fn find<'a>(
     id: &str,
     namespace: Option<&str>,
 ) -> Result<FunctionView<'a>, EngineError> {
-    let matches: Vec<FunctionView<'a>> = rows::all_functions(registry)
-        .into_iter()
-        .filter(|v| v.key.id == id)
-        .collect();
+    let matches: Vec<FunctionView<'a>> = rows::functions_with_id(registry, id);
     let namespaces: Vec<String> = matches.iter().map(|v| v.key.namespace.clone()).collect();
     let wanted = match namespace {
         Some(ns) => matches.into_iter().find(|v| v.key.namespace == ns),

@@ -7,7 +7,9 @@
 //! `deserialization_error`, never a panic.
 
 pub mod discovery;
+pub mod fairness;
 mod functions;
+mod paging;
 pub mod rows;
 mod triggers;
 mod workers;
@@ -20,11 +22,25 @@ use crate::node::Node;
 use crate::protocol::error::EngineError;
 use crate::protocol::ErrorBody;
 
-/// Runs a built-in function for a call routed to it.
-pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<Value, ErrorBody> {
+/// Whether a built-in only reads the local replica, without awaiting anything: such a
+/// query may run on the blocking pool ([`fairness`]).
+pub fn is_local_query(function_id: &str) -> bool {
+    matches!(
+        function_id,
+        "engine::functions::list"
+            | "engine::functions::info"
+            | "engine::trigger-types::list"
+            | "engine::triggers::info"
+            | "engine::triggers::list"
+            | "engine::registered-triggers::list"
+            | "engine::registered-triggers::info"
+    )
+}
+
+/// Runs a built-in that only reads the local replica (see [`is_local_query`]); blocking-pool
+/// safe, since it never awaits.
+pub fn local_query(node: &Arc<Node>, function_id: &str, input: Value) -> Result<Value, ErrorBody> {
     let result = match function_id {
-        "engine::workers::list" => workers::list(node, parse(function_id, input)?).await,
-        "engine::workers::info" => workers::info(node, parse(function_id, input)?).await,
         "engine::functions::list" => functions::list(node, parse(function_id, input)?),
         "engine::functions::info" => functions::info(node, parse(function_id, input)?),
         "engine::trigger-types::list" => triggers::list_types(node, parse(function_id, input)?),
@@ -38,6 +54,19 @@ pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<V
         "engine::registered-triggers::info" => {
             triggers::binding_info(node, parse(function_id, input)?)
         }
+        other => Err(not_registered(other)),
+    };
+    result.map_err(|e| e.body())
+}
+
+/// Runs a built-in function for a call routed to it.
+pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<Value, ErrorBody> {
+    if is_local_query(function_id) {
+        return local_query(node, function_id, input);
+    }
+    let result = match function_id {
+        "engine::workers::list" => workers::list(node, parse(function_id, input)?).await,
+        "engine::workers::info" => workers::info(node, parse(function_id, input)?).await,
         "engine::register_trigger" => triggers::register(node, parse(function_id, input)?).await,
         "engine::unregister_trigger" => {
             triggers::unregister(node, parse(function_id, input)?).await
@@ -45,11 +74,13 @@ pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<V
         // Announcements are handled by the session that owns the connection; one that
         // reaches here came from no connection and cannot claim anything.
         "engine::workers::register" => Ok(serde_json::json!({"success": false})),
-        other => Err(EngineError::NotFound(format!(
-            "Function '{other}' is not registered."
-        ))),
+        other => Err(not_registered(other)),
     };
     result.map_err(|e| e.body())
+}
+
+fn not_registered(function_id: &str) -> EngineError {
+    EngineError::NotFound(format!("Function '{function_id}' is not registered."))
 }
 
 /// Reads a built-in's input; null or absent means `{}`.

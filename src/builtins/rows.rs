@@ -1,6 +1,7 @@
 //! The row shapes discovery answers with, built from the registry and live facts.
 
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 use crate::ids::{FunctionKey, TriggerTypeKey, WorkerId, DEFAULT_NAMESPACE};
 use crate::registry::{reserved, Function, Registry, Trigger, TriggerType, Worker};
@@ -16,7 +17,8 @@ pub fn worker_name(registry: &Registry, owner: Option<WorkerId>, id: &str) -> St
 
 /// One function for listing: a built-in (`function == None`) or a worker's.
 pub struct FunctionView<'a> {
-    pub key: FunctionKey,
+    /// Borrowed from the registry; owned only for built-ins, which have no entry there.
+    pub key: Cow<'a, FunctionKey>,
     pub function: Option<&'a Function>,
 }
 
@@ -25,15 +27,40 @@ pub fn all_functions(registry: &Registry) -> Vec<FunctionView<'_>> {
     let mut views: Vec<FunctionView<'_>> = reserved::BUILTIN_FUNCTIONS
         .iter()
         .map(|id| FunctionView {
-            key: FunctionKey::new(DEFAULT_NAMESPACE, *id),
+            key: Cow::Owned(FunctionKey::new(DEFAULT_NAMESPACE, *id)),
             function: None,
         })
         .chain(registry.functions().map(|(key, f)| FunctionView {
-            key: key.clone(),
+            key: Cow::Borrowed(key),
             function: Some(f),
         }))
         .collect();
     views.sort_by(|a, b| (&a.key.id, &a.key.namespace).cmp(&(&b.key.id, &b.key.namespace)));
+    views
+}
+
+/// The functions (built-in or a worker's) with this id, sorted by namespace: one pass over
+/// the registry, no sort of the whole of it, for the `info` lookups.
+pub fn functions_with_id<'a>(registry: &'a Registry, id: &str) -> Vec<FunctionView<'a>> {
+    let builtin = reserved::BUILTIN_FUNCTIONS
+        .iter()
+        .filter(|b| **b == id)
+        .map(|b| FunctionView {
+            key: Cow::Owned(FunctionKey::new(DEFAULT_NAMESPACE, *b)),
+            function: None,
+        });
+    let mut views: Vec<FunctionView<'a>> = builtin
+        .chain(
+            registry
+                .functions()
+                .filter(|(key, _)| key.id == id)
+                .map(|(key, f)| FunctionView {
+                    key: Cow::Borrowed(key),
+                    function: Some(f),
+                }),
+        )
+        .collect();
+    views.sort_by(|a, b| a.key.namespace.cmp(&b.key.namespace));
     views
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+use super::paging::{self, Page};
 use super::rows::{self, FunctionView};
 use crate::ids::{FunctionKey, TriggerTypeKey, DEFAULT_NAMESPACE};
 use crate::node::Node;
@@ -30,6 +31,8 @@ pub struct ListInput {
     function_id: Option<String>,
     #[serde(default)]
     include_internal: Option<bool>,
+    #[serde(flatten)]
+    page: Page,
 }
 
 /// `engine::trigger-types::list`: every advertised trigger type.
@@ -54,11 +57,14 @@ pub fn list_types(node: &Arc<Node>, input: ListInput) -> Result<Value, EngineErr
         })
         .collect();
     types.sort_by(|(a, _), (b, _)| (&a.id, &a.namespace).cmp(&(&b.id, &b.namespace)));
+    let (types, next) = input
+        .page
+        .cut(types, |(k, _)| vec![k.id.clone(), k.namespace.clone()])?;
     let rows: Vec<Value> = types
         .into_iter()
         .map(|(k, t)| rows::trigger_type_summary(&registry, k, t))
         .collect();
-    Ok(json!({ "trigger_types": rows }))
+    Ok(paging::answer("trigger_types", rows, next))
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,7 +93,8 @@ pub fn list_bindings(node: &Arc<Node>, input: ListInput, key: &str) -> Result<Va
     let registry = node.registry();
     let include_internal = input.include_internal.unwrap_or(false);
     let needle = input.search.map(|s| s.to_lowercase());
-    let rows: Vec<Value> = registry
+    // `triggers()` is sorted by id, the order of the answer and of its cursor.
+    let bindings: Vec<_> = registry
         .triggers()
         .filter(|t| t.provider.is_some())
         .filter(|t| include_internal || !t.function_id.starts_with("engine::"))
@@ -116,9 +123,13 @@ pub fn list_bindings(node: &Arc<Node>, input: ListInput, key: &str) -> Result<Va
                     .any(|field| field.to_lowercase().contains(n))
             })
         })
+        .collect();
+    let (bindings, next) = input.page.cut(bindings, |t| vec![t.id.clone()])?;
+    let rows: Vec<Value> = bindings
+        .into_iter()
         .map(|t| rows::registered_trigger(&registry, t))
         .collect();
-    Ok(json!({ key: rows }))
+    Ok(paging::answer(key, rows, next))
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,7 +162,7 @@ pub fn binding_info(node: &Arc<Node>, input: BindingInfoInput) -> Result<Value, 
             rows::function_detail(
                 &registry,
                 &FunctionView {
-                    key: key.clone(),
+                    key: std::borrow::Cow::Borrowed(&key),
                     function: Some(f),
                 },
             )

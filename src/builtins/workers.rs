@@ -92,6 +92,8 @@ pub struct ListInput {
     runtime: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(flatten)]
+    page: super::paging::Page,
 }
 
 pub async fn list(node: &Arc<Node>, input: ListInput) -> Result<Value, EngineError> {
@@ -118,15 +120,17 @@ pub async fn list(node: &Arc<Node>, input: ListInput) -> Result<Value, EngineErr
                     .is_none_or(|s| name.to_lowercase().contains(s))
         })
         .collect();
-    workers.sort_by_key(|(w, _)| {
+    let sort_key = |w: &crate::registry::Worker| {
         let name = w.meta.as_ref().and_then(|m| m.name.clone());
-        (name.unwrap_or_else(|| w.id.to_string()), w.id)
-    });
+        vec![name.unwrap_or_else(|| w.id.to_string()), w.id.to_string()]
+    };
+    workers.sort_by_cached_key(|(w, _)| sort_key(w));
+    let (workers, next) = input.page.cut(workers, |(w, _)| sort_key(w))?;
     let rows: Vec<Value> = workers
         .into_iter()
         .map(|(w, load)| rows::worker_row(&registry, w, load))
         .collect();
-    Ok(json!({ "workers": rows }))
+    Ok(super::paging::answer("workers", rows, next))
 }
 
 #[derive(Debug, Deserialize)]

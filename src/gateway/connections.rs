@@ -106,3 +106,12 @@ impl Connections {
         self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Wall-clock milliseconds since the Unix epoch: when a connection was made, as the
+/// registry records it.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

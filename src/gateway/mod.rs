@@ -6,6 +6,7 @@
 //! It never decides registry questions itself: sessions turn frames into registry
 //! commands and calls into router requests.
 
+mod batch;
 pub mod connections;
 mod decode;
 mod frames;

@@ -10,18 +10,19 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::connections::{ConnectionHandle, Outbound};
+use super::batch::{self, Batch};
+use super::connections::{now_ms, ConnectionHandle, Outbound};
 use super::frames::{announced_meta, rejection_frame, screen_sizes};
 use super::idle::{IdleTimer, IDLE_LIMIT};
 use super::log_limit::{LogLimit, Noise};
 use super::{writer, WorkerSocket};
 use crate::auth::{grant::Grant, tokens::sha256_hex};
 use crate::budget::{self, Outbox};
-use crate::builtins;
+use crate::builtins::fairness::{route_call, QueryShare};
 use crate::ids::{WorkerId, DEFAULT_NAMESPACE};
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -30,7 +31,7 @@ use crate::protocol::messages::{error_body_from, Action, InvokeFunction, Registe
 use crate::protocol::names::{echo, namespace_problem};
 use crate::protocol::{is_telemetry_frame, Incoming, Outgoing};
 use crate::registry::{Announcement, Command, Registration};
-use crate::router::{CallRequest, Caller, Routed};
+use crate::router::{CallRequest, Caller};
 
 /// The engine pings every worker this often, so half-open sockets are found.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -69,6 +70,10 @@ struct Session {
     noise: LogLimit,
     /// Whether the connection already made its one `reattach` claim.
     reattached: bool,
+    /// Registrations read in one burst, committed together.
+    batch: Batch,
+    /// The built-in queries this connection may run at once.
+    share: QueryShare,
 }
 
 /// Serves one upgraded worker socket until it closes, then cleans up after it.
@@ -153,6 +158,8 @@ pub async fn run(node: Arc<Node>, ws: WorkerSocket, peer: SocketAddr, grant: Arc
         closing: false,
         noise: LogLimit::default(),
         reattached: false,
+        batch: Batch::default(),
+        share: QueryShare::new(node.config.max_builtin_calls_per_connection),
     };
     let grace = tokio::time::sleep(node.config.registration_grace);
     tokio::pin!(grace);
@@ -202,26 +209,15 @@ pub async fn run(node: Arc<Node>, ws: WorkerSocket, peer: SocketAddr, grant: Arc
             },
             frame = stream.next() => {
                 idle.saw_frame();
-                share.settle_inbound();
-                match frame {
-                    None | Some(Ok(Message::Close(_))) => break,
-                    Some(Err(err)) => {
-                        if matches!(err, WsError::Capacity(_)) {
-                            session.close(CLOSE_TOO_BIG, "message over 64 MiB").await;
-                        }
-                        debug!(node = node.id, worker_id = %worker, error = %err, "socket error");
-                        break;
+                // What the socket already holds is handled at once, so its consecutive
+                // registrations commit together; the batch is empty whenever we wait.
+                for read in batch::ready_after(frame, &mut stream) {
+                    share.settle_inbound();
+                    if session.closing || !session.take(read).await {
+                        session.closing = true;
                     }
-                    Some(Ok(Message::Text(text))) => session.handle_frame(text.into()).await,
-                    Some(Ok(Message::Binary(bytes))) => {
-                        if is_telemetry_frame(&bytes) {
-                            Metrics::bump(&node.metrics.telemetry_frames);
-                        } else {
-                            session.handle_frame(bytes).await;
-                        }
-                    }
-                    Some(Ok(_)) => {}
                 }
+                session.flush_registrations().await;
             }
         }
     }
@@ -291,10 +287,32 @@ impl Session {
         info!(node = node.id, worker_id = %self.worker, "worker disconnected");
     }
 
+    /// Handles one read from the socket; false once the socket has ended.
+    async fn take(&mut self, read: batch::Read) -> bool {
+        match read {
+            None | Some(Ok(Message::Close(_))) => return false,
+            Some(Err(err)) => {
+                if matches!(err, WsError::Capacity(_)) {
+                    self.close(CLOSE_TOO_BIG, "message over 64 MiB").await;
+                }
+                debug!(node = self.node.id, worker_id = %self.worker, error = %err, "socket error");
+                return false;
+            }
+            Some(Ok(Message::Text(text))) => self.handle_frame(text.into()).await,
+            Some(Ok(Message::Binary(bytes))) if is_telemetry_frame(&bytes) => {
+                Metrics::bump(&self.node.metrics.telemetry_frames);
+            }
+            Some(Ok(Message::Binary(bytes))) => self.handle_frame(bytes).await,
+            Some(Ok(_)) => {}
+        }
+        true
+    }
+
     async fn handle_frame(&mut self, bytes: bytes::Bytes) {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return;
         }
+        let frame_bytes = bytes.len();
         let message = match super::decode::decode(bytes).await {
             Ok(message) => message,
             Err(err) => {
@@ -304,6 +322,11 @@ impl Session {
                 return;
             }
         };
+        if batch::is_registration(&message) {
+            self.batch.note_frame(frame_bytes);
+        } else {
+            self.flush_registrations().await;
+        }
         match message {
             Incoming::InvokeFunction(call) => self.invoke(call).await,
             Incoming::InvocationResult(result) => {
@@ -422,9 +445,16 @@ impl Session {
                 warn!(node = self.node.id, worker_id = %self.worker, limit, suppressed, "too many registrations before the announcement; dropped");
             }
             NamespaceState::Pending(buffer) => buffer.push(item),
-            NamespaceState::Fixed(_) => {
-                self.commit_registrations(vec![item]).await;
-            }
+            NamespaceState::Fixed(_) if self.batch.push(item) => self.flush_registrations().await,
+            NamespaceState::Fixed(_) => {}
+        }
+    }
+
+    /// Commits the registrations batched so far, if any.
+    async fn flush_registrations(&mut self) {
+        let items = self.batch.take();
+        if !items.is_empty() {
+            self.commit_registrations(items).await;
         }
     }
 
@@ -561,18 +591,14 @@ impl Session {
         if self.node.router.would_hold(&request) {
             // Its worker is moving off a draining node: wait on a task of its own, so this
             // connection's other frames (its answers above all) keep flowing.
-            let (node, grant) = (self.node.clone(), self.grant.clone());
-            tokio::spawn(async move { route_call(node, grant, caller, request, started).await });
+            let (node, grant, share) = (self.node.clone(), self.grant.clone(), self.share.clone());
+            let call =
+                async move { route_call(node, grant, &share, caller, request, started).await };
+            tokio::spawn(call);
             return;
         }
-        route_call(
-            self.node.clone(),
-            self.grant.clone(),
-            caller,
-            request,
-            started,
-        )
-        .await;
+        let (node, grant) = (self.node.clone(), self.grant.clone());
+        route_call(node, grant, &self.share, caller, request, started).await;
     }
 
     /// `engine::workers::register`: fix the namespace, take the name lease, apply the
@@ -629,30 +655,4 @@ impl Session {
         let claim = super::reattach::Claim { previous, token };
         claim.settle(&self.node, self.worker, &mut self.noise).await;
     }
-}
-
-/// Routes a worker's call; built-ins run on their own task so a slow one blocks nothing.
-async fn route_call(
-    node: Arc<Node>,
-    grant: Arc<Grant>,
-    caller: Caller,
-    request: CallRequest,
-    started: std::time::Instant,
-) {
-    if let Routed::Builtin(caller, request) = node.router.route(caller, request).await {
-        tokio::spawn(async move {
-            let result = builtins::call(&node, &request.function_id, request.data).await;
-            let result = grant.filter_builtin(&request.function_id, result);
-            node.router
-                .answer(caller, &request.function_id, result, started)
-                .await;
-        });
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

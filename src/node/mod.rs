@@ -28,6 +28,7 @@ use crate::auth::cluster_tls::ClusterTls;
 use crate::auth::worker_gate::{WorkerAuth, WorkerGate};
 use crate::auth::worker_tls::WorkerTls;
 use crate::budget::Budget;
+use crate::builtins::fairness::QuerySlots;
 use crate::cluster::identity::ClusterId;
 use crate::cluster::{bootstrap, forwarder, membership};
 use crate::config::Config;
@@ -75,6 +76,8 @@ pub struct Node {
     pub cluster_id: ClusterId,
     pub connections: Arc<Connections>,
     pub router: Router,
+    /// The node-wide cap on built-in queries running on the blocking pool.
+    pub query_slots: QuerySlots,
     registry: Arc<std::sync::RwLock<Registry>>,
     /// `engine::register_trigger` calls waiting for a provider's answer, by trigger id.
     pub trigger_waiters: Mutex<HashMap<String, oneshot::Sender<Option<ErrorBody>>>>,
@@ -326,6 +329,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         cluster_id,
         connections,
         router,
+        query_slots: QuerySlots::new(config.max_running_builtin_queries),
         registry,
         trigger_waiters: Mutex::new(HashMap::new()),
         metrics,

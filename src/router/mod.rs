@@ -23,6 +23,7 @@ mod hold;
 mod owed;
 mod parked;
 mod pending;
+mod prepared;
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use crate::registry::{Registry, Resolution};
 pub use parked::{OwedAnswer, Successor};
 use parked::{ParkedWorkers, Redirect};
 use pending::{PendingCall, PendingTable};
+pub use prepared::FramedAnswer;
 
 /// Who is waiting for a call's answer.
 #[derive(Debug)]
@@ -615,34 +617,7 @@ impl Router {
                         return;
                     }
                 };
-                let (result, error) = match outcome {
-                    Ok(value) => (Some(value), None),
-                    Err(error) => (None, Some(error)),
-                };
-                let frame = Outgoing::InvocationResult {
-                    invocation_id: invocation_id.clone(),
-                    function_id: echo(function_id).into_owned(),
-                    result,
-                    error,
-                    traceparent: None,
-                    baggage: None,
-                };
-                let mut text = frame.to_text();
-                if text.len() > MAX_MESSAGE_BYTES {
-                    // Never send a worker more than its SDK accepts: say why instead.
-                    let too_large = EngineError::PayloadTooLarge {
-                        limit: MAX_MESSAGE_BYTES,
-                    };
-                    text = Outgoing::InvocationResult {
-                        invocation_id,
-                        function_id: echo(function_id).into_owned(),
-                        result: None,
-                        error: Some(too_large.body()),
-                        traceparent: None,
-                        baggage: None,
-                    }
-                    .to_text();
-                }
+                let text = prepared::result_frame_text(invocation_id, function_id, outcome);
                 self.connections.send(worker, Outbound::Text(text));
             }
             Caller::Remote {

@@ -21,6 +21,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 mod doors;
 mod noise;
 mod memory;
+mod attention;
 
 mod baseline {
     use super::common::canary::{peak_rss_bytes, Canary};
