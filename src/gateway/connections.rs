@@ -89,6 +89,11 @@ impl Connections {
         self.read().len()
     }
 
+    /// Whether no worker is connected here.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
     /// Queues a frame for a local worker without waiting; false when it is not here, already
     /// closing, or its queue is full (a worker that does not read is disconnected soon).
     pub fn send(&self, worker: WorkerId, frame: Outbound) -> bool {

@@ -391,7 +391,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Ok(()) => result,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while node.connections.len() > 0 && tokio::time::Instant::now() < deadline {
+    while !node.connections.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     rpc_stop.cancel();

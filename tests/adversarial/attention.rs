@@ -2,9 +2,6 @@
 //! and one registering 100,000 functions, are served without the canary noticing; the list
 //! built-ins page with `limit`/`cursor` and answer old SDKs exactly as before.
 
-// The suite's serial guard is held across awaits on purpose: it keeps tests one at a time.
-#![allow(clippy::await_holding_lock)]
-
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -1,10 +1,6 @@
 //! Disk (issue 11, item 3): what one worker can make the node write is capped, and the Raft
 //! log is compacted by size as well as by entries, so the data directory stays bounded.
 
-// The serial guard is held across awaits on purpose: it keeps the suite's tests one at a time,
-// each on its own runtime, so it cannot deadlock.
-#![allow(clippy::await_holding_lock)]
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,9 @@
 //! The tests of this binary run one at a time: a flood in one test would otherwise be
 //! measured by another test's canary.
 
+// The serial guard is held across the awaits of a whole test on purpose: that is its job.
+#![allow(clippy::await_holding_lock)]
+
 #[path = "../common/mod.rs"]
 mod common;
 
@@ -18,10 +21,10 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-mod doors;
-mod noise;
-mod memory;
 mod attention;
+mod doors;
+mod memory;
+mod noise;
 
 mod baseline {
     use super::common::canary::{peak_rss_bytes, Canary};
@@ -42,4 +45,3 @@ mod baseline {
         assert!(peak_rss_bytes(node.pid()) > 0, "RSS is readable from /proc");
     }
 }
-mod disk;

@@ -3,9 +3,6 @@
 //! outbound queue stays full for the stall timeout, and its calls end `invocation_stopped`
 //! for their callers, as for any disconnect.
 
-// The suite's serial guard is held across awaits on purpose: it keeps one attack at a time.
-#![allow(clippy::await_holding_lock)]
-
 use futures_util::{SinkExt, StreamExt};
 use iii_sdk::{Error, IIIClient, RegisterFunction};
 use serde_json::{json, Value};
