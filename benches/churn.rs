@@ -7,11 +7,15 @@
 //! `QUORUM_CHURN_PER_MINUTE` (default 1000) change the run. It asserts nothing.
 
 mod common;
+// Shared with the adversarial tests; this bench uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/common/footprint.rs"]
+mod footprint;
 
 use common::{client, start_node_with};
+use footprint::{dir_bytes, rss_bytes};
 use iii_sdk::{Error, RegisterFunction};
 use serde_json::Value;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,29 +25,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Bytes the files under `path` occupy on disk.
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
-            Ok(meta) => std::os::unix::fs::MetadataExt::blocks(&meta) * 512,
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
 }
 
 /// One worker's life: connect, announce, register three functions, wait until the engine

@@ -193,14 +193,14 @@ proptest! {
 
 #[test]
 fn the_seeds_are_valid_so_mutation_starts_from_real_input() {
+    let mut most = 0;
     for frame in sample_frames() {
         let (decoded, peak) = peak_during(|| decode(frame.as_bytes()).is_ok());
         assert!(decoded, "{frame}");
-        assert!(
-            peak > 0,
-            "the counting allocator sees the decoder's allocations"
-        );
+        most = most.max(peak);
     }
+    // A frame with strings allocates: the counting allocator sees the decoder's allocations.
+    assert!(most > 0);
     let commands: Vec<Command> = serde_json::from_str(&sample_commands()).expect("commands");
     assert_eq!(commands.len(), 7);
     assert_eq!(apply_all(sample_commands().as_bytes()), Ok(()));

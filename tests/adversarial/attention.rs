@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::common::canary::{peak_rss_bytes, Canary};
+use super::common::canary::Canary;
+use super::common::footprint::peak_rss_bytes;
 use super::common::raw::RawClient;
 use super::common::{Node, NodeOptions};
 

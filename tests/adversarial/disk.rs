@@ -1,32 +1,16 @@
 //! Disk (issue 11, item 3): what one worker can make the node write is capped, and the Raft
 //! log is compacted by size as well as by entries, so the data directory stays bounded.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::common::canary::{peak_rss_bytes, Canary};
+use super::common::canary::Canary;
+use super::common::footprint::{dir_bytes, peak_rss_bytes};
 use super::common::raw::RawClient;
 use super::common::{http, unique_name, Node, NodeOptions};
 
 const MIB: u64 = 1024 * 1024;
-
-/// Bytes the files under `path` occupy on disk (allocated blocks, so sparse files count what
-/// they hold).
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
-            Ok(meta) => std::os::unix::fs::MetadataExt::blocks(&meta) * 512,
-            Err(_) => 0,
-        })
-        .sum()
-}
 
 /// One gauge of the node's `/metrics`.
 async fn gauge(node: &Node, name: &str) -> u64 {

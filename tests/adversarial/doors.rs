@@ -3,11 +3,11 @@
 //! deadlines, the node's memory stays flat, new workers still connect, and the canary never
 //! notices.
 
-use super::common::canary::{rss_bytes, Canary};
+use super::common::canary::Canary;
+use super::common::footprint::rss_bytes;
+use super::common::stalled::{count_closed_within, open_stalled};
 use super::common::{unique_name, worker, Node, NodeOptions};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Lets this test process hold more sockets than the usual soft limit of 1,024.
 fn raise_fd_limit() {
@@ -22,35 +22,6 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
-}
-
-async fn open_stalled(addr: &str, n: usize, partial: &[u8]) -> Vec<TcpStream> {
-    let mut streams = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let _ = stream.write_all(partial).await;
-        streams.push(stream);
-    }
-    streams
-}
-
-/// How many of `streams` the node closed before `deadline`.
-async fn closed_by(streams: &mut [TcpStream], deadline: tokio::time::Instant) -> usize {
-    let mut closed = 0;
-    for stream in streams.iter_mut() {
-        let mut buf = [0u8; 512];
-        loop {
-            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => {
-                    closed += 1;
-                    break;
-                }
-                Ok(Ok(_)) => continue,
-                Err(_) => break,
-            }
-        }
-    }
-    closed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,9 +52,8 @@ async fn half_open_http_and_cluster_clients_are_dropped_and_workers_keep_connect
     let newcomer = worker(&node.url, &unique_name("newcomer"), None).await;
     let flooded_rss = rss_bytes(node.pid());
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2 + 5);
-    let http_closed = closed_by(&mut http, deadline).await;
-    let grpc_closed = closed_by(&mut grpc, deadline).await;
+    let http_closed = count_closed_within(&mut http, Duration::from_secs(2 + 5)).await;
+    let grpc_closed = count_closed_within(&mut grpc, Duration::from_secs(5)).await;
     let report = canary.stop();
     newcomer.shutdown_async().await;
 

@@ -28,7 +28,8 @@ mod memory;
 mod noise;
 
 mod baseline {
-    use super::common::canary::{peak_rss_bytes, Canary};
+    use super::common::canary::Canary;
+    use super::common::footprint::peak_rss_bytes;
     use super::common::{Node, NodeOptions};
     use std::time::Duration;
 

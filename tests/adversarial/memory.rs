@@ -11,7 +11,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::common::canary::{peak_rss_bytes, rss_bytes, Canary};
+use super::common::canary::Canary;
+use super::common::footprint::{peak_rss_bytes, rss_bytes};
 use super::common::raw::RawClient;
 use super::common::{call, eventually, unique_name, wait_function, worker, Node, NodeOptions};
 

@@ -2,7 +2,8 @@
 //! `reattach` frames and huge ids. The log grows by a few lines, the answers stay small,
 //! the flooder's own connection stays usable, and the canary never notices.
 
-use super::common::canary::{peak_rss_bytes, rss_bytes, Canary};
+use super::common::canary::Canary;
+use super::common::footprint::{peak_rss_bytes, rss_bytes};
 use super::common::raw::RawClient;
 use super::common::{Node, NodeOptions};
 use serde_json::json;

@@ -180,23 +180,3 @@ async fn run(
     callee.shutdown_async().await;
     caller.shutdown_async().await;
 }
-
-/// Resident memory of a process now, in bytes (`VmRSS`).
-pub fn rss_bytes(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmRSS:") * 1024
-}
-
-/// The most resident memory the process ever had, in bytes (`VmHWM`).
-pub fn peak_rss_bytes(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmHWM:") * 1024
-}
-
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}

@@ -9,6 +9,7 @@ pub mod balancer;
 pub mod canary;
 pub mod certs;
 pub mod cluster_rpc;
+pub mod footprint;
 pub mod http;
 pub mod netns;
 pub mod raw;
@@ -16,6 +17,7 @@ pub mod relay;
 pub mod script;
 pub mod sdk_env;
 pub mod sdks;
+pub mod stalled;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,41 @@
+//! What a node process costs the machine, read from outside: its memory from `/proc` and
+//! its data directory's size on disk. Used by the adversarial tests and the churn benchmark
+//! (which includes this file by path), so it depends on nothing else in the harness.
+
+use std::path::Path;
+
+/// Resident memory of a process now, in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:") * 1024
+}
+
+/// The most resident memory the process ever had, in bytes (`VmHWM`).
+pub fn peak_rss_bytes(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:") * 1024
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes the files under `path` occupy on disk (allocated blocks, so sparse files count what
+/// they hold).
+pub fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => std::os::unix::fs::MetadataExt::blocks(&meta) * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
