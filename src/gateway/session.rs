@@ -187,12 +187,12 @@ pub async fn run(node: Arc<Node>, ws: WorkerSocket, peer: SocketAddr, grant: Arc
                 if node.shutdown.is_cancelled() {
                     // This node stops: nothing will carry their answers.
                     node.router.stop_waiting(worker).await;
-                    session.close(code, reason).await;
+                    session.close(code, reason);
                 } else {
                     // Drained, fenced or retired: its SDK keeps its calls pending across the
                     // reconnect, so their answers wait here until it reattaches.
                     node.router.close_now(worker, token_hash.clone());
-                    session.close(code, reason).await;
+                    session.close(code, reason);
                     if drained || fenced {
                         session.linger(&mut stream).await;
                     }
@@ -238,11 +238,12 @@ impl Session {
         }
     }
 
-    async fn send(&self, frame: Outgoing) {
+    /// Queues a frame for the worker; never waits (the outbox is bounded in bytes).
+    fn send(&self, frame: Outgoing) {
         let _ = self.outbox.push(Outbound::Text(frame.to_text()));
     }
 
-    async fn close(&mut self, code: u16, reason: &str) {
+    fn close(&mut self, code: u16, reason: &str) {
         self.closing = true;
         let _ = self.outbox.push(Outbound::Close {
             code,
@@ -293,7 +294,7 @@ impl Session {
             None | Some(Ok(Message::Close(_))) => return false,
             Some(Err(err)) => {
                 if matches!(err, WsError::Capacity(_)) {
-                    self.close(CLOSE_TOO_BIG, "message over 64 MiB").await;
+                    self.close(CLOSE_TOO_BIG, "message over 64 MiB");
                 }
                 debug!(node = self.node.id, worker_id = %self.worker, error = %err, "socket error");
                 return false;
@@ -429,7 +430,7 @@ impl Session {
                 })
                 .await
             }
-            Incoming::Ping => self.send(Outgoing::Pong).await,
+            Incoming::Ping => self.send(Outgoing::Pong),
             Incoming::Pong | Incoming::WorkerRegistered(_) | Incoming::RegistrationRejected(_) => {}
         }
     }
@@ -465,7 +466,7 @@ impl Session {
         let cap = self.node.config.max_registration_bytes;
         let (items, oversized) = screen_sizes(self.fixed_namespace(), items, cap);
         for frame in refused.into_iter().chain(oversized) {
-            self.send(frame).await;
+            self.send(frame);
         }
         let command = Command::Registrations {
             worker: self.worker,
@@ -479,7 +480,7 @@ impl Session {
             }
         };
         for rejection in outcome.rejections {
-            self.send(rejection_frame(rejection)).await;
+            self.send(rejection_frame(rejection));
         }
         outcome.name_rejected
     }
@@ -496,8 +497,7 @@ impl Session {
                     trigger_type: t.trigger_type.clone(),
                     function_id: t.function_id.clone(),
                     error: Some(error),
-                })
-                .await;
+                });
                 return;
             }
         }
@@ -637,7 +637,7 @@ impl Session {
         items.extend(buffered);
         self.namespace = NamespaceState::Fixed(namespace);
         if self.commit_registrations(items).await {
-            self.close(CLOSE_POLICY, "worker name already in use").await;
+            self.close(CLOSE_POLICY, "worker name already in use");
             return Ok(json!({"success": false}));
         }
         Ok(json!({"success": true}))
