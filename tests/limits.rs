@@ -4,8 +4,7 @@ mod common;
 
 use common::raw::RawClient;
 use common::{call, unique_name, wait_function, worker, Node, NodeOptions};
-use iii_sdk::{Error, RegisterFunction};
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_past_the_buffer_limit_are_dropped_before_the_announcement() {
@@ -31,49 +30,6 @@ async fn registrations_past_the_buffer_limit_are_dropped_before_the_announcement
     assert!(ids.contains(&"kept::one".to_string()));
     assert!(ids.contains(&"kept::two".to_string()));
     assert!(!ids.contains(&"dropped::three".to_string()));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_malformed_and_forged_reattach_frames_logs_a_few_lines_and_the_canary_still_calls(
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start_in(dir.path(), NodeOptions::default());
-    let callee = worker(&node.url, &unique_name("canary-callee"), None).await;
-    callee.register_function(
-        "canary::echo",
-        RegisterFunction::new_async(|input: Value| async move { Ok::<Value, Error>(input) }),
-    );
-    let canary = worker(&node.url, &unique_name("canary"), None).await;
-    wait_function(&canary, "canary::echo", true).await;
-    // A live worker whose identity the flood claims with a wrong token.
-    let victim = RawClient::connect(&node.url).await;
-    let mut flood = RawClient::connect(&node.url).await;
-    for i in 0..20_000 {
-        flood.send_text(&format!("{{not json {i}")).await;
-    }
-    for _ in 0..20_000 {
-        flood
-            .send(
-                json!({"type":"reattach","previous_worker_id":victim.worker_id,
-                "reattach_token":"forged"}),
-            )
-            .await;
-    }
-    // Frames of one connection are handled in order: this answer comes after all of them.
-    let answer = flood.call("engine::workers::list", json!({})).await;
-    assert!(answer.get("error").is_none(), "{answer}");
-
-    let log = node.log();
-    let about_flood = log
-        .lines()
-        .filter(|l| {
-            l.contains("malformed or unknown frame") || l.contains("reattach with a wrong token")
-        })
-        .count();
-    assert!(about_flood >= 2, "the first of each kind is logged");
-    assert!(about_flood < 50, "{about_flood} lines about the flood");
-    let echoed = call(&canary, "canary::echo", json!({"alive": true})).await;
-    assert_eq!(echoed.expect("canary call")["alive"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,15 @@ async fn floods_of_malformed_frames_forged_reattach_and_huge_ids_cost_a_few_warn
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
         .collect();
     assert!(warnings.len() < 10, "the flood logged {warnings:#?}");
+    for first in [
+        "malformed or unknown frame dropped",
+        "reattach with a wrong token ignored",
+    ] {
+        assert!(
+            warnings.iter().any(|l| l.contains(first)),
+            "the first of each kind is logged: {first}"
+        );
+    }
     assert!(largest_answer < 1024, "an answer of {largest_answer} bytes");
     let grew = peak_rss_bytes(node.pid()).saturating_sub(idle_rss);
     assert!(grew < 256 << 20, "the flood cost {grew} bytes of peak RSS");
