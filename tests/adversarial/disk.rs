@@ -6,11 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::common::canary::Canary;
-use super::common::footprint::{dir_bytes, peak_rss_bytes};
+use super::common::footprint::{dir_bytes, peak_rss_bytes, MIB};
 use super::common::raw::RawClient;
 use super::common::{http, unique_name, Node, NodeOptions};
-
-const MIB: u64 = 1024 * 1024;
 
 /// One gauge of the node's `/metrics`.
 async fn gauge(node: &Node, name: &str) -> u64 {

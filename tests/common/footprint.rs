@@ -4,6 +4,9 @@
 
 use std::path::Path;
 
+/// One mebibyte, the unit the bounds are written in.
+pub const MIB: u64 = 1024 * 1024;
+
 /// Resident memory of a process now, in bytes (`VmRSS`).
 pub fn rss_bytes(pid: u32) -> u64 {
     proc_status_kib(pid, "VmRSS:") * 1024
@@ -38,4 +41,17 @@ pub fn dir_bytes(path: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// The process's peak RSS, after asserting it stayed within `allowance` bytes over `idle`.
+pub fn assert_peak_within(pid: u32, idle: u64, allowance: u64) -> u64 {
+    let peak = peak_rss_bytes(pid);
+    assert!(
+        peak <= idle + allowance,
+        "peak RSS {} MiB over idle {} MiB + {} MiB",
+        peak / MIB,
+        idle / MIB,
+        allowance / MIB
+    );
+    peak
 }
