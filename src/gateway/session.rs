@@ -1,10 +1,11 @@
 //! One worker connection: the reader loop, namespace buffering, announcements,
-//! reattach, and disconnect cleanup.
+//! and disconnect cleanup.
 //!
-//! Frames from one connection are handled strictly in arrival order; registrations
-//! are committed through Raft before the next frame is read, while calls are handed
-//! to the router (built-ins run on their own task) so a slow handler never blocks the
-//! socket. A malformed frame is logged and dropped; it never ends the connection.
+//! Frames from one connection are handled strictly in arrival order; consecutive
+//! registrations already read are committed through Raft as one batch (`batch.rs`) before
+//! any other frame is handled, while calls are handed to the router (built-ins run on
+//! their own task, `builtins::fairness`) so a slow handler never blocks the socket. A
+//! malformed frame is logged and dropped; it never ends the connection.
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
