@@ -9,23 +9,14 @@
 //! but the last `kept` entries every `kept` appends (a log compacted by snapshots), to show
 //! whether sled reuses the space it does not give back.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            // Allocated blocks, not the apparent length: sparse files count what they hold.
-            Ok(m) => std::os::unix::fs::MetadataExt::blocks(&m) * 512,
-            Err(_) => 0,
-        })
-        .sum()
-}
+// The same measure the adversarial tests and the churn bench use; this example uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/common/footprint.rs"]
+mod footprint;
+
+use footprint::dir_bytes;
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
