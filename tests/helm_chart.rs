@@ -18,29 +18,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::sdk_env::{python_venv, run_bounded, unavailable, EnvCell};
+use common::sdk_env::{run_bounded, unavailable, EnvCell};
+use common::sdks::prepare_helm_env;
 
-/// Pinned so a new release of either cannot change what the test checks unnoticed.
-const REQUIREMENTS: [&str; 2] = ["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0"];
 /// Rendering and validating a handful of value sets takes seconds; this bounds a hang.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The venv's python, installing the packages first if needed.
-fn prepare_env() -> Result<PathBuf, String> {
-    // The SDK loads its native library on import: prove it does on this platform.
-    python_venv(
-        "helm",
-        &REQUIREMENTS,
-        "import helm_python, kubernetes_validate, yaml; print(helm_python.helm_sdk_version())",
-        |_| Ok(()),
-    )
-}
 
 /// Prepared once for both tests of this binary.
 static ENV: EnvCell = EnvCell::new();
 
 fn python_or_skip() -> Option<PathBuf> {
-    match ENV.get_or_init(prepare_env).clone() {
+    match ENV.get_or_init(prepare_helm_env).clone() {
         Ok(python) => Some(python),
         Err(reason) => {
             unavailable("helm-python-sdk", &reason);

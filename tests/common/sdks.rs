@@ -38,6 +38,24 @@ pub fn prepare_python_env() -> Result<PathBuf, String> {
 }
 
 // ---------------------------------------------------------------------------
+// Helm (the chart rendered without a cluster or the helm binary)
+
+/// Pinned so a new release of either cannot change what the chart tests check unnoticed.
+pub const HELM_REQUIREMENTS: [&str; 2] = ["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0"];
+
+/// The venv's python with helm-python-sdk (Helm's Go SDK behind a C library) and
+/// kubernetes-validate, installing them first if needed.
+pub fn prepare_helm_env() -> Result<PathBuf, String> {
+    // The SDK loads its native library on import: prove it does on this platform.
+    python_venv(
+        "helm",
+        &HELM_REQUIREMENTS,
+        "import helm_python, kubernetes_validate, yaml; print(helm_python.helm_sdk_version())",
+        |_| Ok(()),
+    )
+}
+
+// ---------------------------------------------------------------------------
 // Node
 
 /// The minor version the protocol notes describe; package.json pins `0.22.x`.

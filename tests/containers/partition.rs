@@ -1,0 +1,1 @@
+//! Partitions between the chart's pods (docker network disconnect).
