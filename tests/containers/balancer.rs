@@ -1,7 +1,8 @@
 //! The client Service in front of the chart's pods: HAProxy (the Debian-built stand-in
 //! image) in a container on the clients network, sending each new worker connection to a
-//! pod that passes the rendered readiness probe and cutting the sessions of a pod that
-//! fails it, as a Service drops a pod from its endpoints. Pods are found by container name
+//! pod that passes the rendered readiness probe, as a Service picks endpoints. Like a
+//! Service it leaves established connections alone when a pod turns unready: a draining pod
+//! closes its workers' sockets itself once their calls are done, and a fenced one at once. Pods are found by container name
 //! through Docker's DNS, so a restarted pod's new address is picked up.
 
 use std::net::SocketAddr;
@@ -35,10 +36,10 @@ impl Balancer {
         let config = format!(
             "global\n    maxconn 1024\n\
              resolvers docker\n    nameserver dns 127.0.0.11:53\n    hold valid 1s\n\
-             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    timeout tunnel 1h\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    timeout tunnel 1h\n    retries 3\n    option redispatch\n\
              frontend workers\n    bind :{worker}\n    default_backend pods\n\
              backend pods\n    balance leastconn\n    option httpchk\n    http-check send meth GET uri {path}\n    http-check expect status 200\n\
-             \x20   default-server check port {check} inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions resolvers docker init-addr last,libc,none\n{servers}",
+             \x20   default-server check port {check} inter 500ms fall 2 rise 2 resolvers docker init-addr last,libc,none\n{servers}",
             path = readiness.path,
             check = readiness.port,
         );
