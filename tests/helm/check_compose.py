@@ -154,7 +154,7 @@ def check_init_script(script):
 
 def check_balancer(services, haproxy_cfg):
     lb = services.get("lb") or fail("no lb service")
-    check("49134:49134" in lb["ports"], f"lb ports {lb['ports']}")
+    check("${QUORUM_LB_PUBLISH:-49134}:49134" in lb["ports"], f"lb ports {lb['ports']}")
     check("./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in lb["volumes"], "lb mounts haproxy.cfg")
     lines = [line.split("#")[0].strip() for line in haproxy_cfg.splitlines()]
     check("mode tcp" in lines, "haproxy: mode tcp")
