@@ -222,6 +222,9 @@ pub async fn run(node: Arc<Node>, ws: WorkerSocket, peer: SocketAddr, grant: Arc
             }
         }
     }
+    // The socket ends before the disconnect is recorded: on a fenced node that commit waits
+    // up to 15 s for a leader, and the SDK reconnects elsewhere only once TCP closes.
+    drop(stream);
     session.cleanup().await;
     drop(session);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
