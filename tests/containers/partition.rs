@@ -127,6 +127,13 @@ async fn a_partitioned_pod_fences_is_purged_and_rejoins_with_no_stale_entries() 
     )
     .await;
     let back = cut.elapsed();
+    // The SDK reconnects 2 s after its socket closes, and the balancer needs a second to see
+    // the fenced pod unready: the workers must not wait for the fenced node to give up
+    // recording their disconnect (15 s without a leader) before their sockets end.
+    assert!(
+        back < fenced + Duration::from_secs(8),
+        "workers came back {back:?} after the cut, fenced at {fenced:?}"
+    );
     traffic.flows(50).await;
     println!(
         "measure: partition: {} fenced {fenced:?}, purged {purged:?}, its {held} worker(s) back through the balancer {back:?} after the cut",
