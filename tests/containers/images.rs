@@ -24,11 +24,8 @@ pub const HAPROXY: &str = "quorum-local/haproxy:bookworm";
 pub const QUORUM: &str = "quorum-test:runtime";
 pub const CERTS_INIT: &str = "quorum-test:certs-init";
 
-/// Proof the images exist, with what the build cost.
-pub struct Images {
-    /// Seconds `docker build --target runtime` took (the packing only).
-    pub build_seconds: f64,
-}
+/// Proof the images exist.
+pub struct Images;
 
 /// Why there are no images: this machine cannot make the base images (skipped), or the
 /// repository's Dockerfile does not build (always a failure).
@@ -108,7 +105,7 @@ fn build_all(docker: &Docker) -> Result<Images, String> {
         ],
     )?;
     println!("images: {QUORUM} packed in {build_seconds:.1} s");
-    Ok(Images { build_seconds })
+    Ok(Images)
 }
 
 /// `docker build` of the repository's Dockerfile in `context`, tagged `tag`; the image the

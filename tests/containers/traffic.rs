@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use iii_sdk::IIIClient;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -19,9 +18,9 @@ struct Counts {
     failed: AtomicU64,
 }
 
-/// `n` echo workers, each calling the next one's function in a loop.
+/// `n` echo workers, each calling the next one's function in a loop (its task keeps the
+/// worker connected).
 pub struct Traffic {
-    pub workers: Vec<Arc<IIIClient>>,
     counts: Arc<Counts>,
     stop: Arc<AtomicBool>,
     callers: Vec<JoinHandle<()>>,
@@ -65,7 +64,6 @@ impl Traffic {
             })
             .collect();
         Traffic {
-            workers,
             counts,
             stop,
             callers,
