@@ -77,8 +77,10 @@ def check_certs_service(services, dockerfile):
     build = certs.get("build", {})
     check(build.get("target") == "certs-init", f"certs: build target {build}")
     check(build.get("dockerfile") == "deploy/docker/Dockerfile", f"certs: dockerfile {build}")
+    # The base is a build argument whose default is the distroless debug image.
     check(
-        re.search(r"^FROM gcr.io/distroless/cc-debian12:debug-nonroot AS certs-init$", dockerfile, re.M),
+        re.search(r"^ARG CERTS_INIT_IMAGE=gcr.io/distroless/cc-debian12:debug-nonroot$", dockerfile, re.M)
+        and re.search(r"^FROM \$\{CERTS_INIT_IMAGE\} AS certs-init$", dockerfile, re.M),
         "Dockerfile: no certs-init stage on the distroless debug base",
     )
     check("init-certs.sh" in dockerfile, "Dockerfile: certs-init does not run init-certs.sh")
