@@ -96,7 +96,6 @@ async fn chart_pods_come_back_after_sigkill_with_and_without_their_volume() {
     let Some((docker, chart)) = prerequisites(json!({})) else {
         return;
     };
-    let _ = docker;
     let pods = Pods::new(docker, "sigkill", chart);
     let mut rng = Rng::from_env_or_clock();
     start_all(&pods, &mut rng).await;

@@ -13,7 +13,7 @@ use super::common::sdk_env::run_bounded;
 use super::docker::{skip, Docker, Scope};
 use super::images::{CERTS_INIT, HAPROXY, QUORUM};
 use super::traffic::Traffic;
-use super::{prerequisites, serial};
+use super::{docker_with_images, serial};
 
 const NODES: [&str; 3] = ["quorum-1", "quorum-2", "quorum-3"];
 const COMPOSE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -170,7 +170,7 @@ fn compose_program() -> Option<PathBuf> {
     works.then_some(program)
 }
 
-/// Each node's member count and workers, as `service` sees the cluster.
+/// How many members a `cluster status` answer lists.
 fn members(status: &Value) -> usize {
     status["members"].as_array().map_or(0, Vec::len)
 }
@@ -178,7 +178,7 @@ fn members(status: &Value) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn compose_cluster_serves_workers_through_haproxy_and_survives_a_killed_node() {
     let _serial = serial();
-    let Some((docker, _chart)) = prerequisites(serde_json::json!({})) else {
+    let Some(docker) = docker_with_images() else {
         return;
     };
     let Some(program) = compose_program() else {

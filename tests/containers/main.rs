@@ -42,11 +42,16 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Docker, the images and the chart rendered with `values`, or `None` after a `SKIPPED`
-/// line saying which is missing.
-pub fn prerequisites(values: Value) -> Option<(&'static docker::Docker, chart::Chart)> {
+/// Docker with the images built, or `None` after a `SKIPPED` line saying what is missing.
+pub fn docker_with_images() -> Option<&'static docker::Docker> {
     let docker = docker::docker_or_skip()?;
     images::images_or_skip(docker)?;
+    Some(docker)
+}
+
+/// [`docker_with_images`] and the chart rendered with `values`.
+pub fn prerequisites(values: Value) -> Option<(&'static docker::Docker, chart::Chart)> {
+    let docker = docker_with_images()?;
     let chart = chart::Chart::render_or_skip(values)?;
     Some((docker, chart))
 }
