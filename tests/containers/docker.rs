@@ -44,9 +44,13 @@ pub fn skip(reason: &str) {
 }
 
 impl Docker {
-    /// `QUORUM_TEST_DOCKER` if set, else Debian's client (`/usr/bin/docker`, which builds
+    /// As root: `QUORUM_TEST_DOCKER` if set, else Debian's client (`/usr/bin/docker`, which builds
     /// with the daemon's own BuildKit), else `docker` on PATH; it must reach a daemon.
     fn find() -> Result<Docker, String> {
+        // The Secret files get the pod's fsGroup as owner, and the base images need root.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("the container tests need root".into());
+        }
         let program = std::env::var_os("QUORUM_TEST_DOCKER")
             .map(PathBuf::from)
             .or_else(|| {
