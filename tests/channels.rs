@@ -217,12 +217,26 @@ async fn creator_writer_and_reader_on_three_different_nodes() {
         Message::Binary(vec![1, 2, 3].into()),
         Message::Text("b".into()),
     ];
-    for m in &expected {
+    raw_writer.send(expected[0].clone()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), raw_reader.next()).await;
+    assert!(matches!(first, Ok(Some(Ok(ref m))) if *m == expected[0]));
+    // A second writer on a third node: the home refuses the taken end, it is closed with 1008.
+    let mut second = connect(&end_url(
+        &reader_node.url,
+        &w.channel_id,
+        &w.access_key,
+        "write",
+    ))
+    .await;
+    let (frames, code) = read_to_close(&mut second, Duration::from_secs(10)).await;
+    assert!(frames.is_empty());
+    assert_eq!(code, Some(1008));
+    for m in &expected[1..] {
         raw_writer.send(m.clone()).await.unwrap();
     }
     raw_writer.close(None).await.unwrap();
     let (frames, code) = read_to_close(&mut raw_reader, Duration::from_secs(10)).await;
-    assert_eq!(frames, expected);
+    assert_eq!(frames, expected[1..]);
     assert_eq!(code, Some(1000));
 }
 

@@ -5,6 +5,7 @@
 //! whether the channel is local or reached over a gRPC stream to its home node.
 
 use futures_util::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,8 @@ pub enum Inlet {
     Remote {
         frames: mpsc::Sender<pb::ChannelFrame>,
         gone: CancellationToken,
+        /// Set when the home node refused the stream because the end was already taken.
+        taken: Arc<AtomicBool>,
         metrics: Arc<ChannelMetrics>,
     },
 }
@@ -54,6 +57,14 @@ impl Inlet {
             Inlet::Remote { frames, .. } => {
                 let _ = frames.send(end_frame(end)).await;
             }
+        }
+    }
+
+    /// Whether the home node refused this writer because the end was already connected.
+    pub fn was_taken(&self) -> bool {
+        match self {
+            Inlet::Local(_) => false,
+            Inlet::Remote { taken, .. } => taken.load(Ordering::Relaxed),
         }
     }
 

@@ -67,13 +67,12 @@ pub async fn serve<S>(node: Arc<Node>, ws: ChannelSocket<S>, admitted: Admitted)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    const TAKEN: &str = "this end of the channel is already connected";
     let metrics = node.channels.metrics.clone();
     match admitted {
         Admitted::Local { end, channel } => {
             let share = ws.get_ref().share().clone();
             if !channel.claim(end.direction, Some(share)) {
-                return socket::refuse(ws, TAKEN).await;
+                return socket::refuse(ws).await;
             }
             match end.direction {
                 Direction::Write => {
@@ -95,7 +94,7 @@ where
             }
             Direction::Read => match remote::open_reader(&node.peers, &addr, &end).await {
                 Some(outlet) => socket::run_reader(node.id, ws, outlet, metrics).await,
-                None => socket::refuse(ws, TAKEN).await,
+                None => socket::refuse(ws).await,
             },
         },
     }

@@ -10,6 +10,7 @@
 use futures_util::{Stream, StreamExt};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -194,14 +195,20 @@ pub fn open_writer(
     let _ = tx.try_send(first);
     let client = peers.cluster(addr);
     let done = gone.clone();
+    let taken = Arc::new(AtomicBool::new(false));
+    let refused = taken.clone();
     let addr = addr.to_string();
     tokio::spawn(async move {
         let result = match client {
-            Ok(mut client) => client
-                .channel_write(receiver_stream(rx))
-                .await
-                .map(|_| ())
-                .map_err(|status| status.to_string()),
+            Ok(mut client) => match client.channel_write(receiver_stream(rx)).await {
+                Ok(_) => Ok(()),
+                Err(status) => {
+                    if status.code() == tonic::Code::AlreadyExists {
+                        refused.store(true, Ordering::Relaxed);
+                    }
+                    Err(status.to_string())
+                }
+            },
             Err(err) => Err(err.to_string()),
         };
         if let Err(error) = result {
@@ -212,6 +219,7 @@ pub fn open_writer(
     Inlet::Remote {
         frames: tx,
         gone,
+        taken,
         metrics: channels.metrics.clone(),
     }
 }

@@ -55,12 +55,15 @@ impl Drop for OpenEnd {
     }
 }
 
-/// Closes a socket whose end was already taken (upgraded, then closed at once).
-pub async fn refuse<S>(mut ws: ChannelSocket<S>, reason: &'static str)
+/// The close reason of a second connection to an end already taken.
+pub const TAKEN: &str = "this end of the channel is already connected";
+
+/// Closes a socket whose end was already taken (upgraded, then closed at once with 1008).
+pub async fn refuse<S>(mut ws: ChannelSocket<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _ = ws.close(Some(close_frame(CloseCode::Policy, reason))).await;
+    let _ = ws.close(Some(close_frame(CloseCode::Policy, TAKEN))).await;
 }
 
 /// Relays a writer's socket into `inlet` until the writer closes (a clean end), vanishes
@@ -121,9 +124,21 @@ pub async fn run_writer<S>(
             }
         }
         None => {
-            let frame = close_frame(CloseCode::Error, "the channel's reader is gone");
+            let frame = if inlet.was_taken() {
+                close_frame(CloseCode::Policy, TAKEN)
+            } else {
+                close_frame(CloseCode::Error, "the channel's reader is gone")
+            };
             let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
         }
+    }
+    // A writer the budget cut off hears why (1008), if it still reads.
+    if let Some(eviction) = share.eviction() {
+        let frame = CloseFrame {
+            code: CloseCode::from(eviction.code),
+            reason: Utf8Bytes::from(eviction.reason),
+        };
+        let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
     }
 }
 
