@@ -212,7 +212,7 @@ async fn creator_writer_and_reader_on_three_different_nodes() {
         "read",
     ))
     .await;
-    let expected = vec![
+    let expected = [
         Message::Text("a".into()),
         Message::Binary(vec![1, 2, 3].into()),
         Message::Text("b".into()),
