@@ -170,6 +170,18 @@ pub struct ServeArgs {
     /// disconnected [default: 10000].
     #[arg(long, env = "QUORUM_OUTBOUND_STALL_TIMEOUT_MS")]
     pub outbound_stall_timeout_ms: Option<u64>,
+    /// Bytes one data channel may hold between its writer and its reader (one frame larger
+    /// than this still passes, alone) [default: 8MiB].
+    #[arg(long, env = "QUORUM_CHANNEL_BUFFER_BYTES", value_parser = crate::budget::parse_bytes)]
+    pub channel_buffer_bytes: Option<u64>,
+    /// A data channel with an end still unconnected this long after its creation is removed
+    /// [default: 300].
+    #[arg(long, env = "QUORUM_CHANNEL_UNCONNECTED_TIMEOUT_SECS")]
+    pub channel_unconnected_timeout_secs: Option<u64>,
+    /// Data channels living on this node at once; `engine::channels::create` fails beyond
+    /// it [default: 100000].
+    #[arg(long, env = "QUORUM_MAX_CHANNELS")]
+    pub max_channels: Option<usize>,
 }
 
 /// How log lines are written to stderr.
@@ -222,6 +234,9 @@ struct FileConfig {
     client_memory_budget: Option<ByteSize>,
     max_outbound_queue_bytes: Option<ByteSize>,
     outbound_stall_timeout_ms: Option<u64>,
+    channel_buffer_bytes: Option<ByteSize>,
+    channel_unconnected_timeout_secs: Option<u64>,
+    max_channels: Option<usize>,
 }
 
 /// A node's validated settings.
@@ -282,6 +297,12 @@ pub struct Config {
     pub max_outbound_queue_bytes: u64,
     /// How long a worker's outbound queue may stay full before it is disconnected.
     pub outbound_stall_timeout: Duration,
+    /// Bytes one data channel may hold.
+    pub channel_buffer_bytes: u64,
+    /// How long a channel's end may stay unconnected before the channel is removed.
+    pub channel_unconnected_timeout: Duration,
+    /// Channels living on this node at once.
+    pub max_channels: usize,
 }
 
 /// When the Raft log is compacted into a snapshot: whichever trigger fires first. The log on
@@ -530,6 +551,19 @@ impl Config {
                     .or(file.outbound_stall_timeout_ms)
                     .unwrap_or(10_000),
             ),
+            channel_buffer_bytes: args
+                .channel_buffer_bytes
+                .or(file.channel_buffer_bytes.map(|b| b.0))
+                .unwrap_or(8 << 20),
+            channel_unconnected_timeout: Duration::from_secs(
+                args.channel_unconnected_timeout_secs
+                    .or(file.channel_unconnected_timeout_secs)
+                    .unwrap_or(300),
+            ),
+            max_channels: args
+                .max_channels
+                .or(file.max_channels)
+                .unwrap_or(100_000),
         };
         config.validate()?;
         Ok(config)
@@ -596,11 +630,26 @@ impl Config {
                 "outbound_stall_timeout_ms",
                 self.outbound_stall_timeout.is_zero(),
             ),
+            ("channel_buffer_bytes", self.channel_buffer_bytes == 0),
+            (
+                "channel_unconnected_timeout_secs",
+                self.channel_unconnected_timeout.is_zero(),
+            ),
+            ("max_channels", self.max_channels == 0),
         ];
         if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero { field });
         }
         Ok(())
+    }
+
+    /// The limits of this node's data channels.
+    pub fn channel_limits(&self) -> crate::channels::table::Limits {
+        crate::channels::table::Limits {
+            buffer_bytes: self.channel_buffer_bytes,
+            unconnected_timeout: self.channel_unconnected_timeout,
+            max_channels: self.max_channels,
+        }
     }
 
     /// The node id: the configured one, else the one kept in the data directory, else a

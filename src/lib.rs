@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod budget;
 pub mod builtins;
+pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod consensus;

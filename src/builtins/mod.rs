@@ -74,6 +74,11 @@ pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<V
         // Announcements are handled by the session that owns the connection; one that
         // reaches here came from no connection and cannot claim anything.
         "engine::workers::register" => Ok(serde_json::json!({"success": false})),
+        crate::channels::builtin::CREATE => crate::channels::builtin::create(
+            &node.channels,
+            node.is_draining(),
+            parse(function_id, input)?,
+        ),
         other => Err(not_registered(other)),
     };
     result.map_err(|e| e.body())

@@ -1,8 +1,10 @@
 //! gateway: the worker-facing WebSocket listener.
 //!
-//! Owns accepting TCP connections, the HTTP upgrade (paths `/` and `/otel`, the worker
-//! token check of `auth::worker_gate`, the capabilities header, size limits) and one session
-//! task per worker connection.
+//! Owns accepting TCP connections, the HTTP upgrade (paths `/`, `/otel` and the channel
+//! sockets of `crate::channels`, the worker token check of `auth::worker_gate`, the
+//! capabilities header, size limits) and one session task per worker connection. The request
+//! head is read first (`head.rs`) so that a channel request can be decided, asking its home
+//! node if need be, before the upgrade.
 //! It never decides registry questions itself: sessions turn frames into registry
 //! commands and calls into router requests.
 
@@ -10,6 +12,7 @@ mod batch;
 pub mod connections;
 mod decode;
 mod frames;
+mod head;
 mod idle;
 mod log_limit;
 mod reattach;
@@ -27,7 +30,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, warn};
 
 use crate::auth::worker_tls::{self, WorkerStream, WorkerTls};
+use crate::auth::grant::Grant;
 use crate::budget::Metered;
+use crate::channels::{self, endpoint::Admitted};
 use crate::node::Node;
 use crate::protocol::{
     CAPABILITIES_HEADER, CAPABILITY_TCP_NODELAY, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES,
@@ -38,13 +43,13 @@ use crate::protocol::{
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A worker's WebSocket, over a socket whose reads are charged to the client memory budget.
-type WorkerSocket = tokio_tungstenite::WebSocketStream<Metered<WorkerStream>>;
+type WorkerSocket = tokio_tungstenite::WebSocketStream<Metered<head::Rewind<WorkerStream>>>;
 
-/// What an upgrade request asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What an upgrade request was admitted to.
 enum Route {
-    Worker,
+    Worker(Arc<Grant>),
     Telemetry,
+    Channel(Admitted),
 }
 
 /// Accepts worker connections until the node shuts down; over TLS when `tls` is given.
@@ -82,37 +87,33 @@ fn ws_config() -> WebSocketConfig {
 
 async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer: SocketAddr) {
     let nodelay = stream.set_nodelay(true).is_ok();
-    let mut route = None;
-    let mut grant = None;
-    // The refusal type is tungstenite's own; its size is not ours to choose.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
-        route = match request.uri().path() {
-            "/" => Some(Route::Worker),
-            "/otel" => Some(Route::Telemetry),
-            _ => {
-                let mut refusal = ErrorResponse::new(Some("no such endpoint".to_string()));
-                *refusal.status_mut() = StatusCode::NOT_FOUND;
-                return Err(refusal);
-            }
-        };
-        let admitted = node.worker_gate.admit(request, &node.registry());
-        grant = Some(admitted.map_err(|_| unauthorized())?);
-        if nodelay {
-            response.headers_mut().insert(
-                CAPABILITIES_HEADER,
-                HeaderValue::from_static(CAPABILITY_TCP_NODELAY),
-            );
-        }
-        Ok(response)
-    };
     let share = node.budget.open(peer);
     let upgrade = async {
-        let stream = Metered::new(worker_tls::secure(tls.as_ref(), stream).await?, share);
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())).await
+        let stream = worker_tls::secure(tls.as_ref(), stream).await?;
+        let (request, stream) = head::read(stream).await?;
+        let mut decision = Some(decide(&node, &request).await);
+        let mut route = None;
+        // The refusal type is tungstenite's own; its size is not ours to choose.
+        #[allow(clippy::result_large_err)]
+        let callback = |_: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+            let decided = decision.take().unwrap_or_else(|| Err(refusal(StatusCode::BAD_REQUEST, "")));
+            route = Some(decided?);
+            if nodelay {
+                response.headers_mut().insert(
+                    CAPABILITIES_HEADER,
+                    HeaderValue::from_static(CAPABILITY_TCP_NODELAY),
+                );
+            }
+            Ok(response)
+        };
+        let stream = Metered::new(stream, share);
+        let ws =
+            tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config()))
+                .await?;
+        Ok::<_, tokio_tungstenite::tungstenite::Error>((ws, route))
     };
-    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade).await {
-        Ok(Ok(ws)) => ws,
+    let (ws, route) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade).await {
+        Ok(Ok(upgraded)) => upgraded,
         Ok(Err(err)) => {
             debug!(node = node.id, peer = %peer, error = %err, "upgrade refused");
             return;
@@ -122,11 +123,46 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
             return;
         }
     };
-    match (route, grant) {
-        (Some(Route::Worker), Some(grant)) => session::run(node, ws, peer, grant).await,
-        (Some(Route::Telemetry), Some(_)) => telemetry::run(node, ws).await,
-        _ => {}
+    match route {
+        Some(Route::Worker(grant)) => session::run(node, ws, peer, grant).await,
+        Some(Route::Telemetry) => telemetry::run(node, ws).await,
+        Some(Route::Channel(admitted)) => channels::serve(node, ws, admitted).await,
+        None => {}
     }
+}
+
+/// Decides an upgrade request: its path, the worker token, and for a channel socket whether
+/// the channel exists (on this node or, asked over gRPC, on its home node).
+#[allow(clippy::result_large_err)]
+async fn decide(node: &Arc<Node>, request: &Request) -> Result<Route, ErrorResponse> {
+    let path = request.uri().path();
+    let channel = channels::endpoint::is_channel_path(path);
+    if !channel && path != "/" && path != "/otel" {
+        return Err(refusal(StatusCode::NOT_FOUND, "no such endpoint"));
+    }
+    let admitted = node.worker_gate.admit(request, &node.registry());
+    let grant = admitted.map_err(|_| unauthorized())?;
+    if !channel {
+        return Ok(if path == "/" {
+            Route::Worker(grant)
+        } else {
+            Route::Telemetry
+        });
+    }
+    match channels::endpoint::admit(node, path, request.uri().query()).await {
+        Ok(admitted) => Ok(Route::Channel(admitted)),
+        Err(why) => {
+            let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::NOT_FOUND);
+            Err(refusal(status, &why.to_string()))
+        }
+    }
+}
+
+/// An HTTP refusal before any WebSocket exists.
+fn refusal(status: StatusCode, reason: &str) -> ErrorResponse {
+    let mut refusal = ErrorResponse::new(Some(reason.to_string()));
+    *refusal.status_mut() = status;
+    refusal
 }
 
 /// The answer to an upgrade without a valid worker token: 401 before any WebSocket exists.

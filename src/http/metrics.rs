@@ -101,7 +101,47 @@ pub fn render(node: &Node) -> String {
         u64::from(node.is_fenced()),
     );
     render_raft(node, &mut out);
+    render_channels(node, &mut out);
     out.text
+}
+
+fn render_channels(node: &Node, out: &mut Exposition) {
+    use crate::channels::metrics::Hop;
+    let channels = &node.channels;
+    out.gauge(
+        "quorum_channels_open",
+        "Data channels living on this node.",
+        channels.table.len() as u64,
+    );
+    out.gauge(
+        "quorum_channel_ends_open",
+        "Channel ends this node serves: its channel sockets and the streams of peers.",
+        channels.ends_open(),
+    );
+    out.counter(
+        "quorum_channels_created_total",
+        "Data channels created on this node.",
+        channels.metrics.created.load(Ordering::Relaxed),
+    );
+    let hops = [(Hop::Local, "local"), (Hop::CrossNode, "cross_node")];
+    out.family(
+        "quorum_channel_frames_total",
+        "Channel frames delivered: to a reader socket of this node (local) or to another node.",
+        "counter",
+    );
+    for (hop, label) in hops {
+        let (frames, _) = channels.metrics.totals(hop);
+        out.sample("quorum_channel_frames_total", &[("hop", label)], frames);
+    }
+    out.family(
+        "quorum_channel_bytes_total",
+        "Channel payload bytes delivered: to a reader socket of this node (local) or to another node.",
+        "counter",
+    );
+    for (hop, label) in hops {
+        let (_, bytes) = channels.metrics.totals(hop);
+        out.sample("quorum_channel_bytes_total", &[("hop", label)], bytes);
+    }
 }
 
 fn render_raft(node: &Node, out: &mut Exposition) {

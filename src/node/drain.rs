@@ -9,7 +9,8 @@
 //!    SDK reconnects to another node and registers again; calls held for its functions then
 //!    go there. Calls the worker itself was waiting on stay here, and their answers follow it
 //!    to its new connection once it reattaches.
-//! 4. Wait until no worker is left and no answer is owed, or until the drain grace ends.
+//! 4. Wait until no worker is left, no answer is owed and no channel end is open (channels
+//!    living here or relayed through here may finish), or until the drain grace ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +66,7 @@ pub async fn run(node: &Arc<Node>) {
                 closed.insert(worker);
             }
         }
-        let open = node.connections.len();
+        let open = node.connections.len() + node.channels.ends_open() as usize;
         let owed = node.router.owed_to_closed_workers() + node.links.queued_frames();
         if open == 0 && owed == 0 {
             // Frames taken from the queues may still sit in the streams' buffers.

@@ -28,6 +28,7 @@ use crate::auth::cluster_tls::ClusterTls;
 use crate::auth::worker_gate::{WorkerAuth, WorkerGate};
 use crate::auth::worker_tls::WorkerTls;
 use crate::budget::Budget;
+use crate::channels::Channels;
 use crate::builtins::fairness::QuerySlots;
 use crate::cluster::identity::ClusterId;
 use crate::cluster::{bootstrap, forwarder, membership};
@@ -99,6 +100,8 @@ pub struct Node {
     pub worker_gate: Arc<WorkerGate>,
     /// The bytes worker connections may make this node buffer, all together.
     pub budget: Arc<Budget>,
+    /// The data channels living on this node, and the relay counters.
+    pub channels: Arc<Channels>,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -344,6 +347,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             config.worker_tokens.clone(),
         )),
         budget,
+        channels: Arc::new(Channels::new(node_id, config.channel_limits())),
     });
     links.attach(&node);
     node.router.set_link(links);
@@ -451,6 +455,7 @@ async fn serve_workers(
     tokio::spawn(expire_calls(node.clone()));
     tokio::spawn(crate::cluster::lease::run(node.clone(), node.config.lease));
     tokio::spawn(membership::watch_removal(node.clone()));
+    tokio::spawn(node.channels.table.clone().sweep_until(node.shutdown.clone()));
     if let Some(after) = node.config.remove_departed_after {
         tokio::spawn(crate::cluster::departed::run(node.clone(), after));
     }

@@ -51,6 +51,9 @@ pub enum EngineError {
     /// A registration or announcement over the node's size cap (never proposed to Raft).
     #[error("{0}")]
     RegistrationTooLarge(String),
+    /// `engine::channels::create` refused: the node holds its maximum, or is draining.
+    #[error("{0}")]
+    ChannelRefused(String),
 }
 
 impl EngineError {
@@ -71,6 +74,7 @@ impl EngineError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::RegistrationTooLarge(_) => "payload_too_large",
+            Self::ChannelRefused(_) => "channel_unavailable",
         }
     }
 

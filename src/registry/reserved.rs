@@ -15,6 +15,7 @@ pub const BUILTIN_FUNCTIONS: &[&str] = &[
     "engine::registered-triggers::info",
     "engine::register_trigger",
     "engine::unregister_trigger",
+    "engine::channels::create",
 ];
 
 /// Built-in trigger type fired on worker connect, announce and disconnect.

@@ -2,7 +2,8 @@
 //!
 //! Each method only translates: Raft RPCs go to [`super::raft_service`], membership to
 //! `cluster::membership`, forwarded writes to this node's Raft (which must be the leader),
-//! live facts to the router, and the invocation stream to [`super::invocations`].
+//! live facts to the router, the invocation stream to [`super::invocations`], and the data
+//! channel RPCs to `crate::channels::remote`.
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use crate::auth::access::{self, Access, Caller};
 use crate::auth::cluster_listener::{self, PeerInfo};
 use crate::auth::cluster_tls::ClusterTls;
 use crate::auth::token_admin;
+use crate::channels;
 use crate::cluster::membership;
 use crate::consensus::ConsensusError;
 use crate::node::Node;
@@ -273,6 +275,50 @@ impl Cluster for ClusterService {
     ) -> Result<Response<Self::InvocationsStream>, Status> {
         let caller = self.authorize(&request, Access::Member)?;
         invocations::serve(self.node.clone(), &caller, request).await
+    }
+
+    async fn channel_check(
+        &self,
+        request: Request<pb::ChannelCheckRequest>,
+    ) -> Result<Response<pb::ChannelCheckReply>, Status> {
+        self.authorize(&request, Access::Member)?;
+        let draining = self.node.is_draining();
+        Ok(Response::new(channels::remote::check(
+            &self.node.channels,
+            draining,
+            request.into_inner(),
+        )))
+    }
+
+    async fn channel_write(
+        &self,
+        request: Request<Streaming<pb::ChannelFrame>>,
+    ) -> Result<Response<pb::ChannelWriteReply>, Status> {
+        self.authorize(&request, Access::Member)?;
+        let node = &self.node;
+        let reply = channels::remote::serve_write(
+            node.channels.clone(),
+            node.budget.clone(),
+            node.is_draining(),
+            request,
+        );
+        Ok(Response::new(reply.await?))
+    }
+
+    type ChannelReadStream = channels::remote::ReadStream;
+
+    async fn channel_read(
+        &self,
+        request: Request<pb::ChannelOpen>,
+    ) -> Result<Response<Self::ChannelReadStream>, Status> {
+        self.authorize(&request, Access::Member)?;
+        let node = &self.node;
+        let stream = channels::remote::serve_read(
+            node.channels.clone(),
+            node.is_draining(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(stream))
     }
 }
 

@@ -1,0 +1,47 @@
+//! `engine::channels::create {buffer_size?}`: a new channel on the node that serves the call,
+//! answered as the two refs the SDKs turn into a reader and a writer.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::buffer::Direction;
+use super::table::CreateError;
+use super::Channels;
+use crate::protocol::error::EngineError;
+
+/// The built-in's id.
+pub const CREATE: &str = "engine::channels::create";
+
+/// The input; `buffer_size` null or absent means the default.
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateInput {
+    #[serde(default)]
+    buffer_size: Option<i64>,
+}
+
+/// Creates a channel and returns `{writer, reader}`.
+pub fn create(channels: &Channels, draining: bool, input: CreateInput) -> Result<Value, EngineError> {
+    if draining {
+        return Err(EngineError::ChannelRefused(CreateError::Draining.to_string()));
+    }
+    let buffer_size = input.buffer_size.map(|n| n.clamp(1, i64::from(u16::MAX)) as usize);
+    let channel = channels
+        .table
+        .create(buffer_size)
+        .map_err(|e| EngineError::ChannelRefused(e.to_string()))?;
+    channels
+        .metrics
+        .created
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let reference = |direction: Direction| {
+        json!({
+            "channel_id": channel.id.to_string(),
+            "access_key": channel.key().as_str(),
+            "direction": direction.as_str(),
+        })
+    };
+    Ok(json!({
+        "writer": reference(Direction::Write),
+        "reader": reference(Direction::Read),
+    }))
+}

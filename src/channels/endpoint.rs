@@ -1,0 +1,164 @@
+//! `GET /ws/channels/{id}?key=&dir=read|write`: reading the request, and deciding before the
+//! upgrade whether it opens a channel here, on another node, or nowhere.
+//!
+//! Why: an unknown channel or a wrong key must be an HTTP error *before* the upgrade, also
+//! when the channel lives on another node, so the home node is asked over gRPC first.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::debug;
+
+use super::buffer::{Channel, Direction};
+use super::id::ChannelId;
+use crate::ids::NodeId;
+use crate::node::Node;
+use crate::rpc::pb;
+
+/// The path prefix of channel sockets.
+pub const PATH_PREFIX: &str = "/ws/channels/";
+
+/// How long asking the home node whether a channel exists may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One end a socket asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndRequest {
+    pub id: ChannelId,
+    pub key: String,
+    pub direction: Direction,
+}
+
+/// Why a channel request is refused before the upgrade; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400: the id is not a channel id, or `dir` is missing or not `read`/`write`.
+    #[error("malformed channel request: {0}")]
+    Malformed(&'static str),
+    /// 404: no such channel, wrong key, or a home node that is not a member.
+    #[error("no such channel")]
+    NotFound,
+    /// 503: the home node did not answer, or this node is draining.
+    #[error("the channel's node is unavailable")]
+    Unavailable,
+}
+
+impl Refusal {
+    /// The HTTP status the client gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Malformed(_) => 400,
+            Refusal::NotFound => 404,
+            Refusal::Unavailable => 503,
+        }
+    }
+}
+
+/// Where an admitted end is served.
+pub enum Admitted {
+    /// The channel lives on this node.
+    Local {
+        end: EndRequest,
+        channel: Arc<Channel>,
+    },
+    /// The channel lives on `home`, at cluster address `addr`.
+    Remote {
+        end: EndRequest,
+        home: NodeId,
+        addr: String,
+    },
+}
+
+/// Whether `path` is a channel socket's path.
+pub fn is_channel_path(path: &str) -> bool {
+    path.starts_with(PATH_PREFIX)
+}
+
+/// Reads `/ws/channels/{id}` and its query. The channel's own `key` and `dir` come last (any
+/// query from the engine URL comes first), so the last occurrence of each wins.
+pub fn parse(path: &str, query: Option<&str>) -> Result<EndRequest, Refusal> {
+    let id_text = path.strip_prefix(PATH_PREFIX).ok_or(Refusal::NotFound)?;
+    let id = ChannelId::parse(id_text).map_err(|_| Refusal::Malformed("not a channel id"))?;
+    let mut key = None;
+    let mut dir = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match name.as_ref() {
+            "key" => key = Some(value.into_owned()),
+            "dir" => dir = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let direction = match dir {
+        None => return Err(Refusal::Malformed("`dir` is missing")),
+        Some(dir) => {
+            Direction::parse(&dir).ok_or(Refusal::Malformed("`dir` is not `read` or `write`"))?
+        }
+    };
+    Ok(EndRequest {
+        id,
+        key: key.ok_or(Refusal::NotFound)?,
+        direction,
+    })
+}
+
+/// Decides a channel request: served here, served through the home node, or refused.
+pub async fn admit(node: &Arc<Node>, path: &str, query: Option<&str>) -> Result<Admitted, Refusal> {
+    let end = parse(path, query)?;
+    if node.is_draining() {
+        return Err(Refusal::Unavailable);
+    }
+    let home = end.id.home();
+    if home == node.id {
+        let channel = node
+            .channels
+            .table
+            .open(end.id, &end.key)
+            .ok_or(Refusal::NotFound)?;
+        return Ok(Admitted::Local { end, channel });
+    }
+    let addr = node.peer_address(home).ok_or(Refusal::NotFound)?;
+    let request = pb::ChannelCheckRequest {
+        end: Some(super::remote::open_message(&end)),
+    };
+    let reply = node
+        .peers
+        .unary(&addr, CHECK_TIMEOUT, |mut client| async move {
+            client.channel_check(request).await
+        })
+        .await;
+    match reply {
+        Ok(reply) if reply.found => Ok(Admitted::Remote { end, home, addr }),
+        Ok(_) => Err(Refusal::NotFound),
+        Err(err) => {
+            debug!(node = node.id, home, error = %err, "channel check failed");
+            Err(Refusal::Unavailable)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(id: &ChannelId) -> String {
+        format!("{PATH_PREFIX}{id}")
+    }
+
+    #[test]
+    fn the_channel_query_follows_the_engine_query() {
+        let id = ChannelId::new(2);
+        let end = parse(&path(&id), Some("token=abc&key=engine&key=k%2F1&dir=write")).unwrap();
+        assert_eq!(end.id, id);
+        assert_eq!(end.key, "k/1");
+        assert_eq!(end.direction, Direction::Write);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_their_status() {
+        let id = ChannelId::new(2);
+        assert_eq!(parse("/ws/channels/nope", Some("key=a&dir=read")).unwrap_err().status(), 400);
+        assert_eq!(parse(&path(&id), Some("key=a")).unwrap_err().status(), 400);
+        assert_eq!(parse(&path(&id), Some("key=a&dir=both")).unwrap_err().status(), 400);
+        assert_eq!(parse(&path(&id), Some("dir=read")).unwrap_err().status(), 404);
+        assert_eq!(parse(&path(&id), None).unwrap_err().status(), 400);
+    }
+}

@@ -1,0 +1,133 @@
+//! The two ends of a channel as a socket sees them: where a writer's frames go and where a
+//! reader's frames come from, whether the channel lives on this node or on another one.
+//!
+//! Why: the WebSocket relay ([`super::socket`]) is the same for both; only this seam knows
+//! whether the channel is local or reached over a gRPC stream to its home node.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::buffer::{Channel, End, Item, PushError, Popped};
+use super::metrics::{ChannelMetrics, Hop};
+use super::table::Table;
+use crate::rpc::pb;
+use crate::rpc::pb::channel_frame::Kind;
+
+/// Where a writer's frames go.
+pub enum Inlet {
+    /// Into a channel living on this node.
+    Local(Arc<Channel>),
+    /// Onto the `ChannelWrite` stream to the home node; `gone` is cancelled when that call
+    /// ends (the channel finished, its reader left, or the home node is unreachable).
+    Remote {
+        frames: mpsc::Sender<pb::ChannelFrame>,
+        gone: CancellationToken,
+        metrics: Arc<ChannelMetrics>,
+    },
+}
+
+impl Inlet {
+    /// Passes one frame on, waiting while the channel (or the stream to it) is full.
+    pub async fn push(&self, item: Item) -> Result<(), PushError> {
+        match self {
+            Inlet::Local(channel) => channel.push(item).await,
+            Inlet::Remote {
+                frames, metrics, ..
+            } => {
+                let len = item.len();
+                frames
+                    .send(frame_of(item))
+                    .await
+                    .map_err(|_| PushError::Gone)?;
+                metrics.relayed(Hop::CrossNode, len);
+                Ok(())
+            }
+        }
+    }
+
+    /// The writer is done, cleanly or not.
+    pub async fn finish(&self, end: End) {
+        match self {
+            Inlet::Local(channel) => channel.finish_writer(end),
+            Inlet::Remote { frames, .. } => {
+                let _ = frames.send(end_frame(end)).await;
+            }
+        }
+    }
+
+    /// Resolves once nobody will read what this writer sends.
+    pub async fn gone(&self) {
+        match self {
+            Inlet::Local(channel) => channel.gone().await,
+            Inlet::Remote { gone, .. } => gone.cancelled().await,
+        }
+    }
+}
+
+/// Where a reader's frames come from.
+pub enum Outlet {
+    /// A channel living on this node.
+    Local {
+        channel: Arc<Channel>,
+        table: Arc<Table>,
+    },
+    /// The `ChannelRead` stream from the home node.
+    Remote(tonic::Streaming<pb::ChannelFrame>),
+}
+
+impl Outlet {
+    /// The next frame, or how the stream ended. A remote stream that breaks or stops without
+    /// its end marker is a broken end.
+    pub async fn next(&mut self) -> Popped {
+        match self {
+            Outlet::Local { channel, .. } => channel.pop().await,
+            Outlet::Remote(stream) => match stream.next().await {
+                Some(Ok(frame)) => popped_of(frame),
+                _ => Popped::End(End::Broken),
+            },
+        }
+    }
+
+    /// The reader is done (it got the end, or it left): the channel is removed at once.
+    pub fn finish(self) {
+        match self {
+            Outlet::Local { channel, table } => {
+                channel.finish_reader();
+                table.remove(channel.id);
+            }
+            // Dropping the stream cancels the call; the home node then finishes the reader.
+            Outlet::Remote(_) => {}
+        }
+    }
+}
+
+/// The gRPC frame carrying `item`.
+pub fn frame_of(item: Item) -> pb::ChannelFrame {
+    let kind = match item {
+        Item::Text(bytes) => Kind::Text(bytes.to_vec()),
+        Item::Binary(bytes) => Kind::Binary(bytes.to_vec()),
+    };
+    pb::ChannelFrame { kind: Some(kind) }
+}
+
+/// The gRPC frame marking the end of a stream.
+pub fn end_frame(end: End) -> pb::ChannelFrame {
+    pb::ChannelFrame {
+        kind: Some(Kind::End(pb::ChannelEnd {
+            clean: end == End::Clean,
+        })),
+    }
+}
+
+/// What a received gRPC frame means for a reader; anything unexpected is a broken end.
+pub fn popped_of(frame: pb::ChannelFrame) -> Popped {
+    match frame.kind {
+        Some(Kind::Text(text)) => Popped::Item(Item::Text(Bytes::from(text))),
+        Some(Kind::Binary(data)) => Popped::Item(Item::Binary(Bytes::from(data))),
+        Some(Kind::End(end)) if end.clean => Popped::End(End::Clean),
+        _ => Popped::End(End::Broken),
+    }
+}

@@ -1,0 +1,102 @@
+//! channels: iii data channels, created on any node and reachable from every node.
+//!
+//! A channel lives on the node that created it (`engine::channels::create`); its id carries
+//! that node's id, so every node knows where it lives without a Raft write. Each end connects
+//! to any node's worker port at `/ws/channels/{id}?key=&dir=read|write`; an end on another
+//! node reaches the channel over one gRPC stream to its home node.
+//!
+//! | file | job |
+//! |---|---|
+//! | `id.rs` | the channel id (a UUIDv8 naming the home node) and the access key |
+//! | `buffer.rs` | one channel: its items bounded in messages and bytes, the state of each end |
+//! | `table.rs` | the channels living on this node, their cap, and the sweep of unconnected ends |
+//! | `builtin.rs` | `engine::channels::create` |
+//! | `endpoint.rs` | reading a channel request and deciding it before the upgrade |
+//! | `ends.rs` | where a socket's frames go or come from: a local channel or a stream to its home |
+//! | `socket.rs` | the WebSocket relay of one end, with its keepalive |
+//! | `remote.rs` | the cross-node RPCs, both sides |
+//! | `metrics.rs` | open ends, frames and bytes relayed, local and cross-node |
+
+pub mod buffer;
+pub mod builtin;
+pub mod endpoint;
+pub mod ends;
+pub mod id;
+pub mod metrics;
+pub mod remote;
+pub mod socket;
+pub mod table;
+
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use buffer::Direction;
+use endpoint::Admitted;
+use ends::{Inlet, Outlet};
+use metrics::ChannelMetrics;
+use socket::ChannelSocket;
+use table::Table;
+
+use crate::node::Node;
+
+/// This node's channels and their counters.
+pub struct Channels {
+    pub table: Arc<Table>,
+    pub metrics: Arc<ChannelMetrics>,
+}
+
+impl Channels {
+    /// No channels yet, with these limits.
+    pub fn new(node: crate::ids::NodeId, limits: table::Limits) -> Channels {
+        Channels {
+            table: Arc::new(Table::new(node, limits)),
+            metrics: Arc::new(ChannelMetrics::default()),
+        }
+    }
+
+    /// Whether an end is still open on this node (the drain waits for them).
+    pub fn ends_open(&self) -> u64 {
+        self.metrics
+            .ends_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Serves one upgraded channel socket until its end is done.
+pub async fn serve<S>(node: Arc<Node>, ws: ChannelSocket<S>, admitted: Admitted)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    const TAKEN: &str = "this end of the channel is already connected";
+    let metrics = node.channels.metrics.clone();
+    match admitted {
+        Admitted::Local { end, channel } => {
+            let share = ws.get_ref().share().clone();
+            if !channel.claim(end.direction, Some(share)) {
+                return socket::refuse(ws, TAKEN).await;
+            }
+            match end.direction {
+                Direction::Write => {
+                    socket::run_writer(node.id, ws, Inlet::Local(channel), metrics).await
+                }
+                Direction::Read => {
+                    let outlet = Outlet::Local {
+                        channel,
+                        table: node.channels.table.clone(),
+                    };
+                    socket::run_reader(node.id, ws, outlet, metrics).await
+                }
+            }
+        }
+        Admitted::Remote { end, addr, .. } => match end.direction {
+            Direction::Write => {
+                let inlet = remote::open_writer(node.id, &node.peers, &addr, &end, &node.channels);
+                socket::run_writer(node.id, ws, inlet, metrics).await
+            }
+            Direction::Read => match remote::open_reader(&node.peers, &addr, &end).await {
+                Some(outlet) => socket::run_reader(node.id, ws, outlet, metrics).await,
+                None => socket::refuse(ws, TAKEN).await,
+            },
+        },
+    }
+}

@@ -1,0 +1,209 @@
+//! The relay between a channel end's WebSocket and the channel: frames keep their kind and
+//! boundaries, a full channel stops the reading of the writer's socket, and keepalive pings
+//! never close a writer whose data flows.
+//!
+//! Why a relay of its own (not the worker session): channel sockets carry no iii protocol,
+//! have no 60 s idle limit, and a Rust SDK writer never reads its socket, so it never
+//! answers a Ping: a writer counts as alive while its frames arrive.
+
+use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tracing::debug;
+
+use super::buffer::{End, Item, Popped, PushError};
+use super::ends::{Inlet, Outlet};
+use super::metrics::{ChannelMetrics, Hop};
+use crate::budget::Metered;
+use crate::ids::NodeId;
+
+/// How often the engine pings a channel socket.
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// A channel socket from which nothing arrived (no frame, no Pong) and to which nothing
+/// could be delivered for this long is dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(90);
+
+/// How long a closing socket gets to flush its Close frame.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+/// A channel socket: a WebSocket over a socket whose reads are charged to the client's
+/// share of the memory budget.
+pub type ChannelSocket<S> = WebSocketStream<Metered<S>>;
+
+/// Counts an open channel end for as long as it lives (the drain waits for them).
+pub struct OpenEnd(Arc<ChannelMetrics>);
+
+impl OpenEnd {
+    /// Counts one more open end.
+    pub fn new(metrics: Arc<ChannelMetrics>) -> OpenEnd {
+        metrics.ends_open.fetch_add(1, Ordering::Relaxed);
+        OpenEnd(metrics)
+    }
+}
+
+impl Drop for OpenEnd {
+    fn drop(&mut self) {
+        self.0.ends_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Closes a socket whose end was already taken (upgraded, then closed at once).
+pub async fn refuse<S>(mut ws: ChannelSocket<S>, reason: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = ws.close(Some(close_frame(CloseCode::Policy, reason))).await;
+}
+
+/// Relays a writer's socket into `inlet` until the writer closes (a clean end), vanishes
+/// (a broken end) or nobody reads any more.
+pub async fn run_writer<S>(node: NodeId, ws: ChannelSocket<S>, inlet: Inlet, metrics: Arc<ChannelMetrics>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _open = OpenEnd::new(metrics);
+    let share = ws.get_ref().share().clone();
+    let (mut sink, mut stream) = ws.split();
+    let mut ping = keepalive();
+    let mut heard = Instant::now();
+    let outcome = loop {
+        tokio::select! {
+            message = stream.next() => {
+                let item = match message {
+                    Some(Ok(Message::Text(text))) => Item::Text(text.into()),
+                    Some(Ok(Message::Binary(data))) => Item::Binary(data),
+                    Some(Ok(Message::Close(_))) => break Some(End::Clean),
+                    Some(Ok(_)) => {
+                        heard = Instant::now();
+                        continue;
+                    }
+                    Some(Err(err)) => {
+                        debug!(node, error = %err, "channel writer socket failed");
+                        break Some(End::Broken);
+                    }
+                    None => break Some(End::Broken),
+                };
+                share.settle_inbound();
+                heard = Instant::now();
+                match inlet.push(item).await {
+                    Ok(()) => {}
+                    Err(PushError::Gone) => break None,
+                    Err(PushError::OverBudget) => break Some(End::Broken),
+                }
+            }
+            _ = inlet.gone() => break None,
+            _ = ping.tick() => {
+                if heard.elapsed() >= DEAD_AFTER {
+                    break Some(End::Broken);
+                }
+                let _ = sink.send(Message::Ping(Default::default())).await;
+            }
+        }
+    };
+    match outcome {
+        Some(end) => {
+            inlet.finish(end).await;
+            if end == End::Clean {
+                // Let tungstenite flush its reply to the writer's Close.
+                let _ = tokio::time::timeout(CLOSE_FLUSH, stream.next()).await;
+            }
+        }
+        None => {
+            let frame = close_frame(CloseCode::Error, "the channel's reader is gone");
+            let _ = tokio::time::timeout(CLOSE_FLUSH, sink.send(Message::Close(Some(frame)))).await;
+        }
+    }
+}
+
+/// Relays `outlet` to a reader's socket: every item, then Close 1000 after a clean end or
+/// Close 1011 after a broken one.
+pub async fn run_reader<S>(
+    node: NodeId,
+    ws: ChannelSocket<S>,
+    mut outlet: Outlet,
+    metrics: Arc<ChannelMetrics>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _open = OpenEnd::new(metrics.clone());
+    let share = ws.get_ref().share().clone();
+    let (mut sink, mut stream) = ws.split();
+    let mut ping = keepalive();
+    let mut heard = Instant::now();
+    let end = loop {
+        tokio::select! {
+            popped = outlet.next() => match popped {
+                Popped::Item(item) => {
+                    let len = item.len();
+                    let message = match item {
+                        Item::Binary(data) => Message::Binary(data),
+                        Item::Text(text) => match Utf8Bytes::try_from(text) {
+                            Ok(text) => Message::Text(text),
+                            // Only a peer could send this; the stream is broken.
+                            Err(_) => break Some(End::Broken),
+                        },
+                    };
+                    if sink.send(message).await.is_err() {
+                        break None;
+                    }
+                    heard = Instant::now();
+                    metrics.relayed(Hop::Local, len);
+                }
+                Popped::End(end) => {
+                    if end == End::Broken {
+                        debug!(node, "channel ended broken: the reader gets 1011");
+                    }
+                    break Some(end);
+                }
+            },
+            message = stream.next() => match message {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+                Some(Ok(_)) => {
+                    share.settle_inbound();
+                    heard = Instant::now();
+                }
+            },
+            _ = ping.tick() => {
+                if heard.elapsed() >= DEAD_AFTER {
+                    break None;
+                }
+                let _ = sink.send(Message::Ping(Default::default())).await;
+            }
+        }
+    };
+    outlet.finish();
+    if let Some(end) = end {
+        let frame = match end {
+            End::Clean => close_frame(CloseCode::Normal, ""),
+            End::Broken => close_frame(CloseCode::Error, "the channel's writer vanished"),
+        };
+        let closing = async {
+            sink.send(Message::Close(Some(frame))).await?;
+            // Wait for the reader's answering Close, so the frame is not lost in a reset.
+            while let Some(Ok(_)) = stream.next().await {}
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+        };
+        let _ = tokio::time::timeout(CLOSE_FLUSH, closing).await;
+    }
+}
+
+fn keepalive() -> tokio::time::Interval {
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping
+}
+
+fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
+    CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }
+}

@@ -1,0 +1,195 @@
+//! The channels living on this node, and the sweep of those whose ends never connected.
+//!
+//! Why: a channel is created by one call and used by two sockets that may never come; the
+//! table bounds how many exist at once and removes a channel as soon as it is finished or
+//! abandoned, so nothing leaks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::buffer::Channel;
+use super::id::{AccessKey, ChannelId};
+use crate::ids::NodeId;
+
+/// The largest `buffer_size` a channel may ask for, and the default.
+pub const MAX_BUFFER_ITEMS: usize = 1024;
+pub const DEFAULT_BUFFER_ITEMS: usize = 64;
+
+/// The settings a table works with.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes one channel may hold.
+    pub buffer_bytes: u64,
+    /// How long an end may stay unconnected before the channel is swept.
+    pub unconnected_timeout: Duration,
+    /// Channels this node holds at once.
+    pub max_channels: usize,
+}
+
+/// Why a channel could not be created.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CreateError {
+    #[error("this node holds its maximum of {0} channels")]
+    Full(usize),
+    #[error("this node is draining and creates no channels")]
+    Draining,
+}
+
+/// The channels whose home is this node.
+pub struct Table {
+    node: NodeId,
+    limits: Limits,
+    channels: Mutex<HashMap<ChannelId, Arc<Channel>>>,
+}
+
+impl Table {
+    /// An empty table for node `node`.
+    pub fn new(node: NodeId, limits: Limits) -> Table {
+        Table {
+            node,
+            limits,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, Arc<Channel>>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The settings.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Creates a channel holding `buffer_size` items (default 64, clamped to 1..=1024).
+    pub fn create(&self, buffer_size: Option<usize>) -> Result<Arc<Channel>, CreateError> {
+        let capacity = buffer_size
+            .unwrap_or(DEFAULT_BUFFER_ITEMS)
+            .clamp(1, MAX_BUFFER_ITEMS);
+        let channel = Arc::new(Channel::new(
+            ChannelId::new(self.node),
+            AccessKey::new(),
+            capacity,
+            self.limits.buffer_bytes,
+        ));
+        let mut channels = self.lock();
+        if channels.len() >= self.limits.max_channels {
+            return Err(CreateError::Full(self.limits.max_channels));
+        }
+        channels.insert(channel.id, channel.clone());
+        Ok(channel)
+    }
+
+    /// The channel `id` when `key` opens it; `None` for an unknown id or a wrong key alike.
+    pub fn open(&self, id: ChannelId, key: &str) -> Option<Arc<Channel>> {
+        let channel = self.lock().get(&id).cloned()?;
+        channel.opens_with(key).then_some(channel)
+    }
+
+    /// Forgets a finished channel.
+    pub fn remove(&self, id: ChannelId) {
+        self.lock().remove(&id);
+    }
+
+    /// Channels held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no channel is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes (and abandons) every channel with an end that has not connected within the
+    /// timeout; returns how many.
+    pub fn sweep(&self) -> usize {
+        let timeout = self.limits.unconnected_timeout;
+        let stale: Vec<Arc<Channel>> = {
+            let mut channels = self.lock();
+            let stale: Vec<ChannelId> = channels
+                .values()
+                .filter(|c| c.created.elapsed() >= timeout && c.has_unconnected_end())
+                .map(|c| c.id)
+                .collect();
+            stale.iter().filter_map(|id| channels.remove(id)).collect()
+        };
+        for channel in &stale {
+            channel.abandon();
+        }
+        stale.len()
+    }
+
+    /// Abandons every channel (the node is going away).
+    pub fn abandon_all(&self) {
+        let all: Vec<Arc<Channel>> = self.lock().drain().map(|(_, c)| c).collect();
+        for channel in all {
+            channel.abandon();
+        }
+    }
+
+    /// Sweeps until `stop`, checking a few times per timeout (at most once a minute).
+    pub async fn sweep_until(self: Arc<Self>, stop: CancellationToken) {
+        let every = (self.limits.unconnected_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            let swept = self.sweep();
+            if swept > 0 {
+                debug!(node = self.node, swept, "swept channels whose ends never connected");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::buffer::Direction;
+
+    fn table(max_channels: usize, timeout: Duration) -> Table {
+        Table::new(
+            3,
+            Limits {
+                buffer_bytes: 1 << 20,
+                unconnected_timeout: timeout,
+                max_channels,
+            },
+        )
+    }
+
+    #[test]
+    fn a_channel_opens_only_with_its_key() {
+        let table = table(10, Duration::from_secs(60));
+        let channel = table.create(None).unwrap();
+        assert_eq!(channel.id.home(), 3);
+        assert!(table.open(channel.id, channel.key().as_str()).is_some());
+        assert!(table.open(channel.id, "wrong").is_none());
+        assert!(table.open(ChannelId::new(3), channel.key().as_str()).is_none());
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let table = table(2, Duration::from_secs(60));
+        table.create(None).unwrap();
+        table.create(Some(5000)).unwrap();
+        assert_eq!(table.create(None).unwrap_err(), CreateError::Full(2));
+    }
+
+    #[test]
+    fn channels_with_unconnected_ends_are_swept() {
+        let table = table(10, Duration::ZERO);
+        let connected = table.create(None).unwrap();
+        assert!(connected.claim(Direction::Read, None));
+        assert!(connected.claim(Direction::Write, None));
+        table.create(None).unwrap();
+        assert_eq!(table.sweep(), 1);
+        assert_eq!(table.len(), 1);
+    }
+}
