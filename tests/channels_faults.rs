@@ -262,7 +262,7 @@ async fn draining_the_home_node_mid_stream_lets_the_stream_finish_and_refuses_ne
     let pumped = pump.finish(Duration::from_secs(30)).await;
     let (code, exited_at) = exited.await.expect("terminate task");
     println!(
-        "drain: new ends refused {:?} after SIGTERM; stream done {:?} after; process exited {:?} after with {code:?}",
+        "drain: new ends refused {:?} after SIGTERM; stream done {:?} after; process exited {:?} after with {code:?}; the writer's socket ended {:?}",
         refused_at - sigterm_at,
         read_done_at - sigterm_at,
         exited_at - sigterm_at

@@ -16,7 +16,9 @@
 // The SDK's reader hands binary data to a Node `Readable`, which may join chunks, and text
 // to callbacks, so the consumer hashes what the SDK's stream yields and takes frames, kinds
 // and order from the 'message' events of the socket the SDK opened; it adds the texts the
-// SDK's callback saw and the close code the socket ended with.
+// SDK's callback saw and the close code the socket ended with. The producer reports its
+// socket's close code too; it is always 1006: the SDK's `Writable` destroys itself once
+// finished and its destroy terminates the socket right after the Close is sent.
 //
 // Prints `READY {json}` once the engine lists both functions, serves until standard input
 // ends, then shuts the worker down, prints `DONE {}` and exits 0. Only these go to stdout.
