@@ -560,10 +560,7 @@ impl Config {
                     .or(file.channel_unconnected_timeout_secs)
                     .unwrap_or(300),
             ),
-            max_channels: args
-                .max_channels
-                .or(file.max_channels)
-                .unwrap_or(100_000),
+            max_channels: args.max_channels.or(file.max_channels).unwrap_or(100_000),
         };
         config.validate()?;
         Ok(config)

@@ -330,7 +330,10 @@ mod tests {
         ch.push(Item::Text(Bytes::from_static(b"a"))).await.unwrap();
         ch.push(binary(3)).await.unwrap();
         ch.finish_writer(End::Clean);
-        assert_eq!(ch.pop().await, Popped::Item(Item::Text(Bytes::from_static(b"a"))));
+        assert_eq!(
+            ch.pop().await,
+            Popped::Item(Item::Text(Bytes::from_static(b"a")))
+        );
         assert_eq!(ch.pop().await, Popped::Item(binary(3)));
         assert_eq!(ch.pop().await, Popped::End(End::Clean));
     }

@@ -20,11 +20,19 @@ pub struct CreateInput {
 }
 
 /// Creates a channel and returns `{writer, reader}`.
-pub fn create(channels: &Channels, draining: bool, input: CreateInput) -> Result<Value, EngineError> {
+pub fn create(
+    channels: &Channels,
+    draining: bool,
+    input: CreateInput,
+) -> Result<Value, EngineError> {
     if draining {
-        return Err(EngineError::ChannelRefused(CreateError::Draining.to_string()));
+        return Err(EngineError::ChannelRefused(
+            CreateError::Draining.to_string(),
+        ));
     }
-    let buffer_size = input.buffer_size.map(|n| n.clamp(1, i64::from(u16::MAX)) as usize);
+    let buffer_size = input
+        .buffer_size
+        .map(|n| n.clamp(1, i64::from(u16::MAX)) as usize);
     let channel = channels
         .table
         .create(buffer_size)

@@ -155,10 +155,23 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_their_status() {
         let id = ChannelId::new(2);
-        assert_eq!(parse("/ws/channels/nope", Some("key=a&dir=read")).unwrap_err().status(), 400);
+        assert_eq!(
+            parse("/ws/channels/nope", Some("key=a&dir=read"))
+                .unwrap_err()
+                .status(),
+            400
+        );
         assert_eq!(parse(&path(&id), Some("key=a")).unwrap_err().status(), 400);
-        assert_eq!(parse(&path(&id), Some("key=a&dir=both")).unwrap_err().status(), 400);
-        assert_eq!(parse(&path(&id), Some("dir=read")).unwrap_err().status(), 404);
+        assert_eq!(
+            parse(&path(&id), Some("key=a&dir=both"))
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            parse(&path(&id), Some("dir=read")).unwrap_err().status(),
+            404
+        );
         assert_eq!(parse(&path(&id), None).unwrap_err().status(), 400);
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::buffer::{Channel, End, Item, PushError, Popped};
+use super::buffer::{Channel, End, Item, Popped, PushError};
 use super::metrics::{ChannelMetrics, Hop};
 use super::table::Table;
 use crate::rpc::pb;

@@ -42,6 +42,9 @@ impl ChannelMetrics {
             Hop::Local => (&self.frames_local, &self.bytes_local),
             Hop::CrossNode => (&self.frames_cross, &self.bytes_cross),
         };
-        (frames.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed))
+        (
+            frames.load(Ordering::Relaxed),
+            bytes.load(Ordering::Relaxed),
+        )
     }
 }

@@ -46,23 +46,37 @@ pub fn open_message(end: &EndRequest) -> pb::ChannelOpen {
 
 /// The channel a peer names, when it lives here and the key opens it.
 #[allow(clippy::result_large_err)]
-fn open_here(channels: &Channels, open: &pb::ChannelOpen) -> Result<(Arc<Channel>, Direction), Status> {
+fn open_here(
+    channels: &Channels,
+    open: &pb::ChannelOpen,
+) -> Result<(Arc<Channel>, Direction), Status> {
     let not_found = || Status::not_found("no such channel");
     let id = ChannelId::parse(&open.channel_id).map_err(|_| not_found())?;
     let direction = Direction::parse(&open.direction)
         .ok_or_else(|| Status::invalid_argument("direction is not `read` or `write`"))?;
-    let channel = channels.table.open(id, &open.access_key).ok_or_else(not_found)?;
+    let channel = channels
+        .table
+        .open(id, &open.access_key)
+        .ok_or_else(not_found)?;
     Ok((channel, direction))
 }
 
-/// `ChannelCheck` on the home node: does this channel open with this key?
-pub fn check(channels: &Channels, draining: bool, request: pb::ChannelCheckRequest) -> pb::ChannelCheckReply {
-    let found = !draining
-        && request
-            .end
-            .as_ref()
-            .is_some_and(|open| open_here(channels, open).is_ok());
-    pb::ChannelCheckReply { found }
+/// `ChannelCheck` on the home node: does this channel open with this key? A draining node
+/// accepts no new ends and says so (the asking node answers 503).
+#[allow(clippy::result_large_err)]
+pub fn check(
+    channels: &Channels,
+    draining: bool,
+    request: pb::ChannelCheckRequest,
+) -> Result<pb::ChannelCheckReply, Status> {
+    if draining {
+        return Err(Status::unavailable("this node is draining"));
+    }
+    let found = request
+        .end
+        .as_ref()
+        .is_some_and(|open| open_here(channels, open).is_ok());
+    Ok(pb::ChannelCheckReply { found })
 }
 
 /// `ChannelWrite` on the home node: the writer's frames from another node go into the
@@ -84,7 +98,11 @@ pub async fn serve_write(
         Some(Ok(pb::ChannelFrame {
             kind: Some(Kind::Open(open)),
         })) => open,
-        _ => return Err(Status::invalid_argument("the first frame must name the channel")),
+        _ => {
+            return Err(Status::invalid_argument(
+                "the first frame must name the channel",
+            ))
+        }
     };
     let (channel, direction) = open_here(&channels, &open)?;
     if direction != Direction::Write || !channel.claim(Direction::Write, Some(budget.open(peer))) {
@@ -118,7 +136,11 @@ pub async fn serve_write(
 
 /// `ChannelRead` on the home node: the channel's frames go to the reader's node, then the
 /// end marker. When that node stops listening, the reader is gone.
-pub fn serve_read(channels: Arc<Channels>, draining: bool, open: pb::ChannelOpen) -> Result<ReadStream, Status> {
+pub fn serve_read(
+    channels: Arc<Channels>,
+    draining: bool,
+    open: pb::ChannelOpen,
+) -> Result<ReadStream, Status> {
     if draining {
         return Err(Status::unavailable("this node is draining"));
     }

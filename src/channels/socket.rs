@@ -65,8 +65,12 @@ where
 
 /// Relays a writer's socket into `inlet` until the writer closes (a clean end), vanishes
 /// (a broken end) or nobody reads any more.
-pub async fn run_writer<S>(node: NodeId, ws: ChannelSocket<S>, inlet: Inlet, metrics: Arc<ChannelMetrics>)
-where
+pub async fn run_writer<S>(
+    node: NodeId,
+    ws: ChannelSocket<S>,
+    inlet: Inlet,
+    metrics: Arc<ChannelMetrics>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _open = OpenEnd::new(metrics);

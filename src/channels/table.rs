@@ -142,7 +142,10 @@ impl Table {
             }
             let swept = self.sweep();
             if swept > 0 {
-                debug!(node = self.node, swept, "swept channels whose ends never connected");
+                debug!(
+                    node = self.node,
+                    swept, "swept channels whose ends never connected"
+                );
             }
         }
     }
@@ -171,7 +174,9 @@ mod tests {
         assert_eq!(channel.id.home(), 3);
         assert!(table.open(channel.id, channel.key().as_str()).is_some());
         assert!(table.open(channel.id, "wrong").is_none());
-        assert!(table.open(ChannelId::new(3), channel.key().as_str()).is_none());
+        assert!(table
+            .open(ChannelId::new(3), channel.key().as_str())
+            .is_none());
     }
 
     #[test]

@@ -73,7 +73,10 @@ fn parse(bytes: &[u8]) -> io::Result<Option<Request<()>>> {
             for header in parsed.headers.iter() {
                 request = request.header(header.name, header.value);
             }
-            request.body(()).map(Some).map_err(|_| invalid("bad header"))
+            request
+                .body(())
+                .map(Some)
+                .map_err(|_| invalid("bad header"))
         }
         Err(err) => Err(invalid(&err.to_string())),
     }

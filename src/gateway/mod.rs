@@ -29,8 +29,8 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, warn};
 
-use crate::auth::worker_tls::{self, WorkerStream, WorkerTls};
 use crate::auth::grant::Grant;
+use crate::auth::worker_tls::{self, WorkerStream, WorkerTls};
 use crate::budget::Metered;
 use crate::channels::{self, endpoint::Admitted};
 use crate::node::Node;
@@ -96,7 +96,9 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
         // The refusal type is tungstenite's own; its size is not ours to choose.
         #[allow(clippy::result_large_err)]
         let callback = |_: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
-            let decided = decision.take().unwrap_or_else(|| Err(refusal(StatusCode::BAD_REQUEST, "")));
+            let decided = decision
+                .take()
+                .unwrap_or_else(|| Err(refusal(StatusCode::BAD_REQUEST, "")));
             route = Some(decided?);
             if nodelay {
                 response.headers_mut().insert(

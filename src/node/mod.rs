@@ -28,8 +28,8 @@ use crate::auth::cluster_tls::ClusterTls;
 use crate::auth::worker_gate::{WorkerAuth, WorkerGate};
 use crate::auth::worker_tls::WorkerTls;
 use crate::budget::Budget;
-use crate::channels::Channels;
 use crate::builtins::fairness::QuerySlots;
+use crate::channels::Channels;
 use crate::cluster::identity::ClusterId;
 use crate::cluster::{bootstrap, forwarder, membership};
 use crate::config::Config;
@@ -455,7 +455,12 @@ async fn serve_workers(
     tokio::spawn(expire_calls(node.clone()));
     tokio::spawn(crate::cluster::lease::run(node.clone(), node.config.lease));
     tokio::spawn(membership::watch_removal(node.clone()));
-    tokio::spawn(node.channels.table.clone().sweep_until(node.shutdown.clone()));
+    tokio::spawn(
+        node.channels
+            .table
+            .clone()
+            .sweep_until(node.shutdown.clone()),
+    );
     if let Some(after) = node.config.remove_departed_after {
         tokio::spawn(crate::cluster::departed::run(node.clone(), after));
     }

@@ -44,6 +44,10 @@ const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
+/// How often the server pings an idle peer connection, and how long the answer may take
+/// (the same as the client side's keep-alive in [`super::client`]).
+const PEER_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The service, holding the node it answers for.
 pub struct ClusterService {
     node: Arc<Node>,
@@ -78,6 +82,10 @@ pub async fn serve(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        // A peer that vanishes without closing its connections (cut off, not killed) is
+        // noticed here too, so the streams it opened (channel ends) end instead of waiting.
+        .http2_keepalive_interval(Some(PEER_KEEP_ALIVE))
+        .http2_keepalive_timeout(Some(PEER_KEEP_ALIVE))
         .add_service(service);
     match tls {
         Some(tls) => {
@@ -283,11 +291,8 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::ChannelCheckReply>, Status> {
         self.authorize(&request, Access::Member)?;
         let draining = self.node.is_draining();
-        Ok(Response::new(channels::remote::check(
-            &self.node.channels,
-            draining,
-            request.into_inner(),
-        )))
+        let reply = channels::remote::check(&self.node.channels, draining, request.into_inner())?;
+        Ok(Response::new(reply))
     }
 
     async fn channel_write(

@@ -1,0 +1,437 @@
+//! Data channels (issue 12) on real nodes: `engine::channels::create` with the Rust SDK, both
+//! ends on one node and across three nodes, frames keeping their kind and order, and every
+//! bad input refused before the upgrade or bounded.
+
+mod common;
+
+use common::footprint::{rss_bytes, MIB};
+use common::{call, eventually, http, unique_name, worker, Cluster, Node, NodeOptions};
+use futures_util::{SinkExt, StreamExt};
+use iii_sdk::channel::{ChannelReader, ChannelWriter, StreamChannelRef};
+use iii_sdk::helpers::create_channel;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The socket URL of one end of a channel on the node at `base`.
+fn end_url(base: &str, id: &str, key: &str, dir: &str) -> String {
+    format!("{base}/ws/channels/{id}?key={key}&dir={dir}")
+}
+
+/// `{writer, reader}` refs from `engine::channels::create`, called through the engine.
+async fn create(url: &str, input: Value) -> (StreamChannelRef, StreamChannelRef) {
+    let client = worker(url, &unique_name("creator"), None).await;
+    let refs = call(&client, "engine::channels::create", input)
+        .await
+        .expect("channel created");
+    client.shutdown_async().await;
+    let writer = serde_json::from_value(refs["writer"].clone()).expect("writer ref");
+    let reader = serde_json::from_value(refs["reader"].clone()).expect("reader ref");
+    (writer, reader)
+}
+
+/// Opens one end with a raw WebSocket.
+async fn connect(url: &str) -> Socket {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("channel end upgraded")
+        .0
+}
+
+/// The HTTP status a refused upgrade got.
+async fn refused_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("expected an HTTP refusal, the upgrade succeeded"),
+    }
+}
+
+/// What a reader socket received: its data frames, then the close code.
+async fn read_to_close(socket: &mut Socket, deadline: Duration) -> (Vec<Message>, Option<u16>) {
+    let mut frames = Vec::new();
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let next = tokio::time::timeout_at(until, socket.next())
+            .await
+            .expect("reader socket ended within the deadline");
+        match next {
+            Some(Ok(Message::Close(frame))) => return (frames, frame.map(|f| u16::from(f.code))),
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => frames.push(message),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (frames, None),
+        }
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// A metric's value in the node's exposition (0 when absent).
+async fn metric(node: &Node, line_start: &str) -> f64 {
+    let (_, body) = http::get(&node.http, "/metrics").await.expect("scrape");
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_streams_through_a_channel_on_one_node() {
+    let node = Node::start();
+    let client = worker(&node.url, &unique_name("streamer"), None).await;
+    let channel = create_channel(&client, Some(8))
+        .await
+        .expect("create_channel");
+    assert_eq!(channel.writer_ref.channel_id, channel.reader_ref.channel_id);
+    let data = pattern(3 * 1024 * 1024 + 17);
+    let sent = data.clone();
+    let writer = channel.writer;
+    let writing = tokio::spawn(async move {
+        writer.write(&sent).await.expect("write");
+        writer.send_message("done").await.expect("message");
+        writer.close().await.expect("close");
+    });
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = messages.clone();
+    channel
+        .reader
+        .on_message(move |m| seen.lock().unwrap().push(m))
+        .await;
+    let received = tokio::time::timeout(Duration::from_secs(30), channel.reader.read_all())
+        .await
+        .expect("stream ends")
+        .expect("read_all");
+    writing.await.unwrap();
+    assert_eq!(received.len(), data.len());
+    assert!(received == data, "the bytes arrive unchanged");
+    assert_eq!(*messages.lock().unwrap(), vec!["done".to_string()]);
+    eventually(
+        "the finished channel is removed",
+        Duration::from_secs(5),
+        || async { (metric(&node, "quorum_channels_open ").await == 0.0).then_some(()) },
+    )
+    .await;
+    client.shutdown_async().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_interleaved_with_binary_keeps_kind_order_and_boundaries() {
+    let node = Node::start();
+    let (w, r) = create(&node.url, json!({"buffer_size": 4})).await;
+    let mut writer = connect(&end_url(&node.url, &w.channel_id, &w.access_key, "write")).await;
+    let mut reader = connect(&end_url(&node.url, &r.channel_id, &r.access_key, "read")).await;
+    let mut expected = Vec::new();
+    for i in 0..40u32 {
+        let message = if i % 3 == 0 {
+            Message::Text(format!("text {i}").into())
+        } else {
+            Message::Binary(vec![i as u8; 1 + i as usize * 100].into())
+        };
+        expected.push(message.clone());
+        writer.send(message).await.unwrap();
+    }
+    writer.close(None).await.unwrap();
+    let (frames, code) = read_to_close(&mut reader, Duration::from_secs(10)).await;
+    assert_eq!(frames, expected);
+    assert_eq!(code, Some(1000), "a writer's Close ends the stream cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_may_write_everything_and_close_before_the_reader_connects() {
+    let node = Node::start();
+    let client = worker(&node.url, &unique_name("early"), None).await;
+    let channel = create_channel(&client, None).await.expect("create_channel");
+    // 20 frames of 64 KiB: within the default 64 messages and 8 MiB.
+    let data = pattern(20 * 64 * 1024);
+    channel.writer.write(&data).await.expect("write");
+    channel.writer.close().await.expect("close");
+    let reader = ChannelReader::new(&node.url, &channel.reader_ref);
+    let received = tokio::time::timeout(Duration::from_secs(10), reader.read_all())
+        .await
+        .expect("stream ends")
+        .expect("read_all");
+    assert!(received == data, "the data waited for its reader");
+    client.shutdown_async().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creator_writer_and_reader_on_three_different_nodes() {
+    let cluster = Cluster::start(3);
+    let (creator, writer_node, reader_node) = (cluster.node(0), cluster.node(1), cluster.node(2));
+    let (w, r) = create(&creator.url, json!({})).await;
+    // Rust SDK ends, each on its own node.
+    let data = pattern(2 * 1024 * 1024 + 5);
+    let sent = data.clone();
+    let writer = ChannelWriter::new(&writer_node.url, &w);
+    let writing = tokio::spawn(async move {
+        writer.write(&sent).await.expect("write");
+        writer.send_message("tail").await.expect("message");
+        writer.close().await.expect("close");
+    });
+    let reader = ChannelReader::new(&reader_node.url, &r);
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = messages.clone();
+    reader
+        .on_message(move |m| seen.lock().unwrap().push(m))
+        .await;
+    let received = tokio::time::timeout(Duration::from_secs(30), reader.read_all())
+        .await
+        .expect("stream ends")
+        .expect("read_all");
+    writing.await.unwrap();
+    assert!(received == data, "the bytes crossed two hops unchanged");
+    assert_eq!(*messages.lock().unwrap(), vec!["tail".to_string()]);
+    assert!(metric(creator, "quorum_channel_frames_total{hop=\"cross_node\"}").await > 0.0);
+    eventually(
+        "the home node removed the channel",
+        Duration::from_secs(5),
+        || async { (metric(creator, "quorum_channels_open ").await == 0.0).then_some(()) },
+    )
+    .await;
+
+    // Raw ends across nodes: kinds, order and the clean Close survive too.
+    let (w, r) = create(&creator.url, json!({"buffer_size": 2})).await;
+    let mut raw_writer = connect(&end_url(
+        &writer_node.url,
+        &w.channel_id,
+        &w.access_key,
+        "write",
+    ))
+    .await;
+    let mut raw_reader = connect(&end_url(
+        &reader_node.url,
+        &r.channel_id,
+        &r.access_key,
+        "read",
+    ))
+    .await;
+    let expected = vec![
+        Message::Text("a".into()),
+        Message::Binary(vec![1, 2, 3].into()),
+        Message::Text("b".into()),
+    ];
+    for m in &expected {
+        raw_writer.send(m.clone()).await.unwrap();
+    }
+    raw_writer.close(None).await.unwrap();
+    let (frames, code) = read_to_close(&mut raw_reader, Duration::from_secs(10)).await;
+    assert_eq!(frames, expected);
+    assert_eq!(code, Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_refused_with_404_before_the_upgrade() {
+    let node = Node::start();
+    let (w, _) = create(&node.url, json!({})).await;
+    let url = end_url(&node.url, &w.channel_id, "not-the-key", "write");
+    assert_eq!(refused_status(&url).await, 404);
+    let no_key = format!("{}/ws/channels/{}?dir=write", node.url, w.channel_id);
+    assert_eq!(refused_status(&no_key).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_channel_id_is_refused_with_404() {
+    let node = Node::start();
+    let (w, _) = create(&node.url, json!({})).await;
+    // A well-formed id of this node that was never created.
+    let mut other: Vec<char> = w.channel_id.chars().collect();
+    let last = other.len() - 1;
+    other[last] = if other[last] == '0' { '1' } else { '0' };
+    let other: String = other.into_iter().collect();
+    let url = end_url(&node.url, &other, &w.access_key, "read");
+    assert_eq!(refused_status(&url).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_channel_id_is_refused_with_400() {
+    let node = Node::start();
+    for id in ["not-a-uuid", "0", &uuid::Uuid::new_v4().to_string()] {
+        let url = end_url(&node.url, id, "key", "read");
+        assert_eq!(refused_status(&url).await, 400, "id {id}");
+    }
+    // The node still serves workers.
+    let (w, _) = create(&node.url, json!({})).await;
+    assert!(!w.channel_id.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_invalid_dir_is_refused_with_400() {
+    let node = Node::start();
+    let (w, _) = create(&node.url, json!({})).await;
+    let missing = format!(
+        "{}/ws/channels/{}?key={}",
+        node.url, w.channel_id, w.access_key
+    );
+    assert_eq!(refused_status(&missing).await, 400);
+    let invalid = end_url(&node.url, &w.channel_id, &w.access_key, "both");
+    assert_eq!(refused_status(&invalid).await, 400);
+    // The engine URL's own query comes first and is ignored.
+    let with_engine_query = format!(
+        "{}/ws/channels/{}?dir=nonsense&key=x&key={}&dir=write",
+        node.url, w.channel_id, w.access_key
+    );
+    let mut writer = connect(&with_engine_query).await;
+    writer.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_is_upgraded_and_closed_at_once() {
+    let node = Node::start();
+    let (w, r) = create(&node.url, json!({})).await;
+    let url = end_url(&node.url, &w.channel_id, &w.access_key, "write");
+    let mut reader = connect(&end_url(&node.url, &r.channel_id, &r.access_key, "read")).await;
+    let mut first = connect(&url).await;
+    first.send(Message::Text("first".into())).await.unwrap();
+    // The first frame arrived, so the first writer holds the end.
+    let next = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+    assert!(matches!(next, Ok(Some(Ok(Message::Text(ref t)))) if t.as_str() == "first"));
+    // Both ends opened as writers: the second one is upgraded, then closed at once.
+    let mut second = connect(&url).await;
+    let (frames, code) = read_to_close(&mut second, Duration::from_secs(5)).await;
+    assert!(frames.is_empty());
+    assert_eq!(
+        code,
+        Some(1008),
+        "the taken end is closed with a policy code"
+    );
+    // The first writer is unaffected.
+    first.send(Message::Text("second".into())).await.unwrap();
+    first.close(None).await.unwrap();
+    let (frames, code) = read_to_close(&mut reader, Duration::from_secs(5)).await;
+    assert_eq!(frames, vec![Message::Text("second".into())]);
+    assert_eq!(code, Some(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_id_whose_home_node_does_not_exist_is_refused_with_404() {
+    let node = Node::start();
+    let (w, _) = create(&node.url, json!({})).await;
+    // Put a node id that is no member into the id's node bits (bytes 0..6, 7 and 9).
+    let mut bytes = *uuid::Uuid::parse_str(&w.channel_id).unwrap().as_bytes();
+    bytes[0] ^= 0x5a;
+    let foreign = uuid::Uuid::from_bytes(bytes).to_string();
+    let url = end_url(&node.url, &foreign, &w.access_key, "read");
+    assert_eq!(refused_status(&url).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_channels_never_connected_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_in(
+        dir.path(),
+        NodeOptions {
+            args: vec!["--channel-unconnected-timeout-secs".into(), "2".into()],
+            ..Default::default()
+        },
+    );
+    let client = worker(&node.url, &unique_name("hoarder"), None).await;
+    let mut first = None;
+    for _ in 0..100 {
+        let batch = (0..100).map(|_| call(&client, "engine::channels::create", json!({})));
+        for refs in futures_util::future::join_all(batch).await {
+            first.get_or_insert(refs.expect("created"));
+        }
+    }
+    let first = first.unwrap();
+    let open = metric(&node, "quorum_channels_open ").await;
+    assert!(open > 0.0, "channels exist before the sweep");
+    eventually(
+        "every unconnected channel is swept",
+        Duration::from_secs(20),
+        || async { (metric(&node, "quorum_channels_open ").await == 0.0).then_some(()) },
+    )
+    .await;
+    let url = end_url(
+        &node.url,
+        first["reader"]["channel_id"].as_str().unwrap(),
+        first["reader"]["access_key"].as_str().unwrap(),
+        "read",
+    );
+    assert_eq!(refused_status(&url).await, 404, "a swept channel is gone");
+    client.shutdown_async().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_flooding_a_channel_nobody_reads_is_held_back_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_in(
+        dir.path(),
+        NodeOptions {
+            args: vec!["--channel-buffer-bytes".into(), "1MiB".into()],
+            ..Default::default()
+        },
+    );
+    let (w, _) = create(&node.url, json!({"buffer_size": 1024})).await;
+    let before = rss_bytes(node.pid());
+    let mut writer = connect(&end_url(&node.url, &w.channel_id, &w.access_key, "write")).await;
+    let frame = vec![7u8; 64 * 1024];
+    let mut sent = 0u64;
+    // Far more than the cap: the writer is held back (a send blocks) long before 512 MiB.
+    let flood = async {
+        while sent < 512 * MIB {
+            writer
+                .send(Message::Binary(frame.clone().into()))
+                .await
+                .unwrap();
+            sent += frame.len() as u64;
+        }
+    };
+    let held_back = tokio::time::timeout(Duration::from_secs(10), flood)
+        .await
+        .is_err();
+    assert!(
+        held_back,
+        "the writer was held back (sent {} MiB)",
+        sent / MIB
+    );
+    assert!(
+        sent < 64 * MIB,
+        "only the cap plus socket buffers got through: {} MiB",
+        sent / MIB
+    );
+    let after = rss_bytes(node.pid());
+    assert!(
+        after < before + 48 * MIB,
+        "node RSS grew from {} to {} MiB",
+        before / MIB,
+        after / MIB
+    );
+    // The node still serves everyone else.
+    let (other, _) = create(&node.url, json!({})).await;
+    assert!(!other.channel_id.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_vanishes_without_close_ends_the_reader_with_1011() {
+    let node = Node::start();
+    let (w, r) = create(&node.url, json!({})).await;
+    let mut reader = connect(&end_url(&node.url, &r.channel_id, &r.access_key, "read")).await;
+    let mut writer = connect(&end_url(&node.url, &w.channel_id, &w.access_key, "write")).await;
+    writer
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+    assert!(matches!(first, Ok(Some(Ok(Message::Binary(ref b)))) if b[..] == [1, 2, 3]));
+    // No Close: the TCP connection is reset under the WebSocket.
+    if let MaybeTlsStream::Plain(tcp) = writer.get_ref() {
+        reset_on_drop(tcp);
+    }
+    drop(writer);
+    let (frames, code) = read_to_close(&mut reader, Duration::from_secs(10)).await;
+    assert!(frames.is_empty());
+    assert_eq!(code, Some(1011), "a vanished writer is never a clean end");
+}
+
+/// Makes dropping the socket a reset (SO_LINGER 0), as when a process dies mid-stream.
+#[allow(deprecated)] // a zero linger never blocks: the close is a reset
+fn reset_on_drop(tcp: &TcpStream) {
+    tcp.set_linger(Some(Duration::ZERO)).expect("linger");
+}
