@@ -9,7 +9,8 @@
 //! channels`; `QUORUM_BENCH_CHANNEL_MIB` sets the stream size (default 1024).
 
 mod common;
-
+// Shared with the adversarial tests; this bench uses part of it.
+#[allow(dead_code)]
 #[path = "../tests/common/footprint.rs"]
 mod footprint;
 

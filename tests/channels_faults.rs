@@ -265,7 +265,8 @@ async fn draining_the_home_node_mid_stream_lets_the_stream_finish_and_refuses_ne
         "drain: new ends refused {:?} after SIGTERM; stream done {:?} after; process exited {:?} after with {code:?}; the writer's socket ended {:?}",
         refused_at - sigterm_at,
         read_done_at - sigterm_at,
-        exited_at - sigterm_at
+        exited_at - sigterm_at,
+        pumped.ending
     );
     assert!(
         refused_at < read_done_at,
