@@ -37,6 +37,8 @@ struct Run {
     rss: Vec<(u64, u64)>,
     /// CPU seconds each node spent on the stream.
     cpu: Vec<f64>,
+    /// CPU seconds the writer (this process) and the reader spent on it.
+    ends_cpu: (f64, f64),
 }
 
 impl Run {
@@ -139,6 +141,7 @@ fn floor(total: u64) -> Run {
         bytes,
         rss: Vec::new(),
         cpu: Vec::new(),
+        ends_cpu: (0.0, 0.0),
     }
 }
 
@@ -167,7 +170,7 @@ async fn channel_run(writer_url: &str, reader_url: &str, nodes: &[u32], total: u
     let channel = create_channel(&creator, None)
         .await
         .expect("create channel");
-    let (_reader, mut lines) = spawn_role(
+    let (reader_process, mut lines) = spawn_role(
         "channel-reader",
         &[
             ("CHANNEL_URL", reader_url.to_string()),
@@ -187,6 +190,12 @@ async fn channel_run(writer_url: &str, reader_url: &str, nodes: &[u32], total: u
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_rss(nodes.to_vec(), stop.clone());
+    let me = std::process::id();
+    let reader_pid = reader_process.0.id();
+    let ends_before = (
+        cpu_time(me).unwrap_or_default(),
+        cpu_time(reader_pid).unwrap_or_default(),
+    );
     let frame = vec![7u8; FRAME];
     let started = Instant::now();
     let mut sent = 0u64;
@@ -199,6 +208,11 @@ async fn channel_run(writer_url: &str, reader_url: &str, nodes: &[u32], total: u
         .await
         .expect("reader");
     let seconds = started.elapsed().as_secs_f64();
+    // The reader has printed its count; it is not reaped before `reader_process` drops.
+    let ends_cpu = (
+        (cpu_time(me).unwrap_or_default() - ends_before.0).as_secs_f64(),
+        (cpu_time(reader_pid).unwrap_or_default() - ends_before.1).as_secs_f64(),
+    );
     stop.store(true, Ordering::Relaxed);
     let peaks = watcher.join().expect("rss watcher");
     let cpu = nodes
@@ -211,6 +225,7 @@ async fn channel_run(writer_url: &str, reader_url: &str, nodes: &[u32], total: u
         bytes,
         rss: peaks.into_iter().zip(before).collect(),
         cpu,
+        ends_cpu,
     }
 }
 
@@ -330,6 +345,10 @@ async fn main() {
                 run.cpu[i]
             );
         }
+        println!(
+            "{what}: writer process {:.1} s CPU, reader process {:.1} s CPU, over {:.1} s",
+            run.ends_cpu.0, run.ends_cpu.1, run.seconds
+        );
         assert_eq!(
             run.bytes, total,
             "{what}: the reader got {} of {total} bytes",
