@@ -74,8 +74,8 @@ pub enum Outlet {
         channel: Arc<Channel>,
         table: Arc<Table>,
     },
-    /// The `ChannelRead` stream from the home node.
-    Remote(tonic::Streaming<pb::ChannelFrame>),
+    /// The `ChannelRead` stream from the home node (boxed: it is much larger than an `Arc`).
+    Remote(Box<tonic::Streaming<pb::ChannelFrame>>),
 }
 
 impl Outlet {

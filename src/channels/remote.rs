@@ -221,7 +221,7 @@ pub fn open_writer(
 pub async fn open_reader(peers: &PeerClients, addr: &str, end: &EndRequest) -> Option<Outlet> {
     let mut client = peers.cluster(addr).ok()?;
     let stream = client.channel_read(open_message(end)).await.ok()?;
-    Some(Outlet::Remote(stream.into_inner()))
+    Some(Outlet::Remote(Box::new(stream.into_inner())))
 }
 
 /// A bounded queue's receiving side as a stream.

@@ -184,7 +184,7 @@ mod tests {
         let table = table(2, Duration::from_secs(60));
         table.create(None).unwrap();
         table.create(Some(5000)).unwrap();
-        assert_eq!(table.create(None).unwrap_err(), CreateError::Full(2));
+        assert_eq!(table.create(None).err(), Some(CreateError::Full(2)));
     }
 
     #[test]
