@@ -22,7 +22,7 @@ use common::haproxy::{self, Haproxy};
 use common::script::{Script, READY_TIMEOUT};
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::{prepare_node_env, prepare_python_env, tests_node_dir};
-use common::{unique_name, wait_function, worker, Cluster};
+use common::{http, unique_name, wait_function, worker, Cluster};
 use iii_sdk::channel::{Channel, ChannelReader, ChannelWriter};
 use iii_sdk::helpers::create_channel;
 use iii_sdk::protocol::TriggerRequest;
@@ -195,7 +195,8 @@ async fn through_haproxy(sdk: Sdk, binary: PathBuf) {
     let balancer = Haproxy::start(&binary, &ports);
     // Connected in this order, round robin puts the script on node 1, the creator (the
     // channel's home) on node 2 and the two ends on nodes 3 and 1, unless an SDK opens a
-    // connection of its own; the test asserts only that every stream arrives whole.
+    // connection of its own; the test asserts that every stream arrives whole and that
+    // channel frames crossed nodes.
     let mut script = sdk.start(&balancer.url).await;
     let creator = worker(&balancer.url, &unique_name("creator"), None).await;
     wait_function(&creator, sdk.consume, true).await;
@@ -204,10 +205,32 @@ async fn through_haproxy(sdk: Sdk, binary: PathBuf) {
     handler_reads(&creator, &sdk, &balancer.url, interleaved_plan()).await;
     handler_writes(&creator, &sdk, &balancer.url, interleaved_plan()).await;
     handler_reads(&creator, &sdk, &balancer.url, binary_plan(8 * MIB)).await;
+    let crossed = cross_node_bytes(&cluster).await;
+    assert!(
+        crossed > 0,
+        "behind the balancer no channel frame crossed nodes: the test proved nothing"
+    );
 
     script.finish_cleanly().await;
     drop(cluster);
     println!("{} through haproxy took {:?}", sdk.lang, started.elapsed());
+}
+
+/// Channel bytes the nodes sent to other nodes, from their `/metrics`.
+async fn cross_node_bytes(cluster: &Cluster) -> u64 {
+    const SAMPLE: &str = "quorum_channel_bytes_total{hop=\"cross_node\"} ";
+    let mut total = 0;
+    for i in cluster.live() {
+        let (_, body) = http::get(&cluster.node(i).http, "/metrics")
+            .await
+            .expect("scrape /metrics");
+        total += body
+            .lines()
+            .find_map(|line| line.strip_prefix(SAMPLE))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+    }
+    total
 }
 
 // ---------------------------------------------------------------------------
