@@ -435,3 +435,39 @@ async fn a_writer_that_vanishes_without_close_ends_the_reader_with_1011() {
 fn reset_on_drop(tcp: &TcpStream) {
     tcp.set_linger(Some(Duration::ZERO)).expect("linger");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_sockets_pass_the_worker_token_check_like_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "channel-test-token";
+    let node = Node::start_in(
+        &dir.path().join("node"),
+        NodeOptions {
+            args: common::worker_token_args(dir.path(), token),
+            ..Default::default()
+        },
+    );
+    let mut creator =
+        common::raw::RawClient::connect(&format!("{}/?token={token}", node.url)).await;
+    let answer = creator.call("engine::channels::create", json!({})).await;
+    let refs = &answer["result"];
+    let w: StreamChannelRef = serde_json::from_value(refs["writer"].clone()).expect("writer");
+    let r: StreamChannelRef = serde_json::from_value(refs["reader"].clone()).expect("reader");
+    // Without the token: 401 before the upgrade, even with the right key.
+    let bare = end_url(&node.url, &r.channel_id, &r.access_key, "read");
+    assert_eq!(refused_status(&bare).await, 401);
+    // With it (in the engine URL's query, as the SDKs keep it), both ends work.
+    let with_token = |id: &str, key: &str, dir: &str| {
+        format!(
+            "{}/ws/channels/{id}?token={token}&key={key}&dir={dir}",
+            node.url
+        )
+    };
+    let mut writer = connect(&with_token(&w.channel_id, &w.access_key, "write")).await;
+    let mut reader = connect(&with_token(&r.channel_id, &r.access_key, "read")).await;
+    writer.send(Message::Text("hi".into())).await.unwrap();
+    writer.close(None).await.unwrap();
+    let (frames, code) = read_to_close(&mut reader, Duration::from_secs(5)).await;
+    assert_eq!(frames, vec![Message::Text("hi".into())]);
+    assert_eq!(code, Some(1000));
+}

@@ -4,7 +4,6 @@
 //! Why: the WebSocket relay ([`super::socket`]) is the same for both; only this seam knows
 //! whether the channel is local or reached over a gRPC stream to its home node.
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -107,8 +106,8 @@ impl Outlet {
 /// The gRPC frame carrying `item`.
 pub fn frame_of(item: Item) -> pb::ChannelFrame {
     let kind = match item {
-        Item::Text(bytes) => Kind::Text(bytes.to_vec()),
-        Item::Binary(bytes) => Kind::Binary(bytes.to_vec()),
+        Item::Text(bytes) => Kind::Text(bytes),
+        Item::Binary(bytes) => Kind::Binary(bytes),
     };
     pb::ChannelFrame { kind: Some(kind) }
 }
@@ -125,8 +124,8 @@ pub fn end_frame(end: End) -> pb::ChannelFrame {
 /// What a received gRPC frame means for a reader; anything unexpected is a broken end.
 pub fn popped_of(frame: pb::ChannelFrame) -> Popped {
     match frame.kind {
-        Some(Kind::Text(text)) => Popped::Item(Item::Text(Bytes::from(text))),
-        Some(Kind::Binary(data)) => Popped::Item(Item::Binary(Bytes::from(data))),
+        Some(Kind::Text(text)) => Popped::Item(Item::Text(text)),
+        Some(Kind::Binary(data)) => Popped::Item(Item::Binary(data)),
         Some(Kind::End(end)) if end.clean => Popped::End(End::Clean),
         _ => Popped::End(End::Broken),
     }

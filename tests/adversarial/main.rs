@@ -22,6 +22,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 mod attention;
+mod channels;
 mod disk;
 mod doors;
 mod memory;
