@@ -5,16 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{
-    call, free_address, unique_name, wait_function, worker, worker_token_args, Cluster, NodeOptions,
-};
+use common::haproxy::{self, Haproxy};
+use common::{call, unique_name, wait_function, worker, worker_token_args, Cluster, NodeOptions};
 use iii_sdk::{Error, IIIClient, RegisterFunction};
 use serde_json::{json, Value};
 
@@ -24,70 +20,6 @@ const ARGS: [&str; 4] = ["--drain-grace-ms", "10000", "--call-hold-ms", "6000"];
 
 /// How many workers call each other.
 const WORKERS: usize = 3;
-
-/// haproxy in TCP mode, round robin over the worker ports, health-checked by connecting
-/// (a draining node closes its listener); killed by PID when dropped.
-struct Haproxy {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    fn start(binary: &PathBuf, backends: &[SocketAddr]) -> Haproxy {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let front = free_address();
-        let servers: String = backends
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| format!("  server node{} {addr} check\n", i + 1))
-            .collect();
-        let config = format!(
-            "global\n  maxconn 512\n\
-             defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5m\n  timeout server 5m\n  retries 3\n  option redispatch\n\
-             frontend workers\n  bind {front}\n  default_backend nodes\n\
-             backend nodes\n  balance roundrobin\n  default-server inter 200ms fall 1 rise 2\n{servers}"
-        );
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, config).expect("haproxy config");
-        let check = Command::new(binary)
-            .arg("-c")
-            .arg("-f")
-            .arg(&path)
-            .output()
-            .expect("run haproxy -c");
-        assert!(check.status.success(), "haproxy config invalid: {check:?}");
-        let child = Command::new(binary)
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy");
-        Haproxy {
-            child,
-            url: format!("ws://{front}"),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn find_haproxy() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|dir| dir.join("haproxy"))
-        .find(|candidate| candidate.is_file())
-}
 
 /// Worker `i` serves `rr::w{i}`: an echo that says who answered.
 async fn start_worker(url: &str, i: usize) -> IIIClient {
@@ -103,12 +35,7 @@ async fn start_worker(url: &str, i: usize) -> IIIClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_behind_haproxy_fails_no_call() {
-    let Some(haproxy) = find_haproxy() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "haproxy is required under CI (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy)");
+    let Some(haproxy) = haproxy::find_or_skip() else {
         return;
     };
     // A secure cluster: certificates between nodes, and workers that show a token.

@@ -8,8 +8,10 @@
 pub mod balancer;
 pub mod canary;
 pub mod certs;
+pub mod channel_ends;
 pub mod cluster_rpc;
 pub mod footprint;
+pub mod haproxy;
 pub mod http;
 pub mod netns;
 pub mod raw;
