@@ -12,6 +12,7 @@ mod decode;
 mod frames;
 mod idle;
 mod log_limit;
+mod read_turn;
 mod reattach;
 mod session;
 mod telemetry;
@@ -32,13 +33,15 @@ use crate::node::Node;
 use crate::protocol::{
     CAPABILITIES_HEADER, CAPABILITY_TCP_NODELAY, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES,
 };
+use read_turn::ReadTurn;
 
 /// A client that has not finished its TLS handshake (on a `wss://` port) and its upgrade
 /// request by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A worker's WebSocket, over a socket whose reads are charged to the client memory budget.
-type WorkerSocket = tokio_tungstenite::WebSocketStream<Metered<WorkerStream>>;
+/// Its reads take turns with the other connections (`read_turn.rs`).
+type WorkerSocket = tokio_tungstenite::WebSocketStream<Metered<ReadTurn<WorkerStream>>>;
 
 /// What an upgrade request asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +111,8 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
     };
     let share = node.budget.open(peer);
     let upgrade = async {
-        let stream = Metered::new(worker_tls::secure(tls.as_ref(), stream).await?, share);
+        let stream = worker_tls::secure(tls.as_ref(), stream).await?;
+        let stream = Metered::new(ReadTurn::new(stream), share);
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config())).await
     };
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade).await {
