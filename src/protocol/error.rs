@@ -51,6 +51,9 @@ pub enum EngineError {
     /// A registration or announcement over the node's size cap (never proposed to Raft).
     #[error("{0}")]
     RegistrationTooLarge(String),
+    /// A built-in could not render its answer (never expected: its rows are plain JSON).
+    #[error("the answer could not be rendered: {0}")]
+    AnswerNotRendered(String),
 }
 
 impl EngineError {
@@ -71,6 +74,7 @@ impl EngineError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::RegistrationTooLarge(_) => "payload_too_large",
+            Self::AnswerNotRendered(_) => "invocation_failed",
         }
     }
 
