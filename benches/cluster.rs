@@ -437,7 +437,7 @@ fn node_callee(env: &Path, proxy: &str) -> Guard {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the Node SDK callee");
-    Guard(child)
+    Guard::new(child)
 }
 
 /// Restarts a killed node on its data directory and worker port; it rejoins by itself.

@@ -65,11 +65,15 @@ async fn call(ws: &mut Socket, function_id: &str, data: Value) -> String {
             .expect("an answer in time")
             .expect("open")
             .expect("frame");
-        if let Message::Text(text) = message {
-            let head: String = text.chars().take(200).collect();
-            if head.contains(&id) {
-                return text.to_string();
+        match message {
+            Message::Text(text) => {
+                let head: String = text.chars().take(200).collect();
+                if head.contains(&id) {
+                    return text.to_string();
+                }
             }
+            Message::Close(frame) => panic!("closed by the node while waiting: {frame:?}"),
+            _ => {}
         }
     }
 }

@@ -177,7 +177,7 @@ fn start_callee(url: &str, token: Option<&str>) -> Guard {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("callee ready");
-    Guard(child)
+    Guard::new(child)
 }
 
 async fn ready(caller: &IIIClient) {

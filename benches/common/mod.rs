@@ -7,18 +7,44 @@ use iii_sdk::runtime::WorkerMetadata;
 use iii_sdk::{register_worker, Error, IIIClient, InitOptions, RegisterFunction};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The environment variable that selects a helper role when a bench re-executes itself.
 pub const ROLE: &str = "QUORUM_BENCH_ROLE";
 
-/// Kills a child process by PID when dropped.
-pub struct Guard(pub Child);
+/// Kills a child process by PID when dropped. A node's log, when it has one, is printed
+/// if the bench is failing, so a failure shows what the node said.
+pub struct Guard(pub Child, Option<tempfile::TempPath>);
+
+impl Guard {
+    /// A guard for a child whose log is not kept.
+    pub fn new(child: Child) -> Self {
+        Guard(child, None)
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let (true, Some(log)) = (std::thread::panicking(), &self.1) {
+            print_tail(log);
+        }
+    }
+}
+
+/// Lines of a failing node's log printed.
+const LOG_TAIL_LINES: usize = 200;
+
+fn print_tail(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    eprintln!("--- last {} lines of {} ---", tail.len(), log.display());
+    for line in tail {
+        eprintln!("{line}");
     }
 }
 
@@ -80,8 +106,12 @@ pub fn start_node(dir: &std::path::Path) -> (Guard, String) {
 }
 
 /// Starts a node on `dir` with its worker listener on `listen` and extra `args`;
-/// returns it with its parsed ready line.
-pub fn start_node_with(dir: &std::path::Path, listen: &str, args: &[&str]) -> (Guard, Value) {
+/// returns it with its parsed ready line. Its log goes to a temporary file, printed if
+/// the bench fails.
+pub fn start_node_with(dir: &Path, listen: &str, args: &[&str]) -> (Guard, Value) {
+    let (log, log_path) = tempfile::NamedTempFile::new()
+        .expect("node log file")
+        .into_parts();
     let mut child = Command::new(env!("CARGO_BIN_EXE_quorum"))
         .args([
             "serve",
@@ -95,17 +125,18 @@ pub fn start_node_with(dir: &std::path::Path, listen: &str, args: &[&str]) -> (G
         ])
         .arg(dir)
         .args(args)
-        .env("QUORUM_LOG", "warn")
+        .env("QUORUM_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .expect("start quorum");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("ready line");
+    let guard = Guard(child, Some(log_path));
     let ready: Value = serde_json::from_str(line.trim()).expect("ready JSON");
-    (Guard(child), ready)
+    (guard, ready)
 }
 
 /// Re-executes this bench in `role`, returning the first line it prints.
@@ -121,5 +152,5 @@ pub fn start_role(role: &str, url: &str) -> (Guard, String) {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("role ready");
-    (Guard(child), line.trim().to_string())
+    (Guard::new(child), line.trim().to_string())
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::tokens::{glob_matches, namespaces};
 use crate::ids::DEFAULT_NAMESPACE;
 use crate::protocol::error::{EngineError, FUNCTION_NAMESPACE_CONFLICT};
-use crate::protocol::{ErrorBody, Outgoing};
+use crate::protocol::{ErrorBody, Outgoing, Payload};
 use crate::registry::{reserved, Registration, WorkerToken};
 
 /// Built-ins every token may call, as in iii: announcing a worker and opening a channel.
@@ -202,6 +202,20 @@ impl Grant {
             }
         }
         Ok(value)
+    }
+
+    /// [`Self::filter_builtin`] for an answer that may be rendered text: only a token's
+    /// filter looks inside an answer, so without a token the text goes out as it is.
+    pub fn filter_payload(
+        &self,
+        function_id: &str,
+        result: Result<Payload, ErrorBody>,
+    ) -> Result<Payload, ErrorBody> {
+        if self.token.is_none() {
+            return result;
+        }
+        self.filter_builtin(function_id, result.map(Payload::into_value))
+            .map(Payload::Value)
     }
 
     /// Whether a built-in's row is in the token's namespaces and, for a function, callable.

@@ -19,7 +19,7 @@ pub async fn workers_changed(node: &Arc<Node>, worker: WorkerId, kind: WorkerEve
     fire(
         node,
         reserved::WORKERS_AVAILABLE,
-        |_| json!({"event": kind.as_str(), "worker_id": worker.to_string()}),
+        move |_| json!({"event": kind.as_str(), "worker_id": worker.to_string()}),
     )
     .await;
 }
@@ -36,39 +36,71 @@ pub async fn functions_changed(node: &Arc<Node>) {
     .await;
 }
 
+/// Where one fire of a binding goes: everything of the binding the call needs, copied so
+/// the registry's lock is not held while the payload is built.
+struct Target {
+    function_id: String,
+    namespace: String,
+    metadata: Option<Value>,
+}
+
 /// Calls every binding of `trigger_type` this node fires. The payload is built only
-/// when there is a binding to fire, so a change nobody watches costs nothing.
-async fn fire(node: &Arc<Node>, trigger_type: &str, payload: impl FnOnce(&Registry) -> Value) {
+/// when there is a binding to fire, so a change nobody watches costs nothing, and it is
+/// built on the blocking pool: a full function list can be large, and the runtime threads
+/// carry everyone's calls. (The events loop awaits it, so one is built at a time; it takes
+/// no built-in query slot, so a client flooding lists cannot hold up the events loop.)
+async fn fire(
+    node: &Arc<Node>,
+    trigger_type: &str,
+    payload: impl FnOnce(&Registry) -> Value + Send + 'static,
+) {
     let is_leader = node.is_leader();
-    let targets: Vec<CallRequest> = {
-        let registry = node.registry();
-        let bindings: Vec<&crate::registry::Trigger> = registry
-            .builtin_bindings(trigger_type)
-            .filter(|t| match t.owner {
-                Some(owner) => node.connections.is_local(owner),
-                None => is_leader,
-            })
-            .collect();
-        if bindings.is_empty() {
-            return;
-        }
-        let payload = payload(&registry);
-        bindings
-            .into_iter()
-            .map(|t| CallRequest {
-                function_id: t.function_id.clone(),
-                namespace: t.target_namespace.clone(),
-                data: payload.clone(),
-                metadata: t.metadata.clone(),
-                traceparent: None,
-                baggage: None,
-            })
-            .collect()
+    let targets: Vec<Target> = node
+        .registry()
+        .builtin_bindings(trigger_type)
+        .filter(|t| match t.owner {
+            Some(owner) => node.connections.is_local(owner),
+            None => is_leader,
+        })
+        .map(|t| Target {
+            function_id: t.function_id.clone(),
+            namespace: t.target_namespace.clone(),
+            metadata: t.metadata.clone(),
+        })
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let Some(payload) = build_on_pool(node, payload).await else {
+        return;
     };
-    for request in targets {
+    for target in targets {
+        let request = CallRequest {
+            function_id: target.function_id,
+            namespace: target.namespace,
+            data: payload.clone(),
+            metadata: target.metadata,
+            traceparent: None,
+            baggage: None,
+        };
         if let Routed::Builtin(_, request) = node.router.route(Caller::Discard, request).await {
             // A discovery binding aimed at a built-in has nothing to deliver.
             tracing::debug!(function_id = %request.function_id, "discovery binding targets a built-in; skipped");
+        }
+    }
+}
+
+/// Runs `payload` over the registry on the blocking pool; `None` if the build panicked.
+async fn build_on_pool(
+    node: &Arc<Node>,
+    payload: impl FnOnce(&Registry) -> Value + Send + 'static,
+) -> Option<Value> {
+    let on_pool = node.clone();
+    match tokio::task::spawn_blocking(move || payload(&on_pool.registry())).await {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::warn!(node = node.id, error = %err, "building a discovery event failed");
+            None
         }
     }
 }

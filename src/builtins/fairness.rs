@@ -22,6 +22,7 @@ use tracing::warn;
 
 use crate::auth::grant::Grant;
 use crate::node::Node;
+use crate::protocol::Payload;
 use crate::router::{CallRequest, Caller, FramedAnswer, Routed};
 
 /// A connection's share of built-in queries: permits for the ones it may run at once.
@@ -47,6 +48,11 @@ impl QuerySlots {
     /// `slots` queries may run at once.
     pub fn new(slots: usize) -> Self {
         Self(Arc::new(Semaphore::new(slots)))
+    }
+
+    /// Waits for a slot; held until the permit is dropped.
+    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().acquire_owned().await.ok()
     }
 }
 
@@ -106,7 +112,7 @@ async fn run_local_query(
     request: CallRequest,
     started: Instant,
 ) {
-    let Ok(_slot) = node.query_slots.0.clone().acquire_owned().await else {
+    let Some(_slot) = node.query_slots.acquire().await else {
         return;
     };
     let function_id = request.function_id.clone();
@@ -114,13 +120,13 @@ async fn run_local_query(
     let work = tokio::task::spawn_blocking(move || {
         let id = &request.function_id;
         let result = super::local_query(&on_pool, id, request.data);
-        let result = grant.filter_builtin(id, result);
+        let result = grant.filter_payload(id, result);
         match caller {
             Caller::Worker {
                 worker,
                 invocation_id,
             } => Finished::Framed(FramedAnswer::build(worker, invocation_id, id, result)),
-            other => Finished::Plain(other, result),
+            other => Finished::Plain(other, result.map(Payload::into_value)),
         }
     });
     match work.await {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::node::Node;
 use crate::protocol::error::EngineError;
-use crate::protocol::ErrorBody;
+use crate::protocol::{ErrorBody, Payload};
 
 /// Whether a built-in only reads the local replica, without awaiting anything: such a
 /// query may run on the blocking pool ([`fairness`]).
@@ -38,10 +38,16 @@ pub fn is_local_query(function_id: &str) -> bool {
 }
 
 /// Runs a built-in that only reads the local replica (see [`is_local_query`]); blocking-pool
-/// safe, since it never awaits.
-pub fn local_query(node: &Arc<Node>, function_id: &str, input: Value) -> Result<Value, ErrorBody> {
+/// safe, since it never awaits. The function list comes rendered to text (it can be large).
+pub fn local_query(
+    node: &Arc<Node>,
+    function_id: &str,
+    input: Value,
+) -> Result<Payload, ErrorBody> {
+    if function_id == "engine::functions::list" {
+        return functions::list(node, parse(function_id, input)?).map_err(|e| e.body());
+    }
     let result = match function_id {
-        "engine::functions::list" => functions::list(node, parse(function_id, input)?),
         "engine::functions::info" => functions::info(node, parse(function_id, input)?),
         "engine::trigger-types::list" => triggers::list_types(node, parse(function_id, input)?),
         "engine::triggers::info" => triggers::type_info(node, parse(function_id, input)?),
@@ -56,13 +62,13 @@ pub fn local_query(node: &Arc<Node>, function_id: &str, input: Value) -> Result<
         }
         other => Err(not_registered(other)),
     };
-    result.map_err(|e| e.body())
+    result.map(Payload::Value).map_err(|e| e.body())
 }
 
 /// Runs a built-in function for a call routed to it.
 pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<Value, ErrorBody> {
     if is_local_query(function_id) {
-        return local_query(node, function_id, input);
+        return local_query(node, function_id, input).map(Payload::into_value);
     }
     let result = match function_id {
         "engine::workers::list" => workers::list(node, parse(function_id, input)?).await,

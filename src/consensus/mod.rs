@@ -86,6 +86,13 @@ pub const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// heard from its leader more recently refuses to vote for anyone else.
 pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(600);
 
+/// Entries in one AppendEntries. openraft gives an AppendEntries one heartbeat interval
+/// (100 ms) to answer and sends the same entries again when it does not; its default of 300
+/// entries, each a registration batch of up to 512 KiB, could make one request of 150 MB
+/// that a busy follower never takes in time, so replication stalled and nodes fenced
+/// themselves (100 workers registering in parallel on 3 nodes). 8 entries is 4 MiB at most.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 8;
+
 /// The Raft tuning used by every quorum node, validated: 100 ms heartbeats, 300–600 ms election
 /// timeout, 10 s per snapshot chunk, a snapshot every `snapshots.after_entries` applied entries
 /// (5000 by default), `snapshots.keep_entries` entries kept behind a snapshot so that slightly
@@ -99,6 +106,7 @@ pub fn raft_config(snapshots: &SnapshotPolicy) -> Result<Arc<Config>, ConsensusE
         install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshots.after_entries),
         max_in_snapshot_log_to_keep: snapshots.keep_entries,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };
     Ok(Arc::new(config.validate()?))

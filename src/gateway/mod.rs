@@ -15,6 +15,7 @@ mod frames;
 mod head;
 mod idle;
 mod log_limit;
+mod read_turn;
 mod reattach;
 mod session;
 mod telemetry;
@@ -37,13 +38,16 @@ use crate::node::Node;
 use crate::protocol::{
     CAPABILITIES_HEADER, CAPABILITY_TCP_NODELAY, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES,
 };
+use read_turn::ReadTurn;
 
 /// A client that has not finished its TLS handshake (on a `wss://` port) and its upgrade
 /// request by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A worker's WebSocket, over a socket whose reads are charged to the client memory budget.
-type WorkerSocket = tokio_tungstenite::WebSocketStream<Metered<head::Rewind<WorkerStream>>>;
+/// Its reads take turns with the other connections (`read_turn.rs`).
+type WorkerSocket =
+    tokio_tungstenite::WebSocketStream<Metered<ReadTurn<head::Rewind<WorkerStream>>>>;
 
 /// What an upgrade request was admitted to.
 enum Route {
@@ -108,7 +112,7 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
             }
             Ok(response)
         };
-        let stream = Metered::new(stream, share);
+        let stream = Metered::new(ReadTurn::new(stream), share);
         let ws =
             tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config()))
                 .await?;

@@ -54,6 +54,9 @@ pub enum EngineError {
     /// `engine::channels::create` refused: the node holds its maximum, or is draining.
     #[error("{0}")]
     ChannelRefused(String),
+    /// A built-in could not render its answer (never expected: its rows are plain JSON).
+    #[error("the answer could not be rendered: {0}")]
+    AnswerNotRendered(String),
 }
 
 impl EngineError {
@@ -75,6 +78,7 @@ impl EngineError {
             Self::Forbidden(_) => "FORBIDDEN",
             Self::RegistrationTooLarge(_) => "payload_too_large",
             Self::ChannelRefused(_) => "channel_unavailable",
+            Self::AnswerNotRendered(_) => "invocation_failed",
         }
     }
 

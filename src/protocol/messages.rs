@@ -188,7 +188,7 @@ pub enum Outgoing {
         invocation_id: String,
         function_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
-        result: Option<Value>,
+        result: Option<super::Payload>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<ErrorBody>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -291,7 +291,7 @@ mod tests {
         let text = Outgoing::InvocationResult {
             invocation_id: "i".into(),
             function_id: "f".into(),
-            result: Some(Value::Null),
+            result: Some(Value::Null.into()),
             error: None,
             traceparent: None,
             baggage: None,

@@ -9,9 +9,11 @@
 pub mod error;
 pub mod messages;
 pub mod names;
+pub mod payload;
 
 pub use error::ErrorBody;
 pub use messages::{Incoming, Outgoing};
+pub use payload::Payload;
 
 /// Largest single WebSocket frame accepted or sent (the SDKs' own frame limit).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;

@@ -11,7 +11,7 @@ use crate::gateway::connections::Outbound;
 use crate::ids::WorkerId;
 use crate::protocol::error::EngineError;
 use crate::protocol::messages::error_body_from;
-use crate::protocol::{names::echo, ErrorBody, Outgoing, MAX_MESSAGE_BYTES};
+use crate::protocol::{names::echo, ErrorBody, Outgoing, Payload, MAX_MESSAGE_BYTES};
 
 /// A worker's answer, already turned into the frame its connection will carry.
 pub struct FramedAnswer {
@@ -27,7 +27,7 @@ impl FramedAnswer {
         worker: WorkerId,
         invocation_id: String,
         function_id: &str,
-        outcome: Result<Value, ErrorBody>,
+        outcome: Result<Payload, ErrorBody>,
     ) -> Self {
         let ok = outcome.is_ok();
         let text = result_frame_text(invocation_id.clone(), function_id, outcome);
@@ -45,10 +45,10 @@ impl FramedAnswer {
 pub fn result_frame_text(
     invocation_id: String,
     function_id: &str,
-    outcome: Result<Value, ErrorBody>,
+    outcome: Result<impl Into<Payload>, ErrorBody>,
 ) -> String {
     let (result, error) = match outcome {
-        Ok(value) => (Some(value), None),
+        Ok(value) => (Some(value.into()), None),
         Err(error) => (None, Some(error)),
     };
     let frame = Outgoing::InvocationResult {
@@ -135,7 +135,7 @@ mod tests {
             message: "y".into(),
             stacktrace: None,
         };
-        let failed = result_frame_text("i".into(), "f", Err(error.clone()));
+        let failed = result_frame_text("i".into(), "f", Err::<Value, _>(error.clone()));
         assert_eq!(outcome_of(&failed), Err(error));
     }
 }
