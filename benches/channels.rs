@@ -73,7 +73,7 @@ fn spawn_role(
     }
     let mut child = command.spawn().expect("start helper");
     let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    (Guard(child), lines)
+    (Guard::new(child), lines)
 }
 
 /// The floor's receiving side: prints its address, reads until EOF, prints the count.
