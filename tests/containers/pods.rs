@@ -350,15 +350,20 @@ impl Pods {
     pub async fn wait_for_leader(&self, pods: &[usize]) -> u64 {
         let mut leader = 0;
         self.wait_until(
-            "the pods agree on one leader",
+            "the pods agree on one leader among themselves",
             Duration::from_secs(30),
             |p| {
                 let seen: Vec<Option<u64>> = pods
                     .iter()
                     .map(|i| p.status(*i).and_then(|s| s["leader_id"].as_u64()))
                     .collect();
+                // A leader among these pods: after a kill, the survivors may still name
+                // the dead leader until their election timeout passes.
+                let among = |id: u64| pods.iter().any(|i| (*i as u64) + 1 == id);
                 match seen.first() {
-                    Some(Some(first)) if seen.iter().all(|s| *s == Some(*first)) => {
+                    Some(Some(first))
+                        if among(*first) && seen.iter().all(|s| *s == Some(*first)) =>
+                    {
                         leader = *first;
                         true
                     }
