@@ -20,3 +20,4 @@ pub mod protocol;
 pub mod registry;
 pub mod router;
 pub mod rpc;
+mod write_through;
