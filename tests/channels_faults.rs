@@ -40,6 +40,22 @@ async fn open(url: &str, channel: &StreamChannelRef, dir: &str) -> RawEnd {
         .unwrap_or_else(|refusal| panic!("{dir} end refused on {url}: {refusal:?}"))
 }
 
+/// Three nodes with a channel living on node 1, a raw writer on node 2 pumping as fast as
+/// it can and a raw reader on node 3 that has already received 4 MiB.
+async fn streaming_across_three_nodes() -> (Cluster, RawEnd, Pump, Summary) {
+    let cluster = Cluster::start(3);
+    let creator = worker(&cluster.node(0).url, &unique_name("creator"), None).await;
+    let channel = new_channel(&creator).await;
+    let mut reader = open(&cluster.node(2).url, &channel.reader_ref, "read").await;
+    let writer = open(&cluster.node(1).url, &channel.writer_ref, "write").await;
+    let pump = Pump::start(writer, None, Duration::ZERO);
+    let mut received = Summary::default();
+    reader
+        .read_at_least(&mut received, 4 * MIB, Duration::from_secs(30))
+        .await;
+    (cluster, reader, pump, received)
+}
+
 fn assert_error_ending(what: &str, ending: &Ending, after: Duration) {
     assert!(
         ending.is_error(),
@@ -58,17 +74,7 @@ fn assert_error_ending(what: &str, ending: &Ending, after: Duration) {
 /// reader on node 3: both ends' sockets end with an error, within about a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_home_node_mid_stream_ends_both_ends_with_an_error() {
-    let mut cluster = Cluster::start(3);
-    let creator = worker(&cluster.node(0).url, &unique_name("creator"), None).await;
-    let channel = new_channel(&creator).await;
-    let mut reader = open(&cluster.node(2).url, &channel.reader_ref, "read").await;
-    let writer = open(&cluster.node(1).url, &channel.writer_ref, "write").await;
-    let pump = Pump::start(writer, None, Duration::ZERO);
-
-    let mut received = Summary::default();
-    reader
-        .read_at_least(&mut received, 4 * MIB, Duration::from_secs(30))
-        .await;
+    let (mut cluster, reader, pump, received) = streaming_across_three_nodes().await;
     let killed_at = Instant::now();
     cluster.kill(0);
 
@@ -94,17 +100,7 @@ async fn killing_the_home_node_mid_stream_ends_both_ends_with_an_error() {
 /// socket end with an error, not the clean 1000 of a writer's Close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_writers_node_mid_stream_ends_the_reader_with_an_error_not_1000() {
-    let mut cluster = Cluster::start(3);
-    let creator = worker(&cluster.node(0).url, &unique_name("creator"), None).await;
-    let channel = new_channel(&creator).await;
-    let mut reader = open(&cluster.node(2).url, &channel.reader_ref, "read").await;
-    let writer = open(&cluster.node(1).url, &channel.writer_ref, "write").await;
-    let pump = Pump::start(writer, None, Duration::ZERO);
-
-    let mut received = Summary::default();
-    reader
-        .read_at_least(&mut received, 4 * MIB, Duration::from_secs(30))
-        .await;
+    let (mut cluster, reader, pump, received) = streaming_across_three_nodes().await;
     let killed_at = Instant::now();
     cluster.kill(1);
 

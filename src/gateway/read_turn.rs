@@ -22,7 +22,7 @@ pub const TURN_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct ReadTurn<S> {
     inner: S,
-    /// Bytes read since the task last gave up its turn here.
+    /// Bytes read since the task last gave up its turn (here, or on an empty socket).
     read_this_turn: usize,
 }
 
@@ -51,7 +51,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadTurn<S> {
             return Poll::Pending;
         }
         let before = buf.filled().len();
-        let result = std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf));
+        let Poll::Ready(result) = Pin::new(&mut this.inner).poll_read(cx, buf) else {
+            // The socket is empty: the task gives up its turn anyway, so the next one is new.
+            this.read_this_turn = 0;
+            return Poll::Pending;
+        };
         this.read_this_turn += buf.filled().len() - before;
         Poll::Ready(result)
     }
