@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::certs::Certs;
+use common::rng::Rng;
 use common::{
     call, cluster_cli_as, free_port, members, unique_name, wait_function, worker, Node,
     NodeOptions, CLUSTER_TIMEOUT,
@@ -104,40 +105,6 @@ fn keep_lines(text: &str, keep: impl Fn(&str) -> bool) -> String {
         .filter(|line| keep(line))
         .map(|line| format!("{line}\n"))
         .collect()
-}
-
-/// A small seeded random source (xorshift), so a failing order can be replayed with
-/// `QUORUM_TEST_SEED`.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env_or_clock() -> Rng {
-        let seed = std::env::var("QUORUM_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            })
-            .max(1);
-        println!("QUORUM_TEST_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
 }
 
 /// Three pods started the StatefulSet way; each process is killed by PID on drop.
@@ -249,7 +216,7 @@ impl StatefulSet {
             std::fs::create_dir_all(&dir).expect("pod data dir");
             starting.push((i, Node::spawn_in(&dir, self.options(i))));
             // Part of the scenario (pods start at different moments), not a synchronisation.
-            std::thread::sleep(Duration::from_millis(rng.below(400)));
+            std::thread::sleep(Duration::from_millis(rng.below(400) as u64));
         }
         for (i, pod) in starting {
             let node = pod.ready();

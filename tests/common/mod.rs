@@ -16,6 +16,7 @@ pub mod http;
 pub mod netns;
 pub mod raw;
 pub mod relay;
+pub mod rng;
 pub mod script;
 pub mod sdk_env;
 pub mod sdks;

@@ -35,6 +35,8 @@ use std::sync::{Mutex, MutexGuard};
 use iii_sdk::{Error, IIIClient, RegisterFunction};
 use serde_json::{json, Value};
 
+pub use common::rng::Rng;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Held for the whole of one container test.
@@ -54,39 +56,6 @@ pub fn prerequisites(values: Value) -> Option<(&'static docker::Docker, chart::C
     let docker = docker_with_images()?;
     let chart = chart::Chart::render_or_skip(values)?;
     Some((docker, chart))
-}
-
-/// A small seeded random source (xorshift); a failing order replays with `QUORUM_TEST_SEED`.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn from_env_or_clock() -> Rng {
-        let seed = std::env::var("QUORUM_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            })
-            .max(1);
-        println!("QUORUM_TEST_SEED={seed}");
-        Rng(seed)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
 }
 
 /// A real Rust SDK worker (connected through `url`) serving `containers::w{i}`, an echo
