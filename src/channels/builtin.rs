@@ -30,9 +30,8 @@ pub fn create(
             CreateError::Draining.to_string(),
         ));
     }
-    let buffer_size = input
-        .buffer_size
-        .map(|n| n.clamp(1, i64::from(u16::MAX)) as usize);
+    // Negative sizes become 0; the table clamps every size to 1..=1024.
+    let buffer_size = input.buffer_size.map(|n| usize::try_from(n).unwrap_or(0));
     let channel = channels
         .table
         .create(buffer_size)

@@ -10,7 +10,6 @@ use tracing::debug;
 
 use super::buffer::{Channel, Direction};
 use super::id::ChannelId;
-use crate::ids::NodeId;
 use crate::node::Node;
 use crate::rpc::pb;
 
@@ -60,12 +59,8 @@ pub enum Admitted {
         end: EndRequest,
         channel: Arc<Channel>,
     },
-    /// The channel lives on `home`, at cluster address `addr`.
-    Remote {
-        end: EndRequest,
-        home: NodeId,
-        addr: String,
-    },
+    /// The channel lives on the node at cluster address `addr` (the id names it).
+    Remote { end: EndRequest, addr: String },
 }
 
 /// Whether `path` is a channel socket's path.
@@ -126,7 +121,7 @@ pub async fn admit(node: &Arc<Node>, path: &str, query: Option<&str>) -> Result<
         })
         .await;
     match reply {
-        Ok(reply) if reply.found => Ok(Admitted::Remote { end, home, addr }),
+        Ok(reply) if reply.found => Ok(Admitted::Remote { end, addr }),
         Ok(_) => Err(Refusal::NotFound),
         Err(err) => {
             debug!(node = node.id, home, error = %err, "channel check failed");

@@ -87,7 +87,7 @@ where
                 }
             }
         }
-        Admitted::Remote { end, addr, .. } => match end.direction {
+        Admitted::Remote { end, addr } => match end.direction {
             Direction::Write => {
                 let inlet = remote::open_writer(node.id, &node.peers, &addr, &end, &node.channels);
                 socket::run_writer(node.id, ws, inlet, metrics).await

@@ -158,7 +158,12 @@ pub fn serve_read(
             table: channels.table.clone(),
         };
         loop {
-            let frame = match outlet.next().await {
+            // A reader's node that drops the stream is noticed at once, not at the next frame.
+            let popped = tokio::select! {
+                popped = outlet.next() => popped,
+                _ = tx.closed() => break,
+            };
+            let frame = match popped {
                 Popped::Item(item) => {
                     let len = item.len();
                     channels.metrics.relayed(Hop::CrossNode, len);
@@ -175,7 +180,7 @@ pub fn serve_read(
         }
         outlet.finish();
     });
-    Ok(Box::pin(receiver_stream(rx)))
+    Ok(Box::pin(crate::rpc::receiver_stream(rx)))
 }
 
 /// Opens the write stream of a socket on this node to the channel's home node.
@@ -200,7 +205,7 @@ pub fn open_writer(
     let addr = addr.to_string();
     tokio::spawn(async move {
         let result = match client {
-            Ok(mut client) => match client.channel_write(receiver_stream(rx)).await {
+            Ok(mut client) => match client.channel_write(crate::rpc::receiver_stream(rx)).await {
                 Ok(_) => Ok(()),
                 Err(status) => {
                     if status.code() == tonic::Code::AlreadyExists {
@@ -230,9 +235,4 @@ pub async fn open_reader(peers: &PeerClients, addr: &str, end: &EndRequest) -> O
     let mut client = peers.cluster(addr).ok()?;
     let stream = client.channel_read(open_message(end)).await.ok()?;
     Some(Outlet::Remote(Box::new(stream.into_inner())))
-}
-
-/// A bounded queue's receiving side as a stream.
-fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
 }

@@ -89,6 +89,7 @@ pub async fn run_writer<S>(
                     Some(Ok(Message::Binary(data))) => Item::Binary(data),
                     Some(Ok(Message::Close(_))) => break Some(End::Clean),
                     Some(Ok(_)) => {
+                        share.settle_inbound();
                         heard = Instant::now();
                         continue;
                     }
@@ -99,12 +100,14 @@ pub async fn run_writer<S>(
                     None => break Some(End::Broken),
                 };
                 share.settle_inbound();
-                heard = Instant::now();
                 match inlet.push(item).await {
                     Ok(()) => {}
                     Err(PushError::Gone) => break None,
                     Err(PushError::OverBudget) => break Some(End::Broken),
                 }
+                // After the push: a writer held back by a full channel is alive, however
+                // long the reader took.
+                heard = Instant::now();
             }
             _ = inlet.gone() => break None,
             _ = ping.tick() => {

@@ -59,11 +59,6 @@ impl Table {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The settings.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Creates a channel holding `buffer_size` items (default 64, clamped to 1..=1024).
     pub fn create(&self, buffer_size: Option<usize>) -> Result<Arc<Channel>, CreateError> {
         let capacity = buffer_size

@@ -186,8 +186,7 @@ async fn run_outgoing(
     clients: PeerClients,
     rx: mpsc::Receiver<InvocationFrame>,
 ) {
-    let outbound =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let outbound = super::receiver_stream(rx);
     let mut request = Request::new(outbound);
     if let Ok(value) = me.to_string().parse() {
         request.metadata_mut().insert(NODE_HEADER, value);
@@ -294,9 +293,7 @@ pub async fn serve(
     });
     // The answers end with the node, so a shutting-down node never waits on this stream.
     let stop = node.shutdown.clone();
-    let outbound =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
-            .take_until(async move { stop.cancelled().await });
+    let outbound = super::receiver_stream(rx).take_until(async move { stop.cancelled().await });
     Ok(Response::new(outbound.boxed()))
 }
 

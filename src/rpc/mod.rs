@@ -31,3 +31,11 @@ pub const MAX_MESSAGE_BYTES: usize = crate::protocol::MAX_MESSAGE_BYTES + ENVELO
 
 /// Room for the ids and fields around a worker message's data.
 const ENVELOPE_ROOM: usize = 1024 * 1024;
+
+/// A bounded queue's receiving side as the stream a gRPC call sends: every streaming RPC
+/// feeds its outbound half from such a queue, so a slow peer holds back the sender.
+pub(crate) fn receiver_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
+}
