@@ -10,15 +10,15 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::channel_ends::{assert_same_stream, Ending, Pump, RawEnd, Refusal, Summary, MIB};
+use common::channel_ends::{
+    assert_same_stream, new_channel, Ending, Pump, RawEnd, Refusal, Summary, MIB,
+};
 use common::script::{Script, READY_TIMEOUT};
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::prepare_python_env;
 use common::{eventually, unique_name, wait_function, worker, Cluster, NodeOptions};
-use iii_sdk::channel::{Channel, StreamChannelRef};
-use iii_sdk::helpers::create_channel;
+use iii_sdk::channel::StreamChannelRef;
 use iii_sdk::protocol::TriggerRequest;
-use iii_sdk::IIIClient;
 use serde_json::json;
 
 static PYTHON_ENV: EnvCell = EnvCell::new();
@@ -27,12 +27,6 @@ static PYTHON_ENV: EnvCell = EnvCell::new();
 const FAILURE_DEADLINE: Duration = Duration::from_secs(5);
 /// What the issue asks: both ends see a failure within about 1 s of the connection loss.
 const FAILURE_TARGET: Duration = Duration::from_secs(1);
-
-async fn new_channel(creator: &IIIClient) -> Channel {
-    create_channel(creator, None)
-        .await
-        .expect("engine::channels::create")
-}
 
 async fn open(url: &str, channel: &StreamChannelRef, dir: &str) -> RawEnd {
     RawEnd::connect(url, channel, dir)

@@ -16,15 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::channel_ends::{
-    assert_same_stream, binary_plan, interleaved_plan, read_all, write_plan, MIB,
+    assert_same_stream, binary_plan, interleaved_plan, new_channel, read_all, write_plan, MIB,
 };
 use common::haproxy::{self, Haproxy};
 use common::script::{Script, READY_TIMEOUT};
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::{prepare_node_env, prepare_python_env, tests_node_dir};
 use common::{http, unique_name, wait_function, worker, Cluster};
-use iii_sdk::channel::{Channel, ChannelReader, ChannelWriter};
-use iii_sdk::helpers::create_channel;
+use iii_sdk::channel::{ChannelReader, ChannelWriter};
 use iii_sdk::protocol::TriggerRequest;
 use iii_sdk::IIIClient;
 use serde_json::{json, Value};
@@ -110,12 +109,6 @@ async fn call_streaming(client: &IIIClient, function_id: &str, payload: Value) -
 }
 
 /// A channel made by `creator` (so it lives on the creator's node).
-async fn new_channel(creator: &IIIClient) -> Channel {
-    create_channel(creator, None)
-        .await
-        .expect("engine::channels::create")
-}
-
 /// The handler of `sdk` reads `plan` that the Rust SDK writes through `writer_url`: the
 /// handler gets only the reader's ref, inside its input.
 async fn handler_reads(creator: &IIIClient, sdk: &Sdk, writer_url: &str, plan: Value) {

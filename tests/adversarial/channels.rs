@@ -51,17 +51,14 @@ async fn writers_flooding_channels_nobody_reads_are_held_back_within_the_cap() {
             let mut sent = 0u64;
             let push = async {
                 loop {
-                    if ws
-                        .send(Message::Binary(frame.clone().into()))
+                    ws.send(Message::Binary(frame.clone().into()))
                         .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                        .expect("the node holds a flooding writer back; it does not close it");
                     sent += frame.len() as u64;
                 }
             };
-            let _ = tokio::time::timeout(FLOOD, push).await;
+            // The push never ends by itself: only the flood's time limit stops it.
+            let _: Result<(), _> = tokio::time::timeout(FLOOD, push).await;
             sent
         }));
     }

@@ -438,3 +438,10 @@ async fn pump(ws: Socket, frames: Option<u64>, pace: Duration, taken: Arc<Atomic
         ended_at: ended.1,
     }
 }
+
+/// A new channel made through `creator` (`engine::channels::create` with the defaults).
+pub async fn new_channel(creator: &iii_sdk::IIIClient) -> iii_sdk::channel::Channel {
+    iii_sdk::helpers::create_channel(creator, None)
+        .await
+        .expect("engine::channels::create")
+}
