@@ -11,8 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::channel_ends::{
-    assert_same_stream, new_channel, Ending, Pump, RawEnd, Refusal, Summary, MIB,
+    assert_same_stream, metric, new_channel, Ending, Pump, RawEnd, Refusal, Summary, MIB,
 };
+use common::relay::RelayedCluster;
 use common::script::{Script, READY_TIMEOUT};
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::prepare_python_env;
@@ -27,6 +28,9 @@ static PYTHON_ENV: EnvCell = EnvCell::new();
 const FAILURE_DEADLINE: Duration = Duration::from_secs(5);
 /// What the issue asks: both ends see a failure within about 1 s of the connection loss.
 const FAILURE_TARGET: Duration = Duration::from_secs(1);
+/// The deadline for noticing a silent cut: heartbeats give about 1 s; HTTP/2 keep-alive
+/// alone, which this test must not pass on, needs at least 5 s.
+const SILENT_DEADLINE: Duration = Duration::from_secs(3);
 
 async fn open(url: &str, channel: &StreamChannelRef, dir: &str) -> RawEnd {
     RawEnd::connect(url, channel, dir)
@@ -88,6 +92,62 @@ async fn killing_the_home_node_mid_stream_ends_both_ends_with_an_error() {
         "the reader got more than was written: {report} vs {}",
         pumped.summary
     );
+}
+
+/// The channel's home node cut off without a reset (every link to it falls silent, as when
+/// a cable is pulled) while data flows from a writer on node 2 to a reader on node 3: both
+/// ends get 1011 within about a second, from the heartbeats on the channel streams (HTTP/2
+/// keep-alive alone takes 5 to 10 s), and the home node tears the channel down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_home_node_cut_off_silently_ends_both_ends_with_1011_within_a_second() {
+    let net = RelayedCluster::start(3, 51, 61, &[]).await;
+    let cluster = &net.cluster;
+    let creator = worker(&cluster.node(0).url, &unique_name("creator"), None).await;
+    let channel = new_channel(&creator).await;
+    let mut reader = open(&cluster.node(2).url, &channel.reader_ref, "read").await;
+    let writer = open(&cluster.node(1).url, &channel.writer_ref, "write").await;
+    let pump = Pump::start(writer, None, Duration::ZERO);
+    let mut received = Summary::default();
+    reader
+        .read_at_least(&mut received, 4 * MIB, Duration::from_secs(30))
+        .await;
+
+    let cut_at = Instant::now();
+    net.faults.silence(net.ips[0]);
+    let (report, reader_ending, reader_at) = reader.read_to_end(received, SILENT_DEADLINE).await;
+    let pumped = pump.finish(SILENT_DEADLINE).await;
+    println!(
+        "home silenced: reader {reader_ending:?} after {:?} ({} bytes); writer {:?} after {:?}",
+        reader_at - cut_at,
+        report["bytes"],
+        pumped.ending,
+        pumped.ended_at - cut_at
+    );
+    assert_eq!(
+        reader_ending,
+        Ending::Close(Some(1011)),
+        "the reader's ending"
+    );
+    assert_eq!(
+        pumped.ending,
+        Ending::Close(Some(1011)),
+        "the writer's ending"
+    );
+    for (what, after) in [
+        ("the reader", reader_at - cut_at),
+        ("the writer", pumped.ended_at - cut_at),
+    ] {
+        if after > FAILURE_TARGET {
+            println!("NOTE: {what} took {after:?}, over the {FAILURE_TARGET:?} target");
+        }
+    }
+    // The home node, still reachable on its own ports, hears neither end and drops it.
+    eventually(
+        "the home node tears the channel down",
+        Duration::from_secs(5),
+        || async { (metric(cluster.node(0), "quorum_channels_open ").await == 0.0).then_some(()) },
+    )
+    .await;
 }
 
 /// SIGKILL of the writer's node mid-stream: the reader (on a third node) sees its

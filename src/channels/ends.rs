@@ -4,12 +4,12 @@
 //! Why: the WebSocket relay ([`super::socket`]) is the same for both; only this seam knows
 //! whether the channel is local or reached over a gRPC stream to its home node.
 
-use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::beat::{self, Heard};
 use super::buffer::{Channel, End, Item, Popped, PushError};
 use super::metrics::{ChannelMetrics, Hop};
 use super::table::Table;
@@ -37,13 +37,17 @@ impl Inlet {
         match self {
             Inlet::Local(channel) => channel.push(item).await,
             Inlet::Remote {
-                frames, metrics, ..
+                frames,
+                gone,
+                metrics,
+                ..
             } => {
                 let len = item.len();
-                frames
-                    .send(frame_of(item))
-                    .await
-                    .map_err(|_| PushError::Gone)?;
+                // A home node cut off silently never makes room: its silence ends the wait.
+                tokio::select! {
+                    sent = frames.send(frame_of(item)) => sent.map_err(|_| PushError::Gone)?,
+                    _ = gone.cancelled() => return Err(PushError::Gone),
+                }
                 metrics.relayed(Hop::CrossNode, len);
                 Ok(())
             }
@@ -54,8 +58,11 @@ impl Inlet {
     pub async fn finish(&self, end: End) {
         match self {
             Inlet::Local(channel) => channel.finish_writer(end),
-            Inlet::Remote { frames, .. } => {
-                let _ = frames.send(end_frame(end)).await;
+            Inlet::Remote { frames, gone, .. } => {
+                tokio::select! {
+                    _ = frames.send(end_frame(end)) => {}
+                    _ = gone.cancelled() => {}
+                }
             }
         }
     }
@@ -85,18 +92,22 @@ pub enum Outlet {
         table: Arc<Table>,
     },
     /// The `ChannelRead` stream from the home node (boxed: it is much larger than an `Arc`).
-    Remote(Box<tonic::Streaming<pb::ChannelFrame>>),
+    Remote {
+        frames: Box<tonic::Streaming<pb::ChannelFrame>>,
+        /// The stream of beats to the home node; dropping it ends the call.
+        _to_home: mpsc::Sender<pb::ChannelFrame>,
+    },
 }
 
 impl Outlet {
-    /// The next frame, or how the stream ended. A remote stream that breaks or stops without
-    /// its end marker is a broken end.
+    /// The next frame, or how the stream ended. A remote stream that breaks, stops without
+    /// its end marker or falls silent is a broken end.
     pub async fn next(&mut self) -> Popped {
         match self {
             Outlet::Local { channel, .. } => channel.pop().await,
-            Outlet::Remote(stream) => match stream.next().await {
-                Some(Ok(frame)) => popped_of(frame),
-                _ => Popped::End(End::Broken),
+            Outlet::Remote { frames, .. } => match beat::next_frame(frames.as_mut()).await {
+                Heard::Frame(frame) => popped_of(frame),
+                Heard::Ended | Heard::Silent => Popped::End(End::Broken),
             },
         }
     }
@@ -109,7 +120,7 @@ impl Outlet {
                 table.remove(channel.id);
             }
             // Dropping the stream cancels the call; the home node then finishes the reader.
-            Outlet::Remote(_) => {}
+            Outlet::Remote { .. } => {}
         }
     }
 }

@@ -15,8 +15,10 @@
 //! | `ends.rs` | where a socket's frames go or come from: a local channel or a stream to its home |
 //! | `socket.rs` | the WebSocket relay of one end, with its keepalive |
 //! | `remote.rs` | the cross-node RPCs, both sides |
+//! | `beat.rs` | heartbeats on the cross-node streams, so a silent node is noticed in 1 s |
 //! | `metrics.rs` | open ends, frames and bytes relayed, local and cross-node |
 
+pub mod beat;
 pub mod buffer;
 pub mod builtin;
 pub mod endpoint;

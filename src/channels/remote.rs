@@ -5,18 +5,22 @@
 //! Why: behind a load balancer the two ends of a channel land on any node. Each remote end
 //! is one gRPC stream to the home node (never a call per frame), with an explicit end
 //! marker so that a broken stream is never taken for a clean end. Backpressure crosses
-//! nodes through HTTP/2 flow control; every hop holds at most [`HOP_FRAMES`] frames.
+//! nodes through HTTP/2 flow control; every hop holds at most [`HOP_FRAMES`] frames. Both
+//! sides of every stream beat ([`super::beat`]), so a node cut off silently is noticed in
+//! about a second.
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, Streaming};
 use tracing::debug;
 
+use super::beat::{self, Heard};
 use super::buffer::{Channel, Direction, End, Popped};
 use super::endpoint::EndRequest;
 use super::ends::{end_frame, frame_of, popped_of, Inlet, Outlet};
@@ -33,8 +37,11 @@ use crate::rpc::pb::channel_frame::Kind;
 /// Frames queued on one hop between a socket and a gRPC stream.
 pub const HOP_FRAMES: usize = 2;
 
-/// The stream of frames a home node sends to a remote reader.
-pub type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::ChannelFrame, Status>> + Send>>;
+/// How long the home node may take to answer the opening of a stream.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// The stream of frames a home node answers a channel stream with.
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ChannelFrame, Status>> + Send>>;
 
 /// The protobuf naming one end.
 pub fn open_message(end: &EndRequest) -> pb::ChannelOpen {
@@ -80,14 +87,28 @@ pub fn check(
     Ok(pb::ChannelCheckReply { found })
 }
 
+/// The first frame of a stream a peer opens: it names the channel.
+#[allow(clippy::result_large_err)]
+async fn first_open(frames: &mut Streaming<pb::ChannelFrame>) -> Result<pb::ChannelOpen, Status> {
+    match beat::next_frame(frames).await {
+        Heard::Frame(pb::ChannelFrame {
+            kind: Some(Kind::Open(open)),
+        }) => Ok(open),
+        _ => Err(Status::invalid_argument(
+            "the first frame must name the channel",
+        )),
+    }
+}
+
 /// `ChannelWrite` on the home node: the writer's frames from another node go into the
-/// channel until the end marker; a stream that stops without one is a writer that vanished.
+/// channel until the end marker; a stream that stops without one, or goes silent, is a
+/// writer that vanished. The answer carries beats for as long as the write goes on.
 pub async fn serve_write(
     channels: Arc<Channels>,
     budget: Arc<Budget>,
     draining: bool,
     request: Request<Streaming<pb::ChannelFrame>>,
-) -> Result<pb::ChannelWriteReply, Status> {
+) -> Result<FrameStream, Status> {
     if draining {
         return Err(Status::unavailable("this node is draining"));
     }
@@ -95,56 +116,61 @@ pub async fn serve_write(
         .remote_addr()
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut frames = request.into_inner();
-    let open = match frames.next().await {
-        Some(Ok(pb::ChannelFrame {
-            kind: Some(Kind::Open(open)),
-        })) => open,
-        _ => {
-            return Err(Status::invalid_argument(
-                "the first frame must name the channel",
-            ))
-        }
-    };
+    let open = first_open(&mut frames).await?;
     let (channel, direction) = open_here(&channels, &open)?;
     if direction != Direction::Write || !channel.claim(Direction::Write, Some(budget.open(peer))) {
         return Err(Status::already_exists("the write end is already connected"));
     }
-    let _open = OpenEnd::new(channels.metrics.clone());
+    let (answer, answers) = mpsc::channel(1);
+    tokio::spawn(beat::beat_into(answer.downgrade(), || Ok(beat::beat())));
+    let open_end = OpenEnd::new(channels.metrics.clone());
+    tokio::spawn(async move {
+        let _open = open_end;
+        // Holding the answer's sender keeps it beating until the write is over.
+        let _answer = answer;
+        relay_writes(&channel, &mut frames).await;
+    });
+    Ok(Box::pin(crate::rpc::receiver_stream(answers)))
+}
+
+/// Pushes a remote writer's frames into `channel` until the end, the reader leaving, or the
+/// writer's node falling silent.
+async fn relay_writes(channel: &Channel, frames: &mut Streaming<pb::ChannelFrame>) {
     loop {
-        let frame = tokio::select! {
-            frame = frames.next() => frame,
-            _ = channel.gone() => return Err(Status::aborted("the channel's reader is gone")),
+        let heard = tokio::select! {
+            heard = beat::next_frame(frames) => heard,
+            _ = channel.gone() => return,
         };
-        let item = match frame {
-            Some(Ok(frame)) => match popped_of(frame) {
+        let item = match heard {
+            Heard::Frame(frame) => match popped_of(frame) {
                 Popped::Item(item) => item,
-                Popped::End(end) => {
-                    channel.finish_writer(end);
-                    return Ok(pb::ChannelWriteReply {});
-                }
+                Popped::End(end) => return channel.finish_writer(end),
             },
-            _ => {
-                channel.finish_writer(End::Broken);
-                return Ok(pb::ChannelWriteReply {});
+            Heard::Ended => return channel.finish_writer(End::Broken),
+            Heard::Silent => {
+                debug!(channel_id = %channel.id, "the writer's node fell silent");
+                return channel.finish_writer(End::Broken);
             }
         };
         if channel.push(item).await.is_err() {
-            channel.finish_writer(End::Broken);
-            return Err(Status::aborted("the channel's reader is gone"));
+            return channel.finish_writer(End::Broken);
         }
     }
 }
 
-/// `ChannelRead` on the home node: the channel's frames go to the reader's node, then the
-/// end marker. When that node stops listening, the reader is gone.
-pub fn serve_read(
+/// `ChannelRead` on the home node: the channel's frames (and beats) go to the reader's node,
+/// then the end marker. When that node stops listening or falls silent, the reader is gone
+/// and the channel is finished (its writer sees that nobody reads).
+pub async fn serve_read(
     channels: Arc<Channels>,
     draining: bool,
-    open: pb::ChannelOpen,
-) -> Result<ReadStream, Status> {
+    request: Request<Streaming<pb::ChannelFrame>>,
+) -> Result<FrameStream, Status> {
     if draining {
         return Err(Status::unavailable("this node is draining"));
     }
+    let mut requests = request.into_inner();
+    let open = first_open(&mut requests).await?;
     let (channel, direction) = open_here(&channels, &open)?;
     if direction != Direction::Read || !channel.claim(Direction::Read, None) {
         return Err(Status::already_exists("the read end is already connected"));
@@ -157,25 +183,10 @@ pub fn serve_read(
             channel,
             table: channels.table.clone(),
         };
-        loop {
-            // A reader's node that drops the stream is noticed at once, not at the next frame.
-            let popped = tokio::select! {
-                popped = outlet.next() => popped,
-                _ = tx.closed() => break,
-            };
-            let frame = match popped {
-                Popped::Item(item) => {
-                    let len = item.len();
-                    channels.metrics.relayed(Hop::CrossNode, len);
-                    frame_of(item)
-                }
-                Popped::End(end) => {
-                    let _ = tx.send(Ok(end_frame(end))).await;
-                    break;
-                }
-            };
-            if tx.send(Ok(frame)).await.is_err() {
-                break;
+        tokio::select! {
+            _ = relay_reads(&channels, &mut outlet, &tx) => {}
+            quiet = beat::until_quiet(&mut requests) => {
+                debug!(?quiet, "the reader's node left or fell silent");
             }
         }
         outlet.finish();
@@ -183,7 +194,44 @@ pub fn serve_read(
     Ok(Box::pin(crate::rpc::receiver_stream(rx)))
 }
 
-/// Opens the write stream of a socket on this node to the channel's home node.
+/// Sends the channel's frames to a remote reader's node, with a beat whenever the channel
+/// is quiet, until the end marker is sent or that node stops listening.
+async fn relay_reads(
+    channels: &Channels,
+    outlet: &mut Outlet,
+    tx: &mpsc::Sender<Result<pb::ChannelFrame, Status>>,
+) {
+    let mut beats = beat::ticker();
+    loop {
+        let popped = tokio::select! {
+            popped = outlet.next() => popped,
+            _ = beats.tick() => {
+                // A full queue needs no beat: the reader's node has frames to hear.
+                let _ = tx.try_send(Ok(beat::beat()));
+                continue;
+            }
+            // A reader's node that drops the stream is noticed at once, not at the next frame.
+            _ = tx.closed() => return,
+        };
+        let frame = match popped {
+            Popped::Item(item) => {
+                channels.metrics.relayed(Hop::CrossNode, item.len());
+                frame_of(item)
+            }
+            Popped::End(end) => {
+                let _ = tx.send(Ok(end_frame(end))).await;
+                return;
+            }
+        };
+        if tx.send(Ok(frame)).await.is_err() {
+            return;
+        }
+        beats.reset();
+    }
+}
+
+/// Opens the write stream of a socket on this node to the channel's home node, beating on
+/// it; the inlet is gone when the home node ends the stream, refuses it or falls silent.
 pub fn open_writer(
     me: NodeId,
     peers: &PeerClients,
@@ -193,11 +241,9 @@ pub fn open_writer(
 ) -> Inlet {
     let (tx, rx) = mpsc::channel(HOP_FRAMES);
     let gone = CancellationToken::new();
-    let first = pb::ChannelFrame {
-        kind: Some(Kind::Open(open_message(end))),
-    };
     // The queue is empty and holds HOP_FRAMES (>= 1): the first frame always fits.
-    let _ = tx.try_send(first);
+    let _ = tx.try_send(open_frame(end));
+    tokio::spawn(beat::beat_into(tx.downgrade(), beat::beat));
     let client = peers.cluster(addr);
     let done = gone.clone();
     let taken = Arc::new(AtomicBool::new(false));
@@ -205,15 +251,22 @@ pub fn open_writer(
     let addr = addr.to_string();
     tokio::spawn(async move {
         let result = match client {
-            Ok(mut client) => match client.channel_write(crate::rpc::receiver_stream(rx)).await {
-                Ok(_) => Ok(()),
-                Err(status) => {
-                    if status.code() == tonic::Code::AlreadyExists {
-                        refused.store(true, Ordering::Relaxed);
+            Ok(mut client) => {
+                let call = client.channel_write(crate::rpc::receiver_stream(rx));
+                match tokio::time::timeout(ANSWER_WITHIN, call).await {
+                    Ok(Ok(answer)) => match beat::until_quiet(&mut answer.into_inner()).await {
+                        Heard::Silent => Err("the home node fell silent".to_string()),
+                        _ => Ok(()),
+                    },
+                    Ok(Err(status)) => {
+                        if status.code() == tonic::Code::AlreadyExists {
+                            refused.store(true, Ordering::Relaxed);
+                        }
+                        Err(status.to_string())
                     }
-                    Err(status.to_string())
+                    Err(_) => Err("the home node did not answer".to_string()),
                 }
-            },
+            }
             Err(err) => Err(err.to_string()),
         };
         if let Err(error) = result {
@@ -229,10 +282,24 @@ pub fn open_writer(
     }
 }
 
-/// Opens the read stream of a socket on this node from the channel's home node; `None`
-/// when the home node refuses it (the end is taken) or cannot be reached.
+/// Opens the read stream of a socket on this node from the channel's home node, beating on
+/// it; `None` when the home node refuses it (the end is taken) or cannot be reached.
 pub async fn open_reader(peers: &PeerClients, addr: &str, end: &EndRequest) -> Option<Outlet> {
     let mut client = peers.cluster(addr).ok()?;
-    let stream = client.channel_read(open_message(end)).await.ok()?;
-    Some(Outlet::Remote(Box::new(stream.into_inner())))
+    let (to_home, rx) = mpsc::channel(1);
+    let _ = to_home.try_send(open_frame(end));
+    tokio::spawn(beat::beat_into(to_home.downgrade(), beat::beat));
+    let call = client.channel_read(crate::rpc::receiver_stream(rx));
+    let stream = tokio::time::timeout(ANSWER_WITHIN, call).await.ok()?.ok()?;
+    Some(Outlet::Remote {
+        frames: Box::new(stream.into_inner()),
+        _to_home: to_home,
+    })
+}
+
+/// The first frame of a stream to the home node: which end it is.
+fn open_frame(end: &EndRequest) -> pb::ChannelFrame {
+    pb::ChannelFrame {
+        kind: Some(Kind::Open(open_message(end))),
+    }
 }

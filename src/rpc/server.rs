@@ -295,35 +295,34 @@ impl Cluster for ClusterService {
         Ok(Response::new(reply))
     }
 
+    type ChannelWriteStream = channels::remote::FrameStream;
+
     async fn channel_write(
         &self,
         request: Request<Streaming<pb::ChannelFrame>>,
-    ) -> Result<Response<pb::ChannelWriteReply>, Status> {
+    ) -> Result<Response<Self::ChannelWriteStream>, Status> {
         self.authorize(&request, Access::Member)?;
         let node = &self.node;
-        let reply = channels::remote::serve_write(
+        let answer = channels::remote::serve_write(
             node.channels.clone(),
             node.budget.clone(),
             node.is_draining(),
             request,
         );
-        Ok(Response::new(reply.await?))
+        Ok(Response::new(answer.await?))
     }
 
-    type ChannelReadStream = channels::remote::ReadStream;
+    type ChannelReadStream = channels::remote::FrameStream;
 
     async fn channel_read(
         &self,
-        request: Request<pb::ChannelOpen>,
+        request: Request<Streaming<pb::ChannelFrame>>,
     ) -> Result<Response<Self::ChannelReadStream>, Status> {
         self.authorize(&request, Access::Member)?;
         let node = &self.node;
-        let stream = channels::remote::serve_read(
-            node.channels.clone(),
-            node.is_draining(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(stream))
+        let stream =
+            channels::remote::serve_read(node.channels.clone(), node.is_draining(), request);
+        Ok(Response::new(stream.await?))
     }
 }
 

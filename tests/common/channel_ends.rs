@@ -445,3 +445,16 @@ pub async fn new_channel(creator: &iii_sdk::IIIClient) -> iii_sdk::channel::Chan
         .await
         .expect("engine::channels::create")
 }
+
+/// A metric's value in `node`'s exposition, from the line starting `line_start` (0 when
+/// absent).
+pub async fn metric(node: &super::Node, line_start: &str) -> f64 {
+    let (_, body) = super::http::get(&node.http, "/metrics")
+        .await
+        .expect("scrape");
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}

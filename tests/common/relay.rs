@@ -5,8 +5,10 @@
 //! on, so a relay knows which node each connection comes from. Cutting a node off drops, in
 //! every relay, the connections it makes and the ones made to it: both directions of the
 //! partition, with open connections closed at once and new ones closed on accept.
+//! Silencing a node instead keeps every connection open but carries nothing, with no reset
+//! and no FIN: a dead link, noticed only by timeouts and heartbeats.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -14,16 +16,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The set of node IPs currently cut off, shared by every relay of a test.
+/// What a partition does to a node's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Closed at once; new ones closed on accept.
+    Cut,
+    /// Held open, carrying nothing.
+    Silence,
+}
+
+/// The node IPs currently partitioned and how, shared by every relay of a test.
 #[derive(Clone)]
 pub struct Faults {
-    cut: Arc<watch::Sender<HashSet<IpAddr>>>,
+    cut: Arc<watch::Sender<HashMap<IpAddr, Fault>>>,
 }
 
 impl Default for Faults {
     fn default() -> Self {
         Self {
-            cut: Arc::new(watch::Sender::new(HashSet::new())),
+            cut: Arc::new(watch::Sender::new(HashMap::new())),
         }
     }
 }
@@ -32,7 +43,15 @@ impl Faults {
     /// Cuts the node listening on `ip` off from every other node.
     pub fn cut(&self, ip: IpAddr) {
         self.cut.send_modify(|cut| {
-            cut.insert(ip);
+            cut.insert(ip, Fault::Cut);
+        });
+    }
+
+    /// Silences the node listening on `ip`: its connections to and from every other node
+    /// stay open but carry nothing, in either direction (no reset, no FIN).
+    pub fn silence(&self, ip: IpAddr) {
+        self.cut.send_modify(|cut| {
+            cut.insert(ip, Fault::Silence);
         });
     }
 
@@ -44,9 +63,9 @@ impl Faults {
     }
 }
 
-/// Whether a connection from `source` to the node on `node` crosses a cut.
-fn crosses(cut: &HashSet<IpAddr>, source: IpAddr, node: IpAddr) -> bool {
-    cut.contains(&source) || cut.contains(&node)
+/// The fault a connection from `source` to the node on `node` crosses, if any.
+fn crossed(cut: &HashMap<IpAddr, Fault>, source: IpAddr, node: IpAddr) -> Option<Fault> {
+    cut.get(&source).or_else(|| cut.get(&node)).copied()
 }
 
 /// One relay: accepts on `addr`, forwards to the node on `target`.
@@ -69,9 +88,22 @@ impl Relay {
             while let Ok((inbound, source)) = listener.accept().await {
                 seen.lock().unwrap().insert(source.ip());
                 let mut cut = faults.cut.subscribe();
-                if crosses(&cut.borrow_and_update(), source.ip(), target.ip()) {
-                    drop(inbound);
-                    continue;
+                let (from, to) = (source.ip(), target.ip());
+                let fault = crossed(&cut.borrow_and_update(), from, to);
+                match fault {
+                    Some(Fault::Cut) => {
+                        drop(inbound);
+                        continue;
+                    }
+                    Some(Fault::Silence) => {
+                        // Accepted and held, never forwarded, until the node is healed.
+                        tokio::spawn(async move {
+                            let _held = inbound;
+                            let _ = cut.wait_for(|cut| crossed(cut, from, to).is_none()).await;
+                        });
+                        continue;
+                    }
+                    None => {}
                 }
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
@@ -80,10 +112,17 @@ impl Relay {
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
                     let (mut inbound, mut outbound) = (inbound, outbound);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.wait_for(|cut| crosses(cut, source.ip(), target.ip())) => {}
+                    let fault = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => None,
+                        cut = cut.wait_for(|cut| crossed(cut, from, to).is_some()) => {
+                            cut.ok().and_then(|cut| crossed(&cut, from, to))
+                        }
+                    };
+                    if fault == Some(Fault::Silence) {
+                        // Both sockets stay open and carry nothing until the node is healed.
+                        let _ = cut.wait_for(|cut| crossed(cut, from, to).is_none()).await;
                     }
+                    drop((inbound, outbound));
                 });
             }
         });
@@ -103,5 +142,66 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A cluster whose nodes reach each other only through relays: node `i` listens for peers
+/// on `127.0.0.{nodes_from + i}` and advertises a relay on `127.0.0.{relays_from + i}`.
+/// Worker and HTTP ports are reached directly, so a test still talks to a partitioned node.
+pub struct RelayedCluster {
+    pub cluster: super::Cluster,
+    pub faults: Faults,
+    /// Node `i`'s cluster IP, the one [`Faults`] partitions.
+    pub ips: Vec<IpAddr>,
+    pub relays: Vec<Relay>,
+}
+
+impl RelayedCluster {
+    /// Starts `n` nodes with extra `args` (node 1 first, the others joining through its
+    /// relay) and waits until every node sees all `n` as voters.
+    pub async fn start(n: u8, nodes_from: u8, relays_from: u8, args: &[&str]) -> RelayedCluster {
+        let faults = Faults::default();
+        let mut cluster = super::Cluster::empty();
+        let mut ips = Vec::new();
+        let mut relays: Vec<Relay> = Vec::new();
+        for i in 0..n {
+            let ip: IpAddr = [127, 0, 0, nodes_from + i].into();
+            // The port is chosen before the node starts, so the relay (which the node
+            // advertises) forwards to it from the first connection on.
+            let target = SocketAddr::new(ip, super::free_port_on(ip));
+            let relay = Relay::start([127, 0, 0, relays_from + i].into(), target, &faults).await;
+            let mut node_args = vec!["--advertise".to_string(), relay.addr.to_string()];
+            if let Some(seed) = relays.first() {
+                node_args.extend(["--join".to_string(), seed.addr.to_string()]);
+            }
+            node_args.extend(args.iter().map(|a| a.to_string()));
+            let options = super::NodeOptions {
+                cluster_listen: Some(target.to_string()),
+                args: node_args,
+                ..super::NodeOptions::default()
+            };
+            tokio::task::block_in_place(|| cluster.spawn_node(options));
+            ips.push(ip);
+            relays.push(relay);
+        }
+        let expected: Vec<u64> = (1..=u64::from(n)).collect();
+        tokio::task::block_in_place(|| {
+            cluster.wait_until("every node sees all members as voters", |c| {
+                c.live().iter().all(|i| {
+                    c.status(*i).is_some_and(|s| {
+                        let members = super::members(&s);
+                        s["leader_id"].as_u64().is_some()
+                            && members.iter().map(|m| m.0).collect::<Vec<_>>() == expected
+                            && members.iter().all(|m| m.1 != "learner")
+                    })
+                })
+            })
+        });
+        RelayedCluster {
+            cluster,
+            faults,
+            ips,
+            relays,
+        }
     }
 }
