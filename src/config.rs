@@ -182,6 +182,14 @@ pub struct ServeArgs {
     /// it [default: 100000].
     #[arg(long, env = "QUORUM_MAX_CHANNELS")]
     pub max_channels: Option<usize>,
+    /// Data channels one worker connection may have created and not yet finished;
+    /// `engine::channels::create` fails for it beyond this [default: 10000].
+    #[arg(long, env = "QUORUM_MAX_CHANNELS_PER_CONNECTION")]
+    pub max_channels_per_connection: Option<usize>,
+    /// A channel reader to which nothing could be sent for this long (it does not read) is
+    /// closed with 1008 and its channel torn down [default: 60].
+    #[arg(long, env = "QUORUM_CHANNEL_READER_STALL_SECS")]
+    pub channel_reader_stall_secs: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -237,6 +245,8 @@ struct FileConfig {
     channel_buffer_bytes: Option<ByteSize>,
     channel_unconnected_timeout_secs: Option<u64>,
     max_channels: Option<usize>,
+    max_channels_per_connection: Option<usize>,
+    channel_reader_stall_secs: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -303,6 +313,10 @@ pub struct Config {
     pub channel_unconnected_timeout: Duration,
     /// Channels living on this node at once.
     pub max_channels: usize,
+    /// Channels one connection may have created and not yet finished.
+    pub max_channels_per_connection: usize,
+    /// How long a send to a channel reader may make no progress.
+    pub channel_reader_stall: Duration,
 }
 
 /// When the Raft log is compacted into a snapshot: whichever trigger fires first. The log on
@@ -561,6 +575,15 @@ impl Config {
                     .unwrap_or(300),
             ),
             max_channels: args.max_channels.or(file.max_channels).unwrap_or(100_000),
+            max_channels_per_connection: args
+                .max_channels_per_connection
+                .or(file.max_channels_per_connection)
+                .unwrap_or(10_000),
+            channel_reader_stall: Duration::from_secs(
+                args.channel_reader_stall_secs
+                    .or(file.channel_reader_stall_secs)
+                    .unwrap_or(60),
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -633,6 +656,14 @@ impl Config {
                 self.channel_unconnected_timeout.is_zero(),
             ),
             ("max_channels", self.max_channels == 0),
+            (
+                "max_channels_per_connection",
+                self.max_channels_per_connection == 0,
+            ),
+            (
+                "channel_reader_stall_secs",
+                self.channel_reader_stall.is_zero(),
+            ),
         ];
         if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero { field });
@@ -646,6 +677,8 @@ impl Config {
             buffer_bytes: self.channel_buffer_bytes,
             unconnected_timeout: self.channel_unconnected_timeout,
             max_channels: self.max_channels,
+            max_per_connection: self.max_channels_per_connection,
+            reader_stall: self.channel_reader_stall,
         }
     }
 

@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::channel_ends::metric;
 use common::footprint::{rss_bytes, MIB};
-use common::{call, eventually, http, unique_name, worker, Cluster, Node, NodeOptions};
+use common::{call, eventually, unique_name, worker, Cluster, Node, NodeOptions};
 use futures_util::{SinkExt, StreamExt};
 use iii_sdk::channel::{ChannelReader, ChannelWriter, StreamChannelRef};
 use iii_sdk::helpers::create_channel;
@@ -70,16 +71,6 @@ async fn read_to_close(socket: &mut Socket, deadline: Duration) -> (Vec<Message>
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
-}
-
-/// A metric's value in the node's exposition (0 when absent).
-async fn metric(node: &Node, line_start: &str) -> f64 {
-    let (_, body) = http::get(&node.http, "/metrics").await.expect("scrape");
-    body.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,4 +479,111 @@ async fn channel_sockets_pass_the_worker_token_check_like_workers() {
     let (frames, code) = read_to_close(&mut reader, Duration::from_secs(5)).await;
     assert_eq!(frames, vec![Message::Text("hi".into())]);
     assert_eq!(code, Some(1000));
+}
+
+/// `--max-channels-per-connection`: a connection at its share gets a clear error from
+/// `engine::channels::create` while another connection still creates; the channels of a
+/// connection that closed stay usable (they were handed on) and still count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_at_its_channel_share_is_refused_and_others_still_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_in(
+        dir.path(),
+        NodeOptions {
+            args: vec!["--max-channels-per-connection".into(), "3".into()],
+            ..Default::default()
+        },
+    );
+    let greedy = worker(&node.url, &unique_name("greedy"), None).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            call(&greedy, "engine::channels::create", json!({}))
+                .await
+                .expect("within the share"),
+        );
+    }
+    let refused = call(&greedy, "engine::channels::create", json!({}))
+        .await
+        .expect_err("a fourth channel for the same connection");
+    let message = refused.to_string();
+    println!("the fourth create answered: {message}");
+    assert!(
+        message.contains("connection holds its maximum of 3"),
+        "the error says why: {message}"
+    );
+    let other = worker(&node.url, &unique_name("modest"), None).await;
+    call(&other, "engine::channels::create", json!({}))
+        .await
+        .expect("another connection still creates");
+
+    // The greedy connection leaves: its channels were handed on, so they stay usable.
+    greedy.shutdown_async().await;
+    let handed: StreamChannelRef =
+        serde_json::from_value(held[0]["reader"].clone()).expect("reader ref");
+    let reader = common::channel_ends::RawEnd::connect_kept(
+        &node.url,
+        &handed,
+        "read",
+        Duration::from_millis(300),
+    )
+    .await
+    .expect("a channel outlives the connection that created it");
+    assert_eq!(
+        metric(&node, "quorum_channels_open ").await,
+        4.0,
+        "the greedy connection's three channels still count, and the other's one"
+    );
+    drop(reader);
+    other.shutdown_async().await;
+}
+
+/// `--channel-reader-stall-secs`: a reader that stays connected but never reads is cut off
+/// once a send to it makes no progress for the limit, and the channel is torn down, so the
+/// writer (held back by the full channel) gets 1011 instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_is_cut_off_and_the_writer_told() {
+    use common::channel_ends::{new_channel, Pump, RawEnd, Summary};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_in(
+        dir.path(),
+        NodeOptions {
+            args: vec!["--channel-reader-stall-secs".into(), "1".into()],
+            ..Default::default()
+        },
+    );
+    let creator = worker(&node.url, &unique_name("creator"), None).await;
+    let channel = new_channel(&creator).await;
+    // Connected, and never read from until the end of the test.
+    let reader = RawEnd::connect(&node.url, &channel.reader_ref, "read")
+        .await
+        .expect("reader connected");
+    let writer = RawEnd::connect(&node.url, &channel.writer_ref, "write")
+        .await
+        .expect("writer connected");
+    let pump = Pump::start(writer, None, Duration::ZERO);
+    let pumped = pump.finish(Duration::from_secs(30)).await;
+    println!(
+        "writer ended {:?} after {} MiB",
+        pumped.ending,
+        pumped.summary["bytes"].as_u64().unwrap_or(0) / MIB
+    );
+    assert_eq!(
+        pumped.ending,
+        common::channel_ends::Ending::Close(Some(1011)),
+        "the writer hears that nobody reads"
+    );
+    eventually(
+        "the stalled channel is removed",
+        Duration::from_secs(5),
+        || async { (metric(&node, "quorum_channels_open ").await == 0.0).then_some(()) },
+    )
+    .await;
+    // The reader finally reads: what the socket buffers held, then no clean end.
+    let (_, ending, _) = reader
+        .read_to_end(Summary::default(), Duration::from_secs(10))
+        .await;
+    println!("the stalled reader's socket ended {ending:?}");
+    assert!(ending.is_error(), "{ending:?}");
+    creator.shutdown_async().await;
 }

@@ -89,7 +89,11 @@ pub async fn route_call(
         if super::is_local_query(&request.function_id) {
             return run_local_query(node, grant, caller, request, started).await;
         }
-        let result = super::call(&node, &request.function_id, request.data).await;
+        let connection = match &caller {
+            Caller::Worker { worker, .. } => Some(*worker),
+            _ => None,
+        };
+        let result = super::call(&node, connection, &request.function_id, request.data).await;
         let result = grant.filter_builtin(&request.function_id, result);
         node.router
             .answer(caller, &request.function_id, result, started)

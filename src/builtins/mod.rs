@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
 
+use crate::ids::WorkerId;
 use crate::node::Node;
 use crate::protocol::error::EngineError;
 use crate::protocol::{ErrorBody, Payload};
@@ -65,8 +66,14 @@ pub fn local_query(
     result.map(Payload::Value).map_err(|e| e.body())
 }
 
-/// Runs a built-in function for a call routed to it.
-pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<Value, ErrorBody> {
+/// Runs a built-in function for a call routed to it; `connection` is the worker connection
+/// that called, if one did (resources a built-in creates are counted against it).
+pub async fn call(
+    node: &Arc<Node>,
+    connection: Option<WorkerId>,
+    function_id: &str,
+    input: Value,
+) -> Result<Value, ErrorBody> {
     if is_local_query(function_id) {
         return local_query(node, function_id, input).map(Payload::into_value);
     }
@@ -83,6 +90,7 @@ pub async fn call(node: &Arc<Node>, function_id: &str, input: Value) -> Result<V
         crate::channels::builtin::CREATE => crate::channels::builtin::create(
             &node.channels,
             node.is_draining(),
+            connection,
             parse(function_id, input)?,
         ),
         other => Err(not_registered(other)),

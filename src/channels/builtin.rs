@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::buffer::Direction;
 use super::table::CreateError;
 use super::Channels;
+use crate::ids::WorkerId;
 use crate::protocol::error::EngineError;
 
 /// The built-in's id.
@@ -19,10 +20,12 @@ pub struct CreateInput {
     buffer_size: Option<i64>,
 }
 
-/// Creates a channel and returns `{writer, reader}`.
+/// Creates a channel and returns `{writer, reader}`. It counts against the share of
+/// `creator`, the connection that called (none for a call from no connection).
 pub fn create(
     channels: &Channels,
     draining: bool,
+    creator: Option<WorkerId>,
     input: CreateInput,
 ) -> Result<Value, EngineError> {
     if draining {
@@ -34,7 +37,7 @@ pub fn create(
     let buffer_size = input.buffer_size.map(|n| usize::try_from(n).unwrap_or(0));
     let channel = channels
         .table
-        .create(buffer_size)
+        .create(creator, buffer_size)
         .map_err(|e| EngineError::ChannelRefused(e.to_string()))?;
     channels
         .metrics

@@ -70,6 +70,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let metrics = node.channels.metrics.clone();
+    let stall = node.channels.table.reader_stall();
     match admitted {
         Admitted::Local { end, channel } => {
             let share = ws.get_ref().share().clone();
@@ -85,7 +86,7 @@ where
                         channel,
                         table: node.channels.table.clone(),
                     };
-                    socket::run_reader(node.id, ws, outlet, metrics).await
+                    socket::run_reader(node.id, ws, outlet, metrics, stall).await
                 }
             }
         }
@@ -95,7 +96,7 @@ where
                 socket::run_writer(node.id, ws, inlet, metrics).await
             }
             Direction::Read => match remote::open_reader(&node.peers, &addr, &end).await {
-                Some(outlet) => socket::run_reader(node.id, ws, outlet, metrics).await,
+                Some(outlet) => socket::run_reader(node.id, ws, outlet, metrics, stall).await,
                 None => socket::refuse(ws).await,
             },
         },

@@ -145,13 +145,28 @@ pub async fn run_writer<S>(
     }
 }
 
+/// How a reader's relay stopped.
+enum ReaderStop {
+    /// The stream ended: the reader gets Close 1000 (clean) or 1011 (broken).
+    Ended(End),
+    /// The reader left, or its socket failed.
+    Left,
+    /// Nothing could be sent to the reader for the stall limit: it does not read.
+    Stalled,
+}
+
+/// The close reason of a reader cut off because it does not read.
+pub const STALLED: &str = "the reader made no progress reading the channel";
+
 /// Relays `outlet` to a reader's socket: every item, then Close 1000 after a clean end or
-/// Close 1011 after a broken one.
+/// Close 1011 after a broken one. A send that makes no progress for `stall` cuts the reader
+/// off with 1008 and finishes the channel, so its writer is told nobody reads.
 pub async fn run_reader<S>(
     node: NodeId,
     ws: ChannelSocket<S>,
     mut outlet: Outlet,
     metrics: Arc<ChannelMetrics>,
+    stall: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -170,11 +185,13 @@ pub async fn run_reader<S>(
                         Item::Text(text) => match Utf8Bytes::try_from(text) {
                             Ok(text) => Message::Text(text),
                             // Only a peer could send this; the stream is broken.
-                            Err(_) => break Some(End::Broken),
+                            Err(_) => break ReaderStop::Ended(End::Broken),
                         },
                     };
-                    if sink.send(message).await.is_err() {
-                        break None;
+                    match tokio::time::timeout(stall, sink.send(message)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break ReaderStop::Left,
+                        Err(_) => break ReaderStop::Stalled,
                     }
                     heard = Instant::now();
                     metrics.relayed(Hop::Local, len);
@@ -183,11 +200,11 @@ pub async fn run_reader<S>(
                     if end == End::Broken {
                         debug!(node, "channel ended broken: the reader gets 1011");
                     }
-                    break Some(end);
+                    break ReaderStop::Ended(end);
                 }
             },
             message = stream.next() => match message {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break ReaderStop::Left,
                 Some(Ok(_)) => {
                     share.settle_inbound();
                     heard = Instant::now();
@@ -195,26 +212,44 @@ pub async fn run_reader<S>(
             },
             _ = ping.tick() => {
                 if heard.elapsed() >= DEAD_AFTER {
-                    break None;
+                    break ReaderStop::Left;
                 }
-                let _ = sink.send(Message::Ping(Default::default())).await;
+                let ping = sink.send(Message::Ping(Default::default()));
+                if tokio::time::timeout(stall, ping).await.is_err() {
+                    break ReaderStop::Stalled;
+                }
             }
         }
     };
     outlet.finish();
-    if let Some(end) = end {
-        let frame = match end {
-            End::Clean => close_frame(CloseCode::Normal, ""),
-            End::Broken => close_frame(CloseCode::Error, "the channel's writer vanished"),
-        };
-        let closing = async {
-            sink.send(Message::Close(Some(frame))).await?;
-            // Wait for the reader's answering Close, so the frame is not lost in a reset.
-            while let Some(Ok(_)) = stream.next().await {}
-            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
-        };
-        let _ = tokio::time::timeout(CLOSE_FLUSH, closing).await;
-    }
+    let frame = match end {
+        ReaderStop::Ended(End::Clean) => close_frame(CloseCode::Normal, ""),
+        ReaderStop::Ended(End::Broken) => {
+            close_frame(CloseCode::Error, "the channel's writer vanished")
+        }
+        ReaderStop::Left => return,
+        ReaderStop::Stalled => {
+            debug!(
+                node,
+                stall_secs = stall.as_secs(),
+                "channel reader cut off: it does not read"
+            );
+            // Its socket is full: the Close gets the flush time, then the socket is dropped.
+            let closing = sink.send(Message::Close(Some(close_frame(
+                CloseCode::Policy,
+                STALLED,
+            ))));
+            let _ = tokio::time::timeout(CLOSE_FLUSH, closing).await;
+            return;
+        }
+    };
+    let closing = async {
+        sink.send(Message::Close(Some(frame))).await?;
+        // Wait for the reader's answering Close, so the frame is not lost in a reset.
+        while let Some(Ok(_)) = stream.next().await {}
+        Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_FLUSH, closing).await;
 }
 
 fn keepalive() -> tokio::time::Interval {
