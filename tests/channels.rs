@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::channel_ends::metric;
+use common::channel_ends::{metric, Noise};
 use common::footprint::{rss_bytes, MIB};
 use common::{call, eventually, unique_name, worker, Cluster, Node, NodeOptions};
 use futures_util::{SinkExt, StreamExt};
@@ -69,10 +69,6 @@ async fn read_to_close(socket: &mut Socket, deadline: Duration) -> (Vec<Message>
     }
 }
 
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 31 % 251) as u8).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_streams_through_a_channel_on_one_node() {
     let node = Node::start();
@@ -81,7 +77,7 @@ async fn rust_sdk_streams_through_a_channel_on_one_node() {
         .await
         .expect("create_channel");
     assert_eq!(channel.writer_ref.channel_id, channel.reader_ref.channel_id);
-    let data = pattern(3 * 1024 * 1024 + 17);
+    let data = Noise::new(12).bytes(3 * 1024 * 1024 + 17);
     let sent = data.clone();
     let writer = channel.writer;
     let writing = tokio::spawn(async move {
@@ -140,7 +136,7 @@ async fn a_writer_may_write_everything_and_close_before_the_reader_connects() {
     let client = worker(&node.url, &unique_name("early"), None).await;
     let channel = create_channel(&client, None).await.expect("create_channel");
     // 20 frames of 64 KiB: within the default 64 messages and 8 MiB.
-    let data = pattern(20 * 64 * 1024);
+    let data = Noise::new(12).bytes(20 * 64 * 1024);
     channel.writer.write(&data).await.expect("write");
     channel.writer.close().await.expect("close");
     let reader = ChannelReader::new(&node.url, &channel.reader_ref);
@@ -158,7 +154,7 @@ async fn creator_writer_and_reader_on_three_different_nodes() {
     let (creator, writer_node, reader_node) = (cluster.node(0), cluster.node(1), cluster.node(2));
     let (w, r) = create(&creator.url, json!({})).await;
     // Rust SDK ends, each on its own node.
-    let data = pattern(2 * 1024 * 1024 + 5);
+    let data = Noise::new(12).bytes(2 * 1024 * 1024 + 5);
     let sent = data.clone();
     let writer = ChannelWriter::new(&writer_node.url, &w);
     let writing = tokio::spawn(async move {

@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::ffi::OsStr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::channel_ends::{
-    assert_same_stream, metric, new_channel, Ending, Pump, RawEnd, Refusal, Summary, MIB,
+    assert_same_stream, metric, new_channel, python_channel_worker, Ending, Pump, RawEnd, Refusal,
+    Summary, MIB,
 };
 use common::relay::RelayedCluster;
-use common::script::{Script, READY_TIMEOUT};
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::prepare_python_env;
 use common::{eventually, unique_name, wait_function, worker, Cluster, NodeOptions};
@@ -180,16 +178,8 @@ async fn a_python_reader_sees_an_error_close_when_the_writers_node_dies() {
     };
     let mut cluster = Cluster::start(3);
     let creator = worker(&cluster.node(0).url, &unique_name("creator"), None).await;
-    let script_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/channels.py");
     let name = unique_name("py-chan");
-    let url = cluster.node(2).url.clone();
-    let env: [(&str, &dyn AsRef<OsStr>); 3] = [
-        ("PYTHONUNBUFFERED", &"1"),
-        ("III_URL", &url),
-        ("PY_WORKER_NAME", &name),
-    ];
-    let mut script = Script::spawn("channels.py", &python, &[&script_path], &env);
-    script.expect("READY", READY_TIMEOUT).await;
+    let mut script = python_channel_worker(&python, &cluster.node(2).url, &name).await;
     wait_function(&creator, "py::chan::consume", true).await;
 
     let channel = new_channel(&creator).await;

@@ -12,11 +12,12 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::channel_ends::{
-    assert_same_stream, binary_plan, interleaved_plan, new_channel, read_all, write_plan, MIB,
+    assert_same_stream, binary_plan, interleaved_plan, new_channel, python_channel_worker,
+    read_all, write_plan, MIB,
 };
 use common::haproxy::{self, Haproxy};
 use common::script::{Script, READY_TIMEOUT};
@@ -69,15 +70,7 @@ impl Sdk {
     async fn start(&self, url: &str) -> Script {
         let name = unique_name(&format!("{}-chan", self.lang));
         let mut script = match self.lang {
-            "python" => {
-                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/channels.py");
-                let env: [(&str, &dyn AsRef<OsStr>); 3] = [
-                    ("PYTHONUNBUFFERED", &"1"),
-                    ("III_URL", &url),
-                    ("PY_WORKER_NAME", &name),
-                ];
-                Script::spawn("channels.py", &self.env, &[&path], &env)
-            }
+            "python" => return python_channel_worker(&self.env, url, &name).await,
             _ => {
                 let path = tests_node_dir().join("channels.mjs");
                 let env: [(&str, &dyn AsRef<OsStr>); 3] = [

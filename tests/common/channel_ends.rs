@@ -458,3 +458,22 @@ pub async fn metric(node: &super::Node, line_start: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Starts `tests/python/channels.py` as worker `name` on the node at `url`, with the Python
+/// at `python`, and waits for its READY line.
+pub async fn python_channel_worker(
+    python: &std::path::Path,
+    url: &str,
+    name: &str,
+) -> super::script::Script {
+    use std::ffi::OsStr;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/channels.py");
+    let env: [(&str, &dyn AsRef<OsStr>); 3] = [
+        ("PYTHONUNBUFFERED", &"1"),
+        ("III_URL", &url),
+        ("PY_WORKER_NAME", &name),
+    ];
+    let mut script = super::script::Script::spawn("channels.py", python, &[&path], &env);
+    script.expect("READY", super::script::READY_TIMEOUT).await;
+    script
+}
