@@ -321,3 +321,50 @@ async fn draining_the_home_node_mid_stream_lets_the_stream_finish_and_refuses_ne
         "the node exited before the stream finished"
     );
 }
+
+/// Two channels living on node 1 whose readers never read hold their writers' streams from
+/// node 2 unread. A third channel between the same nodes still streams to its end: each
+/// remote end has a connection of its own, so one stream's backpressure (HTTP/2 flow control
+/// is per connection too) never stalls another, nor starves its heartbeats into a false
+/// "home fell silent".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_channel_streams_on_while_others_between_the_same_nodes_are_held_back() {
+    let cluster = Cluster::start(3);
+    let creator = worker(&cluster.node(0).url, &unique_name("creator"), None).await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let channel = new_channel(&creator).await;
+        let reader = open(&cluster.node(0).url, &channel.reader_ref, "read").await;
+        let writer = open(&cluster.node(1).url, &channel.writer_ref, "write").await;
+        stalled.push((reader, Pump::start(writer, None, Duration::ZERO)));
+    }
+    for (_, pump) in &stalled {
+        eventually(
+            "a writer whose reader never reads is held back",
+            Duration::from_secs(30),
+            || async {
+                let before = pump.sent_bytes();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                (before > 4 * MIB && pump.sent_bytes() == before).then_some(())
+            },
+        )
+        .await;
+    }
+
+    let channel = new_channel(&creator).await;
+    let reader = open(&cluster.node(2).url, &channel.reader_ref, "read").await;
+    let writer = open(&cluster.node(1).url, &channel.writer_ref, "write").await;
+    let frames = 16 * MIB / common::channel_ends::FRAME as u64;
+    let pump = Pump::start(writer, Some(frames), Duration::ZERO);
+    let (read, ending, _) = reader
+        .read_to_end(Summary::default(), Duration::from_secs(20))
+        .await;
+    let pumped = pump.finish(Duration::from_secs(20)).await;
+    assert_eq!(
+        ending,
+        Ending::Close(Some(1000)),
+        "the third stream ended cleanly"
+    );
+    assert_same_stream("the stream beside two held back", &pumped.summary, &read);
+    drop(stalled);
+}

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel as Connection;
 
 use super::beat::{self, Heard};
 use super::buffer::{Channel, End, Item, Popped, PushError};
@@ -15,6 +16,7 @@ use super::metrics::{ChannelMetrics, Hop};
 use super::table::Table;
 use crate::rpc::pb;
 use crate::rpc::pb::channel_frame::Kind;
+use crate::rpc::pb::cluster_client::ClusterClient;
 
 /// Where a writer's frames go.
 pub enum Inlet {
@@ -96,6 +98,8 @@ pub enum Outlet {
         frames: Box<tonic::Streaming<pb::ChannelFrame>>,
         /// The stream of beats to the home node; dropping it ends the call.
         _to_home: mpsc::Sender<pb::ChannelFrame>,
+        /// The stream's own connection, held as long as the stream.
+        _connection: ClusterClient<Connection>,
     },
 }
 

@@ -3,7 +3,8 @@
 //! from the node that holds the socket.
 //!
 //! Why: behind a load balancer the two ends of a channel land on any node. Each remote end
-//! is one gRPC stream to the home node (never a call per frame), with an explicit end
+//! is one gRPC stream to the home node (never a call per frame), on a connection of its own
+//! (so its backpressure never stalls another stream), with an explicit end
 //! marker so that a broken stream is never taken for a clean end. Backpressure crosses
 //! nodes through HTTP/2 flow control; every hop holds at most [`HOP_FRAMES`] frames. Both
 //! sides of every stream beat ([`super::beat`]), so a node cut off silently is noticed in
@@ -244,7 +245,7 @@ pub fn open_writer(
     // The queue is empty and holds HOP_FRAMES (>= 1): the first frame always fits.
     let _ = tx.try_send(open_frame(end));
     tokio::spawn(beat::beat_into(tx.downgrade(), beat::beat));
-    let client = peers.cluster(addr);
+    let client = peers.dedicated(addr);
     let done = gone.clone();
     let taken = Arc::new(AtomicBool::new(false));
     let refused = taken.clone();
@@ -285,7 +286,7 @@ pub fn open_writer(
 /// Opens the read stream of a socket on this node from the channel's home node, beating on
 /// it; `None` when the home node refuses it (the end is taken) or cannot be reached.
 pub async fn open_reader(peers: &PeerClients, addr: &str, end: &EndRequest) -> Option<Outlet> {
-    let mut client = peers.cluster(addr).ok()?;
+    let mut client = peers.dedicated(addr).ok()?;
     let (to_home, rx) = mpsc::channel(1);
     let _ = to_home.try_send(open_frame(end));
     tokio::spawn(beat::beat_into(to_home.downgrade(), beat::beat));
@@ -294,6 +295,7 @@ pub async fn open_reader(peers: &PeerClients, addr: &str, end: &EndRequest) -> O
     Some(Outlet::Remote {
         frames: Box::new(stream.into_inner()),
         _to_home: to_home,
+        _connection: client,
     })
 }
 

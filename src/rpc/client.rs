@@ -1,5 +1,6 @@
 //! The pool of gRPC channels to peers: one lazily connected channel per cluster address,
-//! shared by Raft, forwarding, membership and the invocation streams.
+//! shared by Raft, forwarding, membership and the invocation streams; and connections of
+//! their own for the streams of data channels ([`PeerClients::dedicated`]).
 //!
 //! A channel is made on first use and connects when the first call needs it; tonic reconnects it
 //! after a failure, so a restarted peer at the same address is reached again without evicting
@@ -78,24 +79,7 @@ impl PeerClients {
         if let Some(channel) = self.lock().get(addr) {
             return Ok(channel.clone());
         }
-        let bad_address = |source| RpcError::BadAddress {
-            addr: addr.to_string(),
-            source,
-        };
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut endpoint =
-            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(bad_address)?;
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(bad_address)?;
-        }
-        let endpoint = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .local_address(self.source_ip(addr));
-        let channel = endpoint.connect_lazy();
+        let channel = self.endpoint(addr)?.connect_lazy();
         // Another task may have raced us; keep whichever got in first so all share one.
         Ok(self
             .lock()
@@ -115,11 +99,47 @@ impl PeerClients {
         peer.ip().is_loopback().then_some(local)
     }
 
+    /// How `addr` is dialled: timeouts, keep-alive, TLS and the source IP.
+    fn endpoint(&self, addr: &str) -> Result<Endpoint, RpcError> {
+        let bad_address = |source| RpcError::BadAddress {
+            addr: addr.to_string(),
+            source,
+        };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(bad_address)?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(bad_address)?;
+        }
+        Ok(endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .local_address(self.source_ip(addr)))
+    }
+
     /// A `Cluster` service client for `addr`, accepting messages up to [`MAX_MESSAGE_BYTES`].
     pub fn cluster(&self, addr: &str) -> Result<ClusterClient<Channel>, RpcError> {
-        Ok(ClusterClient::new(self.channel(addr)?)
+        Ok(Self::limits(ClusterClient::new(self.channel(addr)?)))
+    }
+
+    /// A `Cluster` client on a connection of its own to `addr`, for one long stream whose
+    /// backpressure must not hold back any other stream: a data channel's end. HTTP/2 flow
+    /// control is per connection as well as per stream, so a stream left unread (a slow
+    /// reader, a full channel) on a shared connection would stall every stream on it. The
+    /// connection closes when the client and its calls are dropped.
+    pub fn dedicated(&self, addr: &str) -> Result<ClusterClient<Channel>, RpcError> {
+        Ok(Self::limits(ClusterClient::new(
+            self.endpoint(addr)?.connect_lazy(),
+        )))
+    }
+
+    fn limits(client: ClusterClient<Channel>) -> ClusterClient<Channel> {
+        client
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Runs one unary call to `addr` with a deadline, turning every failure into an
