@@ -29,6 +29,11 @@ pub fn beat() -> pb::ChannelFrame {
     }
 }
 
+/// Whether `frame` is a beat.
+pub fn is_beat(frame: &pb::ChannelFrame) -> bool {
+    matches!(frame.kind, Some(Kind::Beat(_)))
+}
+
 /// What listening to a peer's channel stream gave.
 #[derive(Debug)]
 pub enum Heard {
@@ -48,9 +53,7 @@ where
     loop {
         match tokio::time::timeout(SILENT_AFTER, stream.next()).await {
             Err(_) => return Heard::Silent,
-            Ok(Some(Ok(pb::ChannelFrame {
-                kind: Some(Kind::Beat(_)),
-            }))) => continue,
+            Ok(Some(Ok(frame))) if is_beat(&frame) => continue,
             Ok(Some(Ok(frame))) => return Heard::Frame(frame),
             Ok(Some(Err(_)) | None) => return Heard::Ended,
         }

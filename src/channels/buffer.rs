@@ -14,14 +14,18 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
 use super::id::{AccessKey, ChannelId};
 use crate::budget::Share;
 
-/// One relayed frame; its kind and boundaries survive the trip.
+/// One relayed frame; its kind and boundaries survive the trip. A text frame keeps the
+/// proof that it is UTF-8 (checked once, where it entered the node), so it is never checked
+/// again on its way out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
     /// A text frame (an SDK "message").
-    Text(Bytes),
+    Text(Utf8Bytes),
     /// A binary frame (a data chunk).
     Binary(Bytes),
 }
@@ -30,7 +34,8 @@ impl Item {
     /// The payload's size in bytes.
     pub fn len(&self) -> usize {
         match self {
-            Item::Text(b) | Item::Binary(b) => b.len(),
+            Item::Text(text) => text.len(),
+            Item::Binary(data) => data.len(),
         }
     }
 
@@ -236,27 +241,30 @@ impl Channel {
     /// The next item, waiting for one; then the end once the writer finished.
     pub async fn pop(&self) -> Popped {
         loop {
-            {
-                let mut state = self.lock();
-                if let Some(item) = state.items.pop_front() {
-                    let len = item.len() as u64;
-                    state.bytes -= len;
-                    if let Some(share) = &state.charged_to {
-                        share.release(len);
-                    }
-                    drop(state);
-                    self.space.notify_one();
-                    return Popped::Item(item);
-                }
-                if state.abandoned {
-                    return Popped::End(End::Broken);
-                }
-                if let Some(end) = state.end {
-                    return Popped::End(end);
-                }
+            if let Some(popped) = self.try_pop() {
+                return popped;
             }
             self.data.notified().await;
         }
+    }
+
+    /// The next item or the end if there is one now; `None` when the reader would wait.
+    pub fn try_pop(&self) -> Option<Popped> {
+        let mut state = self.lock();
+        if let Some(item) = state.items.pop_front() {
+            let len = item.len() as u64;
+            state.bytes -= len;
+            if let Some(share) = &state.charged_to {
+                share.release(len);
+            }
+            drop(state);
+            self.space.notify_one();
+            return Some(Popped::Item(item));
+        }
+        if state.abandoned {
+            return Some(Popped::End(End::Broken));
+        }
+        state.end.map(Popped::End)
     }
 
     /// The reader is gone (it finished, or left early): the writer can push no more.
@@ -327,12 +335,14 @@ mod tests {
     #[tokio::test]
     async fn items_come_out_in_order_then_the_end() {
         let ch = channel(8, 1 << 20);
-        ch.push(Item::Text(Bytes::from_static(b"a"))).await.unwrap();
+        ch.push(Item::Text(Utf8Bytes::from_static("a")))
+            .await
+            .unwrap();
         ch.push(binary(3)).await.unwrap();
         ch.finish_writer(End::Clean);
         assert_eq!(
             ch.pop().await,
-            Popped::Item(Item::Text(Bytes::from_static(b"a")))
+            Popped::Item(Item::Text(Utf8Bytes::from_static("a")))
         );
         assert_eq!(ch.pop().await, Popped::Item(binary(3)));
         assert_eq!(ch.pop().await, Popped::End(End::Clean));

@@ -4,13 +4,15 @@
 //! Why: the WebSocket relay ([`super::socket`]) is the same for both; only this seam knows
 //! whether the channel is local or reached over a gRPC stream to its home node.
 
+use futures_util::{FutureExt, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel as Connection;
 
-use super::beat::{self, Heard};
+use super::beat::{self, is_beat, Heard};
 use super::buffer::{Channel, End, Item, Popped, PushError};
 use super::metrics::{ChannelMetrics, Hop};
 use super::table::Table;
@@ -116,6 +118,21 @@ impl Outlet {
         }
     }
 
+    /// The next frame or the end if one is here now; `None` when the reader would wait.
+    /// Lets a reader take every frame that is ready and write them with one flush.
+    pub fn try_next(&mut self) -> Option<Popped> {
+        match self {
+            Outlet::Local { channel, .. } => channel.try_pop(),
+            Outlet::Remote { frames, .. } => loop {
+                match frames.next().now_or_never()? {
+                    Some(Ok(frame)) if is_beat(&frame) => continue,
+                    Some(Ok(frame)) => return Some(popped_of(frame)),
+                    Some(Err(_)) | None => return Some(Popped::End(End::Broken)),
+                }
+            },
+        }
+    }
+
     /// The reader is done (it got the end, or it left): the channel is removed at once.
     pub fn finish(self) {
         match self {
@@ -132,7 +149,7 @@ impl Outlet {
 /// The gRPC frame carrying `item`.
 pub fn frame_of(item: Item) -> pb::ChannelFrame {
     let kind = match item {
-        Item::Text(bytes) => Kind::Text(bytes),
+        Item::Text(text) => Kind::Text(text.into()),
         Item::Binary(bytes) => Kind::Binary(bytes),
     };
     pb::ChannelFrame { kind: Some(kind) }
@@ -147,10 +164,14 @@ pub fn end_frame(end: End) -> pb::ChannelFrame {
     }
 }
 
-/// What a received gRPC frame means for a reader; anything unexpected is a broken end.
+/// What a received gRPC frame means for a reader; anything unexpected (text that is not
+/// UTF-8 included: only a broken peer sends it) is a broken end.
 pub fn popped_of(frame: pb::ChannelFrame) -> Popped {
     match frame.kind {
-        Some(Kind::Text(text)) => Popped::Item(Item::Text(text)),
+        Some(Kind::Text(text)) => match Utf8Bytes::try_from(text) {
+            Ok(text) => Popped::Item(Item::Text(text)),
+            Err(_) => Popped::End(End::Broken),
+        },
         Some(Kind::Binary(data)) => Popped::Item(Item::Binary(data)),
         Some(Kind::End(end)) if end.clean => Popped::End(End::Clean),
         _ => Popped::End(End::Broken),

@@ -28,11 +28,16 @@ pub struct ChannelMetrics {
 impl ChannelMetrics {
     /// Counts one frame of `len` bytes delivered to a reader socket or a peer.
     pub fn relayed(&self, hop: Hop, len: usize) {
+        self.relayed_batch(hop, 1, len);
+    }
+
+    /// Counts `count` frames of `len` bytes in all delivered at once.
+    pub fn relayed_batch(&self, hop: Hop, count: usize, len: usize) {
         let (frames, bytes) = match hop {
             Hop::Local => (&self.frames_local, &self.bytes_local),
             Hop::CrossNode => (&self.frames_cross, &self.bytes_cross),
         };
-        frames.fetch_add(1, Ordering::Relaxed);
+        frames.fetch_add(count as u64, Ordering::Relaxed);
         bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 

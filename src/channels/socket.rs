@@ -31,6 +31,9 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// could be delivered for this long is dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(90);
 
+/// At most this many frames that are ready go to a reader with one flush.
+const BATCH_FRAMES: usize = 16;
+
 /// How long a closing socket gets to flush its Close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -85,7 +88,7 @@ pub async fn run_writer<S>(
         tokio::select! {
             message = stream.next() => {
                 let item = match message {
-                    Some(Ok(Message::Text(text))) => Item::Text(text.into()),
+                    Some(Ok(Message::Text(text))) => Item::Text(text),
                     Some(Ok(Message::Binary(data))) => Item::Binary(data),
                     Some(Ok(Message::Close(_))) => break Some(End::Clean),
                     Some(Ok(_)) => {
@@ -179,22 +182,37 @@ pub async fn run_reader<S>(
         tokio::select! {
             popped = outlet.next() => match popped {
                 Popped::Item(item) => {
-                    let len = item.len();
-                    let message = match item {
-                        Item::Binary(data) => Message::Binary(data),
-                        Item::Text(text) => match Utf8Bytes::try_from(text) {
-                            Ok(text) => Message::Text(text),
-                            // Only a peer could send this; the stream is broken.
-                            Err(_) => break ReaderStop::Ended(End::Broken),
-                        },
+                    // Every other frame that is ready goes out with this one, in one flush.
+                    let mut batch = vec![item];
+                    let mut ended = None;
+                    while batch.len() < BATCH_FRAMES {
+                        match outlet.try_next() {
+                            Some(Popped::Item(item)) => batch.push(item),
+                            Some(Popped::End(end)) => {
+                                ended = Some(end);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    let frames = batch.len();
+                    let bytes: usize = batch.iter().map(Item::len).sum();
+                    let sending = async {
+                        for item in batch {
+                            sink.feed(message_of(item)).await?;
+                        }
+                        sink.flush().await
                     };
-                    match tokio::time::timeout(stall, sink.send(message)).await {
+                    match tokio::time::timeout(stall, sending).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break ReaderStop::Left,
                         Err(_) => break ReaderStop::Stalled,
                     }
                     heard = Instant::now();
-                    metrics.relayed(Hop::Local, len);
+                    metrics.relayed_batch(Hop::Local, frames, bytes);
+                    if let Some(end) = ended {
+                        break ReaderStop::Ended(end);
+                    }
                 }
                 Popped::End(end) => {
                     if end == End::Broken {
@@ -250,6 +268,14 @@ pub async fn run_reader<S>(
         Ok::<_, tokio_tungstenite::tungstenite::Error>(())
     };
     let _ = tokio::time::timeout(CLOSE_FLUSH, closing).await;
+}
+
+/// The WebSocket frame carrying `item`.
+fn message_of(item: Item) -> Message {
+    match item {
+        Item::Binary(data) => Message::Binary(data),
+        Item::Text(text) => Message::Text(text),
+    }
 }
 
 fn keepalive() -> tokio::time::Interval {
