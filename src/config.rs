@@ -182,6 +182,17 @@ pub struct ServeArgs {
     /// it [default: 100000].
     #[arg(long, env = "QUORUM_MAX_CHANNELS")]
     pub max_channels: Option<usize>,
+    /// Bytes of output kept per managed worker for `quorum worker logs`; older output is
+    /// dropped [default: 1MiB].
+    #[arg(long, env = "QUORUM_MANAGED_LOG_BYTES", value_parser = crate::budget::parse_bytes)]
+    pub managed_log_bytes: Option<u64>,
+    /// A managed worker whose process runs this long without a connection announcing its
+    /// name counts as failed: it is killed and restarted by its policy [default: 60].
+    #[arg(long, env = "QUORUM_MANAGED_READY_TIMEOUT_SECS")]
+    pub managed_ready_timeout_secs: Option<u64>,
+    /// How long a stopped managed worker has between SIGTERM and SIGKILL [default: 10].
+    #[arg(long, env = "QUORUM_MANAGED_STOP_GRACE_SECS")]
+    pub managed_stop_grace_secs: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -237,6 +248,9 @@ struct FileConfig {
     channel_buffer_bytes: Option<ByteSize>,
     channel_unconnected_timeout_secs: Option<u64>,
     max_channels: Option<usize>,
+    managed_log_bytes: Option<ByteSize>,
+    managed_ready_timeout_secs: Option<u64>,
+    managed_stop_grace_secs: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -303,6 +317,12 @@ pub struct Config {
     pub channel_unconnected_timeout: Duration,
     /// Channels living on this node at once.
     pub max_channels: usize,
+    /// Bytes of output kept per managed worker.
+    pub managed_log_bytes: usize,
+    /// How long a managed worker may run without registering before it counts as failed.
+    pub managed_ready_timeout: Duration,
+    /// How long a stopped managed worker has between SIGTERM and SIGKILL.
+    pub managed_stop_grace: Duration,
 }
 
 /// When the Raft log is compacted into a snapshot: whichever trigger fires first. The log on
@@ -561,6 +581,22 @@ impl Config {
                     .unwrap_or(300),
             ),
             max_channels: args.max_channels.or(file.max_channels).unwrap_or(100_000),
+            managed_log_bytes: args
+                .managed_log_bytes
+                .or(file.managed_log_bytes.map(|b| b.0))
+                .unwrap_or(1 << 20)
+                .try_into()
+                .unwrap_or(usize::MAX),
+            managed_ready_timeout: Duration::from_secs(
+                args.managed_ready_timeout_secs
+                    .or(file.managed_ready_timeout_secs)
+                    .unwrap_or(60),
+            ),
+            managed_stop_grace: Duration::from_secs(
+                args.managed_stop_grace_secs
+                    .or(file.managed_stop_grace_secs)
+                    .unwrap_or(10),
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -633,6 +669,11 @@ impl Config {
                 self.channel_unconnected_timeout.is_zero(),
             ),
             ("max_channels", self.max_channels == 0),
+            ("managed_log_bytes", self.managed_log_bytes == 0),
+            (
+                "managed_ready_timeout_secs",
+                self.managed_ready_timeout.is_zero(),
+            ),
         ];
         if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero { field });
