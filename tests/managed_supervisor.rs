@@ -505,6 +505,45 @@ async fn kill_all_kills_every_group_grandchildren_too_and_restarts_nothing() {
     assert!(live_members(again).is_empty());
 }
 
+#[tokio::test]
+async fn orphans_of_a_stopped_worker_are_reaped_when_the_node_adopts_them() {
+    // As PID 1 of a container, the node inherits every orphan. A subreaper inherits them
+    // the same way, without being PID 1 (this affects the whole test process, harmlessly:
+    // the other tests count a zombie as gone).
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes no pointers.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(settings(dir.path())).unwrap();
+    supervisor
+        .ensure(plan(
+            "adopted",
+            dir.path(),
+            "sleep 300 & echo $! > grandchild.pid; echo $$ > leader.pid; wait",
+        ))
+        .unwrap();
+    let leader = read_pid(dir.path().join("leader.pid")).await;
+    read_pid(dir.path().join("grandchild.pid")).await;
+    let members = live_members(leader);
+    assert!(
+        members.len() >= 3,
+        "leader, watcher, grandchild: {members:?}"
+    );
+    assert!(supervisor.stop("adopted").await);
+    eventually(
+        "every process of the group is reaped, not left a zombie",
+        Duration::from_secs(5),
+        || {
+            members
+                .iter()
+                .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        },
+    )
+    .await;
+}
+
 /// Set for the helper process of `children_die_with_their_supervisor`: its temp dir.
 const HOST_DIR: &str = "MANAGED_TEST_SUPERVISOR_HOST_DIR";
 

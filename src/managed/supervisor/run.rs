@@ -16,6 +16,9 @@ use super::backoff::Backoff;
 use super::process::{self, describe_exit, kill_group, Spawner, Started};
 use super::{env, install, ProcessState, SupervisorSettings, Worker};
 
+/// How long orphans of a released group are reaped for (see `process::reap_group`).
+const ORPHAN_REAP_WINDOW: Duration = Duration::from_secs(5);
+
 /// Drives `worker` until it is stopped or its policy ends it; `after` is the previous copy
 /// of the same name, which must be gone before this one starts.
 pub(super) async fn run(
@@ -401,6 +404,13 @@ impl Runner {
         *self.worker.group.lock().unwrap_or_else(|p| p.into_inner()) = None;
         drop(started.lifeline);
         self.worker.update(|s| s.pid = None);
+        let group = started.group;
+        tokio::spawn(async move {
+            let deadline = Instant::now() + ORPHAN_REAP_WINDOW;
+            while !process::reap_group(group) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
     }
 }
 
