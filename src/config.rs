@@ -190,6 +190,17 @@ pub struct ServeArgs {
     /// closed with 1008 and its channel torn down [default: 60].
     #[arg(long, env = "QUORUM_CHANNEL_READER_STALL_SECS")]
     pub channel_reader_stall_secs: Option<u64>,
+    /// Bytes of output kept per managed worker for `quorum worker logs`; older output is
+    /// dropped [default: 1MiB].
+    #[arg(long, env = "QUORUM_MANAGED_LOG_BYTES", value_parser = crate::budget::parse_bytes)]
+    pub managed_log_bytes: Option<u64>,
+    /// A managed worker whose process runs this long without a connection announcing its
+    /// name counts as failed: it is killed and restarted by its policy [default: 60].
+    #[arg(long, env = "QUORUM_MANAGED_READY_TIMEOUT_SECS")]
+    pub managed_ready_timeout_secs: Option<u64>,
+    /// How long a stopped managed worker has between SIGTERM and SIGKILL [default: 10].
+    #[arg(long, env = "QUORUM_MANAGED_STOP_GRACE_SECS")]
+    pub managed_stop_grace_secs: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -247,6 +258,9 @@ struct FileConfig {
     max_channels: Option<usize>,
     max_channels_per_connection: Option<usize>,
     channel_reader_stall_secs: Option<u64>,
+    managed_log_bytes: Option<ByteSize>,
+    managed_ready_timeout_secs: Option<u64>,
+    managed_stop_grace_secs: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -317,6 +331,12 @@ pub struct Config {
     pub max_channels_per_connection: usize,
     /// How long a send to a channel reader may make no progress.
     pub channel_reader_stall: Duration,
+    /// Bytes of output kept per managed worker.
+    pub managed_log_bytes: usize,
+    /// How long a managed worker may run without registering before it counts as failed.
+    pub managed_ready_timeout: Duration,
+    /// How long a stopped managed worker has between SIGTERM and SIGKILL.
+    pub managed_stop_grace: Duration,
 }
 
 /// When the Raft log is compacted into a snapshot: whichever trigger fires first. The log on
@@ -584,6 +604,22 @@ impl Config {
                     .or(file.channel_reader_stall_secs)
                     .unwrap_or(60),
             ),
+            managed_log_bytes: args
+                .managed_log_bytes
+                .or(file.managed_log_bytes.map(|b| b.0))
+                .unwrap_or(1 << 20)
+                .try_into()
+                .unwrap_or(usize::MAX),
+            managed_ready_timeout: Duration::from_secs(
+                args.managed_ready_timeout_secs
+                    .or(file.managed_ready_timeout_secs)
+                    .unwrap_or(60),
+            ),
+            managed_stop_grace: Duration::from_secs(
+                args.managed_stop_grace_secs
+                    .or(file.managed_stop_grace_secs)
+                    .unwrap_or(10),
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -663,6 +699,11 @@ impl Config {
             (
                 "channel_reader_stall_secs",
                 self.channel_reader_stall.is_zero(),
+            ),
+            ("managed_log_bytes", self.managed_log_bytes == 0),
+            (
+                "managed_ready_timeout_secs",
+                self.managed_ready_timeout.is_zero(),
             ),
         ];
         if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
@@ -1247,5 +1288,43 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(&zero).is_err());
+    }
+
+    #[test]
+    fn managed_worker_settings_have_defaults_units_and_reach_the_supervisor() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.managed_log_bytes, 1 << 20);
+        assert_eq!(config.managed_ready_timeout, Duration::from_secs(60));
+        assert_eq!(config.managed_stop_grace, Duration::from_secs(10));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        std::fs::write(
+            &path,
+            "managed_log_bytes: 64KiB\nmanaged_ready_timeout_secs: 5\nmanaged_stop_grace_secs: 0\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            listen: Some("0.0.0.0:4100".into()),
+            data_dir: Some("/var/lib/quorum".into()),
+            ..Default::default()
+        };
+        let settings =
+            crate::managed::SupervisorSettings::from_config(&Config::load(&args).unwrap());
+        assert_eq!(settings.log_bytes_per_worker, 64 << 10);
+        assert_eq!(settings.ready_timeout, Duration::from_secs(5));
+        assert_eq!(settings.stop_grace, Duration::ZERO);
+        assert_eq!(settings.worker_url, "ws://127.0.0.1:4100");
+        assert_eq!(settings.data_dir, PathBuf::from("/var/lib/quorum/managed"));
+        let zero = ServeArgs {
+            managed_ready_timeout_secs: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&zero).unwrap_err(),
+            ConfigError::Zero {
+                field: "managed_ready_timeout_secs"
+            }
+        ));
     }
 }

@@ -14,6 +14,7 @@ pub mod consensus;
 pub mod gateway;
 pub mod http;
 pub mod ids;
+pub mod managed;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -1,0 +1,17 @@
+//! managed: workers quorum starts itself, from an `iii.worker.yaml` or a command, and keeps
+//! running on this node.
+//!
+//! `spec` is what the operator asked for (replicated as it is); `manifest` turns a spec into a
+//! `LaunchPlan` (pure); `supervisor` runs the plans placed on this node as child processes.
+//! Placement, the replicated spec and the node agent that drives the supervisor live
+//! elsewhere: this module never talks to the registry or to other nodes.
+
+pub mod manifest;
+pub mod spec;
+pub mod supervisor;
+
+pub use manifest::{launch_plan, ManifestError, Planned};
+pub use spec::{RestartPolicy, WorkerSpec};
+pub use supervisor::{
+    LaunchPlan, ProcessState, ProcessStatus, StatusChange, Supervisor, SupervisorSettings,
+};
