@@ -1,0 +1,87 @@
+//! Reading a large `invocationresult` with its `result` kept as the worker's JSON text.
+//!
+//! Why: the router relays a worker's result to its caller in a frame of its own. Parsed
+//! into a `Value`, a 3 MB answer costs an allocation per JSON node on the way in and a
+//! whole serialisation on the way out, the latter on a runtime thread every connection
+//! shares. Kept as text (checked to be JSON, not built into a tree), it is spliced into
+//! the caller's frame as it is.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::messages::InvocationResult;
+use super::Payload;
+
+/// Frames of at least this many bytes try this path first; smaller results are cheap to
+/// parse and serialise again.
+pub const RAW_RESULT_BYTES: usize = 16 * 1024;
+
+/// The fields of an `invocationresult`, read straight from the frame (the tagged decoder
+/// of `Incoming` buffers every field first, which a raw value cannot pass through).
+#[derive(Deserialize)]
+struct RawInvocationResult {
+    #[serde(rename = "type")]
+    kind: String,
+    invocation_id: String,
+    #[serde(default)]
+    result: Option<Box<RawValue>>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// The frame as an `invocationresult` with its result as text; `None` when it is another
+/// kind of frame or not readable this way (the ordinary decoder then decides).
+pub fn decode(bytes: &[u8]) -> Option<InvocationResult> {
+    let raw: RawInvocationResult = serde_json::from_slice(bytes).ok()?;
+    (raw.kind == "invocationresult").then(|| InvocationResult {
+        invocation_id: raw.invocation_id,
+        result: raw.result.map(Payload::Rendered),
+        error: raw.error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Incoming;
+
+    fn big_result(result: &str) -> String {
+        let pad = "p".repeat(RAW_RESULT_BYTES);
+        format!(
+            r#"{{"type":"invocationresult","invocation_id":"i","result":{result},"x":"{pad}"}}"#
+        )
+    }
+
+    #[test]
+    fn a_large_result_keeps_its_text_and_reads_back_the_same() {
+        let frame = big_result(r#"{"blob": [1, "two", null]}"#);
+        let Ok(Incoming::InvocationResult(result)) = crate::protocol::decode(frame.as_bytes())
+        else {
+            panic!("not a result");
+        };
+        assert_eq!(result.invocation_id, "i");
+        match result.result {
+            Some(Payload::Rendered(raw)) => assert_eq!(raw.get(), r#"{"blob": [1, "two", null]}"#),
+            other => panic!("expected rendered text, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn null_results_errors_and_other_frames_read_as_before() {
+        let frame = big_result("null");
+        let Some(result) = decode(frame.as_bytes()) else {
+            panic!("not a result");
+        };
+        assert!(result.result.is_none());
+        let pad = "p".repeat(RAW_RESULT_BYTES);
+        let invoke = format!(r#"{{"type":"invokefunction","function_id":"f","data":"{pad}"}}"#);
+        assert!(decode(invoke.as_bytes()).is_none());
+        assert!(matches!(
+            crate::protocol::decode(invoke.as_bytes()),
+            Ok(Incoming::InvokeFunction(_))
+        ));
+        let broken = format!(r#"{{"type":"invocationresult","result":{{"{pad}"}}"#);
+        assert!(crate::protocol::decode(broken.as_bytes()).is_err());
+    }
+}
