@@ -30,15 +30,46 @@ struct RawInvocationResult {
     error: Option<Value>,
 }
 
+/// serde_json refuses a tree nested deeper than this; a result kept as text is held to the
+/// same bound, so the node relays no answer it would have refused to parse.
+const MAX_DEPTH: usize = 128;
+
 /// The frame as an `invocationresult` with its result as text; `None` when it is another
 /// kind of frame or not readable this way (the ordinary decoder then decides).
 pub fn decode(bytes: &[u8]) -> Option<InvocationResult> {
     let raw: RawInvocationResult = serde_json::from_slice(bytes).ok()?;
-    (raw.kind == "invocationresult").then(|| InvocationResult {
+    let too_deep = raw
+        .result
+        .as_ref()
+        .is_some_and(|r| nested_deeper_than(r.get(), MAX_DEPTH));
+    (raw.kind == "invocationresult" && !too_deep).then(|| InvocationResult {
         invocation_id: raw.invocation_id,
         result: raw.result.map(Payload::Rendered),
         error: raw.error,
     })
+}
+
+/// Whether arrays and objects in `json` (valid JSON) nest deeper than `max`.
+fn nested_deeper_than(json: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in json.bytes() {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') => in_string = false,
+            (true, _) => {}
+            (false, b'"') => in_string = true,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            (false, _) => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -83,5 +114,15 @@ mod tests {
         ));
         let broken = format!(r#"{{"type":"invocationresult","result":{{"{pad}"}}"#);
         assert!(crate::protocol::decode(broken.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_result_nested_deeper_than_a_tree_may_be_is_refused_as_before() {
+        let nested =
+            |depth: usize| format!("{}\"[{{\\\"\"{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(decode(big_result(&nested(MAX_DEPTH)).as_bytes()).is_some());
+        let deep = big_result(&nested(MAX_DEPTH + 1));
+        assert!(decode(deep.as_bytes()).is_none());
+        assert!(crate::protocol::decode(deep.as_bytes()).is_err());
     }
 }
