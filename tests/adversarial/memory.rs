@@ -26,7 +26,8 @@ const BIG: &str = "memory::big";
 /// second serialisation), and `perf` shows it using little CPU in an unpaced flood; but the
 /// amplifier shares this process and the machine's 2 cores with the canary, and its SDK
 /// serialises every 3 MB answer (its OpenTelemetry thread copies it again), so unpaced the
-/// canary's p99 was 0.35–1.4 s on a machine at load 12–14 (before the change as after).
+/// canary's p99 was 0.25–0.55 s at load 5.5 and up to 1.4 s at load 14 (before the
+/// change as after).
 const ANSWER_EVERY: Duration = Duration::from_millis(50);
 
 /// A node with `args` on a data directory that lives as long as the pair.
