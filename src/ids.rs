@@ -61,10 +61,26 @@ impl fmt::Display for InvocationId {
 }
 
 /// A function is owned per (namespace, id): the same id may live in several namespaces.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Keys order by (id, namespace), the order `engine::functions::list` pages in, so the
+/// registry's map of functions is itself the list's index: a page is a range scan, and
+/// one id's namespaces sit side by side.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FunctionKey {
     pub namespace: String,
     pub id: String,
+}
+
+impl Ord for FunctionKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.id, &self.namespace).cmp(&(&other.id, &other.namespace))
+    }
+}
+
+impl PartialOrd for FunctionKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl FunctionKey {

@@ -14,7 +14,6 @@
 //! [`Config::max_builtin_calls_per_connection`]: crate::config::Config::max_builtin_calls_per_connection
 //! [`Config::max_running_builtin_queries`]: crate::config::Config::max_running_builtin_queries
 
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -94,7 +93,9 @@ pub async fn route_call(
             _ => None,
         };
         let result = super::call(&node, connection, &request.function_id, request.data).await;
-        let result = grant.filter_builtin(&request.function_id, result);
+        let result = grant
+            .filter_builtin(&request.function_id, result)
+            .map(Payload::from);
         node.router
             .answer(caller, &request.function_id, result, started)
             .await;
@@ -105,7 +106,7 @@ pub async fn route_call(
 /// other caller.
 enum Finished {
     Framed(FramedAnswer),
-    Plain(Caller, Result<Value, crate::protocol::ErrorBody>),
+    Plain(Caller, Result<Payload, crate::protocol::ErrorBody>),
 }
 
 /// Runs a replica query on the blocking pool under the node-wide cap, answer serialised there.
@@ -130,7 +131,7 @@ async fn run_local_query(
                 worker,
                 invocation_id,
             } => Finished::Framed(FramedAnswer::build(worker, invocation_id, id, result)),
-            other => Finished::Plain(other, result.map(Payload::into_value)),
+            other => Finished::Plain(other, result),
         }
     });
     match work.await {

@@ -25,6 +25,21 @@ pub struct Page {
 }
 
 impl Page {
+    /// The sort key of the last row the previous page gave, read from `cursor`.
+    pub fn after(&self) -> Result<Option<Vec<String>>, EngineError> {
+        let Some(cursor) = &self.cursor else {
+            return Ok(None);
+        };
+        serde_json::from_str(cursor)
+            .map(Some)
+            .map_err(|_| forged_cursor())
+    }
+
+    /// Most rows in this answer.
+    pub fn limit(&self) -> usize {
+        self.limit.filter(|l| *l > 0).unwrap_or(usize::MAX)
+    }
+
     /// The page of `rows` (sorted ascending by `key`) this input asks for, and the cursor of
     /// the next page when rows remain after it.
     pub fn cut<T>(
@@ -32,25 +47,28 @@ impl Page {
         mut rows: Vec<T>,
         key: impl Fn(&T) -> Vec<String>,
     ) -> Result<(Vec<T>, Option<String>), EngineError> {
-        if let Some(cursor) = &self.cursor {
-            let after: Vec<String> = serde_json::from_str(cursor).map_err(|_| {
-                EngineError::InvalidArguments(
-                    "`cursor` is not a `next_cursor` this engine gave".into(),
-                )
-            })?;
+        if let Some(after) = self.after()? {
             let start = rows.partition_point(|row| key(row) <= after);
             rows.drain(..start);
         }
-        let limit = self.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let limit = self.limit();
         if rows.len() <= limit {
             return Ok((rows, None));
         }
         rows.truncate(limit);
-        let next = rows
-            .last()
-            .map(|row| serde_json::to_string(&key(row)).unwrap_or_default());
+        let next = rows.last().map(|row| cursor(&key(row)));
         Ok((rows, next))
     }
+}
+
+/// The `next_cursor` of a page whose last row has sort key `key`.
+pub fn cursor(key: &[String]) -> String {
+    serde_json::to_string(key).unwrap_or_default()
+}
+
+/// The error for a cursor this engine did not give.
+pub fn forged_cursor() -> EngineError {
+    EngineError::InvalidArguments("`cursor` is not a `next_cursor` this engine gave".into())
 }
 
 /// The answer object `{field: rows}`, with `next_cursor` when there is a next page.

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
+use std::ops::Bound;
 
 use crate::ids::{FunctionKey, TriggerTypeKey, WorkerId, DEFAULT_NAMESPACE};
 use crate::registry::{reserved, Function, Registry, Trigger, TriggerType, Worker};
@@ -29,25 +30,64 @@ pub struct FunctionView<'a> {
 
 /// Every function, built-ins first-class, sorted by (id, namespace).
 pub fn all_functions(registry: &Registry) -> Vec<FunctionView<'_>> {
-    let mut views: Vec<FunctionView<'_>> = reserved::BUILTIN_FUNCTIONS
-        .iter()
-        .map(|id| FunctionView {
-            key: Cow::Owned(FunctionKey::new(DEFAULT_NAMESPACE, *id)),
-            function: None,
-        })
-        .chain(registry.functions().map(|(key, f)| FunctionView {
-            key: Cow::Borrowed(key),
-            function: Some(f),
-        }))
-        .collect();
-    // Stable on purpose: the registry yields each namespace's functions already in id
-    // order, and the stable sort merges such runs in about linear time.
-    views.sort_by(|a, b| (&a.key.id, &a.key.namespace).cmp(&(&b.key.id, &b.key.namespace)));
-    views
+    functions_from(registry, Bound::Unbounded).collect()
 }
 
-/// The functions (built-in or a worker's) with this id, sorted by namespace: one pass over
-/// the registry, no sort of the whole of it, for the `info` lookups.
+/// The functions from `start` on, built-ins first-class, in
+/// (id, namespace) order, read lazily: the registry's map is kept in that order, so
+/// taking a page reads only the page.
+pub fn functions_from<'a>(
+    registry: &'a Registry,
+    start: Bound<&FunctionKey>,
+) -> impl Iterator<Item = FunctionView<'a>> {
+    let mut builtins: Vec<FunctionKey> = reserved::BUILTIN_FUNCTIONS
+        .iter()
+        .map(|id| FunctionKey::new(DEFAULT_NAMESPACE, *id))
+        .filter(|key| match start {
+            Bound::Included(start) => key >= start,
+            Bound::Excluded(start) => key > start,
+            Bound::Unbounded => true,
+        })
+        .collect();
+    builtins.sort();
+    let builtins = builtins.into_iter().map(|key| FunctionView {
+        key: Cow::Owned(key),
+        function: None,
+    });
+    let registered = registry.functions_from(start).map(|(key, f)| FunctionView {
+        key: Cow::Borrowed(key),
+        function: Some(f),
+    });
+    Merged {
+        left: builtins.peekable(),
+        right: registered.peekable(),
+    }
+}
+
+/// Two iterators of views, each sorted by key, merged into one sorted stream.
+struct Merged<L: Iterator, R: Iterator> {
+    left: std::iter::Peekable<L>,
+    right: std::iter::Peekable<R>,
+}
+
+impl<'a, L, R> Iterator for Merged<L, R>
+where
+    L: Iterator<Item = FunctionView<'a>>,
+    R: Iterator<Item = FunctionView<'a>>,
+{
+    type Item = FunctionView<'a>;
+
+    fn next(&mut self) -> Option<FunctionView<'a>> {
+        match (self.left.peek(), self.right.peek()) {
+            (Some(l), Some(r)) if r.key < l.key => self.right.next(),
+            (Some(_), _) => self.left.next(),
+            (None, _) => self.right.next(),
+        }
+    }
+}
+
+/// The functions (built-in or a worker's) with this id, sorted by namespace: a range of
+/// the registry, for the `info` lookups.
 pub fn functions_with_id<'a>(registry: &'a Registry, id: &str) -> Vec<FunctionView<'a>> {
     let builtin = reserved::BUILTIN_FUNCTIONS
         .iter()
@@ -57,45 +97,42 @@ pub fn functions_with_id<'a>(registry: &'a Registry, id: &str) -> Vec<FunctionVi
             function: None,
         });
     let mut views: Vec<FunctionView<'a>> = builtin
-        .chain(
-            registry
-                .functions()
-                .filter(|(key, _)| key.id == id)
-                .map(|(key, f)| FunctionView {
-                    key: Cow::Borrowed(key),
-                    function: Some(f),
-                }),
-        )
+        .chain(registry.functions_with_id(id).map(|(key, f)| FunctionView {
+            key: Cow::Borrowed(key),
+            function: Some(f),
+        }))
         .collect();
     views.sort_by(|a, b| a.key.namespace.cmp(&b.key.namespace));
     views
 }
 
-/// `FunctionSummary`, borrowed from the registry: a list renders it straight to JSON text,
-/// with no allocation per field. Fields in the order a `Value` would sort them, so both
-/// forms are the same text.
-#[derive(Serialize)]
-pub struct FunctionSummary<'a> {
+/// `FunctionSummary`: copied out of the registry, so a list renders its rows to JSON text
+/// after the registry's lock is released (a Raft apply waiting for the write lock would
+/// otherwise hold up every reader behind it). Fields in the order a `Value` would sort
+/// them, so both forms are the same text.
+#[derive(Debug, Serialize)]
+pub struct FunctionSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    function_id: &'a str,
+    description: Option<String>,
+    function_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<&'a Value>,
-    namespace: &'a str,
-    worker_name: &'a str,
+    metadata: Option<Value>,
+    namespace: String,
+    worker_name: String,
 }
 
 /// The summary row of one function.
-pub fn summary<'a>(registry: &'a Registry, view: &'a FunctionView<'a>) -> FunctionSummary<'a> {
+pub fn summary(registry: &Registry, view: &FunctionView<'_>) -> FunctionSummary {
     let function = view.function;
     FunctionSummary {
-        description: function.and_then(|f| f.description.as_deref()),
-        function_id: &view.key.id,
+        description: function.and_then(|f| f.description.clone()),
+        function_id: view.key.id.clone(),
         metadata: function
             .and_then(|f| f.metadata.as_ref())
-            .filter(|m| !m.is_null()),
-        namespace: &view.key.namespace,
-        worker_name: worker_name_of(registry, function.map(|f| f.owner), &view.key.id),
+            .filter(|m| !m.is_null())
+            .cloned(),
+        namespace: view.key.namespace.clone(),
+        worker_name: worker_name(registry, function.map(|f| f.owner), &view.key.id),
     }
 }
 

@@ -39,6 +39,18 @@ pub fn rejection_frame(rejection: Rejection) -> Outgoing {
             worker_name: Some(name),
             message: None,
         },
+        Rejection::InvalidName { field, message } => Outgoing::RegistrationRejected {
+            code: match field.as_str() {
+                "name" => EngineError::InvalidArguments(String::new()).code(),
+                _ => EngineError::InvalidNamespace(String::new()).code(),
+            }
+            .into(),
+            namespace: String::new(),
+            owner_worker_id: String::new(),
+            function_id: None,
+            worker_name: None,
+            message: Some(message),
+        },
     }
 }
 

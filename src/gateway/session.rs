@@ -337,7 +337,7 @@ impl Session {
             Incoming::InvocationResult(result) => {
                 let outcome = match result.error {
                     Some(error) => Err(error_body_from(error)),
-                    None => Ok(result.result.unwrap_or(Value::Null)),
+                    None => Ok(result.result.unwrap_or_default()),
                 };
                 self.node
                     .router
@@ -572,7 +572,7 @@ impl Session {
             let answer = self.announce(call.data.unwrap_or(Value::Null)).await;
             self.node
                 .router
-                .answer(caller, REGISTER_WORKER, answer, started)
+                .answer(caller, REGISTER_WORKER, answer.map(Into::into), started)
                 .await;
             return;
         }

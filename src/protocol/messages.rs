@@ -93,7 +93,7 @@ pub struct InvokeFunction {
 pub struct InvocationResult {
     pub invocation_id: String,
     #[serde(default)]
-    pub result: Option<Value>,
+    pub result: Option<super::Payload>,
     #[serde(default)]
     pub error: Option<Value>,
 }

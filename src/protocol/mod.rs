@@ -10,6 +10,7 @@ pub mod error;
 pub mod messages;
 pub mod names;
 pub mod payload;
+pub mod raw_result;
 
 pub use error::ErrorBody;
 pub use messages::{Incoming, Outgoing};
@@ -38,7 +39,13 @@ pub fn is_telemetry_frame(bytes: &[u8]) -> bool {
 /// Reads one frame from a worker, as the session does with every text or binary message.
 /// Untrusted bytes: it must never panic nor allocate much beyond the input's size (the
 /// `frame` fuzz target and `tests/untrusted_input.rs` hold it to that).
+/// A large `invocationresult` keeps its result as text ([`raw_result`]).
 pub fn decode(bytes: &[u8]) -> Result<Incoming, serde_json::Error> {
+    if bytes.len() >= raw_result::RAW_RESULT_BYTES {
+        if let Some(result) = raw_result::decode(bytes) {
+            return Ok(Incoming::InvocationResult(result));
+        }
+    }
     serde_json::from_slice(bytes)
 }
 

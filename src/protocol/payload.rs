@@ -5,16 +5,31 @@
 //! built-ins that answer that much render their rows straight from the registry to JSON
 //! text, once, and the answer frame carries that text as it is.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// A JSON answer: a value, or text a built-in rendered.
+/// A JSON answer: a value, or text a built-in rendered or a worker sent.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Payload {
     Value(Value),
     Rendered(Box<RawValue>),
+}
+
+/// `null`, what an answer without a result carries.
+impl Default for Payload {
+    fn default() -> Self {
+        Payload::Value(Value::Null)
+    }
+}
+
+/// Read as a value: what the frame decoder gives when it reads a small answer (a large
+/// one keeps its text, see `protocol::raw_result`).
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Payload::Value)
+    }
 }
 
 impl Payload {
@@ -29,6 +44,16 @@ impl Payload {
         match self {
             Payload::Value(value) => value,
             Payload::Rendered(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl Payload {
+    /// Keeps JSON text as it is once it is checked to be one JSON value; `null` for none.
+    pub fn from_json_bytes(bytes: &[u8]) -> Self {
+        match serde_json::from_slice::<Box<RawValue>>(bytes) {
+            Ok(raw) => Payload::Rendered(raw),
+            Err(_) => Payload::default(),
         }
     }
 }

@@ -147,6 +147,11 @@ impl Registry {
             // The connection is already gone: its late registrations must not resurrect it.
             return;
         }
+        let refused = super::name_rule::refusals(items);
+        if !refused.is_empty() {
+            out.rejections = refused;
+            return;
+        }
         let mut announced = false;
         for item in items {
             match item {

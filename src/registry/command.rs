@@ -161,6 +161,13 @@ pub enum Rejection {
         name: String,
         owner: WorkerId,
     },
+    /// A namespace or worker name that breaks the name rule; its whole batch was refused.
+    InvalidName {
+        /// The input field that held it (`namespace`, `trigger_namespace`, `name`).
+        field: String,
+        /// What is wrong, with at most a bounded prefix of the name.
+        message: String,
+    },
 }
 
 /// Something a node must do after the change, if it holds the worker concerned.

@@ -14,6 +14,7 @@ mod apply;
 mod command;
 pub mod limits;
 mod model;
+mod name_rule;
 mod queries;
 pub mod reserved;
 mod serde_pairs;

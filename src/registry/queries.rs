@@ -1,5 +1,7 @@
 //! Read-only questions other modules ask the registry.
 
+use std::ops::Bound;
+
 use super::model::{Function, Registry, Trigger, TriggerType, Worker};
 use super::reserved;
 use crate::ids::{FunctionKey, NodeId, TriggerTypeKey, WorkerId, DEFAULT_NAMESPACE};
@@ -41,13 +43,11 @@ impl Registry {
                 };
             }
         }
-        let mut elsewhere: Vec<String> = self
-            .functions
-            .keys()
-            .filter(|k| k.id == id && k.namespace != namespace)
-            .map(|k| k.namespace.clone())
+        let elsewhere: Vec<String> = self
+            .functions_with_id(id)
+            .filter(|(k, _)| k.namespace != namespace)
+            .map(|(k, _)| k.namespace.clone())
             .collect();
-        elsewhere.dedup();
         Resolution::NotFound { elsewhere }
     }
 
@@ -61,9 +61,28 @@ impl Registry {
         self.workers.get(&id)
     }
 
-    /// Every registered function, sorted by (namespace, id).
+    /// Every registered function, sorted by (id, namespace).
     pub fn functions(&self) -> impl Iterator<Item = (&FunctionKey, &Function)> {
         self.functions.iter()
+    }
+
+    /// The registered functions from `start` on, sorted by (id, namespace): a page of a
+    /// list costs the page, not the registry.
+    pub fn functions_from(
+        &self,
+        start: Bound<&FunctionKey>,
+    ) -> impl Iterator<Item = (&FunctionKey, &Function)> {
+        self.functions.range((start, Bound::Unbounded))
+    }
+
+    /// The functions registered under `id`, one per namespace, sorted by namespace.
+    pub fn functions_with_id(&self, id: &str) -> impl Iterator<Item = (&FunctionKey, &Function)> {
+        // The empty namespace sorts first, so the range starts at the id's first entry.
+        let first = FunctionKey::new("", id);
+        let id = first.id.clone();
+        self.functions
+            .range((Bound::Included(first), Bound::Unbounded))
+            .take_while(move |(key, _)| key.id == id)
     }
 
     /// One function.

@@ -404,10 +404,80 @@ fn builtin_discovery_bindings_are_live_at_once() {
     assert_eq!(reg.builtin_bindings(reserved::WORKERS_AVAILABLE).count(), 1);
 }
 
+/// Names a gateway refuses: a bidi override, a NUL, a line break, too long, blank.
+const BROKEN_NAMES: [&str; 5] = ["\u{202E}../../etc", "a\0b", "two\nlines", "", " "];
+
+#[test]
+fn a_name_breaking_the_rule_is_refused_in_apply_and_changes_nothing() {
+    let long = "n".repeat(crate::protocol::names::MAX_NAME_CHARS + 1);
+    let mut reg = Registry::default();
+    let a = connect(&mut reg, 1);
+    for broken in BROKEN_NAMES.iter().copied().chain([long.as_str()]) {
+        let batches = vec![
+            vec![announce(broken, "fine"), function("f")],
+            vec![announce("default", broken), function("f")],
+            vec![Registration::FixNamespace {
+                namespace: broken.into(),
+            }],
+            vec![function("f"), {
+                let mut t = trigger("t1", "cron");
+                if let Registration::Trigger { namespace, .. } = &mut t {
+                    *namespace = Some(broken.into());
+                }
+                t
+            }],
+        ];
+        for items in batches {
+            let before = reg.clone();
+            let out = register(&mut reg, a, items.clone());
+            assert_eq!(reg, before, "{items:?} changed the registry");
+            assert_eq!(out.rejections.len(), 1, "{items:?}");
+            assert!(
+                matches!(&out.rejections[0], Rejection::InvalidName { message, .. }
+                    if !message.contains('\u{202E}') && !message.contains('\0')),
+                "{:?}",
+                out.rejections
+            );
+        }
+    }
+    // The same batches with good names apply.
+    let out = register(&mut reg, a, vec![announce("orders", "fine"), function("f")]);
+    assert!(out.rejections.is_empty());
+    assert!(reg.function(&FunctionKey::new("orders", "f")).is_some());
+}
+
+/// Whether every namespace and worker name the registry stores keeps the name rule.
+fn stored_names_keep_the_rule(reg: &Registry) -> Result<(), String> {
+    let ok =
+        |name: &str| !name.trim().is_empty() && crate::protocol::names::check_name(name).is_ok();
+    for w in reg.workers() {
+        let name = w.meta.as_ref().and_then(|m| m.name.as_deref());
+        for stored in w.namespace.as_deref().into_iter().chain(name) {
+            if !ok(stored) {
+                return Err(format!("worker {} stores {stored:?}", w.id));
+            }
+        }
+    }
+    for t in reg.triggers() {
+        for stored in [Some(&t.target_namespace), t.trigger_namespace.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !ok(stored) {
+                return Err(format!("trigger {} stores {stored:?}", t.id));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let worker = (0u8..5).prop_map(wid);
-    let name = prop_oneof![Just("a"), Just("b")];
-    let ns = prop_oneof![Just("default"), Just("orders")];
+    let name = prop_oneof![4 => prop_oneof![Just("a"), Just("b")], 1 => prop::sample::select(&BROKEN_NAMES[..])];
+    let ns = prop_oneof![
+        4 => prop_oneof![Just("default"), Just("orders")],
+        1 => prop::sample::select(&BROKEN_NAMES[..])
+    ];
     let id = prop_oneof![Just("f"), Just("g"), Just("engine::x")];
     let ttype = prop_oneof![
         Just("cron"),
@@ -430,6 +500,13 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 id: t.into()
             }),
         (tid.clone(), ttype.clone()).prop_map(|(i, t)| trigger(i, t)),
+        (tid.clone(), ttype.clone(), ns.clone()).prop_map(|(i, t, ns)| {
+            let mut t = trigger(i, t);
+            if let Registration::Trigger { namespace, .. } = &mut t {
+                *namespace = Some(ns.into());
+            }
+            t
+        }),
         tid.clone()
             .prop_map(|i| Registration::UnregisterTrigger { id: i.into() }),
     ];
@@ -478,6 +555,15 @@ proptest! {
         for command in &commands {
             reg.apply(command);
             prop_assert_eq!(reg.check_invariants(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn no_command_sequence_stores_a_name_that_breaks_the_rule(commands in prop::collection::vec(arb_command(), 0..60)) {
+        let mut reg = Registry::default();
+        for command in &commands {
+            reg.apply(command);
+            prop_assert_eq!(stored_names_keep_the_rule(&reg), Ok(()));
         }
     }
 

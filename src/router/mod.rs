@@ -36,7 +36,7 @@ use crate::gateway::connections::{Connections, Outbound};
 use crate::ids::{FunctionKey, InvocationId, NodeId, WorkerId};
 use crate::metrics::Metrics;
 use crate::protocol::error::EngineError;
-use crate::protocol::{names::echo, ErrorBody, Outgoing, MAX_MESSAGE_BYTES};
+use crate::protocol::{names::echo, ErrorBody, Outgoing, Payload, MAX_MESSAGE_BYTES};
 use crate::registry::{Registry, Resolution};
 pub use parked::{OwedAnswer, Successor};
 use parked::{ParkedWorkers, Redirect};
@@ -113,7 +113,7 @@ pub trait RemoteLink: Send + Sync {
         &self,
         node: NodeId,
         invocation_id: InvocationId,
-        outcome: Result<Value, ErrorBody>,
+        outcome: Result<Payload, ErrorBody>,
     );
     /// Tells `node` that nobody waits for this call any more.
     async fn cancel(&self, node: NodeId, invocation_id: InvocationId);
@@ -462,7 +462,7 @@ impl Router {
         &self,
         from: NodeId,
         invocation_id: InvocationId,
-        outcome: Result<Value, ErrorBody>,
+        outcome: Result<Payload, ErrorBody>,
     ) {
         let call = self.lock_table().remove_if_on_node(invocation_id, from);
         match call {
@@ -491,7 +491,7 @@ impl Router {
         &self,
         from: WorkerId,
         invocation_id: &str,
-        outcome: Result<Value, ErrorBody>,
+        outcome: Result<Payload, ErrorBody>,
     ) {
         let Ok(uuid) = uuid::Uuid::parse_str(invocation_id) else {
             debug!(worker_id = %from, invocation_id, "result for a non-UUID invocation id dropped");
@@ -565,7 +565,7 @@ impl Router {
     }
 
     /// Answers a call taken out of the pending table.
-    async fn finish(&self, call: PendingCall, outcome: Result<Value, ErrorBody>) {
+    async fn finish(&self, call: PendingCall, outcome: Result<Payload, ErrorBody>) {
         let started = call.started();
         self.answer(call.caller, &call.function_id, outcome, started)
             .await;
@@ -577,7 +577,7 @@ impl Router {
         &self,
         caller: Caller,
         function_id: &str,
-        outcome: Result<Value, ErrorBody>,
+        outcome: Result<Payload, ErrorBody>,
         started: Instant,
     ) {
         if !matches!(caller, Caller::Remote { .. }) {
@@ -592,7 +592,7 @@ impl Router {
         &self,
         caller: Caller,
         function_id: &str,
-        outcome: Result<Value, ErrorBody>,
+        outcome: Result<Payload, ErrorBody>,
     ) {
         match caller {
             Caller::Worker {

@@ -6,12 +6,11 @@
 //! somewhere and proves with `reattach` that it is the same worker. Then every owed answer
 //! goes to the new connection, wherever it lives.
 
-use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::ids::{NodeId, WorkerId};
-use crate::protocol::ErrorBody;
+use crate::protocol::{ErrorBody, Payload};
 
 /// One answer the worker has not received yet.
 #[derive(Debug)]
@@ -19,7 +18,7 @@ pub struct OwedAnswer {
     /// The worker's own invocation id for the call.
     pub invocation_id: String,
     pub function_id: String,
-    pub outcome: Result<Value, ErrorBody>,
+    pub outcome: Result<Payload, ErrorBody>,
 }
 
 /// Where a closed worker's answers go now.
@@ -159,7 +158,7 @@ mod tests {
         OwedAnswer {
             invocation_id: id.into(),
             function_id: "f".into(),
-            outcome: Ok(Value::Null),
+            outcome: Ok(Payload::default()),
         }
     }
 

@@ -104,7 +104,7 @@ impl Router {
         let owed = OwedAnswer {
             invocation_id: answer.invocation_id,
             function_id: echo(function_id).into_owned(),
-            outcome: outcome_of(&answer.text),
+            outcome: outcome_of(&answer.text).map(Payload::Value),
         };
         let redirect = self.lock_parked().redirect(answer.worker, owed);
         match redirect {

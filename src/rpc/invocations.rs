@@ -23,7 +23,7 @@ use super::pb::{CallResult, Cancel, InvocationFrame, Invoke, WorkerAnswer};
 use crate::auth::access::Caller;
 use crate::ids::{InvocationId, NodeId, WorkerId};
 use crate::node::Node;
-use crate::protocol::ErrorBody;
+use crate::protocol::{ErrorBody, Payload};
 use crate::router::{CallRequest, OwedAnswer, RemoteCall, RemoteLink};
 
 /// The stream of frames this node sends back to the peer that opened the stream.
@@ -142,7 +142,7 @@ impl RemoteLink for InvocationLinks {
         &self,
         node: NodeId,
         invocation_id: InvocationId,
-        outcome: Result<Value, ErrorBody>,
+        outcome: Result<Payload, ErrorBody>,
     ) {
         let tx = lock(&self.incoming).get(&node).cloned();
         match tx {
@@ -238,7 +238,7 @@ async fn on_result(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
         return;
     };
     let outcome = if result.ok {
-        Ok(decode_json(&result.value_json).unwrap_or(Value::Null))
+        Ok(Payload::from_json_bytes(&result.value_json))
     } else {
         Err(ErrorBody {
             code: result.error_code,
@@ -323,7 +323,7 @@ async fn on_call_frame(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
                 return;
             };
             let outcome = if answer.ok {
-                Ok(decode_json(&answer.value_json).unwrap_or(Value::Null))
+                Ok(Payload::from_json_bytes(&answer.value_json))
             } else {
                 Err(ErrorBody {
                     code: answer.error_code,
@@ -395,7 +395,10 @@ fn decode_invoke(invoke: Invoke) -> Option<RemoteCall> {
     })
 }
 
-fn result_frame(invocation_id: InvocationId, outcome: Result<Value, ErrorBody>) -> InvocationFrame {
+fn result_frame(
+    invocation_id: InvocationId,
+    outcome: Result<Payload, ErrorBody>,
+) -> InvocationFrame {
     let result = match outcome {
         Ok(value) => CallResult {
             invocation_id: invocation_id.to_string(),

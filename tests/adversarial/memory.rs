@@ -22,8 +22,12 @@ const CLOSE_POLICY: u16 = 1008;
 const BIG: &str = "memory::big";
 /// The amplifier answers one call at a time, one per this interval (60 MB/s of 3 MB
 /// answers): the node's memory is what is measured, not how fast 2 cores relay JSON.
-/// Still paced: a relayed answer is serialised again on a runtime thread, so unpaced 3 MB
-/// answers slow the canary (p99 150–460 ms measured); only reading is taken in turns.
+/// Still paced. The node now relays a worker's result as the text it sent (no parse, no
+/// second serialisation), and `perf` shows it using little CPU in an unpaced flood; but the
+/// amplifier shares this process and the machine's 2 cores with the canary, and its SDK
+/// serialises every 3 MB answer (its OpenTelemetry thread copies it again), so unpaced the
+/// canary's p99 was 0.25–0.55 s at load 5.5 and up to 1.4 s at load 14 (before the
+/// change as after).
 const ANSWER_EVERY: Duration = Duration::from_millis(50);
 
 /// A node with `args` on a data directory that lives as long as the pair.
