@@ -107,7 +107,9 @@ pub fn run_operator_command<E: std::fmt::Display>(
 
 async fn execute(command: ClusterCommand) -> Result<String, RpcError> {
     // Removals wait for the change to commit, maybe across a leader change.
-    let change_timeout = REMOVE_TIMEOUT + Duration::from_secs(5);
+    // A removal first moves the node's managed workers (bounded by their own budget).
+    let change_timeout =
+        REMOVE_TIMEOUT + crate::managed::evacuate::MOVE_BUDGET + Duration::from_secs(5);
     match command {
         ClusterCommand::Status(target) => {
             let reply = target

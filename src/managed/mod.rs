@@ -10,6 +10,18 @@ pub mod manifest;
 pub mod spec;
 pub mod supervisor;
 
+// The cluster side (placement by the leader, the node agent, failover and drain).
+pub mod agent;
+pub mod evacuate;
+pub mod handover;
+pub mod leader;
+pub mod local;
+pub mod placement;
+pub mod ready;
+mod wiring;
+
+pub use wiring::start;
+
 pub use manifest::{launch_plan, ManifestError, Planned};
 pub use spec::{RestartPolicy, WorkerSpec};
 pub use supervisor::{

@@ -102,6 +102,12 @@ pub struct Node {
     pub budget: Arc<Budget>,
     /// The data channels living on this node, and the relay counters.
     pub channels: Arc<Channels>,
+    /// Managed workers on this node: the local supervisor (once the worker port is bound) and
+    /// the wake-up the placement loop and the node agent wait on.
+    pub managed: crate::managed::local::LocalManaged,
+    /// Follows `fenced`, for whoever must act the moment this node fences (the node agent
+    /// kills its managed workers then).
+    fence_watch: tokio::sync::watch::Sender<bool>,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -153,6 +159,9 @@ impl Node {
     /// going-away code, so the SDKs reconnect to the healthy side of the cluster.
     pub fn set_fenced(&self, fenced: bool) {
         let was = self.fenced.swap(fenced, Ordering::Relaxed);
+        if was != fenced {
+            self.fence_watch.send_replace(fenced);
+        }
         if fenced && !was {
             warn!(
                 node = self.id,
@@ -167,6 +176,11 @@ impl Node {
                 "quorum contact restored: serving workers again"
             );
         }
+    }
+
+    /// Follows whether this node is fenced (see [`Node::set_fenced`]).
+    pub fn watch_fenced(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.fence_watch.subscribe()
     }
 
     /// Records that a leader's AppendEntries reached this node just now.
@@ -348,6 +362,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         )),
         budget,
         channels: Arc::new(Channels::new(node_id, config.channel_limits())),
+        managed: Default::default(),
+        fence_watch: tokio::sync::watch::Sender::new(false),
     });
     links.attach(&node);
     node.router.set_link(links);
@@ -475,6 +491,7 @@ async fn serve_workers(
     }
 
     let listener = ports::bind(node.config.listen, "workers").await?;
+    crate::managed::start(node, listener.local_addr()?).await;
     let ready = Ready {
         node_id: node.consensus.node_id(),
         listen: listener.local_addr()?.to_string(),
