@@ -258,6 +258,8 @@ struct FileConfig {
     managed_ready_timeout_secs: Option<u64>,
     managed_stop_grace_secs: Option<u64>,
     node_labels: Option<BTreeMap<String, String>>,
+    /// Managed workers this node submits at start (see `managed::config_list`).
+    workers: Option<Vec<crate::managed::config_list::WorkerEntry>>,
 }
 
 /// A node's validated settings.
@@ -332,6 +334,8 @@ pub struct Config {
     pub managed_stop_grace: Duration,
     /// This node's labels (`--node-label`), committed at start for managed-worker placement.
     pub node_labels: BTreeMap<String, String>,
+    /// The config file's `workers:` list, checked; submitted once the node serves.
+    pub managed_workers: Vec<crate::managed::spec::WorkerSpec>,
 }
 
 /// When the Raft log is compacted into a snapshot: whichever trigger fires first. The log on
@@ -403,6 +407,8 @@ pub enum ConfigError {
     TokensFile(#[from] TokensFileError),
     #[error("a node label must be KEY=VALUE with a non-empty KEY, got `{0}`")]
     NodeLabel(String),
+    #[error("config file: {0}")]
+    Workers(#[from] crate::managed::config_list::WorkerListError),
     #[error("node id file {path}: {source}")]
     NodeIdFile {
         path: PathBuf,
@@ -465,6 +471,17 @@ impl Config {
                 .or(file.node_id_from_pod_name)
                 .as_deref(),
         )?;
+        let managed_workers = match file.workers {
+            Some(entries) => {
+                let base = args
+                    .config
+                    .as_deref()
+                    .and_then(Path::parent)
+                    .unwrap_or(Path::new("."));
+                crate::managed::config_list::specs(entries, base)?
+            }
+            None => Vec::new(),
+        };
         let worker_tokens = match args.worker_tokens_file.clone().or(file.worker_tokens_file) {
             Some(path) => read_tokens_file(&path)?,
             None => Vec::new(),
@@ -626,6 +643,7 @@ impl Config {
             } else {
                 parse_node_labels(&args.node_labels)?
             },
+            managed_workers,
         };
         config.validate()?;
         Ok(config)

@@ -22,6 +22,14 @@ mod wiring;
 
 pub use wiring::start;
 
+// The operator's side: `quorum worker`, its RPC handlers, and the config's `workers:` list.
+pub mod admin;
+pub mod cli;
+pub mod config_list;
+pub mod logs;
+pub mod source;
+pub mod wire;
+
 pub use manifest::{launch_plan, ManifestError, Planned};
 pub use spec::{RestartPolicy, WorkerSpec};
 pub use supervisor::{

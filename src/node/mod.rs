@@ -477,6 +477,7 @@ async fn serve_workers(
             .clone()
             .sweep_until(node.shutdown.clone()),
     );
+    crate::managed::config_list::submit_at_start(node);
     if let Some(after) = node.config.remove_departed_after {
         tokio::spawn(crate::cluster::departed::run(node.clone(), after));
     }
