@@ -54,6 +54,9 @@ fn node_options(python: &Path, node_env: Option<&Path>, labels: &[&str]) -> Node
 
 /// `quorum worker ARGS --address <node i> --json`.
 fn worker_cli(cluster: &Cluster, i: usize, args: &[&str]) -> Result<Value, String> {
+    if std::env::var("MW_RAW").is_ok() {
+        return raw_cli(cluster, args);
+    }
     cli_json(
         &[],
         "worker",
@@ -61,6 +64,62 @@ fn worker_cli(cluster: &Cluster, i: usize, args: &[&str]) -> Result<Value, Strin
         &cluster.node(i).cluster,
         args,
     )
+}
+
+/// Until the CLI exists: the same commands, committed through the leader's Write RPC.
+fn raw_cli(cluster: &Cluster, args: &[&str]) -> Result<Value, String> {
+    let leader = cluster.wait_for_leader();
+    let addr = cluster.node(Cluster::index_of(leader)).cluster.clone();
+    let command = match args[0] {
+        "add" => {
+            let mut spec = json!({"node_labels": {}});
+            let mut rest = &args[1..];
+            while let Some(arg) = rest.first() {
+                match *arg {
+                    "--name" => spec["name"] = json!(rest[1]),
+                    "--command" => spec["command"] = json!(rest[1]),
+                    "--node-label" => {
+                        let (k, v) = rest[1].split_once('=').unwrap();
+                        spec["node_labels"][k] = json!(v);
+                    }
+                    path => {
+                        let text = std::fs::read_to_string(Path::new(path).join("iii.worker.yaml")).unwrap();
+                        let name = text.lines().find_map(|l| l.strip_prefix("name: ")).unwrap();
+                        spec["name"] = json!(name);
+                        spec["dir"] = json!(path);
+                        spec["manifest"] = json!(text);
+                        rest = &rest[1..];
+                        continue;
+                    }
+                }
+                rest = &rest[2..];
+            }
+            json!({"ManagedWorkerPut": {"spec": spec, "at_ms": 1}})
+        }
+        "remove" => json!({"ManagedWorkerRemoved": {"name": args[1]}}),
+        other => return Err(format!("{other} not in the raw shim")),
+    };
+    let reply = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut client = common::cluster_rpc::plaintext(&addr);
+                client
+                    .write(common::cluster_rpc::pb::WriteRequest {
+                        command_json: command.to_string().into_bytes(),
+                    })
+                    .await
+            })
+        })
+        .join()
+        .unwrap()
+    })
+    .map_err(|e| e.to_string())?;
+    let outcome: Value = serde_json::from_slice(&reply.into_inner().outcome_json).unwrap();
+    match outcome["refusal"].as_str() {
+        Some(refusal) => Err(refusal.to_string()),
+        None => Ok(outcome),
+    }
 }
 
 /// The `engine::workers::list` rows of connections that announced `name`.

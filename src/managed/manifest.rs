@@ -453,3 +453,263 @@ fn shown(text: &str) -> String {
         .take(80)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managed::spec::RestartPolicy;
+
+    fn spec(manifest: &str) -> WorkerSpec {
+        WorkerSpec {
+            name: "resizer".into(),
+            dir: Some("/srv/workers/resizer".into()),
+            manifest: Some(manifest.into()),
+            command: None,
+            restart: RestartPolicy::OnFailure,
+            node_labels: Default::default(),
+        }
+    }
+
+    fn plan(manifest: &str) -> Planned {
+        launch_plan(&spec(manifest)).unwrap()
+    }
+
+    fn error(manifest: &str) -> ManifestError {
+        launch_plan(&spec(manifest)).unwrap_err()
+    }
+
+    #[test]
+    fn explicit_scripts_env_and_config_are_honoured() {
+        let planned = plan(
+            "name: resizer\nscripts:\n  install: npm ci\n  start: node index.js\nenv:\n  MODE: fast\nconfig:\n  bucket: images\n  sizes: [64, 128]\n",
+        );
+        assert!(planned.warnings.is_empty(), "{:?}", planned.warnings);
+        let plan = planned.plan;
+        assert_eq!(plan.name, "resizer");
+        assert_eq!(plan.dir, PathBuf::from("/srv/workers/resizer"));
+        assert_eq!(plan.install.as_deref(), Some("npm ci"));
+        assert_eq!(plan.start, "node index.js");
+        assert_eq!(plan.env, vec![("MODE".to_string(), "fast".to_string())]);
+        assert_eq!(
+            plan.config,
+            Some(serde_json::json!({"bucket": "images", "sizes": [64, 128]}))
+        );
+        assert_eq!(plan.restart, RestartPolicy::OnFailure);
+    }
+
+    #[test]
+    fn the_start_command_is_inferred_from_the_runtime_kind() {
+        let cases = [
+            (
+                "runtime:\n  kind: typescript\n  entry: src/index.ts\n",
+                "npm install",
+                "npx tsx src/index.ts",
+            ),
+            (
+                "runtime:\n  kind: typescript\n  package_manager: bun\n  entry: src/index.ts\n",
+                "bun install",
+                "bun src/index.ts",
+            ),
+            (
+                "runtime:\n  kind: javascript\n  entry: index.js\n",
+                "npm install",
+                "node index.js",
+            ),
+            (
+                "runtime:\n  language: python\n  entry: worker.main\n",
+                "python3 -m venv .venv && .venv/bin/pip install -e .",
+                ".venv/bin/python -m worker.main",
+            ),
+            (
+                "language: python\nentry: app\n",
+                "python3 -m venv .venv && .venv/bin/pip install -e .",
+                ".venv/bin/python -m app",
+            ),
+            (
+                "runtime:\n  kind: rust\n",
+                "cargo build --release",
+                "cargo run --release",
+            ),
+        ];
+        for (manifest, install, start) in cases {
+            let plan = plan(manifest).plan;
+            assert_eq!(plan.install.as_deref(), Some(install), "{manifest}");
+            assert_eq!(plan.start, start, "{manifest}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_start_or_command_means_no_inferred_install() {
+        let plan =
+            plan("runtime:\n  kind: python\n  entry: app\nscripts:\n  start: python3 app.py\n")
+                .plan;
+        assert_eq!(plan.start, "python3 app.py");
+        assert_eq!(plan.install, None);
+        let mut with_command =
+            spec("runtime:\n  kind: python\n  entry: app\nscripts:\n  install: pip install .\n");
+        with_command.command = Some("python3 -m app --fast".into());
+        let plan = launch_plan(&with_command).unwrap().plan;
+        assert_eq!(plan.start, "python3 -m app --fast");
+        assert_eq!(plan.install.as_deref(), Some("pip install ."));
+        let opted_out =
+            self::plan("runtime:\n  kind: python\n  entry: app\nscripts:\n  install: \"\"\n").plan;
+        assert_eq!(opted_out.install, None);
+    }
+
+    #[test]
+    fn a_command_alone_needs_no_manifest_and_no_directory() {
+        let spec = WorkerSpec {
+            name: "echo".into(),
+            dir: None,
+            manifest: None,
+            command: Some("python3 echo.py".into()),
+            restart: RestartPolicy::Always,
+            node_labels: Default::default(),
+        };
+        let planned = launch_plan(&spec).unwrap();
+        assert_eq!(planned.plan.start, "python3 echo.py");
+        assert_eq!(planned.plan.dir, PathBuf::new());
+        assert!(planned.plan.install.is_none() && planned.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_manifest_that_does_not_parse_is_a_clear_error() {
+        for bad in [
+            "name: [unclosed",
+            "scripts:\n  start: a\n  start: b\n",
+            "\t- x: : y",
+        ] {
+            let err = error(bad);
+            assert!(matches!(err, ManifestError::Yaml(_)), "{bad:?}: {err}");
+            assert!(err.to_string().contains("iii.worker.yaml does not parse"));
+        }
+        assert_eq!(error("- a\n- b\n"), ManifestError::NotAMapping);
+        let err = error("scripts:\n  start: [node, index.js]\n");
+        assert!(
+            err.to_string()
+                .contains("`scripts.start` must be one command string"),
+            "{err}"
+        );
+        let err = error("runtime: node\n");
+        assert!(
+            err.to_string().contains("`runtime` must be a mapping"),
+            "{err}"
+        );
+        let err = error("scripts:\n  start: node x.js\nenv:\n  PORT: 8080\n");
+        assert!(
+            err.to_string()
+                .contains("`env.PORT` must be a string: quote it"),
+            "{err}"
+        );
+        let err = error("scripts:\n  start: node x.js\nenv:\n  BAD-NAME: x\n");
+        assert!(
+            err.to_string().contains("not a valid variable name"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_start_command_says_what_is_missing() {
+        let err = error("name: resizer\nscripts:\n  install: npm ci\n");
+        assert!(matches!(err, ManifestError::NoStart { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no `scripts.start` and no `runtime.kind`"),
+            "{err}"
+        );
+        let err = error("runtime:\n  kind: typescript\n");
+        assert!(err.to_string().contains("needs `runtime.entry`"), "{err}");
+        let err = error("runtime:\n  kind: cobol\n  entry: main\n");
+        assert!(
+            err.to_string()
+                .contains("cannot infer one for `runtime.kind: cobol`"),
+            "{err}"
+        );
+        let err = error("scripts:\n  start: \"  \"\n");
+        assert!(matches!(err, ManifestError::NoStart { .. }), "{err}");
+        let mut nothing = spec("");
+        nothing.manifest = None;
+        let err = launch_plan(&nothing).unwrap_err();
+        assert!(err.to_string().contains("give --command"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_fields_warn_instead_of_being_ignored_silently() {
+        let planned = plan(
+            "name: resizer\ndescription: resizes\niii: v1\nruntime:\n  kind: typescript\n  entry: a.ts\n  base_image: oven/bun:1\nscripts:\n  setup: apt-get install -y vips\n  start: node a.js\ndependencies:\n  iii-state: ^0.19\nresources:\n  cpus: 2\nimage: ghcr.io/x/y\nenv:\n  III_URL: ws://elsewhere\nsurprise: 1\n",
+        );
+        let warnings = planned.warnings.join("\n");
+        for expected in [
+            "`runtime.base_image` is not supported",
+            "`scripts.setup` is not run",
+            "`dependencies` is not supported",
+            "`resources` is not supported",
+            "`image` is not supported",
+            "`env.III_URL` is ignored",
+            "unknown field `surprise`",
+        ] {
+            assert!(
+                warnings.contains(expected),
+                "{expected} missing from:\n{warnings}"
+            );
+        }
+        assert_eq!(planned.warnings.len(), 7, "{warnings}");
+        assert!(planned.plan.env.is_empty());
+    }
+
+    #[test]
+    fn a_manifest_naming_another_worker_warns() {
+        let planned = plan("name: other\nscripts:\n  start: x\n");
+        assert_eq!(planned.plan.name, "resizer");
+        assert!(planned.warnings[0].contains("names the worker `other`"));
+        assert!(matches!(
+            error("name: ../x\nscripts:\n  start: x\n"),
+            ManifestError::Name(_)
+        ));
+    }
+
+    #[test]
+    fn the_manifest_size_is_bounded() {
+        let huge = format!(
+            "scripts:\n  start: x\ndescription: \"{}\"\n",
+            "a".repeat(MAX_MANIFEST_BYTES)
+        );
+        assert!(matches!(error(&huge), ManifestError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn the_directory_must_be_absolute_and_the_name_safe() {
+        let mut relative = spec("scripts:\n  start: x\n");
+        relative.dir = Some("workers/resizer".into());
+        assert!(matches!(
+            launch_plan(&relative),
+            Err(ManifestError::RelativeDir(_))
+        ));
+        let mut bad_name = spec("scripts:\n  start: x\n");
+        bad_name.name = "a/b".into();
+        assert!(matches!(
+            launch_plan(&bad_name),
+            Err(ManifestError::Name(_))
+        ));
+    }
+
+    #[test]
+    fn the_install_key_follows_the_manifest_and_the_directory() {
+        let first = plan("scripts:\n  install: npm ci\n  start: node a.js\n")
+            .plan
+            .install_key;
+        assert_eq!(
+            first,
+            plan("scripts:\n  install: npm ci\n  start: node a.js\n")
+                .plan
+                .install_key
+        );
+        let edited = plan("scripts:\n  install: npm ci\n  start: node a.js\nversion: 2\n")
+            .plan
+            .install_key;
+        assert_ne!(first, edited);
+        let mut moved = spec("scripts:\n  install: npm ci\n  start: node a.js\n");
+        moved.dir = Some("/srv/other".into());
+        assert_ne!(first, launch_plan(&moved).unwrap().plan.install_key);
+    }
+}

@@ -18,8 +18,6 @@ mod install;
 pub mod logs;
 mod process;
 mod run;
-#[cfg(test)]
-mod tests;
 
 pub use backoff::{Backoff, BackoffPolicy};
 

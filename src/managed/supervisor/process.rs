@@ -150,6 +150,22 @@ pub(super) fn kill_group(group: i32, signal: libc::c_int) {
     }
 }
 
+/// Reaps members of `group` that became this process's children (when the node runs as
+/// PID 1 in a container, orphans of a worker's group are reparented to it, and nobody else
+/// would reap them). Returns true once none is left to reap. Only call it after the group's
+/// leader has been waited for: it must never take a status tokio waits for.
+pub(super) fn reap_group(group: i32) -> bool {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on a process group writes only into `status`.
+        match unsafe { libc::waitpid(-group, &mut status, libc::WNOHANG) } {
+            0 => return false,
+            pid if pid > 0 => continue,
+            _ => return true,
+        }
+    }
+}
+
 /// How a process ended, as `status` shows it: `exit 3`, `signal 9`.
 pub(super) fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {

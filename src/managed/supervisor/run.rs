@@ -16,8 +16,8 @@ use super::backoff::Backoff;
 use super::process::{self, describe_exit, kill_group, Spawner, Started};
 use super::{env, install, ProcessState, SupervisorSettings, Worker};
 
-/// How long a stopped group may take to disappear after its SIGKILL before we move on.
-const GROUP_GONE_WAIT: Duration = Duration::from_millis(500);
+/// How long orphans of a released group are reaped for (see `process::reap_group`).
+const ORPHAN_REAP_WINDOW: Duration = Duration::from_secs(5);
 
 /// Drives `worker` until it is stopped or its policy ends it; `after` is the previous copy
 /// of the same name, which must be gone before this one starts.
@@ -260,11 +260,11 @@ impl Runner {
         });
         match self.supervise(&mut started, false).await {
             Ended::Stopped => {
-                self.release(started).await;
+                self.release(started);
                 Ok(false)
             }
             Ended::Exited(status) if status.success() => {
-                self.release(started).await;
+                self.release(started);
                 install::record_installed(&marker, key).await.map_err(|e| {
                     format!("cannot record the install in {}: {e}", marker.display())
                 })?;
@@ -272,11 +272,11 @@ impl Runner {
                 Ok(true)
             }
             Ended::Exited(status) => {
-                self.release(started).await;
+                self.release(started);
                 Err(format!("install failed: {}", describe_exit(status)))
             }
             Ended::NotReady => {
-                self.release(started).await;
+                self.release(started);
                 Err("install failed".into())
             }
         }
@@ -298,7 +298,7 @@ impl Runner {
             s.retry_in_ms = None;
         });
         let ended = self.supervise(&mut started, true).await;
-        self.release(started).await;
+        self.release(started);
         Ok(ended)
     }
 
@@ -397,24 +397,21 @@ impl Runner {
         }
     }
 
-    /// After the leader is gone: kills what is left of its group, waits (briefly) for the
-    /// group to empty, and lets the lifeline go.
-    async fn release(&self, started: Started) {
+    /// After the leader is gone: kills what is left of its group (a process with a pending
+    /// SIGKILL runs no more code of its own) and lets the lifeline go.
+    fn release(&self, started: Started) {
         kill_group(started.group, libc::SIGKILL);
-        let deadline = Instant::now() + GROUP_GONE_WAIT;
-        while group_alive(started.group) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         *self.worker.group.lock().unwrap_or_else(|p| p.into_inner()) = None;
         drop(started.lifeline);
         self.worker.update(|s| s.pid = None);
+        let group = started.group;
+        tokio::spawn(async move {
+            let deadline = Instant::now() + ORPHAN_REAP_WINDOW;
+            while !process::reap_group(group) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
     }
-}
-
-/// Whether any process of the group still exists.
-fn group_alive(group: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(-group, 0) == 0 }
 }
 
 /// Copies a child's output into its worker's log until the pipe closes.
