@@ -1329,4 +1329,42 @@ mod tests {
         let err = Config::load(&bad).unwrap_err().to_string();
         assert!(err.contains("KEY=VALUE"), "{err}");
     }
+
+    #[test]
+    fn managed_worker_settings_have_defaults_units_and_reach_the_supervisor() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.managed_log_bytes, 1 << 20);
+        assert_eq!(config.managed_ready_timeout, Duration::from_secs(60));
+        assert_eq!(config.managed_stop_grace, Duration::from_secs(10));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        std::fs::write(
+            &path,
+            "managed_log_bytes: 64KiB\nmanaged_ready_timeout_secs: 5\nmanaged_stop_grace_secs: 0\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            listen: Some("0.0.0.0:4100".into()),
+            data_dir: Some("/var/lib/quorum".into()),
+            ..Default::default()
+        };
+        let settings =
+            crate::managed::SupervisorSettings::from_config(&Config::load(&args).unwrap());
+        assert_eq!(settings.log_bytes_per_worker, 64 << 10);
+        assert_eq!(settings.ready_timeout, Duration::from_secs(5));
+        assert_eq!(settings.stop_grace, Duration::ZERO);
+        assert_eq!(settings.worker_url, "ws://127.0.0.1:4100");
+        assert_eq!(settings.data_dir, PathBuf::from("/var/lib/quorum/managed"));
+        let zero = ServeArgs {
+            managed_ready_timeout_secs: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&zero).unwrap_err(),
+            ConfigError::Zero {
+                field: "managed_ready_timeout_secs"
+            }
+        ));
+    }
 }
