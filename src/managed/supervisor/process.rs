@@ -127,7 +127,17 @@ pub(super) async fn start(
             Ok(())
         });
     }
-    let child = spawner.spawn(command).await?;
+    let child = spawner.spawn(command).await.map_err(|error| {
+        if error.kind() == io::ErrorKind::NotFound {
+            // A directory checked a moment ago is there: what is missing is the shell.
+            io::Error::new(
+                error.kind(),
+                format!("/bin/sh is needed to run managed workers and was not found ({error})"),
+            )
+        } else {
+            error
+        }
+    })?;
     drop(watch_end);
     let group = child
         .id()

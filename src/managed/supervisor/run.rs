@@ -56,6 +56,8 @@ enum Ended {
     NotReady,
     /// `stop` or `kill_all` ended it.
     Stopped,
+    /// It could no longer be waited for; its group was killed.
+    Lost(io::Error),
 }
 
 /// What a start needs that does not change between restarts.
@@ -133,6 +135,14 @@ impl Runner {
                         s.last_error = Some(error);
                         s.last_exit = Some("signal 9".into());
                     });
+                    false
+                }
+                Ok(Ended::Lost(error)) => {
+                    let error =
+                        format!("cannot wait for the process: {error}; its group was killed");
+                    warn!(worker_name = %self.name(), error = %error, "managed worker lost");
+                    self.worker.log.note(&error);
+                    self.worker.update(|s| s.last_error = Some(error));
                     false
                 }
                 Err(error) => {
@@ -277,7 +287,11 @@ impl Runner {
             }
             Ended::NotReady => {
                 self.release(started);
-                Err("install failed".into())
+                Err("install failed: killed".into())
+            }
+            Ended::Lost(error) => {
+                self.release(started);
+                Err(format!("install failed: cannot wait for it: {error}"))
             }
         }
     }
@@ -349,10 +363,9 @@ impl Runner {
                 status = started.child.wait() => {
                     return match status {
                         Ok(status) => Ended::Exited(status),
-                        // The child can no longer be waited for: treat it as crashed.
-                        Err(_) => {
+                        Err(error) => {
                             kill_group(started.group, libc::SIGKILL);
-                            Ended::NotReady
+                            Ended::Lost(error)
                         }
                     };
                 }
