@@ -5,8 +5,10 @@
 //! - placed elsewhere or removed → `stop`; while this node drains, a worker moving to another
 //!   node is handed over instead (`handover.rs`): the local copy stops once its replacement is
 //!   registered;
-//! - fenced → `kill_all()` at once, before the majority may purge this node and place the
-//!   workers elsewhere; on unfencing the agent first commits a barrier, so its replica is
+//! - fenced → `kill_all()` at once (`Node::set_fenced` does it as it fences, and the agent again
+//!   when it sees the fence, in case it ensured a worker in between), before the majority may
+//!   purge this node and place the workers elsewhere; its commits are bounded so it never
+//!   waits on a cluster it cannot reach; on unfencing the agent first commits a barrier, so its replica is
 //!   current, and starts again only what is still placed here.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +32,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// The least time between two status commits of one worker: a worker that crashes in a loop
 /// costs the log at most one entry per this.
 const REPORT_EVERY: Duration = Duration::from_millis(500);
+
+/// How long one status commit may retry (no leader, a cut-off node) before the agent moves on.
+const REPORT_BUDGET: Duration = Duration::from_secs(2);
 
 /// What the agent last asked of the supervisor for one worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,10 +97,13 @@ pub async fn run(node: Arc<Node>, supervisor: Supervisor) {
             // off: a committed write returns once it is applied here, so after it the
             // placements read below are current.
             if let Err(err) = node
-                .commit(Command::NodeLabels {
-                    node: node.id,
-                    labels: node.config.node_labels.clone(),
-                })
+                .commit_within(
+                    Command::NodeLabels {
+                        node: node.id,
+                        labels: node.config.node_labels.clone(),
+                    },
+                    REPORT_BUDGET,
+                )
                 .await
             {
                 warn!(node = node.id, error = %err, "unfenced but cannot reach the cluster yet; managed workers stay stopped");
@@ -189,7 +197,7 @@ impl Agent {
             restart_requests: worker.restart_requests,
         };
         let previous = self.ensured.get(name).copied();
-        if previous == Some(want) {
+        if previous == Some(want) || node.is_fenced() {
             return;
         }
         let planned = match launch_plan(&worker.spec) {
@@ -267,7 +275,11 @@ impl Agent {
                 node: node.id,
                 status: status.clone(),
             };
-            match node.commit(command).await {
+            if node.is_fenced() {
+                return;
+            }
+            // Bounded: a report must never keep the agent from noticing a fence.
+            match node.commit_within(command, REPORT_BUDGET).await {
                 Ok(_) => {
                     self.reported.insert(name, (status, Instant::now()));
                 }

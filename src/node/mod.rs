@@ -155,8 +155,9 @@ impl Node {
         self.serving.load(Ordering::Relaxed)
     }
 
-    /// Fences or unfences this node. Fencing closes every worker socket with a
-    /// going-away code, so the SDKs reconnect to the healthy side of the cluster.
+    /// Fences or unfences this node. Fencing kills its managed workers and closes every
+    /// worker socket with a going-away code, so the SDKs reconnect to the healthy side of the
+    /// cluster.
     pub fn set_fenced(&self, fenced: bool) {
         let was = self.fenced.swap(fenced, Ordering::Relaxed);
         if was != fenced {
@@ -167,6 +168,10 @@ impl Node {
                 node = self.id,
                 "no quorum for the lease: fencing, closing worker sockets"
             );
+            // Before the majority may purge this node and start them elsewhere.
+            if let Some(supervisor) = self.managed.supervisor() {
+                supervisor.kill_all();
+            }
             for handle in self.connections.handles() {
                 handle.cancel.cancel();
             }
