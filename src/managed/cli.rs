@@ -336,7 +336,7 @@ fn list_table(workers: &[pb::ManagedWorkerInfo]) -> String {
         .unwrap_or(0)
         .max("NAME".len());
     let mut out = format!(
-        "{:<width$}  {:<6}  {:<12}  {:<5}  {:<8}  LAST EXIT\n",
+        "{:<width$}  {:<20}  {:<12}  {:<5}  {:<8}  LAST EXIT\n",
         "NAME", "NODE", "STATE", "READY", "RESTARTS"
     );
     for w in workers {
@@ -346,7 +346,7 @@ fn list_table(workers: &[pb::ManagedWorkerInfo]) -> String {
             "unplaceable".to_string()
         };
         out.push_str(&format!(
-            "{:<width$}  {:<6}  {:<12}  {:<5}  {:<8}  {}\n",
+            "{:<width$}  {:<20}  {:<12}  {:<5}  {:<8}  {}\n",
             w.name,
             node_text(w),
             state,

@@ -3,8 +3,10 @@
 //!
 //! `spec` is what the operator asked for (replicated as it is); `manifest` turns a spec into a
 //! `LaunchPlan` (pure); `supervisor` runs the plans placed on this node as child processes.
-//! Placement, the replicated spec and the node agent that drives the supervisor live
-//! elsewhere: this module never talks to the registry or to other nodes.
+//! These three never talk to the registry or to other nodes. The cluster side (`leader`,
+//! `placement`, `agent`, `handover`, ...) places specs and drives the supervisor; the
+//! operator's side (`cli`, `admin`, `logs`, `config_list`) records specs through the
+//! registry's commit path and reads a worker's output from the node that runs it.
 
 pub mod manifest;
 pub mod spec;
