@@ -4,6 +4,7 @@
 
 use clap::Args;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -201,6 +202,11 @@ pub struct ServeArgs {
     /// How long a stopped managed worker has between SIGTERM and SIGKILL [default: 10].
     #[arg(long, env = "QUORUM_MANAGED_STOP_GRACE_SECS")]
     pub managed_stop_grace_secs: Option<u64>,
+    /// A label of this node, `KEY=VALUE` (repeatable; comma-separated in
+    /// QUORUM_NODE_LABELS): a managed worker whose spec names labels runs only on a node that
+    /// has all of them.
+    #[arg(long = "node-label", env = "QUORUM_NODE_LABELS", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
 }
 
 /// How log lines are written to stderr.
@@ -261,6 +267,9 @@ struct FileConfig {
     managed_log_bytes: Option<ByteSize>,
     managed_ready_timeout_secs: Option<u64>,
     managed_stop_grace_secs: Option<u64>,
+    node_labels: Option<BTreeMap<String, String>>,
+    /// Managed workers this node submits at start (see `managed::config_list`).
+    workers: Option<Vec<crate::managed::config_list::WorkerEntry>>,
 }
 
 /// A node's validated settings.
@@ -337,6 +346,10 @@ pub struct Config {
     pub managed_ready_timeout: Duration,
     /// How long a stopped managed worker has between SIGTERM and SIGKILL.
     pub managed_stop_grace: Duration,
+    /// This node's labels (`--node-label`), committed at start for managed-worker placement.
+    pub node_labels: BTreeMap<String, String>,
+    /// The config file's `workers:` list, checked; submitted once the node serves.
+    pub managed_workers: Vec<crate::managed::spec::WorkerSpec>,
 }
 
 /// When the Raft log is compacted into a snapshot: whichever trigger fires first. The log on
@@ -406,11 +419,28 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     TokensFile(#[from] TokensFileError),
+    #[error("a node label must be KEY=VALUE with a non-empty KEY, got `{0}`")]
+    NodeLabel(String),
+    #[error("config file: {0}")]
+    Workers(#[from] crate::managed::config_list::WorkerListError),
     #[error("node id file {path}: {source}")]
     NodeIdFile {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Parses `--node-label K=V` flags into a map (a later flag for the same key wins).
+fn parse_node_labels(flags: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    flags
+        .iter()
+        .map(|flag| match flag.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_string(), value.trim().to_string()))
+            }
+            _ => Err(ConfigError::NodeLabel(flag.chars().take(128).collect())),
+        })
+        .collect()
 }
 
 impl Config {
@@ -455,6 +485,17 @@ impl Config {
                 .or(file.node_id_from_pod_name)
                 .as_deref(),
         )?;
+        let managed_workers = match file.workers {
+            Some(entries) => {
+                let base = args
+                    .config
+                    .as_deref()
+                    .and_then(Path::parent)
+                    .unwrap_or(Path::new("."));
+                crate::managed::config_list::specs(entries, base)?
+            }
+            None => Vec::new(),
+        };
         let worker_tokens = match args.worker_tokens_file.clone().or(file.worker_tokens_file) {
             Some(path) => read_tokens_file(&path)?,
             None => Vec::new(),
@@ -620,6 +661,12 @@ impl Config {
                     .or(file.managed_stop_grace_secs)
                     .unwrap_or(10),
             ),
+            node_labels: if args.node_labels.is_empty() {
+                file.node_labels.unwrap_or_default()
+            } else {
+                parse_node_labels(&args.node_labels)?
+            },
+            managed_workers,
         };
         config.validate()?;
         Ok(config)
@@ -1288,6 +1335,32 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(&zero).is_err());
+    }
+
+    #[test]
+    fn node_labels_come_from_flags_or_yaml_and_a_bad_one_is_refused() {
+        let args = ServeArgs {
+            node_labels: vec!["zone=a".into(), "gpu=yes".into()],
+            ..Default::default()
+        };
+        let labels = Config::load(&args).unwrap().node_labels;
+        assert_eq!(labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(labels.len(), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        std::fs::write(&path, "node_labels:\n  zone: b\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let labels = Config::load(&args).unwrap().node_labels;
+        assert_eq!(labels.get("zone").map(String::as_str), Some("b"));
+        let bad = ServeArgs {
+            node_labels: vec!["=a".into()],
+            ..Default::default()
+        };
+        let err = Config::load(&bad).unwrap_err().to_string();
+        assert!(err.contains("KEY=VALUE"), "{err}");
     }
 
     #[test]

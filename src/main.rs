@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use quorum::config::{Config, LogFormat, ServeArgs};
-use quorum::{auth, cluster, node};
+use quorum::{auth, cluster, managed, node};
 
 /// quorum: point unmodified iii SDKs at it; lose a node without losing service.
 #[derive(Parser, Debug)]
@@ -29,6 +29,9 @@ enum CommandLine {
     /// Make, list and revoke the tokens workers present on the worker port.
     #[command(subcommand)]
     Token(auth::token_cli::TokenCommand),
+    /// Run workers on the cluster from their iii.worker.yaml, kept running on a live node.
+    #[command(subcommand)]
+    Worker(managed::cli::WorkerCommand),
 }
 
 fn init_logging(format: LogFormat) {
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
         CommandLine::Cluster(command) => cluster::cli::run(command),
         CommandLine::Cert(command) => auth::certs::run(command),
         CommandLine::Token(command) => auth::token_cli::run(command),
+        CommandLine::Worker(command) => managed::cli::run(command),
         CommandLine::Serve(args) => {
             let config = match Config::load(&args) {
                 Ok(config) => config,

@@ -237,7 +237,7 @@ pub fn worker_function_ids(registry: &Registry, worker: WorkerId) -> Vec<String>
 pub fn worker_row(registry: &Registry, w: &Worker, load: Load) -> Value {
     let meta = w.meta.clone().unwrap_or_default();
     let functions = worker_function_ids(registry, w.id);
-    json!({
+    let mut row = json!({
         "id": w.id.to_string(),
         "name": meta.name,
         "description": meta.description,
@@ -252,7 +252,29 @@ pub fn worker_row(registry: &Registry, w: &Worker, load: Load) -> Value {
         "active_invocations": load.executing + load.waiting,
         "isolation": meta.isolation,
         "ip_address": w.ip_address,
-    })
+    });
+    if let Value::Object(map) = &mut row {
+        insert_managed(registry, w, map);
+    }
+    row
+}
+
+/// A managed worker's row (the connection on the node it is placed on) also says so, with
+/// that node, its restart count and how its last run ended.
+fn insert_managed(registry: &Registry, w: &Worker, map: &mut Map<String, Value>) {
+    let Some(name) = w.meta.as_ref().and_then(|m| m.name.as_deref()) else {
+        return;
+    };
+    let Some(managed) = registry
+        .managed_worker(name)
+        .filter(|m| m.placement == Some(w.node))
+    else {
+        return;
+    };
+    map.insert("managed".into(), json!(true));
+    map.insert("node".into(), json!(w.node));
+    map.insert("restarts".into(), json!(managed.status.restarts));
+    map.insert("last_exit".into(), json!(managed.status.last_exit));
 }
 
 fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {

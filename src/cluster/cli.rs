@@ -79,7 +79,7 @@ pub fn run(command: ClusterCommand) -> ExitCode {
 }
 
 /// Runs an operator command's future on a small runtime: its text on stdout and success, or
-/// its error on stderr and failure. Shared by the `cluster` and `token` commands.
+/// its error on stderr and failure. Shared by the `cluster`, `token` and `worker` commands.
 pub fn run_operator_command<E: std::fmt::Display>(
     command: impl std::future::Future<Output = Result<String, E>>,
 ) -> ExitCode {
@@ -95,7 +95,10 @@ pub fn run_operator_command<E: std::fmt::Display>(
     };
     match runtime.block_on(command) {
         Ok(text) => {
-            println!("{text}");
+            // A command that printed as it went (worker logs) has nothing left to say.
+            if !text.is_empty() {
+                println!("{text}");
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -107,7 +110,9 @@ pub fn run_operator_command<E: std::fmt::Display>(
 
 async fn execute(command: ClusterCommand) -> Result<String, RpcError> {
     // Removals wait for the change to commit, maybe across a leader change.
-    let change_timeout = REMOVE_TIMEOUT + Duration::from_secs(5);
+    // A removal first moves the node's managed workers (bounded by their own budget).
+    let change_timeout =
+        REMOVE_TIMEOUT + crate::managed::evacuate::MOVE_BUDGET + Duration::from_secs(5);
     match command {
         ClusterCommand::Status(target) => {
             let reply = target

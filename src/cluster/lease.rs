@@ -90,7 +90,14 @@ pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
         }
         let since = *leading_since.get_or_insert(now);
         node.member_contact.lead(since);
-        let holding = node.registry().nodes_with_workers();
+        // A node with a managed worker placed on it is watched too, so one that dies while its
+        // worker is down is purged (and the worker placed elsewhere) all the same.
+        let holding = {
+            let registry = node.registry();
+            let mut holding = registry.nodes_with_workers();
+            holding.extend(registry.nodes_with_placements());
+            holding
+        };
         contact.track_holders(&holding, now);
         let members: Vec<(NodeId, String)> = metrics
             .membership_config

@@ -357,6 +357,15 @@ pub async fn remove(
     node: &Arc<Node>,
     target: NodeId,
 ) -> Result<pb::MembershipReply, MembershipError> {
+    if metrics(node)
+        .membership_config
+        .membership()
+        .get_node(&target)
+        .is_some()
+    {
+        // Its managed workers move first, so their functions stay callable.
+        crate::managed::evacuate::move_workers_off(node, target).await;
+    }
     let deadline = Instant::now() + REMOVE_TIMEOUT;
     let mut first = true;
     let mut delay = Duration::from_millis(100);

@@ -3,12 +3,34 @@
 //!
 //! `spec` is what the operator asked for (replicated as it is); `manifest` turns a spec into a
 //! `LaunchPlan` (pure); `supervisor` runs the plans placed on this node as child processes.
-//! Placement, the replicated spec and the node agent that drives the supervisor live
-//! elsewhere: this module never talks to the registry or to other nodes.
+//! These three never talk to the registry or to other nodes. The cluster side (`leader`,
+//! `placement`, `agent`, `handover`, ...) places specs and drives the supervisor; the
+//! operator's side (`cli`, `admin`, `logs`, `config_list`) records specs through the
+//! registry's commit path and reads a worker's output from the node that runs it.
 
 pub mod manifest;
 pub mod spec;
 pub mod supervisor;
+
+// The cluster side (placement by the leader, the node agent, failover and drain).
+pub mod agent;
+pub mod evacuate;
+pub mod handover;
+pub mod leader;
+pub mod local;
+pub mod placement;
+pub mod ready;
+mod wiring;
+
+pub use wiring::start;
+
+// The operator's side: `quorum worker`, its RPC handlers, and the config's `workers:` list.
+pub mod admin;
+pub mod cli;
+pub mod config_list;
+pub mod logs;
+pub mod source;
+pub mod wire;
 
 pub use manifest::{launch_plan, ManifestError, Planned};
 pub use spec::{RestartPolicy, WorkerSpec};

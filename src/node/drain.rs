@@ -8,7 +8,8 @@
 //! 3. Close each worker's socket with 1001 (going away) as soon as it executes no call. Its
 //!    SDK reconnects to another node and registers again; calls held for its functions then
 //!    go there. Calls the worker itself was waiting on stay here, and their answers follow it
-//!    to its new connection once it reattaches.
+//!    to its new connection once it reattaches. A managed worker's copy is the exception: it
+//!    stays until its replacement on another node is registered (`managed::handover`).
 //! 4. Wait until no worker is left, no answer is owed and no channel end is open (channels
 //!    living here or relayed through here may finish), or until the drain grace ends.
 
@@ -19,6 +20,7 @@ use tracing::{info, warn};
 
 use super::Node;
 use crate::cluster::membership;
+use crate::managed;
 use crate::registry::Command;
 
 /// How often the drain looks for workers it may close.
@@ -52,6 +54,12 @@ pub async fn run(node: &Arc<Node>) {
     loop {
         for worker in node.connections.ids() {
             if closed.contains(&worker) {
+                continue;
+            }
+            // A managed worker's copy stays until its replacement elsewhere is registered;
+            // the node agent stops it then (see managed/handover.rs).
+            let deciding = started.elapsed() < managed::handover::DECISION_WAIT;
+            if managed::handover::holds_back(&node.registry(), node.id, worker, deciding) {
                 continue;
             }
             let token_hash = node

@@ -46,6 +46,7 @@ pub async fn run(node: Arc<Node>, mut applied: UnboundedReceiver<Applied>) {
         }
         // Calls waiting for a function to move off a draining node look again.
         node.router.registry_changed();
+        node.managed.registry_changed();
         if functions_changed {
             discovery::functions_changed(&node).await;
         }

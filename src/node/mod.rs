@@ -102,6 +102,12 @@ pub struct Node {
     pub budget: Arc<Budget>,
     /// The data channels living on this node, and the relay counters.
     pub channels: Arc<Channels>,
+    /// Managed workers on this node: the local supervisor (once the worker port is bound) and
+    /// the wake-up the placement loop and the node agent wait on.
+    pub managed: crate::managed::local::LocalManaged,
+    /// Follows `fenced`, for whoever must act the moment this node fences (the node agent
+    /// kills its managed workers then).
+    fence_watch: tokio::sync::watch::Sender<bool>,
 }
 
 /// The addresses a started node actually listens on (ports may have been 0), printed as one
@@ -149,15 +155,23 @@ impl Node {
         self.serving.load(Ordering::Relaxed)
     }
 
-    /// Fences or unfences this node. Fencing closes every worker socket with a
-    /// going-away code, so the SDKs reconnect to the healthy side of the cluster.
+    /// Fences or unfences this node. Fencing kills its managed workers and closes every
+    /// worker socket with a going-away code, so the SDKs reconnect to the healthy side of the
+    /// cluster.
     pub fn set_fenced(&self, fenced: bool) {
         let was = self.fenced.swap(fenced, Ordering::Relaxed);
+        if was != fenced {
+            self.fence_watch.send_replace(fenced);
+        }
         if fenced && !was {
             warn!(
                 node = self.id,
                 "no quorum for the lease: fencing, closing worker sockets"
             );
+            // Before the majority may purge this node and start them elsewhere.
+            if let Some(supervisor) = self.managed.supervisor() {
+                supervisor.kill_all();
+            }
             for handle in self.connections.handles() {
                 handle.cancel.cancel();
             }
@@ -167,6 +181,11 @@ impl Node {
                 "quorum contact restored: serving workers again"
             );
         }
+    }
+
+    /// Follows whether this node is fenced (see [`Node::set_fenced`]).
+    pub fn watch_fenced(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.fence_watch.subscribe()
     }
 
     /// Records that a leader's AppendEntries reached this node just now.
@@ -348,6 +367,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         )),
         budget,
         channels: Arc::new(Channels::new(node_id, config.channel_limits())),
+        managed: Default::default(),
+        fence_watch: tokio::sync::watch::Sender::new(false),
     });
     links.attach(&node);
     node.router.set_link(links);
@@ -461,6 +482,7 @@ async fn serve_workers(
             .clone()
             .sweep_until(node.shutdown.clone()),
     );
+    crate::managed::config_list::submit_at_start(node);
     if let Some(after) = node.config.remove_departed_after {
         tokio::spawn(crate::cluster::departed::run(node.clone(), after));
     }
@@ -475,6 +497,7 @@ async fn serve_workers(
     }
 
     let listener = ports::bind(node.config.listen, "workers").await?;
+    crate::managed::start(node, listener.local_addr()?).await;
     let ready = Ready {
         node_id: node.consensus.node_id(),
         listen: listener.local_addr()?.to_string(),

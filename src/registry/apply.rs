@@ -112,6 +112,21 @@ impl Registry {
                 self.revoke_token(name);
                 out.events.push(Event::TokenRevoked { name: name.clone() });
             }
+            Command::ManagedWorkerPut { spec, at_ms } => self.put_managed(spec, *at_ms, &mut out),
+            Command::ManagedWorkerRemoved { name } => self.remove_managed(name, &mut out),
+            Command::ManagedWorkerRestart { name } => self.restart_managed(name, &mut out),
+            Command::ManagedWorkerPlaced { name, node } => {
+                self.place_managed(name, *node, &mut out)
+            }
+            Command::ManagedWorkerUnplaceable { name, reason } => {
+                self.unplaceable_managed(name, reason)
+            }
+            Command::ManagedWorkerStatus { name, node, status } => {
+                self.report_managed(name, *node, status)
+            }
+            Command::NodeLabels { node, labels } => {
+                self.node_labels.insert(*node, labels.clone());
+            }
             Command::NodeDraining { node } => {
                 self.draining_nodes.insert(*node);
             }
@@ -127,6 +142,9 @@ impl Registry {
                 node: *node,
             }),
             Command::NodeRestarted { node } | Command::NodePurged { node } => {
+                if matches!(command, Command::NodePurged { .. }) {
+                    self.unplace_node(*node);
+                }
                 self.draining_nodes.remove(node);
                 let stale: Vec<WorkerId> = self
                     .workers
@@ -301,7 +319,11 @@ impl Registry {
         if let Some(name) = &announcement.meta.name {
             let lease = (namespace.clone(), name.clone());
             match self.names.get(&lease) {
-                Some(holder) if *holder != worker && self.workers.contains_key(holder) => {
+                Some(holder)
+                    if *holder != worker
+                        && self.workers.contains_key(holder)
+                        && !self.yields_to_newcomer(*holder) =>
+                {
                     out.rejections.push(Rejection::WorkerName {
                         namespace,
                         name: name.clone(),
@@ -350,7 +372,9 @@ impl Registry {
         let key = FunctionKey::new(namespace.clone(), id);
         match self.functions.get(&key) {
             Some(existing)
-                if existing.owner != worker && self.workers.contains_key(&existing.owner) =>
+                if existing.owner != worker
+                    && self.workers.contains_key(&existing.owner)
+                    && !self.yields_to_newcomer(existing.owner) =>
             {
                 out.rejections.push(Rejection::Function {
                     namespace,

@@ -4,8 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::managed::{ManagedStatus, NodeLabels};
 use super::model::{Trigger, WorkerMeta, WorkerToken};
 use crate::ids::{NodeId, WorkerId};
+use crate::managed::spec::WorkerSpec;
 
 /// One change to the registry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,6 +71,25 @@ pub enum Command {
     TokenCreated(WorkerToken),
     /// `quorum token revoke`: the name is refused from now on, wherever it is defined.
     TokenRevoked { name: String },
+    /// `quorum worker add` (or the node's `workers:` list): a managed worker's spec. The same
+    /// spec again changes nothing; another spec under a taken name is refused.
+    ManagedWorkerPut { spec: WorkerSpec, at_ms: u64 },
+    /// `quorum worker remove`: the worker stops wherever it runs (refused when unknown).
+    ManagedWorkerRemoved { name: String },
+    /// `quorum worker restart`: the placed node restarts the worker once.
+    ManagedWorkerRestart { name: String },
+    /// The leader placed a managed worker on `node`.
+    ManagedWorkerPlaced { name: String, node: NodeId },
+    /// The leader found no node that may run it, for `reason`.
+    ManagedWorkerUnplaceable { name: String, reason: String },
+    /// The placed node's report on a managed worker (ignored from any other node).
+    ManagedWorkerStatus {
+        name: String,
+        node: NodeId,
+        status: ManagedStatus,
+    },
+    /// The labels a node was started with (`--node-label`), committed at each start.
+    NodeLabels { node: NodeId, labels: NodeLabels },
 }
 
 /// One registration message from a worker.

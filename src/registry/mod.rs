@@ -13,6 +13,7 @@
 mod apply;
 mod command;
 pub mod limits;
+mod managed;
 mod model;
 mod name_rule;
 mod queries;
@@ -25,5 +26,6 @@ mod tokens;
 pub use command::{
     Announcement, Command, Event, Notice, Outcome, Registration, Rejection, WorkerEventKind,
 };
+pub use managed::{ManagedStatus, ManagedWorker, NodeLabels, MAX_SPEC_BYTES};
 pub use model::{Function, Registry, Trigger, TriggerType, Worker, WorkerMeta, WorkerToken};
 pub use queries::Resolution;

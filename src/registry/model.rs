@@ -35,6 +35,12 @@ pub struct Registry {
     /// every node's tokens file alike.
     #[serde(default)]
     pub(super) revoked_tokens: BTreeSet<String>,
+    /// Managed workers (`quorum worker add`), by name.
+    #[serde(default)]
+    pub(super) managed: BTreeMap<String, super::managed::ManagedWorker>,
+    /// The labels each node committed at start, for the placement of managed workers.
+    #[serde(default, with = "super::serde_pairs")]
+    pub(super) node_labels: BTreeMap<NodeId, super::managed::NodeLabels>,
 }
 
 /// What a worker token lets its holder do on the worker port. The token itself is never
@@ -157,6 +163,8 @@ impl Default for Registry {
             moving: BTreeMap::new(),
             tokens: BTreeMap::new(),
             revoked_tokens: BTreeSet::new(),
+            managed: BTreeMap::new(),
+            node_labels: BTreeMap::new(),
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Each method only translates: Raft RPCs go to [`super::raft_service`], membership to
 //! `cluster::membership`, forwarded writes to this node's Raft (which must be the leader),
-//! live facts to the router, the invocation stream to [`super::invocations`], and the data
-//! channel RPCs to `crate::channels::remote`.
+//! live facts to the router, the invocation stream to [`super::invocations`], the data
+//! channel RPCs to `crate::channels::remote`, and managed workers to `crate::managed`.
 
 use std::sync::Arc;
 
@@ -32,6 +32,7 @@ use crate::auth::token_admin;
 use crate::channels;
 use crate::cluster::membership;
 use crate::consensus::ConsensusError;
+use crate::managed;
 use crate::node::Node;
 use crate::registry::Command;
 
@@ -257,6 +258,62 @@ impl Cluster for ClusterService {
         self.authorize(&request, Access::Operator)?;
         let reply = token_admin::revoke(&self.node, request.into_inner()).await?;
         Ok(Response::new(reply))
+    }
+
+    async fn add_managed_worker(
+        &self,
+        request: Request<pb::AddManagedWorkerRequest>,
+    ) -> Result<Response<pb::ManagedWorkerReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        let reply = managed::admin::add(&self.node, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn list_managed_workers(
+        &self,
+        request: Request<pb::ListManagedWorkersRequest>,
+    ) -> Result<Response<pb::ListManagedWorkersReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        Ok(Response::new(managed::admin::list(&self.node)))
+    }
+
+    async fn managed_worker_status(
+        &self,
+        request: Request<pb::ManagedWorkerStatusRequest>,
+    ) -> Result<Response<pb::ManagedWorkerInfo>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        let reply = managed::admin::status(&self.node, request.into_inner())?;
+        Ok(Response::new(reply))
+    }
+
+    async fn restart_managed_worker(
+        &self,
+        request: Request<pb::RestartManagedWorkerRequest>,
+    ) -> Result<Response<pb::ManagedWorkerReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        let reply = managed::admin::restart(&self.node, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn remove_managed_worker(
+        &self,
+        request: Request<pb::RemoveManagedWorkerRequest>,
+    ) -> Result<Response<pb::ManagedWorkerReply>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        let reply = managed::admin::remove(&self.node, request.into_inner()).await?;
+        Ok(Response::new(reply))
+    }
+
+    type ManagedWorkerLogsStream = managed::logs::LogStream;
+
+    async fn managed_worker_logs(
+        &self,
+        request: Request<pb::ManagedWorkerLogsRequest>,
+    ) -> Result<Response<Self::ManagedWorkerLogsStream>, Status> {
+        self.authorize(&request, Access::Operator)?;
+        let sources = managed::admin::log_sources(&self.node);
+        let stream = managed::logs::serve(sources, request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 
     async fn status(

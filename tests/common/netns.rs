@@ -196,6 +196,11 @@ impl NetnsLab {
         .ok()
     }
 
+    /// The arguments that present the admin certificate to an operator command.
+    pub fn admin_args(&self) -> Vec<String> {
+        self.certs.admin_args()
+    }
+
     /// Cuts node `i` off the cluster network (its bridge port goes down).
     pub fn cut(&self, i: usize) {
         ip(&[

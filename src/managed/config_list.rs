@@ -1,0 +1,191 @@
+//! The `workers:` list of the node's YAML config, for GitOps: the same fields as `quorum worker
+//! add` (`path`, or `name` + `command`; `restart`; `node_labels`). Checked when the config is
+//! loaded (a manifest that does not parse, or two entries with one name, stop the node before
+//! it starts); submitted once the node serves, each as an idempotent `ManagedWorkerPut`.
+//!
+//! Every node may carry the same list: the same spec committed twice changes nothing. A spec
+//! the registry already holds differently under that name (changed with the CLI, or another
+//! node's config) is logged as an error, and the node keeps running.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tracing::{error, info, warn};
+
+use super::source::{self, SourceError, SpecSource};
+use super::spec::{RestartPolicy, WorkerSpec};
+use crate::ids::NodeId;
+use crate::node::Node;
+use crate::protocol::error::EngineError;
+use crate::registry::{Command, Outcome};
+
+/// One entry of `workers:` as written in the file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerEntry {
+    /// A directory holding `iii.worker.yaml`; relative to the config file's directory.
+    pub path: Option<PathBuf>,
+    pub name: Option<String>,
+    pub command: Option<String>,
+    /// `always` (default), `on-failure` or `never`.
+    pub restart: Option<String>,
+    #[serde(default)]
+    pub node_labels: BTreeMap<String, String>,
+}
+
+/// Why the `workers:` list cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerListError {
+    #[error("workers[{index}]: {source}")]
+    Entry {
+        index: usize,
+        #[source]
+        source: SourceError,
+    },
+    #[error("workers[{index}]: restart: {reason}")]
+    Restart { index: usize, reason: String },
+    #[error("workers: two entries are named '{name}'; each managed worker needs its own name")]
+    DuplicateName { name: String },
+}
+
+/// The checked specs of a `workers:` list; `base` is the config file's directory.
+pub fn specs(entries: Vec<WorkerEntry>, base: &Path) -> Result<Vec<WorkerSpec>, WorkerListError> {
+    let mut names = HashSet::new();
+    let mut specs = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let restart = match &entry.restart {
+            None => RestartPolicy::default(),
+            Some(text) => text
+                .parse::<RestartPolicy>()
+                .map_err(|e| WorkerListError::Restart {
+                    index,
+                    reason: e.to_string(),
+                })?,
+        };
+        let request = SpecSource {
+            path: entry.path.map(|p| base.join(p)),
+            name: entry.name,
+            command: entry.command,
+            restart,
+            node_labels: entry.node_labels,
+        };
+        let checked =
+            source::check(request).map_err(|source| WorkerListError::Entry { index, source })?;
+        if !names.insert(checked.spec.name.clone()) {
+            return Err(WorkerListError::DuplicateName {
+                name: checked.spec.name,
+            });
+        }
+        specs.push(checked.spec);
+    }
+    Ok(specs)
+}
+
+/// Submits this node's `workers:` list in the background, once it serves (nothing when the
+/// list is empty).
+pub fn submit_at_start(node: &Arc<Node>) {
+    let specs = node.config.managed_workers.clone();
+    if specs.is_empty() {
+        return;
+    }
+    let node = node.clone();
+    tokio::spawn(async move { submit(node.id, specs, |command| node.commit(command)).await });
+}
+
+/// Submits the config's specs, one `ManagedWorkerPut` each, through `commit` (the node's
+/// commit path). A refusal (another spec holds the name) or a failed commit is logged; the
+/// other entries are still submitted.
+pub async fn submit<F, Fut>(node: NodeId, specs: Vec<WorkerSpec>, commit: F)
+where
+    F: Fn(Command) -> Fut,
+    Fut: Future<Output = Result<Outcome, EngineError>>,
+{
+    for spec in specs {
+        let name = spec.name.clone();
+        if let Ok(planned) = super::manifest::launch_plan(&spec) {
+            for warning in planned.warnings {
+                warn!(node, worker = %name, warning = %warning, "managed worker manifest");
+            }
+        }
+        let put = Command::ManagedWorkerPut {
+            spec,
+            at_ms: super::admin::now_ms(),
+        };
+        match commit(put).await {
+            Ok(Outcome {
+                refusal: Some(reason),
+                ..
+            }) => {
+                error!(node, worker = %name, reason = %reason, "the config's managed worker was refused; the registry keeps its spec")
+            }
+            Ok(_) => info!(node, worker = %name, "managed worker from the config submitted"),
+            Err(err) => {
+                error!(node, worker = %name, error = %err, "cannot submit the config's managed worker")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command_entry(name: &str) -> WorkerEntry {
+        WorkerEntry {
+            name: Some(name.into()),
+            command: Some("sleep 100".into()),
+            ..WorkerEntry::default()
+        }
+    }
+
+    #[test]
+    fn two_entries_with_one_name_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = specs(vec![command_entry("a"), command_entry("a")], dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, WorkerListError::DuplicateName { name } if name == "a"),
+            "{err}"
+        );
+        assert_eq!(
+            specs(vec![command_entry("a"), command_entry("b")], dir.path())
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_path_is_read_relative_to_the_config_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("echo")).unwrap();
+        let entry = WorkerEntry {
+            path: Some("echo".into()),
+            ..WorkerEntry::default()
+        };
+        let err = specs(vec![entry.clone()], dir.path()).unwrap_err();
+        assert!(err.to_string().contains("iii.worker.yaml"), "{err}");
+        std::fs::write(
+            dir.path().join("echo/iii.worker.yaml"),
+            "name: echo\nscripts:\n  start: ./run.sh\n",
+        )
+        .unwrap();
+        let spec = &specs(vec![entry], dir.path()).unwrap()[0];
+        assert_eq!(spec.name, "echo");
+        let expected = std::fs::canonicalize(dir.path().join("echo")).unwrap();
+        assert_eq!(spec.dir.as_deref(), Some(expected.to_str().unwrap()));
+    }
+
+    #[test]
+    fn an_entry_needs_a_path_or_a_name_and_a_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = WorkerEntry {
+            name: Some("a".into()),
+            ..WorkerEntry::default()
+        };
+        let err = specs(vec![entry], dir.path()).unwrap_err();
+        assert!(err.to_string().starts_with("workers[0]:"), "{err}");
+    }
+}

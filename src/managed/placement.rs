@@ -1,0 +1,251 @@
+//! Where a managed worker runs: the leader's pure decision, from the registry and the set of
+//! nodes it can reach. Spread by the count of managed workers each node already runs; a
+//! spec's `node_labels` restrict the candidates; no candidate is a reason the status shows.
+//!
+//! Never moves a worker off a node that is merely silent: that node may still run its copy
+//! until it fences, and only the purge (which frees its placements in the registry) says it
+//! has. A draining node's workers move as soon as another node can take them (the drain
+//! hands over, see `handover.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::ids::NodeId;
+use crate::registry::{Command, NodeLabels, Registry};
+
+/// A node that may receive a managed worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub node: NodeId,
+    pub labels: NodeLabels,
+    /// Managed workers already placed on it.
+    pub placed: usize,
+}
+
+/// The leader's choice for one worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    On(NodeId),
+    /// No candidate; the sentence says why.
+    Unplaceable(String),
+}
+
+/// The candidate with all of `wanted`'s labels and the fewest managed workers (the lowest id
+/// among equals, so every run decides alike).
+pub fn choose(wanted: &BTreeMap<String, String>, candidates: &[Candidate]) -> Choice {
+    if candidates.is_empty() {
+        return Choice::Unplaceable("no live node can take it".into());
+    }
+    let fits = |c: &&Candidate| wanted.iter().all(|(k, v)| c.labels.get(k) == Some(v));
+    if let Some(best) = candidates
+        .iter()
+        .filter(fits)
+        .min_by_key(|c| (c.placed, c.node))
+    {
+        return Choice::On(best.node);
+    }
+    let missing = wanted
+        .iter()
+        .find(|(k, v)| !candidates.iter().any(|c| c.labels.get(*k) == Some(*v)));
+    Choice::Unplaceable(match missing {
+        Some((k, v)) => format!("no live node has label {k}={v}"),
+        None => format!(
+            "no live node has all of the labels {}",
+            wanted
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+/// The commands that bring placements in line: place each unplaced worker on a live node,
+/// move each worker off a draining node when another can take it, report the unplaceable
+/// ones (once per reason). `live` are the members the leader reaches (itself included).
+pub fn decide(registry: &Registry, live: &BTreeSet<NodeId>) -> Vec<Command> {
+    let mut placed: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for worker in registry.managed_workers() {
+        if let Some(node) = worker.placement {
+            *placed.entry(node).or_default() += 1;
+        }
+    }
+    let takers: Vec<NodeId> = live
+        .iter()
+        .copied()
+        .filter(|n| !registry.is_draining(*n))
+        .collect();
+    let mut commands = Vec::new();
+    for worker in registry.managed_workers() {
+        let from_draining = worker.placement.filter(|n| registry.is_draining(*n));
+        if worker.placement.is_some() && from_draining.is_none() {
+            continue;
+        }
+        let candidates: Vec<Candidate> = takers
+            .iter()
+            .map(|n| Candidate {
+                node: *n,
+                labels: registry.node_labels().get(n).cloned().unwrap_or_default(),
+                placed: placed.get(n).copied().unwrap_or(0),
+            })
+            .collect();
+        let name = worker.spec.name.clone();
+        match choose(&worker.spec.node_labels, &candidates) {
+            Choice::On(node) => {
+                *placed.entry(node).or_default() += 1;
+                if let Some(old) = from_draining {
+                    if let Some(count) = placed.get_mut(&old) {
+                        *count = count.saturating_sub(1);
+                    }
+                }
+                commands.push(Command::ManagedWorkerPlaced { name, node });
+            }
+            // A draining node keeps its copy when no other node can take it.
+            Choice::Unplaceable(_) if from_draining.is_some() => {}
+            Choice::Unplaceable(reason) => {
+                if worker.status.unplaceable.as_deref() != Some(reason.as_str()) {
+                    commands.push(Command::ManagedWorkerUnplaceable { name, reason });
+                }
+            }
+        }
+    }
+    commands
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managed::spec::WorkerSpec;
+
+    fn labels(pairs: &[(&str, &str)]) -> NodeLabels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn candidate(node: NodeId, placed: usize, pairs: &[(&str, &str)]) -> Candidate {
+        Candidate {
+            node,
+            labels: labels(pairs),
+            placed,
+        }
+    }
+
+    fn spec(name: &str, pairs: &[(&str, &str)]) -> WorkerSpec {
+        let mut spec: WorkerSpec = serde_json::from_value(serde_json::json!({
+            "name": name,
+            "command": "true",
+        }))
+        .expect("a minimal spec");
+        spec.node_labels = labels(pairs);
+        spec
+    }
+
+    #[test]
+    fn the_least_loaded_node_with_the_labels_wins() {
+        let nodes = [
+            candidate(1, 2, &[("zone", "a")]),
+            candidate(2, 0, &[("zone", "b")]),
+            candidate(3, 1, &[("zone", "a")]),
+        ];
+        assert_eq!(choose(&BTreeMap::new(), &nodes), Choice::On(2));
+        assert_eq!(choose(&labels(&[("zone", "a")]), &nodes), Choice::On(3));
+    }
+
+    #[test]
+    fn a_label_no_node_has_is_named() {
+        let nodes = [
+            candidate(1, 0, &[("zone", "a")]),
+            candidate(2, 0, &[("gpu", "yes")]),
+        ];
+        assert_eq!(
+            choose(&labels(&[("zone", "x")]), &nodes),
+            Choice::Unplaceable("no live node has label zone=x".into())
+        );
+        assert_eq!(
+            choose(&labels(&[("gpu", "yes"), ("zone", "a")]), &nodes),
+            Choice::Unplaceable("no live node has all of the labels gpu=yes, zone=a".into())
+        );
+        assert!(matches!(
+            choose(&BTreeMap::new(), &[]),
+            Choice::Unplaceable(_)
+        ));
+    }
+
+    fn registry_with(specs: &[WorkerSpec]) -> Registry {
+        let mut reg = Registry::default();
+        for spec in specs {
+            reg.apply(&Command::ManagedWorkerPut {
+                spec: spec.clone(),
+                at_ms: 1,
+            });
+        }
+        reg
+    }
+
+    #[test]
+    fn unplaced_workers_spread_over_the_live_nodes() {
+        let reg = registry_with(&[spec("a", &[]), spec("b", &[]), spec("c", &[])]);
+        let live = BTreeSet::from([1, 2]);
+        let commands = decide(&reg, &live);
+        let nodes: Vec<NodeId> = commands
+            .iter()
+            .map(|c| match c {
+                Command::ManagedWorkerPlaced { node, .. } => *node,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(nodes, [1, 2, 1]);
+    }
+
+    #[test]
+    fn a_placed_worker_stays_on_a_silent_node_until_its_purge() {
+        let mut reg = registry_with(&[spec("a", &[])]);
+        reg.apply(&Command::ManagedWorkerPlaced {
+            name: "a".into(),
+            node: 3,
+        });
+        assert!(decide(&reg, &BTreeSet::from([1, 2])).is_empty());
+        reg.apply(&Command::NodePurged { node: 3 });
+        assert_eq!(
+            decide(&reg, &BTreeSet::from([1, 2])),
+            vec![Command::ManagedWorkerPlaced {
+                name: "a".into(),
+                node: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn a_draining_node_hands_its_workers_over_when_another_can_take_them() {
+        let mut reg = registry_with(&[spec("a", &[])]);
+        reg.apply(&Command::ManagedWorkerPlaced {
+            name: "a".into(),
+            node: 1,
+        });
+        reg.apply(&Command::NodeDraining { node: 1 });
+        assert!(decide(&reg, &BTreeSet::from([1])).is_empty());
+        assert_eq!(
+            decide(&reg, &BTreeSet::from([1, 2])),
+            vec![Command::ManagedWorkerPlaced {
+                name: "a".into(),
+                node: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn unplaceable_is_reported_once_per_reason() {
+        let mut reg = registry_with(&[spec("a", &[("zone", "x")])]);
+        let commands = decide(&reg, &BTreeSet::from([1]));
+        assert_eq!(
+            commands,
+            vec![Command::ManagedWorkerUnplaceable {
+                name: "a".into(),
+                reason: "no live node has label zone=x".into()
+            }]
+        );
+        reg.apply(&commands[0]);
+        assert!(decide(&reg, &BTreeSet::from([1])).is_empty());
+    }
+}

@@ -1,0 +1,416 @@
+//! Managed workers in the registry: the operator's specs, the node the leader placed each on,
+//! what that node reports about it, and the labels each node was started with.
+//!
+//! Placement only ever changes by a command: the leader's `ManagedWorkerPlaced`, or a
+//! `NodePurged` that frees every placement on the purged node (the old copy is fenced by then,
+//! and the purge released its name lease in the same step, so a replacement can never meet it).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::command::Outcome;
+use super::limits;
+use super::model::Registry;
+use crate::ids::NodeId;
+use crate::managed::spec::WorkerSpec;
+
+/// The most bytes of JSON one spec (its manifest text included) may take in the registry.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
+
+/// A node's labels (`--node-label K=V`), which a spec's `node_labels` must all match.
+pub type NodeLabels = BTreeMap<String, String>;
+
+/// One managed worker: what the operator asked for and where it runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManagedWorker {
+    pub spec: WorkerSpec,
+    /// When the spec was put (ms since the epoch): a new spec is a new version, and the
+    /// placed node runs `scripts.install` once per version.
+    pub version: u64,
+    /// The node that runs it; `None` until the leader places it (or after its node was purged).
+    pub placement: Option<NodeId>,
+    /// What the placed node last reported, and why the leader could not place it.
+    pub status: ManagedStatus,
+    /// Bumped by `quorum worker restart`: the placed node restarts the worker once per bump.
+    #[serde(default)]
+    pub restart_requests: u64,
+}
+
+/// What `quorum worker status` shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedStatus {
+    /// The supervisor's state on the placed node ("starting", "running", "backoff", ...), or
+    /// "pending" until a node reports.
+    pub state: String,
+    /// Whether a connection on the placed node announced the worker's name.
+    pub ready: bool,
+    pub restarts: u32,
+    /// How the last run ended ("exit 3", "signal 9").
+    pub last_exit: Option<String>,
+    /// The last failure to start or install it.
+    pub last_error: Option<String>,
+    /// Why no node can run it (e.g. "no node has label zone=x"); `None` once placed.
+    pub unplaceable: Option<String>,
+}
+
+impl ManagedStatus {
+    fn pending() -> Self {
+        Self {
+            state: "pending".into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Registry {
+    /// Every managed worker, by name.
+    pub fn managed_workers(&self) -> impl Iterator<Item = &ManagedWorker> {
+        self.managed.values()
+    }
+
+    /// The managed worker of that name.
+    pub fn managed_worker(&self, name: &str) -> Option<&ManagedWorker> {
+        self.managed.get(name)
+    }
+
+    /// The labels each node committed at start (nodes that gave none are absent).
+    pub fn node_labels(&self) -> &BTreeMap<NodeId, NodeLabels> {
+        &self.node_labels
+    }
+
+    /// Nodes that hold a placement: the leader watches their lease like that of nodes with
+    /// live workers, so a node that dies while its managed worker is down is purged too.
+    pub fn nodes_with_placements(&self) -> std::collections::BTreeSet<NodeId> {
+        self.managed.values().filter_map(|m| m.placement).collect()
+    }
+
+    /// `ManagedWorkerPut`: a new spec, the same one again (nothing changes), or a refusal.
+    pub(super) fn put_managed(&mut self, spec: &WorkerSpec, at_ms: u64, out: &mut Outcome) {
+        if let Err(too_large) = limits::check(
+            &format!(
+                "the spec of managed worker `{}`",
+                crate::protocol::names::echo(&spec.name)
+            ),
+            spec,
+            MAX_SPEC_BYTES,
+        ) {
+            out.refusal = Some(format!(
+                "{} is larger than {MAX_SPEC_BYTES} bytes of JSON",
+                too_large.what
+            ));
+            return;
+        }
+        match self.managed.get(&spec.name) {
+            Some(existing) if existing.spec == *spec => {}
+            Some(_) => {
+                out.refusal = Some(format!(
+                    "a managed worker named '{}' already exists with a different spec; remove it first",
+                    spec.name
+                ));
+            }
+            None => {
+                self.managed.insert(
+                    spec.name.clone(),
+                    ManagedWorker {
+                        spec: spec.clone(),
+                        version: at_ms,
+                        placement: None,
+                        status: ManagedStatus::pending(),
+                        restart_requests: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// `ManagedWorkerRemoved`: forgets the spec; its node stops the worker.
+    pub(super) fn remove_managed(&mut self, name: &str, out: &mut Outcome) {
+        if self.managed.remove(name).is_none() {
+            out.refusal = Some(unknown(name));
+        }
+    }
+
+    /// `ManagedWorkerRestart`: asks the placed node to restart the worker once.
+    pub(super) fn restart_managed(&mut self, name: &str, out: &mut Outcome) {
+        match self.managed.get_mut(name) {
+            Some(worker) => worker.restart_requests += 1,
+            None => out.refusal = Some(unknown(name)),
+        }
+    }
+
+    /// `ManagedWorkerPlaced`: the leader's choice. The status starts afresh for the new node.
+    pub(super) fn place_managed(&mut self, name: &str, node: NodeId, out: &mut Outcome) {
+        let Some(worker) = self.managed.get_mut(name) else {
+            out.refusal = Some(unknown(name));
+            return;
+        };
+        if worker.placement != Some(node) {
+            worker.placement = Some(node);
+            worker.status = ManagedStatus::pending();
+        }
+    }
+
+    /// `ManagedWorkerUnplaceable`: no node may run it; the reason is shown in its status.
+    pub(super) fn unplaceable_managed(&mut self, name: &str, reason: &str) {
+        if let Some(worker) = self.managed.get_mut(name) {
+            worker.placement = None;
+            worker.status = ManagedStatus {
+                unplaceable: Some(reason.to_string()),
+                ..ManagedStatus::pending()
+            };
+        }
+    }
+
+    /// `ManagedWorkerStatus`: a report from `node`, kept only while the worker is placed there
+    /// (a late report from a previous node changes nothing).
+    pub(super) fn report_managed(&mut self, name: &str, node: NodeId, status: &ManagedStatus) {
+        if let Some(worker) = self.managed.get_mut(name) {
+            if worker.placement == Some(node) {
+                worker.status = ManagedStatus {
+                    unplaceable: None,
+                    ..status.clone()
+                };
+            }
+        }
+    }
+
+    /// A purged node's placements are freed, for the leader to place on survivors.
+    pub(super) fn unplace_node(&mut self, node: NodeId) {
+        for worker in self.managed.values_mut() {
+            if worker.placement == Some(node) {
+                worker.placement = None;
+                worker.status = ManagedStatus::pending();
+            }
+        }
+    }
+
+    /// Whether a name lease or function held by `holder` passes to a newcomer that claims the
+    /// same: yes when the holder's node drains. This is how a managed worker's replacement
+    /// takes over from the copy on a draining node while that copy finishes its calls.
+    pub(super) fn yields_to_newcomer(&self, holder: crate::ids::WorkerId) -> bool {
+        self.workers
+            .get(&holder)
+            .is_some_and(|w| self.draining_nodes.contains(&w.node))
+    }
+}
+
+fn unknown(name: &str) -> String {
+    format!(
+        "no managed worker named '{}'",
+        crate::protocol::names::echo(name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Command;
+    use super::*;
+
+    fn spec(name: &str, command: &str) -> WorkerSpec {
+        serde_json::from_value(serde_json::json!({"name": name, "command": command}))
+            .expect("a minimal spec")
+    }
+
+    fn put(reg: &mut Registry, spec: WorkerSpec) -> Outcome {
+        reg.apply(&Command::ManagedWorkerPut { spec, at_ms: 7 })
+    }
+
+    #[test]
+    fn the_same_spec_twice_is_one_worker_and_a_different_one_is_refused() {
+        let mut reg = Registry::default();
+        assert_eq!(put(&mut reg, spec("echo", "python w.py")).refusal, None);
+        assert_eq!(put(&mut reg, spec("echo", "python w.py")).refusal, None);
+        let refusal = put(&mut reg, spec("echo", "node w.mjs")).refusal.unwrap();
+        assert!(
+            refusal.contains("already exists with a different spec"),
+            "{refusal}"
+        );
+        let worker = reg.managed_worker("echo").unwrap();
+        assert_eq!(worker.spec, spec("echo", "python w.py"));
+        assert_eq!(worker.version, 7);
+        assert_eq!(worker.status.state, "pending");
+        assert_eq!(reg.managed_workers().count(), 1);
+    }
+
+    #[test]
+    fn an_oversized_spec_is_refused() {
+        let mut reg = Registry::default();
+        let big = WorkerSpec {
+            manifest: Some("x".repeat(MAX_SPEC_BYTES)),
+            ..spec("big", "true")
+        };
+        let refusal = put(&mut reg, big).refusal.unwrap();
+        assert!(refusal.contains("larger than"), "{refusal}");
+        assert!(reg.managed_worker("big").is_none());
+    }
+
+    #[test]
+    fn removing_or_restarting_an_unknown_worker_is_refused() {
+        let mut reg = Registry::default();
+        let out = reg.apply(&Command::ManagedWorkerRemoved { name: "x".into() });
+        assert_eq!(out.refusal.as_deref(), Some("no managed worker named 'x'"));
+        let out = reg.apply(&Command::ManagedWorkerRestart { name: "x".into() });
+        assert!(out.refusal.is_some());
+        put(&mut reg, spec("x", "true"));
+        let out = reg.apply(&Command::ManagedWorkerRestart { name: "x".into() });
+        assert_eq!(out.refusal, None);
+        assert_eq!(reg.managed_worker("x").unwrap().restart_requests, 1);
+        let out = reg.apply(&Command::ManagedWorkerRemoved { name: "x".into() });
+        assert_eq!(out.refusal, None);
+        assert!(reg.managed_worker("x").is_none());
+    }
+
+    #[test]
+    fn reports_count_only_from_the_placed_node_and_a_purge_frees_the_placement() {
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        reg.apply(&Command::ManagedWorkerPlaced {
+            name: "w".into(),
+            node: 2,
+        });
+        let running = ManagedStatus {
+            state: "running".into(),
+            ready: true,
+            restarts: 1,
+            ..ManagedStatus::default()
+        };
+        reg.apply(&Command::ManagedWorkerStatus {
+            name: "w".into(),
+            node: 3,
+            status: running.clone(),
+        });
+        assert_eq!(reg.managed_worker("w").unwrap().status.state, "pending");
+        reg.apply(&Command::ManagedWorkerStatus {
+            name: "w".into(),
+            node: 2,
+            status: running.clone(),
+        });
+        assert_eq!(reg.managed_worker("w").unwrap().status, running);
+        assert_eq!(
+            reg.nodes_with_placements().into_iter().collect::<Vec<_>>(),
+            [2]
+        );
+        reg.apply(&Command::NodePurged { node: 2 });
+        let worker = reg.managed_worker("w").unwrap();
+        assert_eq!(worker.placement, None);
+        assert!(!worker.status.ready);
+    }
+
+    #[test]
+    fn an_unplaceable_worker_says_why() {
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        reg.apply(&Command::ManagedWorkerUnplaceable {
+            name: "w".into(),
+            reason: "no node has label zone=x".into(),
+        });
+        let status = &reg.managed_worker("w").unwrap().status;
+        assert_eq!(
+            status.unplaceable.as_deref(),
+            Some("no node has label zone=x")
+        );
+    }
+
+    #[test]
+    fn node_labels_are_kept_per_node() {
+        let mut reg = Registry::default();
+        let labels: NodeLabels = [("zone".to_string(), "a".to_string())].into();
+        reg.apply(&Command::NodeLabels {
+            node: 4,
+            labels: labels.clone(),
+        });
+        assert_eq!(reg.node_labels().get(&4), Some(&labels));
+    }
+
+    #[test]
+    fn managed_workers_survive_a_snapshot_and_an_old_snapshot_without_them_still_reads() {
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        let bytes = serde_json::to_vec(&reg).unwrap();
+        let back: Registry = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, reg);
+        let mut value = serde_json::to_value(Registry::default()).unwrap();
+        let object = value.as_object_mut().unwrap();
+        object.remove("managed");
+        object.remove("node_labels");
+        let old: Registry = serde_json::from_value(value).unwrap();
+        assert_eq!(old, Registry::default());
+    }
+
+    fn connect_on(reg: &mut Registry, n: u8, node: NodeId) -> crate::ids::WorkerId {
+        let worker = crate::ids::WorkerId(uuid::Uuid::from_bytes([n; 16]));
+        reg.apply(&Command::WorkerConnected {
+            worker,
+            node,
+            token_hash: format!("h{n}"),
+            at_ms: 1,
+            ip_address: None,
+        });
+        worker
+    }
+
+    fn announce_and_register(
+        reg: &mut Registry,
+        worker: crate::ids::WorkerId,
+        name: &str,
+    ) -> Outcome {
+        use super::super::{Announcement, Registration, WorkerMeta};
+        reg.apply(&Command::Registrations {
+            worker,
+            items: vec![
+                Registration::Announce(Announcement {
+                    namespace: "default".into(),
+                    meta: WorkerMeta {
+                        name: Some(name.into()),
+                        ..Default::default()
+                    },
+                }),
+                Registration::Function {
+                    id: format!("{name}::echo"),
+                    description: None,
+                    request_format: None,
+                    response_format: None,
+                    metadata: None,
+                    invocation: None,
+                },
+            ],
+        })
+    }
+
+    #[test]
+    fn a_newcomer_takes_the_name_and_functions_of_a_worker_on_a_draining_node_only() {
+        let mut reg = Registry::default();
+        let old = connect_on(&mut reg, 1, 1);
+        assert!(!announce_and_register(&mut reg, old, "w").name_rejected);
+        let rival = connect_on(&mut reg, 2, 2);
+        let out = announce_and_register(&mut reg, rival, "w");
+        assert!(
+            out.name_rejected,
+            "a live holder on a serving node keeps its name"
+        );
+
+        reg.apply(&Command::NodeDraining { node: 1 });
+        let newcomer = connect_on(&mut reg, 3, 3);
+        let out = announce_and_register(&mut reg, newcomer, "w");
+        assert!(!out.name_rejected, "{out:?}");
+        assert!(out.rejections.is_empty(), "{:?}", out.rejections);
+        assert_eq!(
+            reg.resolve_function("default", "w::echo"),
+            super::super::Resolution::Worker {
+                owner: newcomer,
+                node: 3
+            }
+        );
+        // The old copy leaving later takes nothing with it.
+        reg.apply(&Command::WorkerDisconnected { worker: old });
+        assert_eq!(
+            reg.resolve_function("default", "w::echo"),
+            super::super::Resolution::Worker {
+                owner: newcomer,
+                node: 3
+            }
+        );
+        assert_eq!(reg.moving_from("default", "w::echo"), None);
+        reg.check_invariants().unwrap();
+    }
+}
