@@ -26,6 +26,7 @@ pub const SILENT_AFTER: Duration = Duration::from_millis(750);
 pub fn beat() -> pb::ChannelFrame {
     pb::ChannelFrame {
         kind: Some(Kind::Beat(pb::ChannelBeat {})),
+        more: false,
     }
 }
 

@@ -15,6 +15,7 @@ use tonic::transport::Channel as Connection;
 use super::beat::{self, is_beat, Heard};
 use super::buffer::{Channel, End, Item, Popped, PushError};
 use super::metrics::{ChannelMetrics, Hop};
+use super::pieces::{self, Joiner};
 use super::table::Table;
 use crate::rpc::pb;
 use crate::rpc::pb::channel_frame::Kind;
@@ -47,10 +48,12 @@ impl Inlet {
                 ..
             } => {
                 let len = item.len();
-                // A home node cut off silently never makes room: its silence ends the wait.
-                tokio::select! {
-                    sent = frames.send(frame_of(item)) => sent.map_err(|_| PushError::Gone)?,
-                    _ = gone.cancelled() => return Err(PushError::Gone),
+                for piece in pieces::split(item) {
+                    // A home node cut off silently never makes room: its silence ends the wait.
+                    tokio::select! {
+                        sent = frames.send(piece) => sent.map_err(|_| PushError::Gone)?,
+                        _ = gone.cancelled() => return Err(PushError::Gone),
+                    }
                 }
                 metrics.relayed(Hop::CrossNode, len);
                 Ok(())
@@ -98,6 +101,8 @@ pub enum Outlet {
     /// The `ChannelRead` stream from the home node (boxed: it is much larger than an `Arc`).
     Remote {
         frames: Box<tonic::Streaming<pb::ChannelFrame>>,
+        /// The pieces of a large frame received so far.
+        joiner: Joiner,
         /// The stream of beats to the home node; dropping it ends the call.
         _to_home: mpsc::Sender<pb::ChannelFrame>,
         /// The stream's own connection, held as long as the stream.
@@ -111,9 +116,14 @@ impl Outlet {
     pub async fn next(&mut self) -> Popped {
         match self {
             Outlet::Local { channel, .. } => channel.pop().await,
-            Outlet::Remote { frames, .. } => match beat::next_frame(frames.as_mut()).await {
-                Heard::Frame(frame) => popped_of(frame),
-                Heard::Ended | Heard::Silent => Popped::End(End::Broken),
+            Outlet::Remote { frames, joiner, .. } => loop {
+                match beat::next_frame(frames.as_mut()).await {
+                    Heard::Frame(frame) => match joiner.join(frame) {
+                        Some(whole) => return popped_of(whole),
+                        None => continue,
+                    },
+                    Heard::Ended | Heard::Silent => return Popped::End(End::Broken),
+                }
             },
         }
     }
@@ -123,10 +133,13 @@ impl Outlet {
     pub fn try_next(&mut self) -> Option<Popped> {
         match self {
             Outlet::Local { channel, .. } => channel.try_pop(),
-            Outlet::Remote { frames, .. } => loop {
+            Outlet::Remote { frames, joiner, .. } => loop {
                 match frames.next().now_or_never()? {
                     Some(Ok(frame)) if is_beat(&frame) => continue,
-                    Some(Ok(frame)) => return Some(popped_of(frame)),
+                    Some(Ok(frame)) => match joiner.join(frame) {
+                        Some(whole) => return Some(popped_of(whole)),
+                        None => continue,
+                    },
                     Some(Err(_)) | None => return Some(Popped::End(End::Broken)),
                 }
             },
@@ -146,14 +159,6 @@ impl Outlet {
     }
 }
 
-/// The gRPC frame carrying `item`.
-pub fn frame_of(item: Item) -> pb::ChannelFrame {
-    let kind = match item {
-        Item::Text(text) => Kind::Text(text.into()),
-        Item::Binary(bytes) => Kind::Binary(bytes),
-    };
-    pb::ChannelFrame { kind: Some(kind) }
-}
 
 /// The gRPC frame marking the end of a stream.
 pub fn end_frame(end: End) -> pb::ChannelFrame {
@@ -161,6 +166,7 @@ pub fn end_frame(end: End) -> pb::ChannelFrame {
         kind: Some(Kind::End(pb::ChannelEnd {
             clean: end == End::Clean,
         })),
+        more: false,
     }
 }
 

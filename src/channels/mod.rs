@@ -16,6 +16,7 @@
 //! | `socket.rs` | the WebSocket relay of one end, with its keepalive |
 //! | `remote.rs` | the cross-node RPCs, both sides |
 //! | `beat.rs` | heartbeats on the cross-node streams, so a silent node is noticed in 1 s |
+//! | `pieces.rs` | large frames crossing nodes in pieces, so beats pass between them |
 //! | `metrics.rs` | open ends, frames and bytes relayed, local and cross-node |
 
 pub mod beat;
@@ -25,6 +26,7 @@ pub mod endpoint;
 pub mod ends;
 pub mod id;
 pub mod metrics;
+pub mod pieces;
 pub mod remote;
 pub mod socket;
 pub mod table;

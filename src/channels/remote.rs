@@ -24,7 +24,8 @@ use tracing::debug;
 use super::beat::{self, Heard};
 use super::buffer::{Channel, Direction, End, Popped};
 use super::endpoint::EndRequest;
-use super::ends::{end_frame, frame_of, popped_of, Inlet, Outlet};
+use super::ends::{end_frame, popped_of, Inlet, Outlet};
+use super::pieces::{self, Joiner};
 use super::id::ChannelId;
 use super::metrics::Hop;
 use super::socket::OpenEnd;
@@ -94,6 +95,7 @@ async fn first_open(frames: &mut Streaming<pb::ChannelFrame>) -> Result<pb::Chan
     match beat::next_frame(frames).await {
         Heard::Frame(pb::ChannelFrame {
             kind: Some(Kind::Open(open)),
+            ..
         }) => Ok(open),
         _ => Err(Status::invalid_argument(
             "the first frame must name the channel",
@@ -137,15 +139,17 @@ pub async fn serve_write(
 /// Pushes a remote writer's frames into `channel` until the end, the reader leaving, or the
 /// writer's node falling silent.
 async fn relay_writes(channel: &Channel, frames: &mut Streaming<pb::ChannelFrame>) {
+    let mut joiner = Joiner::default();
     loop {
         let heard = tokio::select! {
             heard = beat::next_frame(frames) => heard,
             _ = channel.gone() => return,
         };
         let item = match heard {
-            Heard::Frame(frame) => match popped_of(frame) {
-                Popped::Item(item) => item,
-                Popped::End(end) => return channel.finish_writer(end),
+            Heard::Frame(frame) => match joiner.join(frame).map(popped_of) {
+                None => continue,
+                Some(Popped::Item(item)) => item,
+                Some(Popped::End(end)) => return channel.finish_writer(end),
             },
             Heard::Ended => return channel.finish_writer(End::Broken),
             Heard::Silent => {
@@ -214,19 +218,20 @@ async fn relay_reads(
             // A reader's node that drops the stream is noticed at once, not at the next frame.
             _ = tx.closed() => return,
         };
-        let frame = match popped {
-            Popped::Item(item) => {
-                channels.metrics.relayed(Hop::CrossNode, item.len());
-                frame_of(item)
-            }
+        let item = match popped {
+            Popped::Item(item) => item,
             Popped::End(end) => {
                 let _ = tx.send(Ok(end_frame(end))).await;
                 return;
             }
         };
-        if tx.send(Ok(frame)).await.is_err() {
-            return;
+        let len = item.len();
+        for piece in pieces::split(item) {
+            if tx.send(Ok(piece)).await.is_err() {
+                return;
+            }
         }
+        channels.metrics.relayed(Hop::CrossNode, len);
         beats.reset();
     }
 }
@@ -294,6 +299,7 @@ pub async fn open_reader(peers: &PeerClients, addr: &str, end: &EndRequest) -> O
     let stream = tokio::time::timeout(ANSWER_WITHIN, call).await.ok()?.ok()?;
     Some(Outlet::Remote {
         frames: Box::new(stream.into_inner()),
+        joiner: Joiner::default(),
         _to_home: to_home,
         _connection: client,
     })
@@ -303,5 +309,6 @@ pub async fn open_reader(peers: &PeerClients, addr: &str, end: &EndRequest) -> O
 fn open_frame(end: &EndRequest) -> pb::ChannelFrame {
     pb::ChannelFrame {
         kind: Some(Kind::Open(open_message(end))),
+        more: false,
     }
 }
