@@ -6,9 +6,11 @@
 //! shares. Kept as text (checked to be JSON, not built into a tree), it is spliced into
 //! the caller's frame as it is.
 
-use serde::Deserialize;
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::fmt;
 
 use super::messages::InvocationResult;
 use super::Payload;
@@ -30,46 +32,73 @@ struct RawInvocationResult {
     error: Option<Value>,
 }
 
-/// serde_json refuses a tree nested deeper than this; a result kept as text is held to the
-/// same bound, so the node relays no answer it would have refused to parse.
-const MAX_DEPTH: usize = 128;
-
 /// The frame as an `invocationresult` with its result as text; `None` when it is another
 /// kind of frame or not readable this way (the ordinary decoder then decides).
 pub fn decode(bytes: &[u8]) -> Option<InvocationResult> {
     let raw: RawInvocationResult = serde_json::from_slice(bytes).ok()?;
-    let too_deep = raw
-        .result
-        .as_ref()
-        .is_some_and(|r| nested_deeper_than(r.get(), MAX_DEPTH));
-    (raw.kind == "invocationresult" && !too_deep).then(|| InvocationResult {
+    if raw.kind != "invocationresult" {
+        return None;
+    }
+    // A raw value skips what parsing checks (the nesting limit, `\u` escapes): the whole
+    // frame is walked once more, so the node relays no answer it would have refused to parse.
+    serde_json::from_slice::<Valid>(bytes).ok()?;
+    Some(InvocationResult {
         invocation_id: raw.invocation_id,
         result: raw.result.map(Payload::Rendered),
         error: raw.error,
     })
 }
 
-/// Whether arrays and objects in `json` (valid JSON) nest deeper than `max`.
-fn nested_deeper_than(json: &str, max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for byte in json.bytes() {
-        match (in_string, byte) {
-            (true, _) if escaped => escaped = false,
-            (true, b'\\') => escaped = true,
-            (true, b'"') => in_string = false,
-            (true, _) => {}
-            (false, b'"') => in_string = true,
-            (false, b'[' | b'{') => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            (false, b']' | b'}') => depth = depth.saturating_sub(1),
-            (false, _) => {}
-        }
+/// Any JSON document, walked and not kept: serde_json applies its own nesting limit and
+/// string checks exactly as when it builds a `Value`, without allocating the tree.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Valid)
     }
-    false
+}
+
+impl<'de> Visitor<'de> for Valid {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_entry::<Valid, Valid>()?.is_some() {}
+        Ok(Valid)
+    }
 }
 
 #[cfg(test)]
@@ -117,12 +146,26 @@ mod tests {
     }
 
     #[test]
-    fn a_result_nested_deeper_than_a_tree_may_be_is_refused_as_before() {
+    fn a_result_kept_as_text_passes_exactly_what_parsing_the_frame_passes() {
         let nested =
             |depth: usize| format!("{}\"[{{\\\"\"{}", "[".repeat(depth), "]".repeat(depth));
-        assert!(decode(big_result(&nested(MAX_DEPTH)).as_bytes()).is_some());
-        let deep = big_result(&nested(MAX_DEPTH + 1));
-        assert!(decode(deep.as_bytes()).is_none());
+        let mut cases: Vec<String> = (120..=130)
+            .map(|depth| big_result(&nested(depth)))
+            .collect();
+        cases.push(big_result(r#""\ud800""#));
+        cases.push(big_result(r#"{"\udc00": 1}"#));
+        cases.push(big_result(r#""\ud83d\ude00 fine""#));
+        for frame in cases {
+            let parses = serde_json::from_slice::<Value>(frame.as_bytes()).is_ok();
+            assert_eq!(
+                decode(frame.as_bytes()).is_some(),
+                parses,
+                "kept as text exactly when the frame parses: {}",
+                &frame[..frame.len().min(160)]
+            );
+        }
+        assert!(decode(big_result(&nested(126)).as_bytes()).is_some());
+        let deep = big_result(&nested(127));
         assert!(crate::protocol::decode(deep.as_bytes()).is_err());
     }
 }
