@@ -534,6 +534,53 @@ async fn a_connection_at_its_channel_share_is_refused_and_others_still_create() 
     other.shutdown_async().await;
 }
 
+/// Fire-and-forget creates count against the connection's share like any other: a loop of
+/// void `engine::channels::create` calls cannot fill the node's channel cap for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn void_creates_past_the_share_are_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_in(
+        dir.path(),
+        NodeOptions {
+            args: vec!["--max-channels-per-connection".into(), "3".into()],
+            ..Default::default()
+        },
+    );
+    let greedy = worker(&node.url, &unique_name("greedy"), None).await;
+    for _ in 0..10 {
+        greedy
+            .trigger(iii_sdk::protocol::TriggerRequest {
+                function_id: "engine::channels::create".into(),
+                payload: json!({}),
+                action: Some(iii_sdk::TriggerAction::Void),
+                timeout_ms: None,
+            })
+            .await
+            .expect("a void call is sent");
+    }
+    eventually(
+        "the share of void creates is open",
+        Duration::from_secs(10),
+        || async { (metric(&node, "quorum_channels_open ").await == 3.0).then_some(()) },
+    )
+    .await;
+    let refused = call(&greedy, "engine::channels::create", json!({}))
+        .await
+        .expect_err("the void creates took the connection's share");
+    assert!(
+        refused
+            .to_string()
+            .contains("connection holds its maximum of 3"),
+        "the error says why: {refused}"
+    );
+    assert_eq!(
+        metric(&node, "quorum_channels_open ").await,
+        3.0,
+        "no void create went past the share"
+    );
+    greedy.shutdown_async().await;
+}
+
 /// `--channel-reader-stall-secs`: a reader that stays connected but never reads is cut off
 /// once a send to it makes no progress for the limit, and the channel is torn down, so the
 /// writer (held back by the full channel) gets 1011 instead of waiting forever.

@@ -20,23 +20,31 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 use crate::auth::grant::Grant;
+use crate::ids::WorkerId;
 use crate::node::Node;
 use crate::protocol::Payload;
 use crate::router::{CallRequest, Caller, FramedAnswer, Routed};
 
-/// A connection's share of built-in queries: permits for the ones it may run at once.
+/// A connection's share of built-ins: permits for the queries it may run at once, and the
+/// connection whatever it creates is counted against (a fire-and-forget call included).
 #[derive(Clone)]
-pub struct QueryShare(Arc<Semaphore>);
+pub struct QueryShare {
+    permits: Arc<Semaphore>,
+    connection: WorkerId,
+}
 
 impl QueryShare {
-    /// A share of `limit` queries at once.
-    pub fn new(limit: usize) -> Self {
-        Self(Arc::new(Semaphore::new(limit)))
+    /// A share of `limit` queries at once for the connection `connection`.
+    pub fn new(limit: usize, connection: WorkerId) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limit)),
+            connection,
+        }
     }
 
     /// Waits for a free permit; the caller awaits it on the connection's reader.
     async fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.clone().acquire_owned().await.ok()
+        self.permits.clone().acquire_owned().await.ok()
     }
 }
 
@@ -83,16 +91,15 @@ pub async fn route_call(
         true => share.admit().await,
         false => None,
     };
+    // A void call or one without an invocation id has no worker caller, yet what it creates
+    // still counts against the connection that sent it.
+    let connection = share.connection;
     tokio::spawn(async move {
         let _permit = permit;
         if super::is_local_query(&request.function_id) {
             return run_local_query(node, grant, caller, request, started).await;
         }
-        let connection = match &caller {
-            Caller::Worker { worker, .. } => Some(*worker),
-            _ => None,
-        };
-        let result = super::call(&node, connection, &request.function_id, request.data).await;
+        let result = super::call(&node, Some(connection), &request.function_id, request.data).await;
         let result = grant
             .filter_builtin(&request.function_id, result)
             .map(Payload::from);

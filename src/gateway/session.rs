@@ -160,7 +160,7 @@ pub async fn run(node: Arc<Node>, ws: WorkerSocket, peer: SocketAddr, grant: Arc
         noise: LogLimit::default(),
         reattached: false,
         batch: Batch::default(),
-        share: QueryShare::new(node.config.max_builtin_calls_per_connection),
+        share: QueryShare::new(node.config.max_builtin_calls_per_connection, worker),
     };
     let grace = tokio::time::sleep(node.config.registration_grace);
     tokio::pin!(grace);
