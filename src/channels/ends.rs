@@ -159,7 +159,6 @@ impl Outlet {
     }
 }
 
-
 /// The gRPC frame marking the end of a stream.
 pub fn end_frame(end: End) -> pb::ChannelFrame {
     pb::ChannelFrame {

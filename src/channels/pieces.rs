@@ -70,9 +70,7 @@ impl Joiner {
                 more: false,
             });
         }
-        let (kind, joined) = self
-            .started
-            .get_or_insert_with(|| (text, BytesMut::new()));
+        let (kind, joined) = self.started.get_or_insert_with(|| (text, BytesMut::new()));
         if *kind != text || joined.len() + piece.len() > MAX_MESSAGE_BYTES {
             self.started = None;
             return Some(broken());
@@ -120,7 +118,11 @@ mod tests {
 
     #[test]
     fn a_large_frame_travels_in_pieces_no_larger_than_the_limit_and_joins_whole() {
-        let data = Bytes::from((0..PIECE_BYTES * 3 + 5).map(|i| i as u8).collect::<Vec<_>>());
+        let data = Bytes::from(
+            (0..PIECE_BYTES * 3 + 5)
+                .map(|i| i as u8)
+                .collect::<Vec<_>>(),
+        );
         let pieces = split(Item::Binary(data.clone()));
         assert_eq!(pieces.len(), 4);
         assert!(pieces.iter().all(|piece| match &piece.kind {
@@ -151,6 +153,9 @@ mod tests {
         assert!(joiner.join(pieces.remove(0)).is_none());
         let end = crate::channels::ends::end_frame(crate::channels::buffer::End::Clean);
         let joined = joiner.join(end).expect("an interrupted frame ends");
-        assert!(matches!(popped_of(joined), Popped::End(crate::channels::buffer::End::Broken)));
+        assert!(matches!(
+            popped_of(joined),
+            Popped::End(crate::channels::buffer::End::Broken)
+        ));
     }
 }
