@@ -191,6 +191,11 @@ pub struct ServeArgs {
     /// closed with 1008 and its channel torn down [default: 60].
     #[arg(long, env = "QUORUM_CHANNEL_READER_STALL_SECS")]
     pub channel_reader_stall_secs: Option<u64>,
+    /// Channel ends this node serves at once through one home node, each on a connection of
+    /// its own to that node's cluster port; an end beyond it is refused with 503 before the
+    /// upgrade [default: 256].
+    #[arg(long, env = "QUORUM_CHANNEL_CONNECTIONS_PER_PEER")]
+    pub channel_connections_per_peer: Option<usize>,
     /// Bytes of output kept per managed worker for `quorum worker logs`; older output is
     /// dropped [default: 1MiB].
     #[arg(long, env = "QUORUM_MANAGED_LOG_BYTES", value_parser = crate::budget::parse_bytes)]
@@ -264,6 +269,7 @@ struct FileConfig {
     max_channels: Option<usize>,
     max_channels_per_connection: Option<usize>,
     channel_reader_stall_secs: Option<u64>,
+    channel_connections_per_peer: Option<usize>,
     managed_log_bytes: Option<ByteSize>,
     managed_ready_timeout_secs: Option<u64>,
     managed_stop_grace_secs: Option<u64>,
@@ -340,6 +346,8 @@ pub struct Config {
     pub max_channels_per_connection: usize,
     /// How long a send to a channel reader may make no progress.
     pub channel_reader_stall: Duration,
+    /// Channel ends served at once through one home node (a connection each to it).
+    pub channel_connections_per_peer: usize,
     /// Bytes of output kept per managed worker.
     pub managed_log_bytes: usize,
     /// How long a managed worker may run without registering before it counts as failed.
@@ -645,6 +653,10 @@ impl Config {
                     .or(file.channel_reader_stall_secs)
                     .unwrap_or(60),
             ),
+            channel_connections_per_peer: args
+                .channel_connections_per_peer
+                .or(file.channel_connections_per_peer)
+                .unwrap_or(256),
             managed_log_bytes: args
                 .managed_log_bytes
                 .or(file.managed_log_bytes.map(|b| b.0))
@@ -746,6 +758,10 @@ impl Config {
             (
                 "channel_reader_stall_secs",
                 self.channel_reader_stall.is_zero(),
+            ),
+            (
+                "channel_connections_per_peer",
+                self.channel_connections_per_peer == 0,
             ),
             ("managed_log_bytes", self.managed_log_bytes == 0),
             (

@@ -227,6 +227,46 @@ async fn creator_writer_and_reader_on_three_different_nodes() {
     assert_eq!(code, Some(1000));
 }
 
+/// `--channel-connections-per-peer`: ends served through one home node each take a
+/// connection to its cluster port; beyond the limit an end is refused with 503 before the
+/// upgrade (the peers' own connections keep their room), and a freed slot serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ends_through_one_home_past_the_connection_limit_are_refused_with_503() {
+    let cluster = Cluster::start_with(2, |_| NodeOptions {
+        args: vec!["--channel-connections-per-peer".into(), "1".into()],
+        ..Default::default()
+    });
+    let (home, other) = (cluster.node(0), cluster.node(1));
+    let (w, r) = create(&home.url, json!({})).await;
+    let writer_url = end_url(&other.url, &w.channel_id, &w.access_key, "write");
+    let reader_url = end_url(&other.url, &r.channel_id, &r.access_key, "read");
+    let mut writer = connect(&writer_url).await;
+    assert_eq!(
+        refused_status(&reader_url).await,
+        503,
+        "the only slot toward the home is the writer's"
+    );
+    // On the home node itself the reader needs no slot.
+    let mut reader = connect(&end_url(&home.url, &r.channel_id, &r.access_key, "read")).await;
+    writer.send(Message::Text("x".into())).await.unwrap();
+    writer.close(None).await.unwrap();
+    let (frames, code) = read_to_close(&mut reader, Duration::from_secs(10)).await;
+    assert_eq!(frames, vec![Message::Text("x".into())]);
+    assert_eq!(code, Some(1000));
+    // The writer's end is done: its slot serves the next end through the home.
+    let (_, r2) = create(&home.url, json!({})).await;
+    let next_reader = end_url(&other.url, &r2.channel_id, &r2.access_key, "read");
+    eventually(
+        "the freed slot serves again",
+        Duration::from_secs(10),
+        || {
+            let url = next_reader.clone();
+            async move { tokio_tungstenite::connect_async(url).await.ok().map(|_| ()) }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_is_refused_with_404_before_the_upgrade() {
     let node = Node::start();

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::buffer::{Channel, Direction};
@@ -36,7 +37,8 @@ pub enum Refusal {
     /// 404: no such channel, wrong key, or a home node that is not a member.
     #[error("no such channel")]
     NotFound,
-    /// 503: the home node did not answer, or this node is draining.
+    /// 503: the home node did not answer, this node is draining, or it already serves
+    /// `--channel-connections-per-peer` ends through the home node.
     #[error("the channel's node is unavailable")]
     Unavailable,
 }
@@ -59,8 +61,13 @@ pub enum Admitted {
         end: EndRequest,
         channel: Arc<Channel>,
     },
-    /// The channel lives on the node at cluster address `addr` (the id names it).
-    Remote { end: EndRequest, addr: String },
+    /// The channel lives on the node at cluster address `addr` (the id names it); `_slot` is
+    /// this end's share of the connections toward it, held for the end's life.
+    Remote {
+        end: EndRequest,
+        addr: String,
+        _slot: OwnedSemaphorePermit,
+    },
 }
 
 /// Whether `path` is a channel socket's path.
@@ -111,6 +118,13 @@ pub async fn admit(node: &Arc<Node>, path: &str, query: Option<&str>) -> Result<
         return Ok(Admitted::Local { end, channel });
     }
     let addr = node.peer_address(home).ok_or(Refusal::NotFound)?;
+    let Some(slot) = node.channels.slots.take(&addr) else {
+        debug!(
+            node = node.id,
+            home, "no free channel connection toward the home node"
+        );
+        return Err(Refusal::Unavailable);
+    };
     let request = pb::ChannelCheckRequest {
         end: Some(super::remote::open_message(&end)),
     };
@@ -121,7 +135,11 @@ pub async fn admit(node: &Arc<Node>, path: &str, query: Option<&str>) -> Result<
         })
         .await;
     match reply {
-        Ok(reply) if reply.found => Ok(Admitted::Remote { end, addr }),
+        Ok(reply) if reply.found => Ok(Admitted::Remote {
+            end,
+            addr,
+            _slot: slot,
+        }),
         Ok(_) => Err(Refusal::NotFound),
         Err(err) => {
             debug!(node = node.id, home, error = %err, "channel check failed");

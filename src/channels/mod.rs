@@ -16,6 +16,7 @@
 //! | `socket.rs` | the WebSocket relay of one end, with its keepalive |
 //! | `remote.rs` | the cross-node RPCs, both sides |
 //! | `beat.rs` | heartbeats on the cross-node streams, so a silent node is noticed in 1 s |
+//! | `slots.rs` | how many ends this node serves through each home node, each on its own connection |
 //! | `pieces.rs` | large frames crossing nodes in pieces, so beats pass between them |
 //! | `metrics.rs` | open ends, frames and bytes relayed, local and cross-node |
 
@@ -28,6 +29,7 @@ pub mod id;
 pub mod metrics;
 pub mod pieces;
 pub mod remote;
+pub mod slots;
 pub mod socket;
 pub mod table;
 
@@ -38,6 +40,7 @@ use buffer::Direction;
 use endpoint::Admitted;
 use ends::{Inlet, Outlet};
 use metrics::ChannelMetrics;
+use slots::PeerSlots;
 use socket::ChannelSocket;
 use table::Table;
 
@@ -47,14 +50,17 @@ use crate::node::Node;
 pub struct Channels {
     pub table: Arc<Table>,
     pub metrics: Arc<ChannelMetrics>,
+    /// The ends served through each home node, each on a connection of its own.
+    pub slots: PeerSlots,
 }
 
 impl Channels {
-    /// No channels yet, with these limits.
-    pub fn new(node: crate::ids::NodeId, limits: table::Limits) -> Channels {
+    /// No channels yet, with these limits, serving at most `per_peer` ends through each home.
+    pub fn new(node: crate::ids::NodeId, limits: table::Limits, per_peer: usize) -> Channels {
         Channels {
             table: Arc::new(Table::new(node, limits)),
             metrics: Arc::new(ChannelMetrics::default()),
+            slots: PeerSlots::new(per_peer),
         }
     }
 
@@ -92,7 +98,8 @@ where
                 }
             }
         }
-        Admitted::Remote { end, addr } => match end.direction {
+        // The slot toward the home node is held until the end is done.
+        Admitted::Remote { end, addr, _slot } => match end.direction {
             Direction::Write => {
                 let inlet = remote::open_writer(node.id, &node.peers, &addr, &end, &node.channels);
                 socket::run_writer(node.id, ws, inlet, metrics).await

@@ -366,7 +366,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             config.worker_tokens.clone(),
         )),
         budget,
-        channels: Arc::new(Channels::new(node_id, config.channel_limits())),
+        channels: Arc::new(Channels::new(
+            node_id,
+            config.channel_limits(),
+            config.channel_connections_per_peer,
+        )),
         managed: Default::default(),
         fence_watch: tokio::sync::watch::Sender::new(false),
     });
