@@ -94,10 +94,12 @@ async fn killing_the_home_node_mid_stream_ends_both_ends_with_an_error() {
 
 /// The channel's home node cut off without a reset (every link to it falls silent, as when
 /// a cable is pulled) while data flows from a writer on node 2 to a reader on node 3: both
-/// ends get 1011 within about a second, from the heartbeats on the channel streams (HTTP/2
-/// keep-alive alone takes 5 to 10 s), and the home node tears the channel down.
+/// ends get 1011 within [`SILENT_DEADLINE`] (3 s), from the heartbeats on the channel streams
+/// (HTTP/2 keep-alive alone takes 5 to 10 s), and the home node tears the channel down. The
+/// target of about 1 s is a measurement this test prints, not what it asserts: a loaded test
+/// machine may be late by more than the heartbeats' margin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_home_node_cut_off_silently_ends_both_ends_with_1011_within_a_second() {
+async fn a_home_node_cut_off_silently_ends_both_ends_with_1011_before_keep_alive_would() {
     let net = RelayedCluster::start(3, 51, 61, &[]).await;
     let cluster = &net.cluster;
     let creator = worker(&cluster.node(0).url, &unique_name("creator"), None).await;
@@ -135,9 +137,11 @@ async fn a_home_node_cut_off_silently_ends_both_ends_with_1011_within_a_second()
         ("the reader", reader_at - cut_at),
         ("the writer", pumped.ended_at - cut_at),
     ] {
-        if after > FAILURE_TARGET {
-            println!("NOTE: {what} took {after:?}, over the {FAILURE_TARGET:?} target");
-        }
+        assert!(
+            after <= SILENT_DEADLINE,
+            "{what} noticed the silent cut only {after:?} after it"
+        );
+        println!("{what} noticed the silent cut after {after:?} (target {FAILURE_TARGET:?})");
     }
     // The home node, still reachable on its own ports, hears neither end and drops it.
     eventually(
