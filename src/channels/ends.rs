@@ -106,7 +106,7 @@ pub enum Outlet {
         /// The stream of beats to the home node; dropping it ends the call.
         _to_home: mpsc::Sender<pb::ChannelFrame>,
         /// The stream's own connection, held as long as the stream.
-        _connection: ClusterClient<Connection>,
+        _connection: Box<ClusterClient<Connection>>,
     },
 }
 

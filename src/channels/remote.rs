@@ -301,7 +301,7 @@ pub async fn open_reader(peers: &PeerClients, addr: &str, end: &EndRequest) -> O
         frames: Box::new(stream.into_inner()),
         joiner: Joiner::default(),
         _to_home: to_home,
-        _connection: client,
+        _connection: Box::new(client),
     })
 }
 
