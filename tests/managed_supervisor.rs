@@ -42,6 +42,7 @@ fn plan(name: &str, dir: &Path, start: &str) -> LaunchPlan {
         env: Vec::new(),
         config: None,
         restart: RestartPolicy::Always,
+        restart_requests: 0,
     }
 }
 
