@@ -497,13 +497,113 @@ async fn kill_all_kills_every_group_grandchildren_too_and_restarts_nothing() {
     .await;
     assert!(quiet.is_err(), "restarted after kill_all: {quiet:?}");
 
-    // The next ensure starts it again.
+    // Nothing starts until the node resumes the supervisor; then the next ensure does.
+    assert!(
+        supervisor.ensure(family.clone()).is_err(),
+        "ensure while fenced"
+    );
+    supervisor.resume();
     std::fs::remove_file(dir.path().join("leader.pid")).unwrap();
     assert_eq!(supervisor.ensure(family).unwrap(), Ensured::Replaced);
     let again = read_pid(dir.path().join("leader.pid")).await;
     assert_ne!(again, leader);
     supervisor.stop("family").await;
     assert!(live_members(again).is_empty());
+}
+
+/// A worker that ignores SIGTERM and records each copy's pid in `pids`.
+fn stubborn(name: &str, dir: &Path) -> LaunchPlan {
+    plan(
+        name,
+        dir,
+        "trap '' TERM; echo $$ >> pids; echo up; exec sleep 300",
+    )
+}
+
+fn pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_ensure_during_a_stops_grace_starts_only_once_the_old_copy_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(SupervisorSettings {
+        stop_grace: Duration::from_secs(2),
+        ..settings(dir.path())
+    })
+    .unwrap();
+    let mut events = supervisor.subscribe();
+    supervisor.ensure(stubborn("twice", dir.path())).unwrap();
+    eventually("the first copy runs", Duration::from_secs(20), || {
+        pids(dir.path()).len() == 1
+    })
+    .await;
+    let first = pids(dir.path())[0];
+
+    let stopping = tokio::spawn({
+        let supervisor = supervisor.clone();
+        async move { supervisor.stop("twice").await }
+    });
+    until(&mut events, "twice", Duration::from_secs(5), |s| {
+        s.state == ProcessState::Stopping
+    })
+    .await;
+    assert!(supervisor.is_stopping("twice"));
+    // `worker remove X && worker add X`: the same plan again, inside the grace.
+    assert_eq!(
+        supervisor.ensure(stubborn("twice", dir.path())).unwrap(),
+        Ensured::Replaced
+    );
+    let second = until(&mut events, "twice", Duration::from_secs(20), |s| {
+        s.pid.is_some_and(|pid| pid as i32 != first)
+    })
+    .await;
+    assert!(gone(first), "the new copy started while the old one ran");
+    assert!(stopping.await.unwrap());
+    assert_eq!(supervisor.names(), vec!["twice".to_string()]);
+    let (log, _) = supervisor.logs("twice").unwrap();
+    assert!(
+        String::from_utf8_lossy(&log).contains("stop grace over: SIGKILL"),
+        "the log of the stopped copy is kept"
+    );
+    supervisor.kill("twice").await;
+    assert!(gone(second.pid.unwrap() as i32));
+}
+
+#[tokio::test]
+async fn kill_all_reaches_a_worker_in_its_stop_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(SupervisorSettings {
+        stop_grace: Duration::from_secs(600),
+        ..settings(dir.path())
+    })
+    .unwrap();
+    let mut events = supervisor.subscribe();
+    supervisor
+        .ensure(stubborn("lingering", dir.path()))
+        .unwrap();
+    eventually("the copy runs", Duration::from_secs(20), || {
+        pids(dir.path()).len() == 1
+    })
+    .await;
+    let pid = pids(dir.path())[0];
+    let stopping = tokio::spawn({
+        let supervisor = supervisor.clone();
+        async move { supervisor.stop("lingering").await }
+    });
+    until(&mut events, "lingering", Duration::from_secs(5), |s| {
+        s.state == ProcessState::Stopping
+    })
+    .await;
+    supervisor.kill_all();
+    // The grace is 600 s: only kill_all can end it within the test.
+    assert!(stopping.await.unwrap());
+    assert!(gone(pid));
+    assert!(supervisor.names().is_empty());
 }
 
 #[tokio::test]
