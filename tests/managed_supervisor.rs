@@ -171,21 +171,25 @@ async fn a_worker_exiting_at_once_in_a_loop_does_not_spin() {
     supervisor
         .ensure(plan("looper", dir.path(), "exit 0"))
         .unwrap();
-    let window = Duration::from_secs(3);
-    let end = Instant::now() + window;
-    let (mut starts, mut last_pid) = (0, None);
-    while let Ok(Ok(change)) = tokio::time::timeout_at(end, events.recv()).await {
+    // Every start after the first waits out the backoff the supervisor reports first:
+    // 100 ms doubling to 800 ms. Counted from its events, not against a clock.
+    let (mut starts, mut last_pid, mut waits) = (0, None, Vec::new());
+    while waits.len() < 6 {
+        let change = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("the looper keeps going")
+            .expect("events");
         if change.status.pid.is_some() && change.status.pid != last_pid {
             last_pid = change.status.pid;
             starts += 1;
+            assert_eq!(starts, waits.len() + 1, "a start without a wait before it");
+        }
+        if change.status.state == ProcessState::BackingOff {
+            waits.push(change.status.retry_in_ms.expect("a backoff says its wait"));
         }
     }
     let status = supervisor.status("looper").unwrap();
-    // 100 ms doubling to 800 ms: starts at 0, 0.1, 0.3, 0.7, 1.5, 2.3 s (and 3.1).
-    assert!(
-        (4..=8).contains(&starts),
-        "{starts} starts in {window:?}: {status:?}"
-    );
+    assert_eq!(waits, [100, 200, 400, 800, 800, 800], "{status:?}");
     assert_eq!(status.last_exit.as_deref(), Some("exit 0"));
     supervisor.stop("looper").await;
 }
@@ -427,13 +431,7 @@ async fn a_stop_sends_sigterm_first_and_sigkill_after_the_grace() {
     }
 
     let (_, mut polite_log) = supervisor.logs("polite").unwrap();
-    let asked = Instant::now();
     assert!(supervisor.stop("polite").await);
-    assert!(
-        asked.elapsed() < grace,
-        "a polite worker took {:?}",
-        asked.elapsed()
-    );
     let stopped = until(&mut events, "polite", Duration::from_secs(1), |s| {
         s.state == ProcessState::Stopped
     })
@@ -443,7 +441,12 @@ async fn a_stop_sends_sigterm_first_and_sigkill_after_the_grace() {
     while let Ok(chunk) = polite_log.try_recv() {
         said.extend_from_slice(&chunk);
     }
-    assert!(String::from_utf8_lossy(&said).contains("got-term"));
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.contains("got-term"), "{said}");
+    assert!(
+        !said.contains("SIGKILL"),
+        "a polite worker needs no SIGKILL: {said}"
+    );
 
     let asked = Instant::now();
     assert!(supervisor.stop("stubborn").await);
