@@ -519,7 +519,7 @@ async fn serve_workers(
     }
     node.shutdown.cancel();
     node.serving.store(false, Ordering::Relaxed);
-    stop_managed_workers(&node).await;
+    stop_managed_workers(node).await;
     let _ = server.await;
     Ok(())
 }
