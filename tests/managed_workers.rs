@@ -241,6 +241,33 @@ async fn a_worker_that_crashes_is_restarted_and_its_row_counts_the_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_restart_replaces_the_process_where_it_runs() {
+    let Some(python) = python().await else { return };
+    let cluster = python_cluster(&python);
+    worker_cli(
+        &cluster,
+        0,
+        &["add", project("python-echo").to_str().unwrap()],
+    )
+    .expect("add");
+    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
+    let first = wait_echo(&observer, "python-echo", START).await;
+    worker_cli(&cluster, 1, &["restart", "python-echo"]).expect("worker restart");
+    let again = eventually("a new process answers", START, || async {
+        call(&observer, "python-echo::echo", json!({}))
+            .await
+            .ok()
+            .filter(|a| a["pid"] != first["pid"])
+    })
+    .await;
+    assert!(
+        !pid_alive(first["pid"].as_u64().unwrap()),
+        "the old process is gone"
+    );
+    assert_eq!(again["url"], first["url"], "restarted on the same node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_its_node_moves_the_worker_to_a_survivor_and_never_shows_two_copies() {
     let Some(python) = python().await else { return };
     let mut cluster = python_cluster(&python);

@@ -78,6 +78,9 @@ pub async fn run(node: Arc<Node>, supervisor: Supervisor) {
             },
             _ = node.shutdown.cancelled() => break,
         }
+        if node.shutdown.is_cancelled() {
+            break;
+        }
         let is_fenced = *fenced.borrow_and_update();
         if is_fenced {
             if !was_fenced {
@@ -92,7 +95,8 @@ pub async fn run(node: Arc<Node>, supervisor: Supervisor) {
             was_fenced = true;
             continue;
         }
-        if was_fenced {
+        if was_fenced || supervisor.is_fenced() {
+            // (The supervisor may have been fenced, and unfenced, between two passes.)
             // The replica may be behind what the majority decided while this node was cut
             // off: a committed write returns once it is applied here, so after it the
             // placements read below are current.
@@ -110,6 +114,14 @@ pub async fn run(node: Arc<Node>, supervisor: Supervisor) {
                 continue;
             }
             was_fenced = false;
+            agent.ensured.clear();
+            agent.ready.clear();
+            supervisor.resume();
+            if node.is_fenced() {
+                // Fenced again since the barrier: kill_all may have run before the resume.
+                supervisor.kill_all();
+                continue;
+            }
             info!(
                 node = node.id,
                 "unfenced: starting the managed workers still placed here"
@@ -118,9 +130,7 @@ pub async fn run(node: Arc<Node>, supervisor: Supervisor) {
         agent.reconcile(&node, &supervisor);
         agent.report(&node, &supervisor).await;
     }
-    for name in supervisor.names() {
-        supervisor.stop(&name).await;
-    }
+    supervisor.shut_down().await;
 }
 
 impl Agent {
@@ -147,7 +157,10 @@ impl Agent {
             self.ensure(node, supervisor, worker);
         }
         for name in supervisor.names() {
-            if wanted.contains(&name) || self.handing_over.contains(&name) {
+            if wanted.contains(&name)
+                || self.handing_over.contains(&name)
+                || supervisor.is_stopping(&name)
+            {
                 continue;
             }
             self.ensured.remove(&name);
@@ -165,7 +178,14 @@ impl Agent {
                         deadline,
                     ));
                 }
-                _ => {
+                Some(to) => {
+                    // Not a drain: this node was purged while alive, or its placement is
+                    // stale. The replacement may be starting already, so no grace.
+                    warn!(node = node.id, worker_name = %name, to, "managed worker placed on another node; killing the local copy");
+                    let supervisor = supervisor.clone();
+                    tokio::spawn(async move { supervisor.kill(&name).await });
+                }
+                None => {
                     info!(node = node.id, worker_name = %name, "managed worker no longer placed here; stopping it");
                     let supervisor = supervisor.clone();
                     tokio::spawn(async move { supervisor.stop(&name).await });
@@ -216,22 +236,11 @@ impl Agent {
         for warning in &planned.warnings {
             warn!(node = node.id, worker_name = %name, warning = %warning, "managed worker manifest");
         }
-        let restart = previous.is_some_and(|p| {
-            p.version == want.version && p.restart_requests < want.restart_requests
-        });
-        if restart {
-            // The same plan again is a no-op for the supervisor: stop first, then start.
-            let supervisor = supervisor.clone();
-            let plan = planned.plan;
-            let worker_name = name.clone();
-            let node_id = node.id;
-            tokio::spawn(async move {
-                supervisor.stop(&worker_name).await;
-                if let Err(err) = supervisor.ensure(plan) {
-                    warn!(node = node_id, worker_name = %worker_name, error = %err, "managed worker restart failed");
-                }
-            });
-        } else if let Err(err) = supervisor.ensure(planned.plan) {
+        // A new restart count is a new plan: the supervisor replaces the running copy (once
+        // its group is gone), in order with every other ensure and under the fence.
+        let mut plan = planned.plan;
+        plan.restart_requests = worker.restart_requests;
+        if let Err(err) = supervisor.ensure(plan) {
             warn!(node = node.id, worker_name = %name, error = %err, "managed worker not started");
             return;
         } else {

@@ -19,7 +19,7 @@ use crate::ids::NodeId;
 use crate::node::Node;
 use crate::registry::Registry;
 
-/// How often the hand-over looks at the registry and the router.
+/// How often the hand-over looks at the router's load of the local copy.
 const POLL: Duration = Duration::from_millis(50);
 
 /// Calls routed just before the replacement took the functions over may still be on their way
@@ -60,15 +60,21 @@ pub async fn hand_over(
 ) {
     let started = Instant::now();
     let mut replaced = false;
+    let mut changes = node.managed.watch_changes();
     while Instant::now() < deadline && !node.shutdown.is_cancelled() {
-        let seen = replacement(&node.registry(), &name, to);
+        let seen = replacement(&node.registry(), &name, node.id);
         match seen {
             Replacement::Registered => {
                 replaced = true;
                 break;
             }
             Replacement::Moved => break,
-            Replacement::Starting => tokio::time::sleep(POLL).await,
+            // Woken by the next applied registry change (a registration, a new placement).
+            Replacement::Starting => tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = node.shutdown.cancelled() => {}
+            },
         }
     }
     if replaced {
@@ -89,17 +95,22 @@ pub async fn hand_over(
 enum Replacement {
     Starting,
     Registered,
-    /// The worker is placed on yet another node (or removed): stop waiting for this one.
+    /// The worker is removed, unplaced or placed back here: nothing to wait for.
     Moved,
 }
 
-fn replacement(registry: &Registry, name: &str, to: NodeId) -> Replacement {
-    if registry.managed_worker(name).and_then(|m| m.placement) != Some(to) {
-        Replacement::Moved
-    } else if connections_named(registry, to, name).is_empty() {
-        Replacement::Starting
-    } else {
-        Replacement::Registered
+/// Where the replacement stands, wherever the worker is placed now (a move to a third node
+/// is followed: the hand-over waits for that node's copy).
+fn replacement(registry: &Registry, name: &str, me: NodeId) -> Replacement {
+    match registry.managed_worker(name).and_then(|m| m.placement) {
+        Some(to) if to != me => {
+            if connections_named(registry, to, name).is_empty() {
+                Replacement::Starting
+            } else {
+                Replacement::Registered
+            }
+        }
+        _ => Replacement::Moved,
     }
 }
 

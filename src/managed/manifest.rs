@@ -181,6 +181,7 @@ pub fn launch_plan(spec: &WorkerSpec) -> Result<Planned, ManifestError> {
             env: manifest.env,
             config: manifest.config,
             restart: spec.restart,
+            restart_requests: 0,
         },
         warnings,
     })

@@ -107,8 +107,10 @@ fn read_manifest(path: &Path) -> Result<(PathBuf, String), SourceError> {
         path: path.to_path_buf(),
         source,
     };
-    let dir = std::fs::canonicalize(path).map_err(read_error)?;
-    if !dir.is_dir() {
+    // Absolute but not canonical: a symlink on this machine (a shared volume mounted through
+    // one, say) stays as typed, since the path must mean the same on every node.
+    let dir = std::path::absolute(path).map_err(read_error)?;
+    if !std::fs::metadata(&dir).map_err(read_error)?.is_dir() {
         return Err(SourceError::NotADirectory(dir));
     }
     let file = dir.join(MANIFEST_FILE);
@@ -132,4 +134,29 @@ fn read_manifest(path: &Path) -> Result<(PathBuf, String), SourceError> {
     }
     let text = String::from_utf8(bytes).map_err(|_| SourceError::NotText { path: file })?;
     Ok((dir, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_reached_through_a_symlink_keeps_the_path_as_given() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let real = root.path().join("real");
+        std::fs::create_dir(&real).expect("dir");
+        std::fs::write(
+            real.join(MANIFEST_FILE),
+            "name: resizer\nscripts:\n  start: node index.js\n",
+        )
+        .expect("manifest");
+        let linked = root.path().join("shared");
+        std::os::unix::fs::symlink(&real, &linked).expect("symlink");
+        let checked = check(SpecSource {
+            path: Some(linked.clone()),
+            ..SpecSource::default()
+        })
+        .expect("a valid manifest");
+        assert_eq!(checked.spec.dir, Some(linked.display().to_string()));
+    }
 }

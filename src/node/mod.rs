@@ -523,8 +523,27 @@ async fn serve_workers(
     }
     node.shutdown.cancel();
     node.serving.store(false, Ordering::Relaxed);
+    stop_managed_workers(node).await;
     let _ = server.await;
     Ok(())
+}
+
+/// Gives the managed workers their SIGTERM and grace before the node exits (past it they are
+/// SIGKILLed, and would die with the node anyway).
+async fn stop_managed_workers(node: &Node) {
+    let Some(supervisor) = node.managed.supervisor() else {
+        return;
+    };
+    let bound = node.config.managed_stop_grace + Duration::from_secs(1);
+    if tokio::time::timeout(bound, supervisor.shut_down())
+        .await
+        .is_err()
+    {
+        warn!(
+            node = node.id,
+            "managed workers still stopping at exit; they die with the node"
+        );
+    }
 }
 
 async fn expire_calls(node: Arc<Node>) {

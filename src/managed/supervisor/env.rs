@@ -84,6 +84,7 @@ mod tests {
                 .collect(),
             config,
             restart: RestartPolicy::Always,
+            restart_requests: 0,
         }
     }
 

@@ -9,8 +9,9 @@
 //! `subscribe()`.
 //!
 //! Invariants: at most one process group per worker name at a time (a replacement starts
-//! only after the old group is gone); no lock is held across an `.await`; `kill_all` works
-//! without the runtime making progress.
+//! only after the old group is gone, and a stopped worker stays known until its group is
+//! gone); no lock is held across an `.await`; `kill_all` works without the runtime making
+//! progress, and after it nothing starts until `resume`.
 
 mod backoff;
 mod env;
@@ -56,6 +57,9 @@ pub struct LaunchPlan {
     /// The manifest's `config`, handed to the worker as a file and as variables.
     pub config: Option<serde_json::Value>,
     pub restart: RestartPolicy,
+    /// How many restarts the operator asked for (`quorum worker restart`): a new count makes
+    /// a new plan, so `ensure` replaces the running copy like any other change.
+    pub restart_requests: u64,
 }
 
 /// How this node's supervisor runs workers.
@@ -172,6 +176,8 @@ pub enum SupervisorError {
     NoRuntime,
     #[error("cannot start the process spawner thread: {0}")]
     Spawner(std::io::Error),
+    #[error("the node is fenced or shutting down: no managed worker starts")]
+    Fenced,
 }
 
 /// Runs this node's managed workers. Cheap to clone; all clones share the workers.
@@ -183,14 +189,24 @@ pub struct Supervisor {
 struct Inner {
     settings: SupervisorSettings,
     spawner: Spawner,
-    workers: Mutex<HashMap<String, Arc<Worker>>>,
+    /// Every worker with a task or a process, including those being stopped. The flag is
+    /// `fenced`, read and written under the same lock.
+    workers: Mutex<Workers>,
     events: broadcast::Sender<StatusChange>,
+}
+
+#[derive(Default)]
+struct Workers {
+    by_name: HashMap<String, Arc<Worker>>,
+    /// Set by `kill_all` (cleared by `resume`) and by `shut_down`: `ensure` refuses meanwhile.
+    fenced: bool,
 }
 
 /// One worker's shared state: written by its task, read by the `Supervisor` handle.
 struct Worker {
     plan: LaunchPlan,
-    log: LogRing,
+    /// Shared with the copies before and after this one, so a restart keeps the output.
+    log: Arc<LogRing>,
     status: Mutex<ProcessStatus>,
     /// The process group running now (install or worker), for a synchronous `kill_all`.
     group: Mutex<Option<i32>>,
@@ -199,6 +215,10 @@ struct Worker {
     stop: CancellationToken,
     /// Set by `kill_all`: stop without grace, and `ensure` of the same plan starts it again.
     halted: AtomicBool,
+    /// Set by `stop`: the worker is on its way out and is forgotten once `finished`.
+    stopping: AtomicBool,
+    /// The copy this one replaces, until its group is gone (so `kill_all` reaches it).
+    replaces: Mutex<Option<Arc<Worker>>>,
     /// Cancelled when the task has ended and its process group is gone.
     finished: CancellationToken,
     events: broadcast::Sender<StatusChange>,
@@ -228,6 +248,27 @@ impl Worker {
     fn halted(&self) -> bool {
         self.halted.load(Ordering::SeqCst)
     }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// SIGKILLs this copy's group, and the groups of the copies it still waits for.
+    fn kill(&self) {
+        self.halted.store(true, Ordering::SeqCst);
+        if let Some(group) = *self.group.lock().unwrap_or_else(|p| p.into_inner()) {
+            process::kill_group(group, libc::SIGKILL);
+        }
+        self.stop.cancel();
+        let replaces = self
+            .replaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(old) = replaces {
+            old.kill();
+        }
+    }
 }
 
 /// Status changes kept for a subscriber that falls behind.
@@ -243,36 +284,48 @@ impl Supervisor {
             inner: Arc::new(Inner {
                 settings,
                 spawner,
-                workers: Mutex::new(HashMap::new()),
+                workers: Mutex::new(Workers::default()),
                 events: broadcast::channel(EVENT_BACKLOG).0,
             }),
         })
     }
 
-    /// Makes `plan` run: starts it, replaces a different plan of the same name (the old
-    /// process group stops first), or leaves an equal plan alone.
+    /// Makes `plan` run: starts it, replaces a different plan of the same name (or one being
+    /// stopped or killed: the old process group is gone first), or leaves an equal plan
+    /// alone. Refused while fenced (after `kill_all`, until `resume`).
     pub fn ensure(&self, plan: LaunchPlan) -> Result<Ensured, SupervisorError> {
         check_name(&plan.name)?;
         let mut workers = self.workers();
-        let previous = workers.get(&plan.name).cloned();
+        if workers.fenced {
+            return Err(SupervisorError::Fenced);
+        }
+        let previous = workers.by_name.get(&plan.name).cloned();
         if let Some(old) = &previous {
-            if old.plan == plan && !old.halted() {
+            if old.plan == plan && !old.halted() && !old.stopping() {
                 return Ok(Ensured::Unchanged);
             }
             old.stop.cancel();
         }
+        let log = match &previous {
+            Some(old) => old.log.clone(),
+            None => Arc::new(LogRing::new(self.inner.settings.log_bytes_per_worker)),
+        };
         let worker = Arc::new(Worker {
-            log: LogRing::new(self.inner.settings.log_bytes_per_worker),
+            log,
             status: Mutex::new(ProcessStatus::new()),
             group: Mutex::new(None),
             ready: watch::channel(false).0,
             stop: CancellationToken::new(),
             halted: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            replaces: Mutex::new(previous.clone()),
             finished: CancellationToken::new(),
             events: self.inner.events.clone(),
             plan,
         });
-        workers.insert(worker.plan.name.clone(), worker.clone());
+        workers
+            .by_name
+            .insert(worker.plan.name.clone(), worker.clone());
         drop(workers);
         let after = previous.as_ref().map(|old| old.finished.clone());
         tokio::spawn(run::run(
@@ -288,26 +341,80 @@ impl Supervisor {
     }
 
     /// Stops a worker: SIGTERM to its process group, SIGKILL after the grace; resolves when
-    /// the group is gone. The worker is forgotten. False when no worker had that name.
+    /// the group is gone. Until then the worker stays known (an `ensure` of the name waits
+    /// for it, `kill_all` kills it); then it is forgotten. False when no worker had that name.
     pub async fn stop(&self, name: &str) -> bool {
-        let Some(worker) = self.workers().remove(name) else {
+        self.stop_with(name, false).await
+    }
+
+    /// Like `stop`, but SIGKILL at once: for a copy whose replacement may already be
+    /// starting elsewhere.
+    pub async fn kill(&self, name: &str) -> bool {
+        self.stop_with(name, true).await
+    }
+
+    /// The node shuts down: refuses every `ensure` from now on and stops every worker at
+    /// once (SIGTERM, SIGKILL after the grace; not one after the other); resolves when all
+    /// are gone.
+    pub async fn shut_down(&self) {
+        let names: Vec<String> = {
+            let mut workers = self.workers();
+            workers.fenced = true;
+            workers.by_name.keys().cloned().collect()
+        };
+        futures_util::future::join_all(names.iter().map(|name| self.stop(name))).await;
+    }
+
+    async fn stop_with(&self, name: &str, at_once: bool) -> bool {
+        let Some(worker) = self.workers().by_name.get(name).cloned() else {
             return false;
         };
-        worker.stop.cancel();
+        worker.stopping.store(true, Ordering::SeqCst);
+        if at_once {
+            worker.kill();
+        } else {
+            worker.stop.cancel();
+        }
         worker.finished.cancelled().await;
+        let mut workers = self.workers();
+        if workers
+            .by_name
+            .get(name)
+            .is_some_and(|now| Arc::ptr_eq(now, &worker))
+        {
+            workers.by_name.remove(name);
+        }
         true
     }
 
-    /// SIGKILLs every worker's process group now, without waiting for the runtime, and
-    /// starts none again until the next `ensure` (the node fenced itself).
+    /// Whether `stop` or `kill` is ending this worker (it is still known until its group is
+    /// gone).
+    pub fn is_stopping(&self, name: &str) -> bool {
+        self.workers()
+            .by_name
+            .get(name)
+            .is_some_and(|worker| worker.stopping())
+    }
+
+    /// SIGKILLs every worker's process group now (those being stopped or replaced too),
+    /// without waiting for the runtime, and refuses every `ensure` until `resume` (the node
+    /// fenced itself).
     pub fn kill_all(&self) {
-        for worker in self.workers().values() {
-            worker.halted.store(true, Ordering::SeqCst);
-            if let Some(group) = *worker.group.lock().unwrap_or_else(|p| p.into_inner()) {
-                process::kill_group(group, libc::SIGKILL);
-            }
-            worker.stop.cancel();
+        let mut workers = self.workers();
+        workers.fenced = true;
+        for worker in workers.by_name.values() {
+            worker.kill();
         }
+    }
+
+    /// The node is unfenced and current again: `ensure` may start workers anew.
+    pub fn resume(&self) {
+        self.workers().fenced = false;
+    }
+
+    /// Whether `kill_all` ran and no `resume` followed.
+    pub fn is_fenced(&self) -> bool {
+        self.workers().fenced
     }
 
     /// A connection announcing this worker's name appeared on this node: it is ready.
@@ -322,25 +429,34 @@ impl Supervisor {
 
     /// A worker's state, pid, restarts and last exit.
     pub fn status(&self, name: &str) -> Option<ProcessStatus> {
-        self.workers().get(name).map(|worker| worker.status())
+        self.workers()
+            .by_name
+            .get(name)
+            .map(|worker| worker.status())
     }
 
     /// The names of the workers this supervisor runs (or ran to their end), sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.workers().keys().cloned().collect();
+        let mut names: Vec<String> = self.workers().by_name.keys().cloned().collect();
         names.sort();
         names
     }
 
     /// The plan a worker runs.
     pub fn plan(&self, name: &str) -> Option<LaunchPlan> {
-        self.workers().get(name).map(|worker| worker.plan.clone())
+        self.workers()
+            .by_name
+            .get(name)
+            .map(|worker| worker.plan.clone())
     }
 
     /// A worker's kept output and a stream of what follows (a follower that falls behind
     /// skips ahead: `RecvError::Lagged`).
     pub fn logs(&self, name: &str) -> Option<(Vec<u8>, broadcast::Receiver<Bytes>)> {
-        self.workers().get(name).map(|worker| worker.log.snapshot())
+        self.workers()
+            .by_name
+            .get(name)
+            .map(|worker| worker.log.snapshot())
     }
 
     /// Every status change of every worker from now on.
@@ -354,7 +470,7 @@ impl Supervisor {
     }
 
     fn set_ready(&self, name: &str, ready: bool) -> bool {
-        match self.workers().get(name) {
+        match self.workers().by_name.get(name) {
             Some(worker) => {
                 worker.ready.send_replace(ready);
                 true
@@ -363,7 +479,7 @@ impl Supervisor {
         }
     }
 
-    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Worker>>> {
+    fn workers(&self) -> std::sync::MutexGuard<'_, Workers> {
         self.inner.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -31,6 +31,8 @@ pub(super) async fn run(
     if let Some(previous) = after {
         previous.cancelled().await;
     }
+    // The previous copy is gone: nothing left for `kill_all` to reach through this one.
+    *worker.replaces.lock().unwrap_or_else(|p| p.into_inner()) = None;
     let runner = Runner {
         data: settings.data_dir.join("workers").join(&worker.plan.name),
         worker,
