@@ -1,8 +1,6 @@
 //! Where a managed worker runs: the leader's pure decision, from the registry and the set of
 //! nodes it can reach. Spread by the count of managed workers each node already runs; a
 //! spec's `node_labels` restrict the candidates; no candidate is a reason the status shows.
-//! Only nodes that committed their labels are candidates: they are the ones whose supervisor
-//! runs.
 //!
 //! Never moves a worker off a node that is merely silent: that node may still run its copy
 //! until it fences, and only the purge (which frees its placements in the registry) says it
@@ -12,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::NodeId;
-use crate::registry::{Command, ExpectedPlacement, NodeLabels, Registry};
+use crate::registry::{Command, NodeLabels, Registry};
 
 /// A node that may receive a managed worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +72,7 @@ pub fn decide(registry: &Registry, live: &BTreeSet<NodeId>) -> Vec<Command> {
     let takers: Vec<NodeId> = live
         .iter()
         .copied()
-        .filter(|n| !registry.is_draining(*n) && registry.node_labels().contains_key(n))
+        .filter(|n| !registry.is_draining(*n))
         .collect();
     let mut commands = Vec::new();
     for worker in registry.managed_workers() {
@@ -99,21 +97,13 @@ pub fn decide(registry: &Registry, live: &BTreeSet<NodeId>) -> Vec<Command> {
                         *count = count.saturating_sub(1);
                     }
                 }
-                commands.push(Command::ManagedWorkerPlaced {
-                    name,
-                    node,
-                    expected: ExpectedPlacement::Was(worker.placement),
-                });
+                commands.push(Command::ManagedWorkerPlaced { name, node });
             }
             // A draining node keeps its copy when no other node can take it.
             Choice::Unplaceable(_) if from_draining.is_some() => {}
             Choice::Unplaceable(reason) => {
                 if worker.status.unplaceable.as_deref() != Some(reason.as_str()) {
-                    commands.push(Command::ManagedWorkerUnplaceable {
-                        name,
-                        reason,
-                        expected: ExpectedPlacement::Was(worker.placement),
-                    });
+                    commands.push(Command::ManagedWorkerUnplaceable { name, reason });
                 }
             }
         }
@@ -184,12 +174,6 @@ mod tests {
 
     fn registry_with(specs: &[WorkerSpec]) -> Registry {
         let mut reg = Registry::default();
-        for node in 1..=3 {
-            reg.apply(&Command::NodeLabels {
-                node,
-                labels: NodeLabels::new(),
-            });
-        }
         for spec in specs {
             reg.apply(&Command::ManagedWorkerPut {
                 spec: spec.clone(),
@@ -220,7 +204,6 @@ mod tests {
         reg.apply(&Command::ManagedWorkerPlaced {
             name: "a".into(),
             node: 3,
-            expected: ExpectedPlacement::Any,
         });
         assert!(decide(&reg, &BTreeSet::from([1, 2])).is_empty());
         reg.apply(&Command::NodePurged { node: 3 });
@@ -228,8 +211,7 @@ mod tests {
             decide(&reg, &BTreeSet::from([1, 2])),
             vec![Command::ManagedWorkerPlaced {
                 name: "a".into(),
-                node: 1,
-                expected: ExpectedPlacement::Was(None),
+                node: 1
             }]
         );
     }
@@ -240,7 +222,6 @@ mod tests {
         reg.apply(&Command::ManagedWorkerPlaced {
             name: "a".into(),
             node: 1,
-            expected: ExpectedPlacement::Any,
         });
         reg.apply(&Command::NodeDraining { node: 1 });
         assert!(decide(&reg, &BTreeSet::from([1])).is_empty());
@@ -248,31 +229,7 @@ mod tests {
             decide(&reg, &BTreeSet::from([1, 2])),
             vec![Command::ManagedWorkerPlaced {
                 name: "a".into(),
-                node: 2,
-                expected: ExpectedPlacement::Was(Some(1)),
-            }]
-        );
-    }
-
-    #[test]
-    fn a_node_without_committed_labels_is_never_chosen() {
-        let mut reg = registry_with(&[spec("a", &[])]);
-        // Node 1 restarted and its supervisor never came up: it commits no labels again.
-        reg.apply(&Command::NodeRestarted { node: 1 });
-        assert_eq!(
-            decide(&reg, &BTreeSet::from([1, 4])),
-            vec![Command::ManagedWorkerUnplaceable {
-                name: "a".into(),
-                reason: "no live node can take it".into(),
-                expected: ExpectedPlacement::Was(None),
-            }]
-        );
-        assert_eq!(
-            decide(&reg, &BTreeSet::from([1, 2])),
-            vec![Command::ManagedWorkerPlaced {
-                name: "a".into(),
-                node: 2,
-                expected: ExpectedPlacement::Was(None),
+                node: 2
             }]
         );
     }
@@ -285,8 +242,7 @@ mod tests {
             commands,
             vec![Command::ManagedWorkerUnplaceable {
                 name: "a".into(),
-                reason: "no live node has label zone=x".into(),
-                expected: ExpectedPlacement::Was(None),
+                reason: "no live node has label zone=x".into()
             }]
         );
         reg.apply(&commands[0]);
