@@ -88,8 +88,9 @@ impl Runner {
             if self.worker.stop.is_cancelled() {
                 return;
             }
-            let prepared = match self.prepare().await {
-                Ok(prepared) => prepared,
+            let prepared = match self.prepare_and_install().await {
+                Ok(Some(prepared)) => prepared,
+                Ok(None) => return,
                 Err(error) => {
                     if !self
                         .retry_later(&mut backoff, Duration::ZERO, error, false)
@@ -100,21 +101,6 @@ impl Runner {
                     continue;
                 }
             };
-            if let Some(script) = &plan.install {
-                match self.install(script, &prepared).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(error) => {
-                        if !self
-                            .retry_later(&mut backoff, Duration::ZERO, error, false)
-                            .await
-                        {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
             let started_at = Instant::now();
             let clean = match self.start(&prepared).await {
                 Ok(Ended::Stopped) => return,
@@ -213,6 +199,18 @@ impl Runner {
     }
 
     /// The worker's directory, its config file and its environment.
+    /// The worker's directory and config, then its install when the plan has one; `None` when
+    /// the worker was stopped during the install. One error path for both, retried alike.
+    async fn prepare_and_install(&self) -> Result<Option<Prepared>, String> {
+        let prepared = self.prepare().await?;
+        if let Some(script) = &self.worker.plan.install {
+            if !self.install(script, &prepared).await? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(prepared))
+    }
+
     async fn prepare(&self) -> Result<Prepared, String> {
         tokio::fs::create_dir_all(&self.data)
             .await
