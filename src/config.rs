@@ -196,6 +196,11 @@ pub struct ServeArgs {
     /// upgrade [default: 256].
     #[arg(long, env = "QUORUM_CHANNEL_CONNECTIONS_PER_PEER")]
     pub channel_connections_per_peer: Option<usize>,
+    /// A cross-node channel stream that stays silent this long (no frame, no beat) is taken
+    /// for a lost node and its ends closed with 1011; beats go every 250 ms, or a third of
+    /// this when shorter. Set the same on every node [default: 750].
+    #[arg(long, env = "QUORUM_CHANNEL_PEER_SILENCE_MS")]
+    pub channel_peer_silence_ms: Option<u64>,
     /// Bytes of output kept per managed worker for `quorum worker logs`; older output is
     /// dropped [default: 1MiB].
     #[arg(long, env = "QUORUM_MANAGED_LOG_BYTES", value_parser = crate::budget::parse_bytes)]
@@ -270,6 +275,7 @@ struct FileConfig {
     max_channels_per_connection: Option<usize>,
     channel_reader_stall_secs: Option<u64>,
     channel_connections_per_peer: Option<usize>,
+    channel_peer_silence_ms: Option<u64>,
     managed_log_bytes: Option<ByteSize>,
     managed_ready_timeout_secs: Option<u64>,
     managed_stop_grace_secs: Option<u64>,
@@ -348,6 +354,8 @@ pub struct Config {
     pub channel_reader_stall: Duration,
     /// Channel ends served at once through one home node (a connection each to it).
     pub channel_connections_per_peer: usize,
+    /// How long a cross-node channel stream may stay silent before its ends are closed.
+    pub channel_peer_silence: Duration,
     /// Bytes of output kept per managed worker.
     pub managed_log_bytes: usize,
     /// How long a managed worker may run without registering before it counts as failed.
@@ -657,6 +665,11 @@ impl Config {
                 .channel_connections_per_peer
                 .or(file.channel_connections_per_peer)
                 .unwrap_or(256),
+            channel_peer_silence: args
+                .channel_peer_silence_ms
+                .or(file.channel_peer_silence_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(crate::channels::beat::SILENT_AFTER),
             managed_log_bytes: args
                 .managed_log_bytes
                 .or(file.managed_log_bytes.map(|b| b.0))
@@ -762,6 +775,10 @@ impl Config {
             (
                 "channel_connections_per_peer",
                 self.channel_connections_per_peer == 0,
+            ),
+            (
+                "channel_peer_silence_ms",
+                self.channel_peer_silence.is_zero(),
             ),
             ("managed_log_bytes", self.managed_log_bytes == 0),
             (
@@ -1164,6 +1181,30 @@ mod tests {
             Config::load(&args).unwrap_err(),
             ConfigError::Zero {
                 field: "http_header_timeout_ms"
+            }
+        ));
+    }
+
+    #[test]
+    fn the_channel_peer_silence_keeps_its_one_second_promise_by_default_and_is_settable() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config.channel_peer_silence, Duration::from_millis(750));
+        let args = ServeArgs {
+            channel_peer_silence_ms: Some(3_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(&args).unwrap().channel_peer_silence,
+            Duration::from_secs(3)
+        );
+        let args = ServeArgs {
+            channel_peer_silence_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&args).unwrap_err(),
+            ConfigError::Zero {
+                field: "channel_peer_silence_ms"
             }
         ));
     }

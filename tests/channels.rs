@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::channel_ends::{metric, Noise};
+use common::channel_ends::{connect, end_url, metric, read_to_close, Noise};
 use common::footprint::{rss_bytes, MIB};
 use common::{call, eventually, unique_name, worker, Cluster, Node, NodeOptions};
 use futures_util::{SinkExt, StreamExt};
@@ -14,13 +14,15 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::MaybeTlsStream;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The socket URL of one end of a channel on the node at `base`.
-fn end_url(base: &str, id: &str, key: &str, dir: &str) -> String {
-    format!("{base}/ws/channels/{id}?key={key}&dir={dir}")
+/// `channel` with another id and key, for requests that must be refused.
+fn forged(channel: &StreamChannelRef, id: &str, key: &str) -> StreamChannelRef {
+    StreamChannelRef {
+        channel_id: id.to_string(),
+        access_key: key.to_string(),
+        ..channel.clone()
+    }
 }
 
 /// `{writer, reader}` refs from `engine::channels::create`, called through the engine.
@@ -35,37 +37,12 @@ async fn create(url: &str, input: Value) -> (StreamChannelRef, StreamChannelRef)
     (writer, reader)
 }
 
-/// Opens one end with a raw WebSocket.
-async fn connect(url: &str) -> Socket {
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("channel end upgraded")
-        .0
-}
-
 /// The HTTP status a refused upgrade got.
 async fn refused_status(url: &str) -> u16 {
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(other) => panic!("expected an HTTP refusal, got {other}"),
         Ok(_) => panic!("expected an HTTP refusal, the upgrade succeeded"),
-    }
-}
-
-/// What a reader socket received: its data frames, then the close code.
-async fn read_to_close(socket: &mut Socket, deadline: Duration) -> (Vec<Message>, Option<u16>) {
-    let mut frames = Vec::new();
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        let next = tokio::time::timeout_at(until, socket.next())
-            .await
-            .expect("reader socket ended within the deadline");
-        match next {
-            Some(Ok(Message::Close(frame))) => return (frames, frame.map(|f| u16::from(f.code))),
-            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => frames.push(message),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return (frames, None),
-        }
     }
 }
 
@@ -112,8 +89,8 @@ async fn rust_sdk_streams_through_a_channel_on_one_node() {
 async fn text_interleaved_with_binary_keeps_kind_order_and_boundaries() {
     let node = Node::start();
     let (w, r) = create(&node.url, json!({"buffer_size": 4})).await;
-    let mut writer = connect(&end_url(&node.url, &w.channel_id, &w.access_key, "write")).await;
-    let mut reader = connect(&end_url(&node.url, &r.channel_id, &r.access_key, "read")).await;
+    let mut writer = connect(&end_url(&node.url, &w, "write")).await;
+    let mut reader = connect(&end_url(&node.url, &r, "read")).await;
     let mut expected = Vec::new();
     for i in 0..40u32 {
         let message = if i % 3 == 0 {
@@ -185,20 +162,8 @@ async fn creator_writer_and_reader_on_three_different_nodes() {
 
     // Raw ends across nodes: kinds, order and the clean Close survive too.
     let (w, r) = create(&creator.url, json!({"buffer_size": 2})).await;
-    let mut raw_writer = connect(&end_url(
-        &writer_node.url,
-        &w.channel_id,
-        &w.access_key,
-        "write",
-    ))
-    .await;
-    let mut raw_reader = connect(&end_url(
-        &reader_node.url,
-        &r.channel_id,
-        &r.access_key,
-        "read",
-    ))
-    .await;
+    let mut raw_writer = connect(&end_url(&writer_node.url, &w, "write")).await;
+    let mut raw_reader = connect(&end_url(&reader_node.url, &r, "read")).await;
     let expected = [
         Message::Text("a".into()),
         Message::Binary(vec![1, 2, 3].into()),
@@ -208,13 +173,7 @@ async fn creator_writer_and_reader_on_three_different_nodes() {
     let first = tokio::time::timeout(Duration::from_secs(10), raw_reader.next()).await;
     assert!(matches!(first, Ok(Some(Ok(ref m))) if *m == expected[0]));
     // A second writer on a third node: the home refuses the taken end, it is closed with 1008.
-    let mut second = connect(&end_url(
-        &reader_node.url,
-        &w.channel_id,
-        &w.access_key,
-        "write",
-    ))
-    .await;
+    let mut second = connect(&end_url(&reader_node.url, &w, "write")).await;
     let (frames, code) = read_to_close(&mut second, Duration::from_secs(10)).await;
     assert!(frames.is_empty());
     assert_eq!(code, Some(1008));
@@ -238,8 +197,8 @@ async fn ends_through_one_home_past_the_connection_limit_are_refused_with_503() 
     });
     let (home, other) = (cluster.node(0), cluster.node(1));
     let (w, r) = create(&home.url, json!({})).await;
-    let writer_url = end_url(&other.url, &w.channel_id, &w.access_key, "write");
-    let reader_url = end_url(&other.url, &r.channel_id, &r.access_key, "read");
+    let writer_url = end_url(&other.url, &w, "write");
+    let reader_url = end_url(&other.url, &r, "read");
     let mut writer = connect(&writer_url).await;
     assert_eq!(
         refused_status(&reader_url).await,
@@ -247,7 +206,7 @@ async fn ends_through_one_home_past_the_connection_limit_are_refused_with_503() 
         "the only slot toward the home is the writer's"
     );
     // On the home node itself the reader needs no slot.
-    let mut reader = connect(&end_url(&home.url, &r.channel_id, &r.access_key, "read")).await;
+    let mut reader = connect(&end_url(&home.url, &r, "read")).await;
     writer.send(Message::Text("x".into())).await.unwrap();
     writer.close(None).await.unwrap();
     let (frames, code) = read_to_close(&mut reader, Duration::from_secs(10)).await;
@@ -255,7 +214,7 @@ async fn ends_through_one_home_past_the_connection_limit_are_refused_with_503() 
     assert_eq!(code, Some(1000));
     // The writer's end is done: its slot serves the next end through the home.
     let (_, r2) = create(&home.url, json!({})).await;
-    let next_reader = end_url(&other.url, &r2.channel_id, &r2.access_key, "read");
+    let next_reader = end_url(&other.url, &r2, "read");
     eventually(
         "the freed slot serves again",
         Duration::from_secs(10),
@@ -271,7 +230,11 @@ async fn ends_through_one_home_past_the_connection_limit_are_refused_with_503() 
 async fn a_wrong_key_is_refused_with_404_before_the_upgrade() {
     let node = Node::start();
     let (w, _) = create(&node.url, json!({})).await;
-    let url = end_url(&node.url, &w.channel_id, "not-the-key", "write");
+    let url = end_url(
+        &node.url,
+        &forged(&w, &w.channel_id, "not-the-key"),
+        "write",
+    );
     assert_eq!(refused_status(&url).await, 404);
     let no_key = format!("{}/ws/channels/{}?dir=write", node.url, w.channel_id);
     assert_eq!(refused_status(&no_key).await, 404);
@@ -286,20 +249,21 @@ async fn an_unknown_channel_id_is_refused_with_404() {
     let last = other.len() - 1;
     other[last] = if other[last] == '0' { '1' } else { '0' };
     let other: String = other.into_iter().collect();
-    let url = end_url(&node.url, &other, &w.access_key, "read");
+    let url = end_url(&node.url, &forged(&w, &other, &w.access_key), "read");
     assert_eq!(refused_status(&url).await, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_channel_id_is_refused_with_400() {
     let node = Node::start();
+    let (w, _) = create(&node.url, json!({})).await;
     for id in ["not-a-uuid", "0", &uuid::Uuid::new_v4().to_string()] {
-        let url = end_url(&node.url, id, "key", "read");
+        let url = end_url(&node.url, &forged(&w, id, "key"), "read");
         assert_eq!(refused_status(&url).await, 400, "id {id}");
     }
     // The node still serves workers.
-    let (w, _) = create(&node.url, json!({})).await;
-    assert!(!w.channel_id.is_empty());
+    let (after, _) = create(&node.url, json!({})).await;
+    assert!(!after.channel_id.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,7 +275,7 @@ async fn a_missing_or_invalid_dir_is_refused_with_400() {
         node.url, w.channel_id, w.access_key
     );
     assert_eq!(refused_status(&missing).await, 400);
-    let invalid = end_url(&node.url, &w.channel_id, &w.access_key, "both");
+    let invalid = end_url(&node.url, &w, "both");
     assert_eq!(refused_status(&invalid).await, 400);
     // The engine URL's own query comes first and is ignored.
     let with_engine_query = format!(
@@ -326,8 +290,8 @@ async fn a_missing_or_invalid_dir_is_refused_with_400() {
 async fn a_second_writer_is_upgraded_and_closed_at_once() {
     let node = Node::start();
     let (w, r) = create(&node.url, json!({})).await;
-    let url = end_url(&node.url, &w.channel_id, &w.access_key, "write");
-    let mut reader = connect(&end_url(&node.url, &r.channel_id, &r.access_key, "read")).await;
+    let url = end_url(&node.url, &w, "write");
+    let mut reader = connect(&end_url(&node.url, &r, "read")).await;
     let mut first = connect(&url).await;
     first.send(Message::Text("first".into())).await.unwrap();
     // The first frame arrived, so the first writer holds the end.
@@ -358,7 +322,7 @@ async fn a_channel_id_whose_home_node_does_not_exist_is_refused_with_404() {
     let mut bytes = *uuid::Uuid::parse_str(&w.channel_id).unwrap().as_bytes();
     bytes[0] ^= 0x5a;
     let foreign = uuid::Uuid::from_bytes(bytes).to_string();
-    let url = end_url(&node.url, &foreign, &w.access_key, "read");
+    let url = end_url(&node.url, &forged(&w, &foreign, &w.access_key), "read");
     assert_eq!(refused_status(&url).await, 404);
 }
 
@@ -393,12 +357,8 @@ async fn ten_thousand_channels_never_connected_are_swept() {
         || async { (metric(&node, "quorum_channels_open ").await == 0.0).then_some(()) },
     )
     .await;
-    let url = end_url(
-        &node.url,
-        first["reader"]["channel_id"].as_str().unwrap(),
-        first["reader"]["access_key"].as_str().unwrap(),
-        "read",
-    );
+    let first: StreamChannelRef = serde_json::from_value(first["reader"].clone()).expect("ref");
+    let url = end_url(&node.url, &first, "read");
     assert_eq!(refused_status(&url).await, 404, "a swept channel is gone");
     client.shutdown_async().await;
 }
@@ -415,7 +375,7 @@ async fn a_writer_flooding_a_channel_nobody_reads_is_held_back_and_memory_stays_
     );
     let (w, _) = create(&node.url, json!({"buffer_size": 1024})).await;
     let before = rss_bytes(node.pid());
-    let mut writer = connect(&end_url(&node.url, &w.channel_id, &w.access_key, "write")).await;
+    let mut writer = connect(&end_url(&node.url, &w, "write")).await;
     let frame = vec![7u8; 64 * 1024];
     let mut sent = 0u64;
     // Far more than the cap: the writer is held back (a send blocks) long before 512 MiB.
@@ -457,8 +417,8 @@ async fn a_writer_flooding_a_channel_nobody_reads_is_held_back_and_memory_stays_
 async fn a_writer_that_vanishes_without_close_ends_the_reader_with_1011() {
     let node = Node::start();
     let (w, r) = create(&node.url, json!({})).await;
-    let mut reader = connect(&end_url(&node.url, &r.channel_id, &r.access_key, "read")).await;
-    let mut writer = connect(&end_url(&node.url, &w.channel_id, &w.access_key, "write")).await;
+    let mut reader = connect(&end_url(&node.url, &r, "read")).await;
+    let mut writer = connect(&end_url(&node.url, &w, "write")).await;
     writer
         .send(Message::Binary(vec![1, 2, 3].into()))
         .await
@@ -499,7 +459,7 @@ async fn channel_sockets_pass_the_worker_token_check_like_workers() {
     let w: StreamChannelRef = serde_json::from_value(refs["writer"].clone()).expect("writer");
     let r: StreamChannelRef = serde_json::from_value(refs["reader"].clone()).expect("reader");
     // Without the token: 401 before the upgrade, even with the right key.
-    let bare = end_url(&node.url, &r.channel_id, &r.access_key, "read");
+    let bare = end_url(&node.url, &r, "read");
     assert_eq!(refused_status(&bare).await, 401);
     // With it (in the engine URL's query, as the SDKs keep it), both ends work.
     let with_token = |id: &str, key: &str, dir: &str| {
@@ -668,5 +628,94 @@ async fn a_reader_that_never_reads_is_cut_off_and_the_writer_told() {
         .await;
     println!("the stalled reader's socket ended {ending:?}");
     assert!(ending.is_error(), "{ending:?}");
+    creator.shutdown_async().await;
+}
+
+/// `--channel-reader-stall-secs` counts time without progress: with a 2 s limit, a reader
+/// that takes one 64 KiB frame every 50 ms from a full channel is not cut off over three
+/// periods and then gets the whole stream, while a reader beside it that never reads is
+/// still cut off and its writer told. (The pace leaves room for the kernel: the node's socket
+/// becomes writable again only once a third of its send buffer, up to 4 MiB, has drained.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_reader_is_not_cut_off_while_one_that_never_reads_is() {
+    use common::channel_ends::{
+        assert_same_stream, new_channel, Ending, Pump, RawEnd, Summary, FRAME,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_in(
+        dir.path(),
+        NodeOptions {
+            args: vec![
+                "--channel-reader-stall-secs".into(),
+                "2".into(),
+                "--channel-buffer-bytes".into(),
+                "1MiB".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    let creator = worker(&node.url, &unique_name("creator"), None).await;
+    let open = |channel: StreamChannelRef, dir: &'static str| {
+        let url = node.url.clone();
+        async move {
+            RawEnd::connect(&url, &channel, dir)
+                .await
+                .unwrap_or_else(|refusal| panic!("{dir} end refused: {refusal:?}"))
+        }
+    };
+    let held_back = || metric(&node, "quorum_channel_writers_held_back ");
+    let pace = Duration::from_millis(50);
+    let frame_within = Duration::from_secs(10);
+
+    let slow = new_channel(&creator).await;
+    // A small socket buffer, so the node's relay waits on this reader within a few frames.
+    let mut slow_reader =
+        RawEnd::connect_with_receive_buffer(&node.url, &slow.reader_ref, "read", 64 * 1024).await;
+    let frames = 32 * MIB / FRAME as u64;
+    let slow_pump = Pump::start(
+        open(slow.writer_ref.clone(), "write").await,
+        Some(frames),
+        Duration::ZERO,
+    );
+    let mut read = Summary::default();
+    slow_reader
+        .read_paced(&mut read, 20, pace, frame_within)
+        .await;
+    assert_eq!(
+        held_back().await,
+        1.0,
+        "the channel is full: the relay waits on the slow reader"
+    );
+
+    let stuck = new_channel(&creator).await;
+    let _stuck_reader = open(stuck.reader_ref.clone(), "read").await;
+    let stuck_pump = Pump::start(
+        open(stuck.writer_ref.clone(), "write").await,
+        None,
+        Duration::ZERO,
+    );
+    slow_reader
+        .read_paced(&mut read, 100, pace, frame_within)
+        .await;
+    let stuck_pumped = stuck_pump.finish(Duration::from_secs(30)).await;
+    assert_eq!(
+        stuck_pumped.ending,
+        Ending::Close(Some(1011)),
+        "the writer of the reader that never reads hears that nobody reads"
+    );
+    assert_eq!(
+        held_back().await,
+        1.0,
+        "the slow reader is still behind after three periods, and still served"
+    );
+
+    let (read, ending, _) = slow_reader.read_to_end(read, Duration::from_secs(60)).await;
+    let pumped = slow_pump.finish(Duration::from_secs(30)).await;
+    assert_eq!(
+        ending,
+        Ending::Close(Some(1000)),
+        "the slow reader's ending"
+    );
+    assert_same_stream("the stream to a slow reader", &pumped.summary, &read);
     creator.shutdown_async().await;
 }

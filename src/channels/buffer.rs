@@ -6,6 +6,10 @@
 //! `byte_cap` bytes (one item larger than the cap still fits into an empty channel); a writer
 //! that finds it full waits, and the caller waiting stops reading the writer's socket. Every
 //! byte held is charged to the writer's [`Share`] of the node's client memory budget.
+//!
+//! An item the reader took counts until the reader says it was sent ([`Channel::delivered`]):
+//! the bytes on their way to a slow reader's socket are still in this node's memory, so the
+//! channel's bytes, queued and being sent, never exceed the cap.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -107,7 +111,10 @@ pub enum Popped {
 
 struct State {
     items: VecDeque<Item>,
+    /// Bytes held: the queued items and those taken by the reader and not yet delivered.
     bytes: u64,
+    /// Of `bytes`, those taken by the reader and not yet delivered.
+    sending: u64,
     writer: EndState,
     reader: EndState,
     /// How the writer finished, once it did.
@@ -147,6 +154,7 @@ impl Channel {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 bytes: 0,
+                sending: 0,
                 writer: EndState::Waiting,
                 reader: EndState::Waiting,
                 end: None,
@@ -204,7 +212,8 @@ impl Channel {
                 if state.abandoned || state.reader == EndState::Finished {
                     return Err(PushError::Gone);
                 }
-                let fits = state.items.is_empty()
+                // One item larger than the cap fits when nothing else is held.
+                let fits = (state.items.is_empty() && state.bytes == 0)
                     || (state.items.len() < self.capacity && state.bytes + len <= self.byte_cap);
                 if fits {
                     if let Some(share) = &state.charged_to {
@@ -249,22 +258,47 @@ impl Channel {
     }
 
     /// The next item or the end if there is one now; `None` when the reader would wait.
+    /// The item's bytes stay counted until [`Channel::delivered`].
     pub fn try_pop(&self) -> Option<Popped> {
+        self.try_pop_within(usize::MAX)
+    }
+
+    /// Like [`Channel::try_pop`], but an item larger than `room` bytes stays queued (`None`);
+    /// the end is returned whatever `room` is.
+    pub fn try_pop_within(&self, room: usize) -> Option<Popped> {
         let mut state = self.lock();
-        if let Some(item) = state.items.pop_front() {
-            let len = item.len() as u64;
-            state.bytes -= len;
-            if let Some(share) = &state.charged_to {
-                share.release(len);
+        if let Some(next) = state.items.front() {
+            let len = next.len();
+            if len > room {
+                return None;
             }
+            state.sending += len as u64;
+            let item = state.items.pop_front().map(Popped::Item);
             drop(state);
+            // A message's room is free at once; its bytes once delivered.
             self.space.notify_one();
-            return Some(Popped::Item(item));
+            return item;
         }
         if state.abandoned {
             return Some(Popped::End(End::Broken));
         }
         state.end.map(Popped::End)
+    }
+
+    /// The reader's socket took `bytes` of the items it popped: they no longer count, and the
+    /// writer may fill their room.
+    pub fn delivered(&self, bytes: usize) {
+        {
+            let mut state = self.lock();
+            // Nothing to give back after the channel was abandoned (it gave everything back).
+            let len = (bytes as u64).min(state.sending);
+            state.sending -= len;
+            state.bytes -= len;
+            if let Some(share) = &state.charged_to {
+                share.release(len);
+            }
+        }
+        self.space.notify_one();
     }
 
     /// The reader is gone (it finished, or left early): the writer can push no more.
@@ -283,6 +317,7 @@ impl Channel {
             let held = state.bytes;
             state.items.clear();
             state.bytes = 0;
+            state.sending = 0;
             if let Some(share) = state.charged_to.take() {
                 share.release(held);
             }
@@ -303,7 +338,7 @@ impl Channel {
         state.writer == EndState::Waiting || state.reader == EndState::Waiting
     }
 
-    /// Items and bytes held now.
+    /// Items queued and bytes held now (queued, and taken by the reader but not delivered).
     pub fn held(&self) -> (usize, u64) {
         let state = self.lock();
         (state.items.len(), state.bytes)
@@ -346,6 +381,42 @@ mod tests {
         );
         assert_eq!(ch.pop().await, Popped::Item(binary(3)));
         assert_eq!(ch.pop().await, Popped::End(End::Clean));
+    }
+
+    /// Bytes a reader took count until they are delivered, so a batch on its way to a slow
+    /// socket and a channel filled again behind it never hold more than the cap together.
+    #[tokio::test]
+    async fn bytes_being_sent_count_until_delivered_and_never_exceed_the_cap() {
+        let budget = crate::budget::Budget::new(1, 1 << 30);
+        let share = budget.open(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+        let ch = channel(64, 4 * 64);
+        assert!(ch.claim(Direction::Write, Some(share.clone())));
+        for _ in 0..4 {
+            ch.push(binary(64)).await.unwrap();
+        }
+        let mut taken = 0;
+        while let Some(Popped::Item(item)) = ch.try_pop() {
+            taken += item.len();
+        }
+        assert_eq!(taken, 4 * 64);
+        assert_eq!(ch.held(), (0, 4 * 64), "the taken batch still counts");
+        assert_eq!(share.held(), 4 * 64, "and stays charged to the writer");
+        let refill = tokio::time::timeout(Duration::from_millis(50), ch.push(binary(64))).await;
+        assert!(refill.is_err(), "the writer waits while the batch is sent");
+        ch.delivered(taken);
+        assert_eq!(ch.held(), (0, 0));
+        assert_eq!(share.held(), 0);
+        ch.push(binary(64)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_item_larger_than_the_room_stays_queued() {
+        let ch = channel(8, 1 << 20);
+        ch.push(binary(10)).await.unwrap();
+        assert_eq!(ch.try_pop_within(9), None);
+        assert_eq!(ch.try_pop_within(10), Some(Popped::Item(binary(10))));
+        ch.finish_writer(End::Clean);
+        assert_eq!(ch.try_pop_within(0), Some(Popped::End(End::Clean)));
     }
 
     #[tokio::test]

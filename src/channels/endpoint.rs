@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::buffer::{Channel, Direction};
 use super::id::ChannelId;
+use super::remote::STREAM_VERSION;
 use crate::node::Node;
 use crate::rpc::pb;
 
@@ -37,8 +38,9 @@ pub enum Refusal {
     /// 404: no such channel, wrong key, or a home node that is not a member.
     #[error("no such channel")]
     NotFound,
-    /// 503: the home node did not answer, this node is draining, or it already serves
-    /// `--channel-connections-per-peer` ends through the home node.
+    /// 503: the home node did not answer, this node is draining, it already serves
+    /// `--channel-connections-per-peer` ends through the home node, or the home speaks
+    /// another channel stream version (a rolling upgrade is under way).
     #[error("the channel's node is unavailable")]
     Unavailable,
 }
@@ -127,6 +129,7 @@ pub async fn admit(node: &Arc<Node>, path: &str, query: Option<&str>) -> Result<
     };
     let request = pb::ChannelCheckRequest {
         end: Some(super::remote::open_message(&end)),
+        stream_version: STREAM_VERSION,
     };
     let reply = node
         .peers
@@ -135,6 +138,16 @@ pub async fn admit(node: &Arc<Node>, path: &str, query: Option<&str>) -> Result<
         })
         .await;
     match reply {
+        Ok(reply) if reply.stream_version != STREAM_VERSION => {
+            info!(
+                node = node.id,
+                home,
+                home_version = reply.stream_version,
+                version = STREAM_VERSION,
+                "channel end refused: its home node speaks another channel stream version"
+            );
+            Err(Refusal::Unavailable)
+        }
         Ok(reply) if reply.found => Ok(Admitted::Remote {
             end,
             addr,

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel as Connection;
 
-use super::beat::{self, is_beat, Heard};
+use super::beat::{is_beat, Heard, Heartbeat};
 use super::buffer::{Channel, End, Item, Popped, PushError};
 use super::metrics::{ChannelMetrics, Hop};
 use super::pieces::{self, Joiner};
@@ -91,6 +91,30 @@ impl Inlet {
     }
 }
 
+/// The most frames that go to a reader with one flush.
+pub const BATCH_FRAMES: usize = 16;
+
+/// The most bytes that go to a reader with one flush (a larger frame goes alone). Bounds what
+/// a reader's node holds on the way out besides its channel: the channel counts a batch until
+/// it is delivered, and a remote reader's node holds at most one batch.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
+/// Frames that are ready for a reader, and how the stream ended if the end came with them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub items: Vec<Item>,
+    /// The items' payload bytes.
+    pub bytes: usize,
+    pub ended: Option<End>,
+}
+
+impl Batch {
+    fn push(&mut self, item: Item) {
+        self.bytes += item.len();
+        self.items.push(item);
+    }
+}
+
 /// Where a reader's frames come from.
 pub enum Outlet {
     /// A channel living on this node.
@@ -103,6 +127,10 @@ pub enum Outlet {
         frames: Box<tonic::Streaming<pb::ChannelFrame>>,
         /// The pieces of a large frame received so far.
         joiner: Joiner,
+        /// A frame received that did not fit into the last batch: the next one starts with it.
+        waiting: Option<Item>,
+        /// How long the home node may stay silent.
+        heartbeat: Heartbeat,
         /// The stream of beats to the home node; dropping it ends the call.
         _to_home: mpsc::Sender<pb::ChannelFrame>,
         /// The stream's own connection, held as long as the stream.
@@ -116,33 +144,97 @@ impl Outlet {
     pub async fn next(&mut self) -> Popped {
         match self {
             Outlet::Local { channel, .. } => channel.pop().await,
-            Outlet::Remote { frames, joiner, .. } => loop {
-                match beat::next_frame(frames.as_mut()).await {
-                    Heard::Frame(frame) => match joiner.join(frame) {
-                        Some(whole) => return popped_of(whole),
-                        None => continue,
-                    },
-                    Heard::Ended | Heard::Silent => return Popped::End(End::Broken),
+            Outlet::Remote {
+                frames,
+                joiner,
+                waiting,
+                heartbeat,
+                ..
+            } => {
+                if let Some(item) = waiting.take() {
+                    return Popped::Item(item);
                 }
-            },
+                loop {
+                    match heartbeat.next_frame(frames.as_mut()).await {
+                        Heard::Frame(frame) => match joiner.join(frame) {
+                            Some(whole) => return popped_of(whole),
+                            None => continue,
+                        },
+                        Heard::Ended | Heard::Silent => return Popped::End(End::Broken),
+                    }
+                }
+            }
         }
     }
 
-    /// The next frame or the end if one is here now; `None` when the reader would wait.
-    /// Lets a reader take every frame that is ready and write them with one flush.
-    pub fn try_next(&mut self) -> Option<Popped> {
+    /// The next frame if one of at most `room` bytes is here now, or the end if it is;
+    /// `None` when the reader would wait or the next frame is larger.
+    fn try_next_within(&mut self, room: usize) -> Option<Popped> {
         match self {
-            Outlet::Local { channel, .. } => channel.try_pop(),
-            Outlet::Remote { frames, joiner, .. } => loop {
-                match frames.next().now_or_never()? {
-                    Some(Ok(frame)) if is_beat(&frame) => continue,
-                    Some(Ok(frame)) => match joiner.join(frame) {
-                        Some(whole) => return Some(popped_of(whole)),
-                        None => continue,
+            Outlet::Local { channel, .. } => channel.try_pop_within(room),
+            Outlet::Remote {
+                frames,
+                joiner,
+                waiting,
+                ..
+            } => {
+                let popped = match waiting.take() {
+                    Some(item) => Popped::Item(item),
+                    None => loop {
+                        match frames.next().now_or_never()? {
+                            Some(Ok(frame)) if is_beat(&frame) => continue,
+                            Some(Ok(frame)) => match joiner.join(frame) {
+                                Some(whole) => break popped_of(whole),
+                                None => continue,
+                            },
+                            Some(Err(_)) | None => break Popped::End(End::Broken),
+                        }
                     },
-                    Some(Err(_)) | None => return Some(Popped::End(End::Broken)),
+                };
+                match popped {
+                    Popped::Item(item) if item.len() > room => {
+                        *waiting = Some(item);
+                        None
+                    }
+                    popped => Some(popped),
                 }
-            },
+            }
+        }
+    }
+
+    /// The next frame and every other frame that is ready, up to [`BATCH_FRAMES`] frames and
+    /// [`BATCH_BYTES`] (a larger first frame goes alone), so a reader gets them with one
+    /// flush; or how the stream ended. The batch's bytes count in its channel until
+    /// [`Outlet::delivered`].
+    pub async fn next_batch(&mut self) -> Batch {
+        let mut batch = Batch::default();
+        match self.next().await {
+            Popped::Item(item) => batch.push(item),
+            Popped::End(end) => {
+                batch.ended = Some(end);
+                return batch;
+            }
+        }
+        while batch.items.len() < BATCH_FRAMES {
+            match self.try_next_within(BATCH_BYTES.saturating_sub(batch.bytes)) {
+                Some(Popped::Item(item)) => batch.push(item),
+                Some(Popped::End(end)) => {
+                    batch.ended = Some(end);
+                    break;
+                }
+                None => break,
+            }
+        }
+        batch
+    }
+
+    /// The reader's socket took `bytes` of what this outlet gave: a local channel counts
+    /// them no more and lets its writer fill their room.
+    pub fn delivered(&self, bytes: usize) {
+        match self {
+            Outlet::Local { channel, .. } => channel.delivered(bytes),
+            // The home node counts its own bytes; the stream's are bounded by flow control.
+            Outlet::Remote { .. } => {}
         }
     }
 

@@ -36,6 +36,7 @@ pub mod table;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use beat::Heartbeat;
 use buffer::Direction;
 use endpoint::Admitted;
 use ends::{Inlet, Outlet};
@@ -52,15 +53,24 @@ pub struct Channels {
     pub metrics: Arc<ChannelMetrics>,
     /// The ends served through each home node, each on a connection of its own.
     pub slots: PeerSlots,
+    /// The beats on this node's cross-node channel streams, and the silence that ends them.
+    pub heartbeat: Heartbeat,
 }
 
 impl Channels {
-    /// No channels yet, with these limits, serving at most `per_peer` ends through each home.
-    pub fn new(node: crate::ids::NodeId, limits: table::Limits, per_peer: usize) -> Channels {
+    /// No channels yet, with these limits, serving at most `per_peer` ends through each home
+    /// and beating on their streams with `heartbeat`.
+    pub fn new(
+        node: crate::ids::NodeId,
+        limits: table::Limits,
+        per_peer: usize,
+        heartbeat: Heartbeat,
+    ) -> Channels {
         Channels {
             table: Arc::new(Table::new(node, limits)),
             metrics: Arc::new(ChannelMetrics::default()),
             slots: PeerSlots::new(per_peer),
+            heartbeat,
         }
     }
 
@@ -104,10 +114,12 @@ where
                 let inlet = remote::open_writer(node.id, &node.peers, &addr, &end, &node.channels);
                 socket::run_writer(node.id, ws, inlet, metrics).await
             }
-            Direction::Read => match remote::open_reader(&node.peers, &addr, &end).await {
-                Some(outlet) => socket::run_reader(node.id, ws, outlet, metrics, stall).await,
-                None => socket::refuse(ws).await,
-            },
+            Direction::Read => {
+                match remote::open_reader(&node.peers, &addr, &end, node.channels.heartbeat).await {
+                    Some(outlet) => socket::run_reader(node.id, ws, outlet, metrics, stall).await,
+                    None => socket::refuse(ws).await,
+                }
+            }
         },
     }
 }

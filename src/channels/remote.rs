@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, Streaming};
 use tracing::debug;
 
-use super::beat::{self, Heard};
+use super::beat::{self, Heard, Heartbeat};
 use super::buffer::{Channel, Direction, End, Popped};
 use super::endpoint::EndRequest;
 use super::ends::{end_frame, popped_of, Inlet, Outlet};
@@ -35,6 +35,12 @@ use crate::ids::NodeId;
 use crate::rpc::client::PeerClients;
 use crate::rpc::pb;
 use crate::rpc::pb::channel_frame::Kind;
+
+/// The channel stream format this node speaks, exchanged in `ChannelCheck`: 1 = beats both
+/// ways and frames over 256 KiB in pieces. A node of another format would take beats for
+/// broken frames and pieces for whole ones, so a cross-node end is only opened between
+/// nodes that speak the same format (see `docs/clustering.md`, "Mixed versions").
+pub const STREAM_VERSION: u32 = 1;
 
 /// Frames queued on one hop between a socket and a gRPC stream.
 pub const HOP_FRAMES: usize = 2;
@@ -72,7 +78,8 @@ fn open_here(
 }
 
 /// `ChannelCheck` on the home node: does this channel open with this key? A draining node
-/// accepts no new ends and says so (the asking node answers 503).
+/// accepts no new ends and says so (the asking node answers 503), and so does a node asked
+/// by one that speaks another channel stream format.
 #[allow(clippy::result_large_err)]
 pub fn check(
     channels: &Channels,
@@ -82,17 +89,29 @@ pub fn check(
     if draining {
         return Err(Status::unavailable("this node is draining"));
     }
+    if request.stream_version != STREAM_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "this node speaks channel stream version {STREAM_VERSION}, the asking node {}",
+            request.stream_version
+        )));
+    }
     let found = request
         .end
         .as_ref()
         .is_some_and(|open| open_here(channels, open).is_ok());
-    Ok(pb::ChannelCheckReply { found })
+    Ok(pb::ChannelCheckReply {
+        found,
+        stream_version: STREAM_VERSION,
+    })
 }
 
 /// The first frame of a stream a peer opens: it names the channel.
 #[allow(clippy::result_large_err)]
-async fn first_open(frames: &mut Streaming<pb::ChannelFrame>) -> Result<pb::ChannelOpen, Status> {
-    match beat::next_frame(frames).await {
+async fn first_open(
+    heartbeat: Heartbeat,
+    frames: &mut Streaming<pb::ChannelFrame>,
+) -> Result<pb::ChannelOpen, Status> {
+    match heartbeat.next_frame(frames).await {
         Heard::Frame(pb::ChannelFrame {
             kind: Some(Kind::Open(open)),
             ..
@@ -119,30 +138,35 @@ pub async fn serve_write(
         .remote_addr()
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut frames = request.into_inner();
-    let open = first_open(&mut frames).await?;
+    let heartbeat = channels.heartbeat;
+    let open = first_open(heartbeat, &mut frames).await?;
     let (channel, direction) = open_here(&channels, &open)?;
     if direction != Direction::Write || !channel.claim(Direction::Write, Some(budget.open(peer))) {
         return Err(Status::already_exists("the write end is already connected"));
     }
     let (answer, answers) = mpsc::channel(1);
-    tokio::spawn(beat::beat_into(answer.downgrade(), || Ok(beat::beat())));
+    tokio::spawn(heartbeat.beat_into(answer.downgrade(), || Ok(beat::beat())));
     let open_end = OpenEnd::new(channels.metrics.clone());
     tokio::spawn(async move {
         let _open = open_end;
         // Holding the answer's sender keeps it beating until the write is over.
         let _answer = answer;
-        relay_writes(&channel, &mut frames).await;
+        relay_writes(&channels, &channel, &mut frames).await;
     });
     Ok(Box::pin(crate::rpc::receiver_stream(answers)))
 }
 
 /// Pushes a remote writer's frames into `channel` until the end, the reader leaving, or the
 /// writer's node falling silent.
-async fn relay_writes(channel: &Channel, frames: &mut Streaming<pb::ChannelFrame>) {
+async fn relay_writes(
+    channels: &Channels,
+    channel: &Channel,
+    frames: &mut Streaming<pb::ChannelFrame>,
+) {
     let mut joiner = Joiner::default();
     loop {
         let heard = tokio::select! {
-            heard = beat::next_frame(frames) => heard,
+            heard = channels.heartbeat.next_frame(frames) => heard,
             _ = channel.gone() => return,
         };
         let item = match heard {
@@ -157,7 +181,12 @@ async fn relay_writes(channel: &Channel, frames: &mut Streaming<pb::ChannelFrame
                 return channel.finish_writer(End::Broken);
             }
         };
-        if channel.push(item).await.is_err() {
+        if channels
+            .metrics
+            .holding_back(channel.push(item))
+            .await
+            .is_err()
+        {
             return channel.finish_writer(End::Broken);
         }
     }
@@ -175,7 +204,7 @@ pub async fn serve_read(
         return Err(Status::unavailable("this node is draining"));
     }
     let mut requests = request.into_inner();
-    let open = first_open(&mut requests).await?;
+    let open = first_open(channels.heartbeat, &mut requests).await?;
     let (channel, direction) = open_here(&channels, &open)?;
     if direction != Direction::Read || !channel.claim(Direction::Read, None) {
         return Err(Status::already_exists("the read end is already connected"));
@@ -190,7 +219,7 @@ pub async fn serve_read(
         };
         tokio::select! {
             _ = relay_reads(&channels, &mut outlet, &tx) => {}
-            quiet = beat::until_quiet(&mut requests) => {
+            quiet = channels.heartbeat.until_quiet(&mut requests) => {
                 debug!(?quiet, "the reader's node left or fell silent");
             }
         }
@@ -206,7 +235,7 @@ async fn relay_reads(
     outlet: &mut Outlet,
     tx: &mpsc::Sender<Result<pb::ChannelFrame, Status>>,
 ) {
-    let mut beats = beat::ticker();
+    let mut beats = channels.heartbeat.ticker();
     loop {
         let popped = tokio::select! {
             popped = outlet.next() => popped,
@@ -231,6 +260,8 @@ async fn relay_reads(
                 return;
             }
         }
+        // Counted in the channel until it is on the stream's bounded queue.
+        outlet.delivered(len);
         channels.metrics.relayed(Hop::CrossNode, len);
         beats.reset();
     }
@@ -249,7 +280,8 @@ pub fn open_writer(
     let gone = CancellationToken::new();
     // The queue is empty and holds HOP_FRAMES (>= 1): the first frame always fits.
     let _ = tx.try_send(open_frame(end));
-    tokio::spawn(beat::beat_into(tx.downgrade(), beat::beat));
+    let heartbeat = channels.heartbeat;
+    tokio::spawn(heartbeat.beat_into(tx.downgrade(), beat::beat));
     let client = peers.dedicated(addr);
     let done = gone.clone();
     let taken = Arc::new(AtomicBool::new(false));
@@ -260,7 +292,7 @@ pub fn open_writer(
             Ok(mut client) => {
                 let call = client.channel_write(crate::rpc::receiver_stream(rx));
                 match tokio::time::timeout(ANSWER_WITHIN, call).await {
-                    Ok(Ok(answer)) => match beat::until_quiet(&mut answer.into_inner()).await {
+                    Ok(Ok(answer)) => match heartbeat.until_quiet(&mut answer.into_inner()).await {
                         Heard::Silent => Err("the home node fell silent".to_string()),
                         _ => Ok(()),
                     },
@@ -290,16 +322,23 @@ pub fn open_writer(
 
 /// Opens the read stream of a socket on this node from the channel's home node, beating on
 /// it; `None` when the home node refuses it (the end is taken) or cannot be reached.
-pub async fn open_reader(peers: &PeerClients, addr: &str, end: &EndRequest) -> Option<Outlet> {
+pub async fn open_reader(
+    peers: &PeerClients,
+    addr: &str,
+    end: &EndRequest,
+    heartbeat: Heartbeat,
+) -> Option<Outlet> {
     let mut client = peers.dedicated(addr).ok()?;
     let (to_home, rx) = mpsc::channel(1);
     let _ = to_home.try_send(open_frame(end));
-    tokio::spawn(beat::beat_into(to_home.downgrade(), beat::beat));
+    tokio::spawn(heartbeat.beat_into(to_home.downgrade(), beat::beat));
     let call = client.channel_read(crate::rpc::receiver_stream(rx));
     let stream = tokio::time::timeout(ANSWER_WITHIN, call).await.ok()?.ok()?;
     Some(Outlet::Remote {
         frames: Box::new(stream.into_inner()),
         joiner: Joiner::default(),
+        waiting: None,
+        heartbeat,
         _to_home: to_home,
         _connection: Box::new(client),
     })
@@ -310,5 +349,38 @@ fn open_frame(end: &EndRequest) -> pb::ChannelFrame {
     pb::ChannelFrame {
         kind: Some(Kind::Open(open_message(end))),
         more: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::table::Limits;
+
+    #[test]
+    fn a_node_of_another_stream_version_is_refused_and_the_home_says_its_version() {
+        let limits = Limits {
+            buffer_bytes: 1 << 20,
+            unconnected_timeout: Duration::from_secs(60),
+            max_channels: 10,
+            max_per_connection: 10,
+            reader_stall: Duration::from_secs(60),
+        };
+        let channels = Channels::new(3, limits, 4, Heartbeat::default());
+        let channel = channels.table.create(None, None).expect("created");
+        let asked_by = |stream_version| pb::ChannelCheckRequest {
+            end: Some(pb::ChannelOpen {
+                channel_id: channel.id.to_string(),
+                access_key: channel.key().as_str().to_string(),
+                direction: "read".to_string(),
+            }),
+            stream_version,
+        };
+        // A node from before beats and pieces sends no version (0).
+        let older = check(&channels, false, asked_by(0)).expect_err("refused");
+        assert_eq!(older.code(), tonic::Code::FailedPrecondition);
+        let reply = check(&channels, false, asked_by(STREAM_VERSION)).expect("answered");
+        assert!(reply.found);
+        assert_eq!(reply.stream_version, STREAM_VERSION);
     }
 }

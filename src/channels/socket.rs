@@ -6,7 +6,7 @@
 //! have no 60 s idle limit, and a Rust SDK writer never reads its socket, so it never
 //! answers a Ping: a writer counts as alive while its frames arrive.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +14,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
-use super::buffer::{End, Item, Popped, PushError};
+use super::buffer::{End, Item, PushError};
 use super::ends::{Inlet, Outlet};
 use super::metrics::{ChannelMetrics, Hop};
 use crate::budget::Metered;
@@ -30,9 +30,6 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// A channel socket from which nothing arrived (no frame, no Pong) and to which nothing
 /// could be delivered for this long is dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(90);
-
-/// At most this many frames that are ready go to a reader with one flush.
-const BATCH_FRAMES: usize = 16;
 
 /// How long a closing socket gets to flush its Close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
@@ -79,7 +76,7 @@ pub async fn run_writer<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _open = OpenEnd::new(metrics);
+    let _open = OpenEnd::new(metrics.clone());
     let share = ws.get_ref().share().clone();
     let (mut sink, mut stream) = ws.split();
     let mut ping = keepalive();
@@ -103,7 +100,7 @@ pub async fn run_writer<S>(
                     None => break Some(End::Broken),
                 };
                 share.settle_inbound();
-                match inlet.push(item).await {
+                match metrics.holding_back(inlet.push(item)).await {
                     Ok(()) => {}
                     Err(PushError::Gone) => break None,
                     Err(PushError::OverBudget) => break Some(End::Broken),
@@ -162,8 +159,9 @@ enum ReaderStop {
 pub const STALLED: &str = "the reader made no progress reading the channel";
 
 /// Relays `outlet` to a reader's socket: every item, then Close 1000 after a clean end or
-/// Close 1011 after a broken one. A send that makes no progress for `stall` cuts the reader
-/// off with 1008 and finishes the channel, so its writer is told nobody reads.
+/// Close 1011 after a broken one. A reader whose socket makes no progress for `stall` while
+/// frames wait for it (see [`send_batch`]) is cut off with 1008 and its channel finished, so
+/// its writer is told nobody reads.
 pub async fn run_reader<S>(
     node: NodeId,
     ws: ChannelSocket<S>,
@@ -180,41 +178,17 @@ pub async fn run_reader<S>(
     let mut heard = Instant::now();
     let end = loop {
         tokio::select! {
-            popped = outlet.next() => match popped {
-                Popped::Item(item) => {
-                    // Every other frame that is ready goes out with this one, in one flush.
-                    let mut batch = vec![item];
-                    let mut ended = None;
-                    while batch.len() < BATCH_FRAMES {
-                        match outlet.try_next() {
-                            Some(Popped::Item(item)) => batch.push(item),
-                            Some(Popped::End(end)) => {
-                                ended = Some(end);
-                                break;
-                            }
-                            None => break,
-                        }
+            batch = outlet.next_batch() => {
+                if !batch.items.is_empty() {
+                    let (frames, bytes) = (batch.items.len(), batch.bytes);
+                    if let Err(stop) = send_batch(&mut sink, batch.items, stall).await {
+                        break stop;
                     }
-                    let frames = batch.len();
-                    let bytes: usize = batch.iter().map(Item::len).sum();
-                    let sending = async {
-                        for item in batch {
-                            sink.feed(message_of(item)).await?;
-                        }
-                        sink.flush().await
-                    };
-                    match tokio::time::timeout(stall, sending).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break ReaderStop::Left,
-                        Err(_) => break ReaderStop::Stalled,
-                    }
+                    outlet.delivered(bytes);
                     heard = Instant::now();
                     metrics.relayed_batch(Hop::Local, frames, bytes);
-                    if let Some(end) = ended {
-                        break ReaderStop::Ended(end);
-                    }
                 }
-                Popped::End(end) => {
+                if let Some(end) = batch.ended {
                     if end == End::Broken {
                         debug!(node, "channel ended broken: the reader gets 1011");
                     }
@@ -268,6 +242,32 @@ pub async fn run_reader<S>(
         Ok::<_, tokio_tungstenite::tungstenite::Error>(())
     };
     let _ = tokio::time::timeout(CLOSE_FLUSH, closing).await;
+}
+
+/// Sends `items` to a reader's socket with one flush. Each frame the socket accepts, and the
+/// flush, is progress: the reader counts as stalled only when one of them waits `stall`, so a
+/// slow but steady reader is never cut off, however long the whole batch takes.
+async fn send_batch<K>(sink: &mut K, items: Vec<Item>, stall: Duration) -> Result<(), ReaderStop>
+where
+    K: Sink<Message, Error = WsError> + Unpin,
+{
+    for item in items {
+        progress(stall, sink.feed(message_of(item))).await?;
+    }
+    progress(stall, sink.flush()).await
+}
+
+/// One step of a send to a reader: its socket failed (the reader left), or made no progress
+/// within `stall`.
+async fn progress<F>(stall: Duration, step: F) -> Result<(), ReaderStop>
+where
+    F: std::future::Future<Output = Result<(), WsError>>,
+{
+    match tokio::time::timeout(stall, step).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(ReaderStop::Left),
+        Err(_) => Err(ReaderStop::Stalled),
+    }
 }
 
 /// The WebSocket frame carrying `item`.

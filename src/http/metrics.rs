@@ -118,6 +118,11 @@ fn render_channels(node: &Node, out: &mut Exposition) {
         "Channel ends this node serves: its channel sockets and the streams of peers.",
         channels.ends_open(),
     );
+    out.gauge(
+        "quorum_channel_writers_held_back",
+        "Channel writers this node holds back now: their next frame waits for room in the channel or on the stream to its home node.",
+        channels.metrics.writers_held_back(),
+    );
     out.counter(
         "quorum_channels_created_total",
         "Data channels created on this node.",

@@ -370,6 +370,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             node_id,
             config.channel_limits(),
             config.channel_connections_per_peer,
+            crate::channels::beat::Heartbeat::new(config.channel_peer_silence),
         )),
         managed: Default::default(),
         fence_watch: tokio::sync::watch::Sender::new(false),

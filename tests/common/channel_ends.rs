@@ -223,7 +223,35 @@ impl Ending {
     }
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A channel end's WebSocket, driven by hand.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens the channel socket at `url` (see [`end_url`]); panics when it is refused.
+pub async fn connect(url: &str) -> Socket {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("channel end upgraded")
+        .0
+}
+
+/// What a reader socket received: its data frames as they came (boundaries kept), then the
+/// close code (`None`: a Close without one, or no Close at all). Panics when the socket is
+/// still open after `deadline`.
+pub async fn read_to_close(socket: &mut Socket, deadline: Duration) -> (Vec<Message>, Option<u16>) {
+    let mut frames = Vec::new();
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let next = tokio::time::timeout_at(until, socket.next())
+            .await
+            .expect("reader socket ended within the deadline");
+        match next {
+            Some(Ok(Message::Close(frame))) => return (frames, frame.map(|f| u16::from(f.code))),
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => frames.push(message),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (frames, None),
+        }
+    }
+}
 
 /// One end of a channel on a hand-driven WebSocket.
 pub struct RawEnd {
@@ -245,6 +273,37 @@ impl RawEnd {
             Ok(Err(other)) => Err(Refusal::Unreachable(other.to_string())),
             Err(_) => Err(Refusal::Unreachable("no answer within 10 s".into())),
         }
+    }
+
+    /// Opens `dir` of `channel` on a socket whose receive buffer is about `bytes` (the kernel's
+    /// autotuning off), so a reader that reads slowly holds the node back at once instead of
+    /// after many MiB of kernel buffers. Panics when the node refuses it.
+    pub async fn connect_with_receive_buffer(
+        base: &str,
+        channel: &StreamChannelRef,
+        dir: &str,
+        bytes: u32,
+    ) -> RawEnd {
+        let url = end_url(base, channel, dir);
+        let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().expect("an end's URL");
+        let addr =
+            tokio::net::lookup_host((uri.host().expect("a host"), uri.port_u16().expect("a port")))
+                .await
+                .expect("the node's address")
+                .next()
+                .expect("an address");
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = socket.connect(addr).await.expect("connected to the node");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("channel end upgraded");
+        RawEnd { ws }
     }
 
     /// Opens an end and checks the node keeps it: `Err` when it refuses before the upgrade
@@ -283,6 +342,22 @@ impl RawEnd {
                     summary.bytes()
                 ),
             }
+        }
+    }
+
+    /// Reads `frames` binary frames into `summary`, one every `pace`: a reader that is slow
+    /// but steady. Panics if the stream ends first or a frame takes longer than `deadline`.
+    pub async fn read_paced(
+        &mut self,
+        summary: &mut Summary,
+        frames: usize,
+        pace: Duration,
+        deadline: Duration,
+    ) {
+        for _ in 0..frames {
+            tokio::time::sleep(pace).await;
+            let next = summary.bytes() + 1;
+            self.read_at_least(summary, next, deadline).await;
         }
     }
 
