@@ -274,3 +274,64 @@ pub fn popped_of(frame: pb::ChannelFrame) -> Popped {
         _ => Popped::End(End::Broken),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::id::{AccessKey, ChannelId};
+    use crate::channels::table::Limits;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn outlet(channel: &Arc<Channel>) -> Outlet {
+        let limits = Limits {
+            buffer_bytes: 1 << 30,
+            unconnected_timeout: Duration::from_secs(60),
+            max_channels: 1,
+            max_per_connection: 1,
+            reader_stall: Duration::from_secs(60),
+        };
+        Outlet::Local {
+            channel: channel.clone(),
+            table: Arc::new(Table::new(1, limits)),
+        }
+    }
+
+    fn frame(len: usize) -> Item {
+        Item::Binary(Bytes::from(vec![0u8; len]))
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_at_256_kib_and_a_larger_frame_goes_alone() {
+        let channel = Arc::new(Channel::new(
+            ChannelId::new(1),
+            AccessKey::new(),
+            64,
+            1 << 30,
+        ));
+        let mut outlet = outlet(&channel);
+        channel.push(frame(1 << 20)).await.unwrap();
+        for _ in 0..16 {
+            channel.push(frame(64 * 1024)).await.unwrap();
+        }
+        channel.finish_writer(End::Clean);
+
+        let alone = outlet.next_batch().await;
+        assert_eq!((alone.items.len(), alone.bytes), (1, 1 << 20));
+        let mut batches = Vec::new();
+        loop {
+            let batch = outlet.next_batch().await;
+            assert!(batch.bytes <= BATCH_BYTES, "{} bytes", batch.bytes);
+            batches.push(batch.items.len());
+            outlet.delivered(batch.bytes);
+            if let Some(end) = batch.ended {
+                assert_eq!(end, End::Clean);
+                break;
+            }
+        }
+        // The end comes with the last frames.
+        assert_eq!(batches, vec![4, 4, 4, 4]);
+        // Only the first batch is still counted: it was never delivered.
+        assert_eq!(channel.held(), (0, 1 << 20));
+    }
+}
