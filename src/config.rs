@@ -159,6 +159,11 @@ pub struct ServeArgs {
     /// log instead of a whole snapshot [default: 1000].
     #[arg(long, env = "QUORUM_SNAPSHOT_KEEP_ENTRIES")]
     pub snapshot_keep_entries: Option<u64>,
+    /// Bytes of the Raft storage (sled) kept cached in memory; `64MiB`, `1G` [default:
+    /// 64MiB]. sled's own default, 1 GiB, would let it hold up to that much of the log and
+    /// snapshots in the node's memory.
+    #[arg(long, env = "QUORUM_STORAGE_CACHE_BYTES", value_parser = crate::budget::parse_bytes)]
+    pub storage_cache_bytes: Option<u64>,
     /// Bytes all worker connections together may make the node buffer (partial messages,
     /// outbound queues); `268435456`, `256M` or `256MiB` [default: a quarter of the cgroup
     /// memory limit, else 512MiB].
@@ -266,6 +271,7 @@ struct FileConfig {
     snapshot_after_entries: Option<u64>,
     snapshot_after_log_bytes: Option<u64>,
     snapshot_keep_entries: Option<u64>,
+    storage_cache_bytes: Option<ByteSize>,
     client_memory_budget: Option<ByteSize>,
     max_outbound_queue_bytes: Option<ByteSize>,
     outbound_stall_timeout_ms: Option<u64>,
@@ -336,6 +342,8 @@ pub struct Config {
     pub max_registration_bytes: usize,
     /// When the Raft log is compacted into a snapshot.
     pub snapshots: SnapshotPolicy,
+    /// Bytes of the Raft storage kept cached in memory.
+    pub storage_cache_bytes: u64,
     /// Bytes all worker connections may make the node buffer, and where that number came from.
     pub client_memory_budget: BudgetChoice,
     /// Bytes queued for one worker before frames for it are refused.
@@ -629,6 +637,10 @@ impl Config {
                         .unwrap_or(defaults.keep_entries),
                 }
             },
+            storage_cache_bytes: args
+                .storage_cache_bytes
+                .or(file.storage_cache_bytes.map(|b| b.0))
+                .unwrap_or(64 << 20),
             client_memory_budget: choose_budget(
                 args.client_memory_budget
                     .or(file.client_memory_budget.map(|b| b.0)),
@@ -749,6 +761,7 @@ impl Config {
                 "snapshot_after_log_bytes",
                 self.snapshots.after_log_bytes == 0,
             ),
+            ("storage_cache_bytes", self.storage_cache_bytes == 0),
             ("client_memory_budget", self.client_memory_budget.bytes == 0),
             (
                 "max_outbound_queue_bytes",
@@ -1371,11 +1384,12 @@ mod tests {
         assert!(config.client_memory_budget.bytes > 0);
         assert_eq!(config.max_outbound_queue_bytes, 32 << 20);
         assert_eq!(config.outbound_stall_timeout, Duration::from_secs(10));
+        assert_eq!(config.storage_cache_bytes, 64 << 20);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quorum.yaml");
         std::fs::write(
             &path,
-            "client_memory_budget: 256MiB\nmax_outbound_queue_bytes: 1048576\noutbound_stall_timeout_ms: 500\n",
+            "client_memory_budget: 256MiB\nmax_outbound_queue_bytes: 1048576\noutbound_stall_timeout_ms: 500\nstorage_cache_bytes: 16MiB\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -1387,11 +1401,19 @@ mod tests {
         assert_eq!(config.client_memory_budget.source, "configured");
         assert_eq!(config.max_outbound_queue_bytes, 1 << 20);
         assert_eq!(config.outbound_stall_timeout, Duration::from_millis(500));
-        let zero = ServeArgs {
-            outbound_stall_timeout_ms: Some(0),
-            ..Default::default()
-        };
-        assert!(Config::load(&zero).is_err());
+        assert_eq!(config.storage_cache_bytes, 16 << 20);
+        for zero in [
+            ServeArgs {
+                outbound_stall_timeout_ms: Some(0),
+                ..Default::default()
+            },
+            ServeArgs {
+                storage_cache_bytes: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(Config::load(&zero).is_err());
+        }
     }
 
     #[test]

@@ -45,6 +45,24 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Caps glibc's malloc arenas at one per runtime thread plus one, unless the operator chose
+/// with `MALLOC_ARENA_MAX` (glibc reads it itself). glibc's default is 8 per CPU: threads of the
+/// blocking pool (sled, snapshots, large frames) each got an arena of their own, and each kept
+/// what it had freed, so a node under worker churn grew by steps (119 MiB after 7 minutes
+/// instead of a level 81 MiB, see docs/benchmarks.md). Must run before any thread starts.
+fn cap_malloc_arenas(runtime_threads: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let arenas = libc::c_int::try_from(runtime_threads + 1).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets an allocator parameter; no other thread runs yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = runtime_threads;
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -60,6 +78,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
+            cap_malloc_arenas(config.runtime_threads);
             init_logging(config.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.runtime_threads)

@@ -358,3 +358,58 @@ async fn a_call_too_large_to_forward_is_refused_and_the_link_keeps_its_other_cal
         "the callee did not reconnect"
     );
 }
+
+/// A result another node relays must be one valid JSON value: one that is not reaches its
+/// caller as an `invocation_failed` error answer (it used to arrive as `null`), and a valid
+/// one after it on the same stream is relayed as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_from_another_node_that_is_not_json_reaches_its_caller_as_an_error() {
+    use common::cluster_rpc::{self, pb};
+    use futures_util::StreamExt;
+    let node = common::Node::start();
+    let mut caller = RawClient::connect(&node.url).await;
+    // As node 2 would, after the caller reattached here: answers owed to the worker.
+    let answer = |invocation_id: &str, value_json: &[u8]| pb::InvocationFrame {
+        kind: Some(pb::invocation_frame::Kind::WorkerAnswer(pb::WorkerAnswer {
+            worker_id: caller.worker_id.clone(),
+            invocation_id: invocation_id.into(),
+            function_id: "peer::f".into(),
+            ok: true,
+            value_json: value_json.to_vec(),
+            error_code: String::new(),
+            error_message: String::new(),
+        })),
+    };
+    // Nested deeper than serde_json's limit of 128: a worker's frame like it is refused.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let frames = vec![
+        answer("broken", b"{\"blob\": \"never closed"),
+        answer("deep", deep.as_bytes()),
+        answer("fine", b"{\"ok\": true}"),
+    ];
+    let mut request = tonic::Request::new(
+        futures_util::stream::iter(frames).chain(futures_util::stream::pending()),
+    );
+    request
+        .metadata_mut()
+        .insert("x-quorum-node", "2".parse().expect("header"));
+    let _stream = cluster_rpc::plaintext(&node.cluster)
+        .invocations(request)
+        .await
+        .expect("the invocation stream opens");
+
+    for id in ["broken", "deep"] {
+        let result = caller.recv_type("invocationresult").await;
+        assert_eq!(result["invocation_id"], id, "{result}");
+        assert_eq!(result["error"]["code"], "invocation_failed", "{result}");
+        let message = result["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("relayed by node 2 is not valid JSON"),
+            "{message}"
+        );
+        assert!(result.get("result").is_none(), "{result}");
+    }
+    let result = caller.recv_type("invocationresult").await;
+    assert_eq!(result["invocation_id"], "fine", "{result}");
+    assert_eq!(result["result"], json!({"ok": true}), "{result}");
+}

@@ -52,6 +52,13 @@ async fn a_namespace_or_worker_name_with_controls_or_bidi_is_refused_and_never_s
     let text = answer.to_string();
     assert!(!text.contains('\u{202e}') && !text.contains('\0'), "{text}");
 
+    // A durable binding names the provider's namespace in `trigger_namespace`.
+    let bad_binding = json!({"trigger_type":"cron","function_id":"f","trigger_namespace":hostile});
+    let answer = raw.call("engine::register_trigger", bad_binding).await;
+    assert_eq!(answer["error"]["code"], "INVALID_NAMESPACE", "{answer}");
+    let text = answer.to_string();
+    assert!(!text.contains('\u{202e}') && !text.contains('\0'), "{text}");
+
     let observer = worker(&node.url, &unique_name("observer"), None).await;
     let workers = call(&observer, "engine::workers::list", json!({}))
         .await

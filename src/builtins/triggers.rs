@@ -11,6 +11,7 @@ use super::rows::{self, FunctionView};
 use crate::ids::{FunctionKey, TriggerTypeKey, DEFAULT_NAMESPACE};
 use crate::node::Node;
 use crate::protocol::error::EngineError;
+use crate::protocol::names::namespace_problem;
 use crate::registry::{limits, Command};
 
 /// How long `engine::register_trigger` waits for a worker provider's answer; silence
@@ -199,6 +200,9 @@ pub struct RegisterInput {
 pub async fn register(node: &Arc<Node>, input: RegisterInput) -> Result<Value, EngineError> {
     let what = "the trigger of engine::register_trigger";
     limits::check(what, &input, node.config.max_registration_bytes)?;
+    if let Some(problem) = namespace_problem("trigger_namespace", &input.trigger_namespace) {
+        return Err(EngineError::InvalidNamespace(problem));
+    }
     let id = uuid::Uuid::new_v4().to_string();
     let (answer_tx, answer_rx) = oneshot::channel();
     node.lock_trigger_waiters().insert(id.clone(), answer_tx);
@@ -213,7 +217,13 @@ pub async fn register(node: &Arc<Node>, input: RegisterInput) -> Result<Value, E
         })
         .await;
     let outcome = match committed {
-        Ok(outcome) => outcome,
+        Ok(outcome) if outcome.refusal.is_none() => outcome,
+        Ok(outcome) => {
+            // The registry applies the name rule itself (for commands from any source).
+            node.lock_trigger_waiters().remove(&id);
+            let problem = outcome.refusal.unwrap_or_default();
+            return Err(EngineError::InvalidNamespace(problem));
+        }
         Err(err) => {
             node.lock_trigger_waiters().remove(&id);
             return Err(err);

@@ -143,6 +143,8 @@ pub struct ConsensusConfig {
     pub identity: Option<String>,
     /// When the log is compacted into a snapshot (entries and bytes since the last one).
     pub snapshots: SnapshotPolicy,
+    /// Bytes of the sled database kept cached in memory.
+    pub cache_bytes: u64,
 }
 
 /// A command committed and applied on the node that proposed it (the leader).
@@ -278,7 +280,7 @@ impl Consensus {
         applied: tokio::sync::mpsc::UnboundedSender<Applied>,
     ) -> Result<Self, ConsensusError> {
         let config = raft_config(&cfg.snapshots)?;
-        let db = open_db(cfg.data_dir.join("raft")).await?;
+        let db = open_db(cfg.data_dir.join("raft"), cfg.cache_bytes).await?;
         let registry = Arc::new(RwLock::new(Registry::default()));
         let (lease, released) = sled_io::storage_lease();
         let log_bytes = LogBytes::new(cfg.snapshots.after_log_bytes);
@@ -479,11 +481,16 @@ impl Consensus {
     }
 }
 
-/// Creates `path` and opens the sled database there, off the async runtime.
-async fn open_db(path: PathBuf) -> Result<sled::Db, ConsensusError> {
-    tokio::task::spawn_blocking(move || match sled::open(&path) {
-        Ok(db) => Ok(db),
-        Err(source) => Err(ConsensusError::Open { path, source }),
+/// Creates `path` and opens the sled database there with a page cache of `cache_bytes`, off
+/// the async runtime. sled's default cache is 1 GiB: bounded by a setting instead, so the
+/// node's memory has a documented ceiling whatever the size of its log and snapshots.
+async fn open_db(path: PathBuf, cache_bytes: u64) -> Result<sled::Db, ConsensusError> {
+    tokio::task::spawn_blocking(move || {
+        let opened = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cache_bytes)
+            .open();
+        opened.map_err(|source| ConsensusError::Open { path, source })
     })
     .await?
 }

@@ -87,6 +87,7 @@ fn config(dir: &Path) -> ConsensusConfig {
         identity: None,
         cluster_id: ClusterId::default(),
         snapshots: SnapshotPolicy::default(),
+        cache_bytes: 64 << 20,
     }
 }
 

@@ -317,6 +317,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             cluster_id: cluster_id.clone(),
             identity: cluster_tls.as_ref().map(|tls| tls.identity.clone()),
             snapshots: config.snapshots,
+            cache_bytes: config.storage_cache_bytes,
         },
         applied_tx,
     )

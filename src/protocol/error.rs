@@ -54,6 +54,9 @@ pub enum EngineError {
     /// `engine::channels::create` refused: the node holds its maximum, or is draining.
     #[error("{0}")]
     ChannelRefused(String),
+    /// Another node relayed a result that is not one valid JSON value.
+    #[error("the result relayed by node {peer} is not valid JSON: {reason}")]
+    InvalidRelayedResult { peer: u64, reason: String },
     /// A built-in could not render its answer (never expected: its rows are plain JSON).
     #[error("the answer could not be rendered: {0}")]
     AnswerNotRendered(String),
@@ -79,6 +82,7 @@ impl EngineError {
             Self::RegistrationTooLarge(_) => "payload_too_large",
             Self::ChannelRefused(_) => "channel_unavailable",
             Self::AnswerNotRendered(_) => "invocation_failed",
+            Self::InvalidRelayedResult { .. } => "invocation_failed",
         }
     }
 

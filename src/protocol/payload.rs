@@ -48,16 +48,6 @@ impl Payload {
     }
 }
 
-impl Payload {
-    /// Keeps JSON text as it is once it is checked to be one JSON value; `null` for none.
-    pub fn from_json_bytes(bytes: &[u8]) -> Self {
-        match serde_json::from_slice::<Box<RawValue>>(bytes) {
-            Ok(raw) => Payload::Rendered(raw),
-            Err(_) => Payload::default(),
-        }
-    }
-}
-
 impl From<Value> for Payload {
     fn from(value: Value) -> Self {
         Payload::Value(value)

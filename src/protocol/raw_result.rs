@@ -49,6 +49,15 @@ pub fn decode(bytes: &[u8]) -> Option<InvocationResult> {
     })
 }
 
+/// A result another node relayed (the JSON text of one value), checked as a worker's frame
+/// is checked: one JSON value, within serde_json's nesting limit, with valid escapes. Its
+/// text is kept as it is. An error when it is not (nothing a node sends, but the bytes come
+/// from the network).
+pub fn from_peer(bytes: &[u8]) -> Result<Payload, serde_json::Error> {
+    serde_json::from_slice::<Valid>(bytes)?;
+    serde_json::from_slice::<Box<RawValue>>(bytes).map(Payload::Rendered)
+}
+
 /// Any JSON document, walked and not kept: serde_json applies its own nesting limit and
 /// string checks exactly as when it builds a `Value`, without allocating the tree.
 struct Valid;

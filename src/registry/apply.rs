@@ -69,6 +69,11 @@ impl Registry {
                 metadata,
                 trigger_namespace,
             } => {
+                if let Some(problem) = super::name_rule::durable_trigger_problem(trigger_namespace)
+                {
+                    out.refusal = Some(problem);
+                    return out;
+                }
                 let trigger = Trigger {
                     id: id.clone(),
                     trigger_type: trigger_type.clone(),

@@ -5,7 +5,9 @@
 //! node of another version, a bug or a forged log must not store such a name either. A
 //! batch of registrations holding one is refused as a whole in `apply`, with a rejection
 //! per offending name and no change to the registry, so no part of the batch lands in a
-//! namespace other than the one its worker meant.
+//! namespace other than the one its worker meant. A binding made by
+//! `engine::register_trigger` whose `trigger_namespace` breaks the rule is refused the same
+//! way, with the reason in the outcome's `refusal`.
 
 use super::command::{Registration, Rejection};
 use crate::protocol::names::{check_name, echo, namespace_problem};
@@ -50,6 +52,12 @@ fn refusals_of(item: &Registration) -> Vec<Rejection> {
         _ => {}
     }
     refused
+}
+
+/// Why the `trigger_namespace` of a binding made by `engine::register_trigger` breaks the
+/// rule; such a command changes nothing.
+pub(super) fn durable_trigger_problem(trigger_namespace: &Option<String>) -> Option<String> {
+    namespace_problem("trigger_namespace", trigger_namespace)
 }
 
 /// Why a worker name breaks the rule (blank names are never announced: the gateway turns

@@ -446,6 +446,38 @@ fn a_name_breaking_the_rule_is_refused_in_apply_and_changes_nothing() {
     assert!(reg.function(&FunctionKey::new("orders", "f")).is_some());
 }
 
+#[test]
+fn a_durable_binding_whose_trigger_namespace_breaks_the_rule_is_refused_and_changes_nothing() {
+    let long = "n".repeat(crate::protocol::names::MAX_NAME_CHARS + 1);
+    let durable = |trigger_namespace: &str| Command::DurableTriggerRegistered {
+        id: "t1".into(),
+        trigger_type: "cron".into(),
+        function_id: "f".into(),
+        config: json!(null),
+        metadata: None,
+        trigger_namespace: Some(trigger_namespace.into()),
+    };
+    let mut reg = Registry::default();
+    for broken in BROKEN_NAMES.iter().copied().chain([long.as_str()]) {
+        let before = reg.clone();
+        let out = reg.apply(&durable(broken));
+        assert_eq!(
+            reg, before,
+            "trigger_namespace {broken:?} changed the registry"
+        );
+        let refusal = out.refusal.expect("a refusal");
+        assert!(refusal.contains("trigger_namespace"), "{refusal}");
+        assert!(
+            !refusal.contains('\u{202E}') && !refusal.contains('\0'),
+            "{refusal:?}"
+        );
+    }
+    // A good one is stored.
+    let out = reg.apply(&durable("orders"));
+    assert_eq!(out.refusal, None);
+    assert_eq!(reg.triggers().count(), 1);
+}
+
 /// Whether every namespace and worker name the registry stores keeps the name rule.
 fn stored_names_keep_the_rule(reg: &Registry) -> Result<(), String> {
     let ok =
@@ -529,13 +561,15 @@ fn arb_command() -> impl Strategy<Value = Command> {
             error_code: "e".into(),
             error_message: "m".into()
         }),
-        (tid.clone(), ttype).prop_map(|(i, t)| Command::DurableTriggerRegistered {
-            id: i.into(),
-            trigger_type: t.into(),
-            function_id: "f".into(),
-            config: json!(null),
-            metadata: None,
-            trigger_namespace: None
+        (tid.clone(), ttype, prop::option::of(ns)).prop_map(|(i, t, ns)| {
+            Command::DurableTriggerRegistered {
+                id: i.into(),
+                trigger_type: t.into(),
+                function_id: "f".into(),
+                config: json!(null),
+                metadata: None,
+                trigger_namespace: ns.map(String::from),
+            }
         }),
         tid.clone()
             .prop_map(|i| Command::TriggerRemoved { id: i.into() }),

@@ -238,7 +238,7 @@ async fn on_result(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
         return;
     };
     let outcome = if result.ok {
-        Ok(Payload::from_json_bytes(&result.value_json))
+        super::relayed::checked(peer, result.value_json).await
     } else {
         Err(ErrorBody {
             code: result.error_code,
@@ -323,7 +323,7 @@ async fn on_call_frame(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
                 return;
             };
             let outcome = if answer.ok {
-                Ok(Payload::from_json_bytes(&answer.value_json))
+                super::relayed::checked(peer, answer.value_json).await
             } else {
                 Err(ErrorBody {
                     code: answer.error_code,

@@ -4,7 +4,8 @@
 //! `--cluster-listen` address ([`server`]) behind its door ([`incoming`]: connection cap and
 //! handshake deadline), the Raft RPC handlers ([`raft_service`]), the pool of
 //! lazily connected channels to peers ([`client`]), the typed transport errors ([`errors`]) and
-//! the invocation stream handler ([`invocations`]).
+//! the invocation stream handler ([`invocations`]) with the check of the results it relays
+//! ([`relayed`]).
 //!
 //! It never decides anything itself: handlers translate between protobuf and the modules that
 //! own the answer (consensus, cluster, router). Invariants: no lock is held across an `.await`;
@@ -15,6 +16,7 @@ pub mod errors;
 pub mod incoming;
 pub mod invocations;
 pub mod raft_service;
+pub mod relayed;
 pub mod server;
 
 /// Types and service stubs generated from `proto/cluster.proto` by `build.rs`.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::common::canary::Canary;
-use super::common::footprint::{dir_bytes, peak_rss_bytes, MIB};
+use super::common::footprint::{dir_bytes, peak_rss_bytes, rss_bytes, MIB};
 use super::common::raw::RawClient;
 use super::common::{http, unique_name, Node, NodeOptions};
 
@@ -118,7 +118,8 @@ async fn a_minute_of_worker_churn_keeps_the_data_dir_under_its_bound() {
         workers += 4;
         if workers.is_multiple_of(200) {
             let size = dir_bytes(&node.data_dir);
-            sizes.push((started.elapsed().as_secs(), size / MIB));
+            let rss = rss_bytes(node.pid());
+            sizes.push((started.elapsed().as_secs(), size / MIB, rss / MIB));
             peak_dir = peak_dir.max(size);
         }
     }
@@ -127,7 +128,7 @@ async fn a_minute_of_worker_churn_keeps_the_data_dir_under_its_bound() {
     let purged = gauge(&node, "quorum_raft_purged_index").await;
     let last = gauge(&node, "quorum_raft_last_log_index").await;
     println!(
-        "{workers} workers in {:?}; log {last}, snapshot {snapshot}, purged {purged}; MiB over time {sizes:?}",
+        "{workers} workers in {:?}; log {last}, snapshot {snapshot}, purged {purged}; (s, data dir MiB, RSS MiB) over time {sizes:?}",
         started.elapsed()
     );
     assert!(snapshot > 0 && purged > 0, "the log was compacted");

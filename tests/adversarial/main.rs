@@ -21,6 +21,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+mod amplifier;
 mod attention;
 mod channels;
 mod disk;

@@ -11,25 +11,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::amplifier::{Amplifier, BIG};
 use super::common::canary::Canary;
-use super::common::footprint::{assert_peak_within, peak_rss_bytes, rss_bytes, MIB};
+use super::common::footprint::{assert_peak_within, cpu_time, peak_rss_bytes, rss_bytes, MIB};
 use super::common::raw::RawClient;
 use super::common::{call, eventually, unique_name, wait_function, worker, Node, NodeOptions};
 
 /// The close code of a connection the budget ends.
 const CLOSE_POLICY: u16 = 1008;
-/// The function of [`amplifier`]: answers `{"size": n}` with a string of n bytes.
-const BIG: &str = "memory::big";
-/// The amplifier answers one call at a time, one per this interval (60 MB/s of 3 MB
-/// answers): the node's memory is what is measured, not how fast 2 cores relay JSON.
-/// Still paced. The node now relays a worker's result as the text it sent (no parse, no
-/// second serialisation), and `perf` shows it using little CPU in an unpaced flood; but the
-/// amplifier shares this process and the machine's 2 cores with the canary, and its SDK
-/// serialises every 3 MB answer (its OpenTelemetry thread copies it again), so unpaced the
-/// canary's p99 was 0.25–0.55 s at load 5.5 and up to 1.4 s at load 14 (before the
-/// change as after).
-const ANSWER_EVERY: Duration = Duration::from_millis(50);
-
 /// A node with `args` on a data directory that lives as long as the pair.
 fn node_with(args: &[&str]) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -38,27 +27,6 @@ fn node_with(args: &[&str]) -> (Node, tempfile::TempDir) {
         ..NodeOptions::default()
     };
     (Node::start_in(dir.path(), options), dir)
-}
-
-/// A real SDK worker (and its name) whose function turns a small call into a large answer,
-/// one call at a time, one per [`ANSWER_EVERY`].
-async fn amplifier(url: &str) -> (IIIClient, String) {
-    let name = unique_name("amplifier");
-    let amp = worker(url, &name, None).await;
-    let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
-    amp.register_function(
-        BIG,
-        RegisterFunction::new_async(move |input: Value| {
-            let turn = turn.clone();
-            async move {
-                let _turn = turn.lock().await;
-                tokio::time::sleep(ANSWER_EVERY).await;
-                let size = input["size"].as_u64().unwrap_or(0) as usize;
-                Ok::<Value, Error>(json!({ "blob": "b".repeat(size) }))
-            }
-        }),
-    );
-    (amp, name)
 }
 
 /// Whether `engine::workers::list` still shows `worker_id`.
@@ -163,7 +131,8 @@ async fn twenty_unfinished_messages_stay_within_the_budget() {
     report.assert_healthy(100);
 }
 
-/// A client that never reads asks for 400 answers of 3 MB. Its outbound queue fills (it is
+/// A client that never reads asks for 400 answers of 3 MB, which the amplifier (a process of
+/// its own) sends as fast as the node takes them. Its outbound queue fills (it is
 /// bounded in bytes), the node's memory stays bounded, and once the queue stayed full for
 /// the stall timeout the client is disconnected; the worker producing the answers and the
 /// canary are untouched.
@@ -178,7 +147,7 @@ async fn a_client_that_never_reads_is_disconnected_after_the_stall_timeout() {
         "3000",
     ]);
     let canary = Canary::start(&node.url);
-    let (amp, amp_name) = amplifier(&node.url).await;
+    let amp = Amplifier::start(&node.url).await;
     let observer = worker(&node.url, &unique_name("observer"), None).await;
     wait_function(&observer, BIG, true).await;
     let idle = rss_bytes(node.pid());
@@ -192,6 +161,7 @@ async fn a_client_that_never_reads_is_disconnected_after_the_stall_timeout() {
         || async { listed(&observer, &offender_id).await.then_some(()) },
     )
     .await;
+    let cpu_before = (cpu_time(node.pid()), cpu_time(amp.pid()));
     let asked = Instant::now();
     ask_for_big_answers(&mut offender, 400, 3_000_000).await;
     eventually(
@@ -201,37 +171,52 @@ async fn a_client_that_never_reads_is_disconnected_after_the_stall_timeout() {
     )
     .await;
     let took = asked.elapsed();
+    let cpu = (
+        cpu_time(node.pid()) - cpu_before.0,
+        cpu_time(amp.pid()) - cpu_before.1,
+    );
     // 400 × 3 MB is 1.2 GB; the queue holds 32 MiB and one answer in writing.
     let peak = assert_peak_within(node.pid(), idle, 200 * MIB);
     let report = canary.stop();
     eprintln!(
-        "disconnected after {took:?}; idle RSS {} MiB, peak {} MiB",
+        "disconnected after {took:?}; idle RSS {} MiB, peak {} MiB; CPU node {:?}, amplifier {:?}; \
+         canary p99 {:?} max {:?} calls {}",
         idle / MIB,
-        peak / MIB
+        peak / MIB,
+        cpu.0,
+        cpu.1,
+        report.p99(),
+        report.max(),
+        report.latencies.len()
     );
     assert!(
         took >= stall,
         "disconnected after {took:?}, before the stall timeout"
     );
-    let amp_id = super::common::worker_id_named(&observer, &amp_name).await;
+    let amp_id = super::common::worker_id_named(&observer, &amp.name).await;
     assert!(
         listed(&observer, &amp_id).await,
         "the amplifier stays connected"
     );
     report.assert_healthy(100);
-    amp.shutdown_async().await;
+    let answers = amp.stop().await;
+    eprintln!("the amplifier sent {answers} answers of 3 MB, unpaced");
+    // The offender's 32 MiB queue holds 11 of them: it was filled, so it was the flood.
+    assert!(answers > 10, "only {answers} answers were sent");
     observer.shutdown_async().await;
 }
 
-/// A worker holding a call stops reading; once its queue stayed full for the stall timeout
-/// it is disconnected, and the caller on another connection gets `invocation_stopped`.
+/// A worker holding a call stops reading and asks for 100 answers of 3 MB (sent unpaced);
+/// once its queue stayed full for the stall timeout it is disconnected, and the caller on
+/// another connection gets `invocation_stopped`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_readers_calls_end_invocation_stopped_for_their_callers() {
     let _serial = super::serial();
     let (node, _dir) = node_with(&["--outbound-stall-timeout-ms", "2000"]);
     let canary = Canary::start(&node.url);
-    let (amp, _) = amplifier(&node.url).await;
+    let amp = Amplifier::start(&node.url).await;
     let caller = worker(&node.url, &unique_name("caller"), None).await;
+    wait_function(&caller, BIG, true).await;
     let idle = rss_bytes(node.pid());
 
     let function = format!("stalled::{}", unique_name("f").replace('-', "_"));
@@ -270,8 +255,16 @@ async fn a_stalled_readers_calls_end_invocation_stopped_for_their_callers() {
     .await;
     assert_peak_within(node.pid(), idle, 200 * MIB);
     let report = canary.stop();
+    eprintln!(
+        "canary p99 {:?} max {:?} calls {}",
+        report.p99(),
+        report.max(),
+        report.latencies.len()
+    );
     report.assert_healthy(50);
-    amp.shutdown_async().await;
+    let answers = amp.stop().await;
+    eprintln!("the amplifier sent {answers} answers of 3 MB, unpaced");
+    assert!(answers > 10, "only {answers} answers were sent");
     caller.shutdown_async().await;
 }
 

@@ -78,6 +78,11 @@ impl Script {
         }
     }
 
+    /// The script's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the script wrote to stderr so far, for failure messages.
     pub fn stderr_text(&self) -> String {
         let mut text = String::new();
@@ -116,29 +121,32 @@ impl Script {
     }
 
     /// Closes stdin (the script's signal to shut down) and waits for `DONE` and the
-    /// exit, so a test can check the script shut down cleanly.
-    pub async fn finish(&mut self) -> ExitStatus {
+    /// exit, so a test can check the script shut down cleanly; also returns what `DONE` said.
+    pub async fn finish(&mut self) -> (ExitStatus, Value) {
         drop(self.stdin.take());
-        self.expect("DONE", EXIT_TIMEOUT).await;
+        let done = self.expect("DONE", EXIT_TIMEOUT).await;
         // stdout closes when the process exits.
         let deadline = tokio::time::Instant::now() + EXIT_TIMEOUT;
         while let Ok(Some(_)) = tokio::time::timeout_at(deadline, self.lines.recv()).await {}
         let name = &self.name;
-        self.child
+        let status = self
+            .child
             .wait()
-            .unwrap_or_else(|e| panic!("wait {name}: {e:?}"))
+            .unwrap_or_else(|e| panic!("wait {name}: {e:?}"));
+        (status, done)
     }
 
     /// Finishes the script and asserts it exited successfully, showing its stderr
-    /// otherwise.
-    pub async fn finish_cleanly(&mut self) {
-        let status = self.finish().await;
+    /// otherwise; returns what its `DONE` line said.
+    pub async fn finish_cleanly(&mut self) -> Value {
+        let (status, done) = self.finish().await;
         assert!(
             status.success(),
             "{} exited with {status}; stderr:\n{}",
             self.name,
             self.stderr_text()
         );
+        done
     }
 }
 
