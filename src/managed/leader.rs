@@ -74,10 +74,12 @@ fn live_members(node: &Node) -> BTreeSet<NodeId> {
 
 fn log_decision(node: &Node, command: &Command) {
     match command {
-        Command::ManagedWorkerPlaced { name, node: target } => {
+        Command::ManagedWorkerPlaced {
+            name, node: target, ..
+        } => {
             info!(node = node.id, worker_name = %name, placed_on = target, "managed worker placed")
         }
-        Command::ManagedWorkerUnplaceable { name, reason } => {
+        Command::ManagedWorkerUnplaceable { name, reason, .. } => {
             warn!(node = node.id, worker_name = %name, reason = %reason, "managed worker unplaceable")
         }
         _ => {}

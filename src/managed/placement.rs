@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::NodeId;
-use crate::registry::{Command, NodeLabels, Registry};
+use crate::registry::{Command, ExpectedPlacement, NodeLabels, Registry};
 
 /// A node that may receive a managed worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,13 +97,21 @@ pub fn decide(registry: &Registry, live: &BTreeSet<NodeId>) -> Vec<Command> {
                         *count = count.saturating_sub(1);
                     }
                 }
-                commands.push(Command::ManagedWorkerPlaced { name, node });
+                commands.push(Command::ManagedWorkerPlaced {
+                    name,
+                    node,
+                    expected: ExpectedPlacement::Was(worker.placement),
+                });
             }
             // A draining node keeps its copy when no other node can take it.
             Choice::Unplaceable(_) if from_draining.is_some() => {}
             Choice::Unplaceable(reason) => {
                 if worker.status.unplaceable.as_deref() != Some(reason.as_str()) {
-                    commands.push(Command::ManagedWorkerUnplaceable { name, reason });
+                    commands.push(Command::ManagedWorkerUnplaceable {
+                        name,
+                        reason,
+                        expected: ExpectedPlacement::Was(worker.placement),
+                    });
                 }
             }
         }
@@ -204,6 +212,7 @@ mod tests {
         reg.apply(&Command::ManagedWorkerPlaced {
             name: "a".into(),
             node: 3,
+            expected: ExpectedPlacement::Any,
         });
         assert!(decide(&reg, &BTreeSet::from([1, 2])).is_empty());
         reg.apply(&Command::NodePurged { node: 3 });
@@ -211,7 +220,8 @@ mod tests {
             decide(&reg, &BTreeSet::from([1, 2])),
             vec![Command::ManagedWorkerPlaced {
                 name: "a".into(),
-                node: 1
+                node: 1,
+                expected: ExpectedPlacement::Was(None),
             }]
         );
     }
@@ -222,6 +232,7 @@ mod tests {
         reg.apply(&Command::ManagedWorkerPlaced {
             name: "a".into(),
             node: 1,
+            expected: ExpectedPlacement::Any,
         });
         reg.apply(&Command::NodeDraining { node: 1 });
         assert!(decide(&reg, &BTreeSet::from([1])).is_empty());
@@ -229,7 +240,8 @@ mod tests {
             decide(&reg, &BTreeSet::from([1, 2])),
             vec![Command::ManagedWorkerPlaced {
                 name: "a".into(),
-                node: 2
+                node: 2,
+                expected: ExpectedPlacement::Was(Some(1)),
             }]
         );
     }
@@ -242,7 +254,8 @@ mod tests {
             commands,
             vec![Command::ManagedWorkerUnplaceable {
                 name: "a".into(),
-                reason: "no live node has label zone=x".into()
+                reason: "no live node has label zone=x".into(),
+                expected: ExpectedPlacement::Was(None),
             }]
         );
         reg.apply(&commands[0]);

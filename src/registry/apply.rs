@@ -115,12 +115,16 @@ impl Registry {
             Command::ManagedWorkerPut { spec, at_ms } => self.put_managed(spec, *at_ms, &mut out),
             Command::ManagedWorkerRemoved { name } => self.remove_managed(name, &mut out),
             Command::ManagedWorkerRestart { name } => self.restart_managed(name, &mut out),
-            Command::ManagedWorkerPlaced { name, node } => {
-                self.place_managed(name, *node, &mut out)
-            }
-            Command::ManagedWorkerUnplaceable { name, reason } => {
-                self.unplaceable_managed(name, reason)
-            }
+            Command::ManagedWorkerPlaced {
+                name,
+                node,
+                expected,
+            } => self.place_managed(name, *node, *expected, &mut out),
+            Command::ManagedWorkerUnplaceable {
+                name,
+                reason,
+                expected,
+            } => self.unplaceable_managed(name, reason, *expected, &mut out),
             Command::ManagedWorkerStatus { name, node, status } => {
                 self.report_managed(name, *node, status)
             }

@@ -20,6 +20,27 @@ pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// A node's labels (`--node-label K=V`), which a spec's `node_labels` must all match.
 pub type NodeLabels = BTreeMap<String, String>;
 
+/// The placement a leader's decision was made from. The registry applies the decision only
+/// while the worker is still placed so (a compare-and-set), so a decision made from an old
+/// view (e.g. sent just before leadership moved) cannot move or unplace a running worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedPlacement {
+    /// No check: how entries written before the check existed are replayed (as they were).
+    #[default]
+    Any,
+    /// Applies only while the worker's placement is this.
+    Was(Option<NodeId>),
+}
+
+impl ExpectedPlacement {
+    fn allows(self, current: Option<NodeId>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Was(expected) => expected == current,
+        }
+    }
+}
+
 /// One managed worker: what the operator asked for and where it runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManagedWorker {
@@ -139,11 +160,21 @@ impl Registry {
     }
 
     /// `ManagedWorkerPlaced`: the leader's choice. The status starts afresh for the new node.
-    pub(super) fn place_managed(&mut self, name: &str, node: NodeId, out: &mut Outcome) {
+    pub(super) fn place_managed(
+        &mut self,
+        name: &str,
+        node: NodeId,
+        expected: ExpectedPlacement,
+        out: &mut Outcome,
+    ) {
         let Some(worker) = self.managed.get_mut(name) else {
             out.refusal = Some(unknown(name));
             return;
         };
+        if !expected.allows(worker.placement) {
+            out.refusal = Some(placement_changed(name));
+            return;
+        }
         if worker.placement != Some(node) {
             worker.placement = Some(node);
             worker.status = ManagedStatus::pending();
@@ -151,8 +182,18 @@ impl Registry {
     }
 
     /// `ManagedWorkerUnplaceable`: no node may run it; the reason is shown in its status.
-    pub(super) fn unplaceable_managed(&mut self, name: &str, reason: &str) {
+    pub(super) fn unplaceable_managed(
+        &mut self,
+        name: &str,
+        reason: &str,
+        expected: ExpectedPlacement,
+        out: &mut Outcome,
+    ) {
         if let Some(worker) = self.managed.get_mut(name) {
+            if !expected.allows(worker.placement) {
+                out.refusal = Some(placement_changed(name));
+                return;
+            }
             worker.placement = None;
             worker.status = ManagedStatus {
                 unplaceable: Some(reason.to_string()),
@@ -192,6 +233,13 @@ impl Registry {
             .get(&holder)
             .is_some_and(|w| self.draining_nodes.contains(&w.node))
     }
+}
+
+fn placement_changed(name: &str) -> String {
+    format!(
+        "the placement of managed worker '{}' changed since this decision",
+        crate::protocol::names::echo(name)
+    )
 }
 
 fn unknown(name: &str) -> String {
@@ -267,6 +315,7 @@ mod tests {
         reg.apply(&Command::ManagedWorkerPlaced {
             name: "w".into(),
             node: 2,
+            expected: ExpectedPlacement::Was(None),
         });
         let running = ManagedStatus {
             state: "running".into(),
@@ -303,12 +352,74 @@ mod tests {
         reg.apply(&Command::ManagedWorkerUnplaceable {
             name: "w".into(),
             reason: "no node has label zone=x".into(),
+            expected: ExpectedPlacement::Any,
         });
         let status = &reg.managed_worker("w").unwrap().status;
         assert_eq!(
             status.unplaceable.as_deref(),
             Some("no node has label zone=x")
         );
+    }
+
+    fn place(name: &str, node: NodeId, expected: ExpectedPlacement) -> Command {
+        Command::ManagedWorkerPlaced {
+            name: name.into(),
+            node,
+            expected,
+        }
+    }
+
+    #[test]
+    fn a_decision_from_a_stale_placement_is_refused() {
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        assert_eq!(
+            reg.apply(&place("w", 1, ExpectedPlacement::Was(None)))
+                .refusal,
+            None
+        );
+        // An old leader decided from a view where `w` was unplaced: it must not move it.
+        let out = reg.apply(&place("w", 2, ExpectedPlacement::Was(None)));
+        assert!(out.refusal.is_some(), "{out:?}");
+        assert_eq!(reg.managed_worker("w").unwrap().placement, Some(1));
+        // Nor declare it unplaceable while it runs on node 1.
+        let out = reg.apply(&Command::ManagedWorkerUnplaceable {
+            name: "w".into(),
+            reason: "no live node can take it".into(),
+            expected: ExpectedPlacement::Was(None),
+        });
+        assert!(out.refusal.is_some(), "{out:?}");
+        let worker = reg.managed_worker("w").unwrap();
+        assert_eq!(worker.placement, Some(1));
+        assert_eq!(worker.status.unplaceable, None);
+        // A decision from the current placement moves it.
+        let out = reg.apply(&place("w", 2, ExpectedPlacement::Was(Some(1))));
+        assert_eq!(out.refusal, None);
+        assert_eq!(reg.managed_worker("w").unwrap().placement, Some(2));
+    }
+
+    #[test]
+    fn a_placement_logged_before_the_check_existed_still_applies() {
+        let old = r#"{"ManagedWorkerPlaced":{"name":"w","node":2}}"#;
+        let command: Command = serde_json::from_str(old).unwrap();
+        assert_eq!(command, place("w", 2, ExpectedPlacement::Any));
+        let old = r#"{"ManagedWorkerUnplaceable":{"name":"w","reason":"r"}}"#;
+        let command: Command = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            command,
+            Command::ManagedWorkerUnplaceable {
+                expected: ExpectedPlacement::Any,
+                ..
+            }
+        ));
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        reg.apply(&place("w", 1, ExpectedPlacement::Any));
+        reg.apply(&place("w", 2, ExpectedPlacement::Any));
+        assert_eq!(reg.managed_worker("w").unwrap().placement, Some(2));
+        let new = place("w", 3, ExpectedPlacement::Was(Some(2)));
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), new);
     }
 
     #[test]
