@@ -1,6 +1,8 @@
 //! Where a managed worker runs: the leader's pure decision, from the registry and the set of
 //! nodes it can reach. Spread by the count of managed workers each node already runs; a
 //! spec's `node_labels` restrict the candidates; no candidate is a reason the status shows.
+//! Only nodes that committed their labels are candidates: they are the ones whose supervisor
+//! runs.
 //!
 //! Never moves a worker off a node that is merely silent: that node may still run its copy
 //! until it fences, and only the purge (which frees its placements in the registry) says it
@@ -72,7 +74,7 @@ pub fn decide(registry: &Registry, live: &BTreeSet<NodeId>) -> Vec<Command> {
     let takers: Vec<NodeId> = live
         .iter()
         .copied()
-        .filter(|n| !registry.is_draining(*n))
+        .filter(|n| !registry.is_draining(*n) && registry.node_labels().contains_key(n))
         .collect();
     let mut commands = Vec::new();
     for worker in registry.managed_workers() {
@@ -182,6 +184,12 @@ mod tests {
 
     fn registry_with(specs: &[WorkerSpec]) -> Registry {
         let mut reg = Registry::default();
+        for node in 1..=3 {
+            reg.apply(&Command::NodeLabels {
+                node,
+                labels: NodeLabels::new(),
+            });
+        }
         for spec in specs {
             reg.apply(&Command::ManagedWorkerPut {
                 spec: spec.clone(),
@@ -242,6 +250,29 @@ mod tests {
                 name: "a".into(),
                 node: 2,
                 expected: ExpectedPlacement::Was(Some(1)),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_node_without_committed_labels_is_never_chosen() {
+        let mut reg = registry_with(&[spec("a", &[])]);
+        // Node 1 restarted and its supervisor never came up: it commits no labels again.
+        reg.apply(&Command::NodeRestarted { node: 1 });
+        assert_eq!(
+            decide(&reg, &BTreeSet::from([1, 4])),
+            vec![Command::ManagedWorkerUnplaceable {
+                name: "a".into(),
+                reason: "no live node can take it".into(),
+                expected: ExpectedPlacement::Was(None),
+            }]
+        );
+        assert_eq!(
+            decide(&reg, &BTreeSet::from([1, 2])),
+            vec![Command::ManagedWorkerPlaced {
+                name: "a".into(),
+                node: 2,
+                expected: ExpectedPlacement::Was(None),
             }]
         );
     }

@@ -1,6 +1,6 @@
-//! Starts a node's managed-worker side once its worker port is bound: commits the node's
-//! labels, installs the supervisor (its workers connect to that port), and spawns the node
-//! agent and the leader's placement loop.
+//! Starts a node's managed-worker side once its worker port is bound: installs the supervisor
+//! (its workers connect to that port), then commits the node's labels, which tell the leader
+//! this node can run managed workers, and spawns the node agent and the leader's placement loop.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -14,12 +14,12 @@ use crate::registry::Command;
 
 /// Wires managed workers into a node that serves workers on `listen`.
 pub async fn start(node: &Arc<Node>, listen: SocketAddr) {
-    commit_labels(node).await;
     let mut settings = SupervisorSettings::from_config(&node.config);
     settings.worker_url = worker_url(node, listen);
     match Supervisor::new(settings) {
         Ok(supervisor) => {
             let supervisor = node.managed.install(supervisor).clone();
+            commit_labels(node).await;
             tokio::spawn(agent::run(node.clone(), supervisor));
         }
         Err(err) => {
@@ -44,11 +44,12 @@ fn worker_url(node: &Node, listen: SocketAddr) -> String {
     format!("{scheme}://{}", SocketAddr::new(ip, listen.port()))
 }
 
-/// Commits this node's labels when the registry does not have them yet.
+/// Commits this node's labels when the registry does not have them yet (empty labels too: an
+/// entry is what makes the node a candidate for placement).
 async fn commit_labels(node: &Node) {
     let labels = node.config.node_labels.clone();
     let known = node.registry().node_labels().get(&node.id).cloned();
-    if known.unwrap_or_default() == labels {
+    if known.as_ref() == Some(&labels) {
         return;
     }
     match node

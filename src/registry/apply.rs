@@ -148,6 +148,9 @@ impl Registry {
             Command::NodeRestarted { node } | Command::NodePurged { node } => {
                 if matches!(command, Command::NodePurged { .. }) {
                     self.unplace_node(*node);
+                } else {
+                    // A new process commits its labels again once its supervisor runs.
+                    self.node_labels.remove(node);
                 }
                 self.draining_nodes.remove(node);
                 let stale: Vec<WorkerId> = self

@@ -94,7 +94,9 @@ impl Registry {
         self.managed.get(name)
     }
 
-    /// The labels each node committed at start (nodes that gave none are absent).
+    /// The labels each node committed once its supervisor was installed: only these nodes can
+    /// run managed workers (a node whose supervisor failed, one still starting, or one of an
+    /// older version is absent). A restart forgets them until the new process commits again.
     pub fn node_labels(&self) -> &BTreeMap<NodeId, NodeLabels> {
         &self.node_labels
     }
@@ -431,6 +433,10 @@ mod tests {
             labels: labels.clone(),
         });
         assert_eq!(reg.node_labels().get(&4), Some(&labels));
+        reg.apply(&Command::NodePurged { node: 4 });
+        assert_eq!(reg.node_labels().get(&4), Some(&labels));
+        reg.apply(&Command::NodeRestarted { node: 4 });
+        assert_eq!(reg.node_labels().get(&4), None, "a new process says again");
     }
 
     #[test]
