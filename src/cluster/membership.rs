@@ -357,15 +357,25 @@ pub async fn remove(
     node: &Arc<Node>,
     target: NodeId,
 ) -> Result<pb::MembershipReply, MembershipError> {
-    if metrics(node)
+    let member = metrics(node)
         .membership_config
         .membership()
         .get_node(&target)
-        .is_some()
-    {
-        // Its managed workers move first, so their functions stay callable.
-        crate::managed::evacuate::move_workers_off(node, target).await;
+        .is_some();
+    // Its managed workers move first, so their functions stay callable.
+    let drained = member && crate::managed::evacuate::move_workers_off(node, target).await;
+    let result = remove_member(node, target).await;
+    if drained && result.is_err() {
+        crate::managed::evacuate::undrain(node, target).await;
     }
+    result
+}
+
+/// The removal itself: on the leader, or forwarded to it.
+async fn remove_member(
+    node: &Arc<Node>,
+    target: NodeId,
+) -> Result<pb::MembershipReply, MembershipError> {
     let deadline = Instant::now() + REMOVE_TIMEOUT;
     let mut first = true;
     let mut delay = Duration::from_millis(100);

@@ -23,22 +23,23 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const POLL: Duration = Duration::from_millis(100);
 
 /// Moves `target`'s managed workers to other nodes before it leaves the cluster; returns at
-/// once when it runs none, or does not answer.
-pub async fn move_workers_off(node: &Arc<Node>, target: NodeId) {
-    if placed_on(node, target) == 0 {
-        return;
+/// once when it runs none, or does not answer. Returns whether it marked the node draining
+/// (then [`undrain`] must follow if the removal fails).
+pub async fn move_workers_off(node: &Arc<Node>, target: NodeId) -> bool {
+    if placed_on(node, target) == 0 || node.registry().is_draining(target) {
+        return false;
     }
     if target != node.id && !answers(node, target).await {
         info!(
             node = node.id,
             target, "the node to remove does not answer; its managed workers move after its purge"
         );
-        return;
+        return false;
     }
     let started = Instant::now();
     if let Err(err) = node.commit(Command::NodeDraining { node: target }).await {
         warn!(node = node.id, target, error = %err, "cannot record the node as draining; removing it without moving its managed workers first");
-        return;
+        return false;
     }
     let deadline = started + MOVE_BUDGET;
     while Instant::now() < deadline {
@@ -49,7 +50,7 @@ pub async fn move_workers_off(node: &Arc<Node>, target: NodeId) {
                 took_ms = started.elapsed().as_millis() as u64,
                 "managed workers moved off the node before its removal"
             );
-            return;
+            return true;
         }
         tokio::time::sleep(POLL).await;
     }
@@ -57,6 +58,21 @@ pub async fn move_workers_off(node: &Arc<Node>, target: NodeId) {
         node = node.id,
         target, "managed workers did not all move within the budget; removing the node anyway"
     );
+    true
+}
+
+/// The removal failed after [`move_workers_off`] marked `target` draining: it serves again
+/// (its names and functions are its own again, and the leader places on it again).
+pub async fn undrain(node: &Node, target: NodeId) {
+    match node.commit(Command::NodeUndrained { node: target }).await {
+        Ok(_) => info!(
+            node = node.id,
+            target, "removal failed: the node serves again"
+        ),
+        Err(err) => {
+            warn!(node = node.id, target, error = %err, "removal failed and the node could not be recorded as serving again")
+        }
+    }
 }
 
 /// Managed workers placed on `target`.

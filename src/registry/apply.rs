@@ -134,6 +134,9 @@ impl Registry {
             Command::NodeDraining { node } => {
                 self.draining_nodes.insert(*node);
             }
+            Command::NodeUndrained { node } => {
+                self.draining_nodes.remove(node);
+            }
             Command::ReattachClaim {
                 previous,
                 token_hash,

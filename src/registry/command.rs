@@ -59,6 +59,8 @@ pub enum Command {
     },
     /// A node is draining for a shutdown: hold calls to its workers until they move.
     NodeDraining { node: NodeId },
+    /// A removal that marked the node draining failed: the node serves again.
+    NodeUndrained { node: NodeId },
     /// A reconnected worker claims the calls its previous connection was waiting on (that
     /// connection is gone, so only the node that closed it can check the token's hash).
     ReattachClaim {

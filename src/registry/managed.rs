@@ -228,12 +228,17 @@ impl Registry {
     }
 
     /// Whether a name lease or function held by `holder` passes to a newcomer that claims the
-    /// same: yes when the holder's node drains. This is how a managed worker's replacement
-    /// takes over from the copy on a draining node while that copy finishes its calls.
+    /// same: yes when the holder is a managed worker (it announced a managed spec's name) on a
+    /// draining node. This is how a managed worker's replacement takes over from the copy on a
+    /// draining node while that copy finishes its calls; any other worker keeps what it holds.
     pub(super) fn yields_to_newcomer(&self, holder: crate::ids::WorkerId) -> bool {
-        self.workers
-            .get(&holder)
-            .is_some_and(|w| self.draining_nodes.contains(&w.node))
+        self.workers.get(&holder).is_some_and(|w| {
+            self.draining_nodes.contains(&w.node)
+                && w.meta
+                    .as_ref()
+                    .and_then(|m| m.name.as_ref())
+                    .is_some_and(|name| self.managed.contains_key(name))
+        })
     }
 }
 
@@ -497,6 +502,7 @@ mod tests {
     #[test]
     fn a_newcomer_takes_the_name_and_functions_of_a_worker_on_a_draining_node_only() {
         let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
         let old = connect_on(&mut reg, 1, 1);
         assert!(!announce_and_register(&mut reg, old, "w").name_rejected);
         let rival = connect_on(&mut reg, 2, 2);
@@ -529,5 +535,36 @@ mod tests {
         );
         assert_eq!(reg.moving_from("default", "w::echo"), None);
         reg.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_worker_that_is_not_managed_keeps_its_name_on_a_draining_node() {
+        let mut reg = Registry::default();
+        let old = connect_on(&mut reg, 1, 1);
+        assert!(!announce_and_register(&mut reg, old, "plain").name_rejected);
+        reg.apply(&Command::NodeDraining { node: 1 });
+        let newcomer = connect_on(&mut reg, 3, 3);
+        let out = announce_and_register(&mut reg, newcomer, "plain");
+        assert!(out.name_rejected, "{out:?}");
+        assert_eq!(
+            reg.resolve_function("default", "plain::echo"),
+            super::super::Resolution::Worker {
+                owner: old,
+                node: 1
+            }
+        );
+    }
+
+    #[test]
+    fn an_undrained_node_keeps_its_workers_names() {
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        let old = connect_on(&mut reg, 1, 1);
+        assert!(!announce_and_register(&mut reg, old, "w").name_rejected);
+        reg.apply(&Command::NodeDraining { node: 1 });
+        reg.apply(&Command::NodeUndrained { node: 1 });
+        assert!(!reg.is_draining(1));
+        let newcomer = connect_on(&mut reg, 3, 3);
+        assert!(announce_and_register(&mut reg, newcomer, "w").name_rejected);
     }
 }
