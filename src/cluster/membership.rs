@@ -162,6 +162,7 @@ pub fn members(
             }
             .to_string(),
             workers: workers.get(id).copied().unwrap_or(0),
+            identity: basic.identity.clone().unwrap_or_default(),
         })
         .collect()
 }
@@ -251,6 +252,7 @@ pub async fn join(
         let m = metrics(node);
         let mut reply = not_joined(node, &m);
         reply.cluster_id = cluster_id;
+        reply.membership_index = membership_index(&m);
         return Ok(reply);
     }
     if request.cluster_id != cluster_id {
@@ -311,7 +313,13 @@ pub async fn join(
         leader_address: node.config.advertise.clone(),
         members: members(node, m.membership_config.membership(), m.current_leader),
         cluster_id,
+        membership_index: membership_index(&m),
     })
+}
+
+/// The log index of the membership `m` shows (0 before any).
+fn membership_index(m: &RaftMetrics<u64, Member>) -> u64 {
+    m.membership_config.log_id().map(|id| id.index).unwrap_or(0)
 }
 
 /// Removes `target`, which is known to be down or without state, on this leader node.
@@ -346,6 +354,7 @@ fn not_joined(node: &Node, m: &RaftMetrics<u64, Member>) -> pb::JoinReply {
         leader_address,
         members: members(node, membership, m.current_leader),
         cluster_id: String::new(),
+        membership_index: 0,
     }
 }
 
