@@ -435,6 +435,10 @@ async fn remove_member(
                     Ok(reply) => return Ok(reply),
                     // Nothing changed: the leader may be gone; wait for the next one.
                     Err(err) if err.never_delivered() => err.to_string(),
+                    // The leader being removed stops serving once it has demoted itself, often
+                    // before it answers: look again (the removal may be done, or the next
+                    // leader finishes it). Its refusals (e.g. quorum) still end the removal.
+                    Err(err) if leader == target && !is_refusal(&err) => err.to_string(),
                     Err(err) => return Err(err.into()),
                 }
             }
@@ -446,6 +450,21 @@ async fn remove_member(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
     }
+}
+
+/// Whether a peer refused a request for good (as opposed to failing to answer it).
+fn is_refusal(err: &RpcError) -> bool {
+    matches!(
+        err,
+        RpcError::Remote {
+            code: tonic::Code::FailedPrecondition
+                | tonic::Code::InvalidArgument
+                | tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated
+                | tonic::Code::NotFound,
+            ..
+        }
+    )
 }
 
 /// One step of a removal on the leader: demote a voter (keeping a quorum), or drop a learner.
