@@ -312,6 +312,70 @@ async fn membership_changes_need_the_admin_certificate() {
     assert_eq!(status["node_id"], 1);
 }
 
+/// A node that rejoins with a wiped log learns the membership from it 8 entries at a time, so
+/// for a while its log shows a membership without the members that joined later. Here the
+/// cluster's log is long before nodes 2 and 3 join, and one of them leads when node 1 comes
+/// back wiped: the leader's certificate must still be let in (it was refused for good, and the
+/// node never became ready, when only the log's membership counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_catches_up_from_a_leader_its_early_log_does_not_name() {
+    let mut cluster = Cluster::empty_secure();
+    cluster.spawn_node(NodeOptions::default());
+    let owner = worker(&cluster.node(0).url, &unique_name("owner"), None).await;
+    for i in 0..12 {
+        let id = format!("early::f{i}");
+        owner.register_function(
+            &id,
+            RegisterFunction::new_async(|input: Value| async move {
+                Ok::<Value, iii_sdk::Error>(input)
+            }),
+        );
+        // Each registration committed before the next: one log entry each at least.
+        wait_function(&owner, &id, true).await;
+    }
+    drop(owner);
+    cluster.add(&[]);
+    cluster.add(&[]);
+    cluster.wait_until("three voters", |c| {
+        c.status(0)
+            .is_some_and(|s| members(&s).iter().filter(|m| m.1 != "learner").count() == 3)
+    });
+    let last_index = cluster.status(0).unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        last_index > 16,
+        "the log is long before the others joined: {last_index}"
+    );
+
+    cluster.kill(0);
+    std::fs::remove_dir_all(cluster.data_dir(0)).expect("wipe node 1");
+    let leader = cluster.wait_for_leader();
+    assert_ne!(leader, 1);
+    let seed = cluster.node(Cluster::index_of(leader)).cluster.clone();
+    // Ready means it joined and committed its restart, which needs the leader's entries.
+    cluster.restart(0, &["--join", &seed], NodeOptions::default());
+    cluster.wait_until("the wiped node caught up with the leader", |c| {
+        let (Some(mine), Some(theirs)) = (c.status(0), c.status(Cluster::index_of(leader))) else {
+            return false;
+        };
+        mine["leader_id"] == theirs["leader_id"]
+            && members(&mine) == members(&theirs)
+            && mine["last_applied"].as_u64() >= Some(last_index)
+    });
+    // It serves: a registration through it commits cluster-wide.
+    let owner = worker(&cluster.node(0).url, &unique_name("owner"), None).await;
+    owner.register_function(
+        "late::echo",
+        RegisterFunction::new_async(
+            |input: Value| async move { Ok::<Value, iii_sdk::Error>(input) },
+        ),
+    );
+    let leader_url = &cluster.node(Cluster::index_of(leader)).url;
+    let observer = worker(leader_url, &unique_name("observer"), None).await;
+    wait_function(&observer, "late::echo", true).await;
+}
+
 /// A secure single node on its own temp dir, with its certificates.
 fn secure_node() -> (Node, Certs, tempfile::TempDir) {
     let certs = Certs::new();

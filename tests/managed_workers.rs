@@ -149,6 +149,20 @@ fn python_cluster(python: &Path) -> Cluster {
     })
 }
 
+/// Adds a managed worker `name` running `tests/managed/python-echo` (through node 0) and
+/// waits until it answers; returns its first answer and the index of the node that runs it.
+async fn start_echo(cluster: &Cluster, name: &str) -> (Value, usize) {
+    let command = format!(
+        "python {}",
+        project("python-echo").join("worker.py").display()
+    );
+    worker_cli(cluster, 0, &["add", "--name", name, "--command", &command]).expect("add");
+    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
+    let first = wait_echo(&observer, name, START).await;
+    let holder = node_of_url(cluster, first["url"].as_str().unwrap());
+    (first, holder)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_python_worker_is_placed_by_its_label_and_callable_through_any_node() {
     let Some(python) = python().await else { return };
@@ -271,19 +285,7 @@ async fn worker_restart_replaces_the_process_where_it_runs() {
 async fn sigkill_of_its_node_moves_the_worker_to_a_survivor_and_never_shows_two_copies() {
     let Some(python) = python().await else { return };
     let mut cluster = python_cluster(&python);
-    let command = format!(
-        "python {}",
-        project("python-echo").join("worker.py").display()
-    );
-    worker_cli(
-        &cluster,
-        0,
-        &["add", "--name", "mover", "--command", &command],
-    )
-    .expect("add");
-    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
-    let first = wait_echo(&observer, "mover", START).await;
-    let holder = node_of_url(&cluster, first["url"].as_str().unwrap());
+    let (first, holder) = start_echo(&cluster, "mover").await;
     let watcher = cluster.live().into_iter().find(|i| *i != holder).unwrap();
     let observer = worker(&cluster.node(watcher).url, &unique_name("obs"), None).await;
     let killed = Instant::now();
@@ -320,6 +322,71 @@ async fn sigkill_of_its_node_moves_the_worker_to_a_survivor_and_never_shows_two_
         assert_eq!(rows.len(), 1, "{rows:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_its_node_moves_the_worker_first_and_never_lists_two_managed_copies() {
+    let Some(python) = python().await else { return };
+    let cluster = python_cluster(&python);
+    let (first, holder) = start_echo(&cluster, "evictee").await;
+    let survivor = cluster.live().into_iter().find(|i| *i != holder).unwrap();
+    let observer = worker(&cluster.node(survivor).url, &unique_name("obs"), None).await;
+
+    // `quorum cluster remove` through a survivor, while this test samples the engine's list
+    // and the worker's processes until the command returns.
+    let removed = Instant::now();
+    let remove = {
+        let (credentials, address) = (
+            cluster.credentials(),
+            cluster.node(survivor).cluster.clone(),
+        );
+        let id = cluster.node(holder).node_id.to_string();
+        tokio::task::spawn_blocking(move || {
+            cli_json(&[], "cluster", &credentials, &address, &["remove", &id])
+        })
+    };
+    let (mut samples, mut most_processes) = (0, 0);
+    while !remove.is_finished() {
+        let managed: Vec<Value> = rows_named(&observer, "evictee")
+            .await
+            .into_iter()
+            .filter(|row| row["managed"] == true)
+            .collect();
+        assert!(managed.len() <= 1, "two managed copies listed: {managed:?}");
+        most_processes = most_processes.max(python_copies("evictee").len());
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = remove.await.unwrap();
+    let took = removed.elapsed();
+    assert!(
+        reply.is_ok(),
+        "remove: {reply:?}; logs:\n{}",
+        cluster.logs()
+    );
+
+    // The move came first: callable through a survivor as soon as the removal returns.
+    let answer = call(&observer, "evictee::echo", json!({}))
+        .await
+        .unwrap_or_else(|err| panic!("not callable right after the removal: {err}"));
+    println!(
+        "cluster remove of node {} took {took:?}; callable at once ({samples} samples, \
+         at most {most_processes} processes during the hand-over, one managed row)",
+        holder + 1
+    );
+    assert_ne!(answer["url"], first["url"], "runs on a survivor: {answer}");
+    assert_ne!(
+        node_of_url(&cluster, answer["url"].as_str().unwrap()),
+        holder
+    );
+    eventually("the old copy is gone", Duration::from_secs(20), || async {
+        (!pid_alive(first["pid"].as_u64().unwrap())).then_some(())
+    })
+    .await;
+    let rows = rows_named(&observer, "evictee").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["managed"], true, "{rows:?}");
+    assert_eq!(python_copies("evictee").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,19 +498,7 @@ async fn a_managed_node_worker_runs_from_its_manifest() {
 async fn a_drain_hands_the_worker_over_without_failing_a_call() {
     let Some(python) = python().await else { return };
     let mut cluster = python_cluster(&python);
-    let command = format!(
-        "python {}",
-        project("python-echo").join("worker.py").display()
-    );
-    worker_cli(
-        &cluster,
-        0,
-        &["add", "--name", "rolling", "--command", &command],
-    )
-    .expect("add");
-    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
-    let first = wait_echo(&observer, "rolling", START).await;
-    let holder = node_of_url(&cluster, first["url"].as_str().unwrap());
+    let (first, holder) = start_echo(&cluster, "rolling").await;
     let caller_node = cluster.live().into_iter().find(|i| *i != holder).unwrap();
     let caller = worker(&cluster.node(caller_node).url, &unique_name("caller"), None).await;
 

@@ -208,6 +208,9 @@ pub async fn ensure_membership(node: &Node) -> Result<(), JoinError> {
         } else {
             join(&node.peers, node.id, advertise, "", seeds, deadline).await?
         };
+        // Before the cluster id lets any Raft message in: the leader's members are who may
+        // replicate to this node while its log is still behind them.
+        node.admitted.record(&admitted);
         node.cluster_id
             .adopt(&node.config.data_dir, &admitted.cluster_id)
             .map_err(|e| JoinError::Raft(e.to_string()))?;

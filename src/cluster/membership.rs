@@ -162,6 +162,7 @@ pub fn members(
             }
             .to_string(),
             workers: workers.get(id).copied().unwrap_or(0),
+            identity: basic.identity.clone().unwrap_or_default(),
         })
         .collect()
 }
@@ -251,6 +252,7 @@ pub async fn join(
         let m = metrics(node);
         let mut reply = not_joined(node, &m);
         reply.cluster_id = cluster_id;
+        reply.membership_index = membership_index(&m);
         return Ok(reply);
     }
     if request.cluster_id != cluster_id {
@@ -311,7 +313,13 @@ pub async fn join(
         leader_address: node.config.advertise.clone(),
         members: members(node, m.membership_config.membership(), m.current_leader),
         cluster_id,
+        membership_index: membership_index(&m),
     })
+}
+
+/// The log index of the membership `m` shows (0 before any).
+fn membership_index(m: &RaftMetrics<u64, Member>) -> u64 {
+    m.membership_config.log_id().map(|id| id.index).unwrap_or(0)
 }
 
 /// Removes `target`, which is known to be down or without state, on this leader node.
@@ -346,6 +354,7 @@ fn not_joined(node: &Node, m: &RaftMetrics<u64, Member>) -> pb::JoinReply {
         leader_address,
         members: members(node, membership, m.current_leader),
         cluster_id: String::new(),
+        membership_index: 0,
     }
 }
 
@@ -357,15 +366,25 @@ pub async fn remove(
     node: &Arc<Node>,
     target: NodeId,
 ) -> Result<pb::MembershipReply, MembershipError> {
-    if metrics(node)
+    let member = metrics(node)
         .membership_config
         .membership()
         .get_node(&target)
-        .is_some()
-    {
-        // Its managed workers move first, so their functions stay callable.
-        crate::managed::evacuate::move_workers_off(node, target).await;
+        .is_some();
+    // Its managed workers move first, so their functions stay callable.
+    let drained = member && crate::managed::evacuate::move_workers_off(node, target).await;
+    let result = remove_member(node, target).await;
+    if drained && result.is_err() {
+        crate::managed::evacuate::undrain(node, target).await;
     }
+    result
+}
+
+/// The removal itself: on the leader, or forwarded to it.
+async fn remove_member(
+    node: &Arc<Node>,
+    target: NodeId,
+) -> Result<pb::MembershipReply, MembershipError> {
     let deadline = Instant::now() + REMOVE_TIMEOUT;
     let mut first = true;
     let mut delay = Duration::from_millis(100);
@@ -416,6 +435,10 @@ pub async fn remove(
                     Ok(reply) => return Ok(reply),
                     // Nothing changed: the leader may be gone; wait for the next one.
                     Err(err) if err.never_delivered() => err.to_string(),
+                    // The leader being removed stops serving once it has demoted itself, often
+                    // before it answers: look again (the removal may be done, or the next
+                    // leader finishes it). Its refusals (e.g. quorum) still end the removal.
+                    Err(err) if leader == target && !is_refusal(&err) => err.to_string(),
                     Err(err) => return Err(err.into()),
                 }
             }
@@ -427,6 +450,21 @@ pub async fn remove(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
     }
+}
+
+/// Whether a peer refused a request for good (as opposed to failing to answer it).
+fn is_refusal(err: &RpcError) -> bool {
+    matches!(
+        err,
+        RpcError::Remote {
+            code: tonic::Code::FailedPrecondition
+                | tonic::Code::InvalidArgument
+                | tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated
+                | tonic::Code::NotFound,
+            ..
+        }
+    )
 }
 
 /// One step of a removal on the leader: demote a voter (keeping a quorum), or drop a learner.

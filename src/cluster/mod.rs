@@ -1,8 +1,10 @@
 //! cluster: how nodes become, stay and stop being one Raft cluster.
 //!
 //! Owns start-up membership ([`bootstrap`]: found a cluster of one, join through listed members,
-//! or restart from stored state), membership changes and the cluster's view for operators
-//! ([`membership`]: join on the leader, leave and remove keeping a quorum, status), sending
+//! or restart from stored state; [`admission`] keeps the admitting leader's members for the
+//! certificate check while a rejoining node's log catches up), membership changes and the
+//! cluster's view for operators ([`membership`]: join on the leader, leave and remove keeping
+//! a quorum, status), sending
 //! registry writes to the leader ([`forwarder`]), the cluster id that keeps clusters apart
 //! ([`identity`]), leases that fence a cut-off node and purge a lost one ([`lease`]), removing
 //! voters that departed for good ([`departed`]), and the `quorum cluster …` commands ([`cli`]).
@@ -13,6 +15,7 @@
 //! data was wiped rejoins the cluster it names instead of founding a second one. Membership changes happen only on the
 //! leader; every other member forwards them there.
 
+pub mod admission;
 pub mod bootstrap;
 pub mod cli;
 pub mod departed;

@@ -1,5 +1,5 @@
 //! The leader's reconcile loop: places unplaced managed workers, moves them off draining
-//! nodes, reports the unplaceable ones. Runs on every node and acts only while this node
+//! nodes and off nodes stranded without a running supervisor, reports the unplaceable ones. Runs on every node and acts only while this node
 //! leads, so there is one decision maker at a time; what it decides is committed, and every
 //! node's agent acts on the committed placement only.
 
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::placement;
+use super::stranded::{Stranded, STRANDED_AFTER};
 use crate::cluster::lease::LeaseTimings;
 use crate::ids::NodeId;
 use crate::node::Node;
@@ -23,6 +24,7 @@ const TICK: Duration = Duration::from_millis(500);
 /// without a registry change).
 pub async fn run(node: Arc<Node>) {
     let mut changes = node.managed.watch_changes();
+    let mut stranded = Stranded::default();
     loop {
         tokio::select! {
             _ = changes.changed() => {}
@@ -30,11 +32,14 @@ pub async fn run(node: Arc<Node>) {
             _ = node.shutdown.cancelled() => return,
         }
         if !node.is_leader() || node.is_fenced() {
+            stranded.clear();
             continue;
         }
         let commands = {
             let live = live_members(&node);
-            placement::decide(&node.registry(), &live)
+            let registry = node.registry();
+            let given_up = stranded.update(&registry, Instant::now(), STRANDED_AFTER);
+            placement::decide(&registry, &live, &given_up)
         };
         for command in commands {
             log_decision(&node, &command);
@@ -74,10 +79,12 @@ fn live_members(node: &Node) -> BTreeSet<NodeId> {
 
 fn log_decision(node: &Node, command: &Command) {
     match command {
-        Command::ManagedWorkerPlaced { name, node: target } => {
+        Command::ManagedWorkerPlaced {
+            name, node: target, ..
+        } => {
             info!(node = node.id, worker_name = %name, placed_on = target, "managed worker placed")
         }
-        Command::ManagedWorkerUnplaceable { name, reason } => {
+        Command::ManagedWorkerUnplaceable { name, reason, .. } => {
             warn!(node = node.id, worker_name = %name, reason = %reason, "managed worker unplaceable")
         }
         _ => {}

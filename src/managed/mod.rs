@@ -20,6 +20,7 @@ pub mod leader;
 pub mod local;
 pub mod placement;
 pub mod ready;
+pub mod stranded;
 mod wiring;
 
 pub use wiring::start;

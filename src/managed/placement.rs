@@ -1,16 +1,20 @@
 //! Where a managed worker runs: the leader's pure decision, from the registry and the set of
 //! nodes it can reach. Spread by the count of managed workers each node already runs; a
 //! spec's `node_labels` restrict the candidates; no candidate is a reason the status shows.
+//! Only nodes that committed their labels are candidates: they are the ones whose supervisor
+//! runs.
 //!
 //! Never moves a worker off a node that is merely silent: that node may still run its copy
 //! until it fences, and only the purge (which frees its placements in the registry) says it
 //! has. A draining node's workers move as soon as another node can take them (the drain
-//! hands over, see `handover.rs`).
+//! hands over, see `handover.rs`), and so do the workers of a node that has been without a
+//! labels entry for too long (its supervisor is not running, so nothing runs there; see
+//! `stranded.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::NodeId;
-use crate::registry::{Command, NodeLabels, Registry};
+use crate::registry::{Command, ExpectedPlacement, NodeLabels, Registry};
 
 /// A node that may receive a managed worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,9 +64,15 @@ pub fn choose(wanted: &BTreeMap<String, String>, candidates: &[Candidate]) -> Ch
 }
 
 /// The commands that bring placements in line: place each unplaced worker on a live node,
-/// move each worker off a draining node when another can take it, report the unplaceable
-/// ones (once per reason). `live` are the members the leader reaches (itself included).
-pub fn decide(registry: &Registry, live: &BTreeSet<NodeId>) -> Vec<Command> {
+/// move each worker off a draining or `stranded` node when another can take it, report the
+/// unplaceable ones (once per reason). `live` are the members the leader reaches (itself
+/// included); `stranded` are nodes that hold placements but have had no labels entry for
+/// longer than the leader waits for them.
+pub fn decide(
+    registry: &Registry,
+    live: &BTreeSet<NodeId>,
+    stranded: &BTreeSet<NodeId>,
+) -> Vec<Command> {
     let mut placed: BTreeMap<NodeId, usize> = BTreeMap::new();
     for worker in registry.managed_workers() {
         if let Some(node) = worker.placement {
@@ -72,12 +82,14 @@ pub fn decide(registry: &Registry, live: &BTreeSet<NodeId>) -> Vec<Command> {
     let takers: Vec<NodeId> = live
         .iter()
         .copied()
-        .filter(|n| !registry.is_draining(*n))
+        .filter(|n| !registry.is_draining(*n) && registry.node_labels().contains_key(n))
         .collect();
     let mut commands = Vec::new();
     for worker in registry.managed_workers() {
-        let from_draining = worker.placement.filter(|n| registry.is_draining(*n));
-        if worker.placement.is_some() && from_draining.is_none() {
+        let leaving = worker
+            .placement
+            .filter(|n| registry.is_draining(*n) || stranded.contains(n));
+        if worker.placement.is_some() && leaving.is_none() {
             continue;
         }
         let candidates: Vec<Candidate> = takers
@@ -92,18 +104,27 @@ pub fn decide(registry: &Registry, live: &BTreeSet<NodeId>) -> Vec<Command> {
         match choose(&worker.spec.node_labels, &candidates) {
             Choice::On(node) => {
                 *placed.entry(node).or_default() += 1;
-                if let Some(old) = from_draining {
+                if let Some(old) = leaving {
                     if let Some(count) = placed.get_mut(&old) {
                         *count = count.saturating_sub(1);
                     }
                 }
-                commands.push(Command::ManagedWorkerPlaced { name, node });
+                commands.push(Command::ManagedWorkerPlaced {
+                    name,
+                    node,
+                    expected: ExpectedPlacement::Was(worker.placement),
+                });
             }
-            // A draining node keeps its copy when no other node can take it.
-            Choice::Unplaceable(_) if from_draining.is_some() => {}
+            // A draining node keeps its copy when no other node can take it (and a stranded
+            // node keeps the placement, ready for when it announces itself again).
+            Choice::Unplaceable(_) if leaving.is_some() => {}
             Choice::Unplaceable(reason) => {
                 if worker.status.unplaceable.as_deref() != Some(reason.as_str()) {
-                    commands.push(Command::ManagedWorkerUnplaceable { name, reason });
+                    commands.push(Command::ManagedWorkerUnplaceable {
+                        name,
+                        reason,
+                        expected: ExpectedPlacement::Was(worker.placement),
+                    });
                 }
             }
         }
@@ -174,6 +195,12 @@ mod tests {
 
     fn registry_with(specs: &[WorkerSpec]) -> Registry {
         let mut reg = Registry::default();
+        for node in 1..=3 {
+            reg.apply(&Command::NodeLabels {
+                node,
+                labels: NodeLabels::new(),
+            });
+        }
         for spec in specs {
             reg.apply(&Command::ManagedWorkerPut {
                 spec: spec.clone(),
@@ -187,7 +214,7 @@ mod tests {
     fn unplaced_workers_spread_over_the_live_nodes() {
         let reg = registry_with(&[spec("a", &[]), spec("b", &[]), spec("c", &[])]);
         let live = BTreeSet::from([1, 2]);
-        let commands = decide(&reg, &live);
+        let commands = decide(&reg, &live, &BTreeSet::new());
         let nodes: Vec<NodeId> = commands
             .iter()
             .map(|c| match c {
@@ -204,14 +231,16 @@ mod tests {
         reg.apply(&Command::ManagedWorkerPlaced {
             name: "a".into(),
             node: 3,
+            expected: ExpectedPlacement::Any,
         });
-        assert!(decide(&reg, &BTreeSet::from([1, 2])).is_empty());
+        assert!(decide(&reg, &BTreeSet::from([1, 2]), &BTreeSet::new()).is_empty());
         reg.apply(&Command::NodePurged { node: 3 });
         assert_eq!(
-            decide(&reg, &BTreeSet::from([1, 2])),
+            decide(&reg, &BTreeSet::from([1, 2]), &BTreeSet::new()),
             vec![Command::ManagedWorkerPlaced {
                 name: "a".into(),
-                node: 1
+                node: 1,
+                expected: ExpectedPlacement::Was(None),
             }]
         );
     }
@@ -222,30 +251,93 @@ mod tests {
         reg.apply(&Command::ManagedWorkerPlaced {
             name: "a".into(),
             node: 1,
+            expected: ExpectedPlacement::Any,
         });
         reg.apply(&Command::NodeDraining { node: 1 });
-        assert!(decide(&reg, &BTreeSet::from([1])).is_empty());
+        assert!(decide(&reg, &BTreeSet::from([1]), &BTreeSet::new()).is_empty());
         assert_eq!(
-            decide(&reg, &BTreeSet::from([1, 2])),
+            decide(&reg, &BTreeSet::from([1, 2]), &BTreeSet::new()),
             vec![Command::ManagedWorkerPlaced {
                 name: "a".into(),
-                node: 2
+                node: 2,
+                expected: ExpectedPlacement::Was(Some(1)),
             }]
         );
     }
 
     #[test]
+    fn a_node_without_committed_labels_is_never_chosen() {
+        let mut reg = registry_with(&[spec("a", &[])]);
+        // Node 1 restarted and its supervisor never came up: it commits no labels again.
+        reg.apply(&Command::NodeRestarted { node: 1 });
+        assert_eq!(
+            decide(&reg, &BTreeSet::from([1, 4]), &BTreeSet::new()),
+            vec![Command::ManagedWorkerUnplaceable {
+                name: "a".into(),
+                reason: "no live node can take it".into(),
+                expected: ExpectedPlacement::Was(None),
+            }]
+        );
+        assert_eq!(
+            decide(&reg, &BTreeSet::from([1, 2]), &BTreeSet::new()),
+            vec![Command::ManagedWorkerPlaced {
+                name: "a".into(),
+                node: 2,
+                expected: ExpectedPlacement::Was(None),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_stranded_node_loses_its_workers_to_a_node_that_can_run_them() {
+        let mut reg = registry_with(&[spec("a", &[])]);
+        reg.apply(&Command::ManagedWorkerPlaced {
+            name: "a".into(),
+            node: 1,
+            expected: ExpectedPlacement::Any,
+        });
+        // Node 1 restarted and has not announced itself again (or its supervisor failed).
+        reg.apply(&Command::NodeRestarted { node: 1 });
+        let live = BTreeSet::from([1, 2]);
+        assert!(
+            decide(&reg, &live, &BTreeSet::new()).is_empty(),
+            "within the bound the placement waits for the node"
+        );
+        assert_eq!(
+            decide(&reg, &live, &BTreeSet::from([1])),
+            vec![Command::ManagedWorkerPlaced {
+                name: "a".into(),
+                node: 2,
+                expected: ExpectedPlacement::Was(Some(1)),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_stranded_node_keeps_its_placement_when_no_other_node_can_take_it() {
+        let mut reg = registry_with(&[spec("a", &[("zone", "x")])]);
+        reg.apply(&Command::ManagedWorkerPlaced {
+            name: "a".into(),
+            node: 1,
+            expected: ExpectedPlacement::Any,
+        });
+        reg.apply(&Command::NodeRestarted { node: 1 });
+        assert!(decide(&reg, &BTreeSet::from([1, 2]), &BTreeSet::from([1])).is_empty());
+    }
+
+    #[test]
     fn unplaceable_is_reported_once_per_reason() {
         let mut reg = registry_with(&[spec("a", &[("zone", "x")])]);
-        let commands = decide(&reg, &BTreeSet::from([1]));
+        let commands = decide(&reg, &BTreeSet::from([1]), &BTreeSet::new());
         assert_eq!(
             commands,
             vec![Command::ManagedWorkerUnplaceable {
                 name: "a".into(),
-                reason: "no live node has label zone=x".into()
+                reason: "no live node has label zone=x".into(),
+                expected: ExpectedPlacement::Was(None),
             }]
         );
         reg.apply(&commands[0]);
-        assert!(decide(&reg, &BTreeSet::from([1])).is_empty());
+        assert!(decide(&reg, &BTreeSet::from([1]), &BTreeSet::new()).is_empty());
     }
 }

@@ -1,9 +1,10 @@
-//! Starts a node's managed-worker side once its worker port is bound: commits the node's
-//! labels, installs the supervisor (its workers connect to that port), and spawns the node
-//! agent and the leader's placement loop.
+//! Starts a node's managed-worker side once its worker port is bound: installs the supervisor
+//! (its workers connect to that port), then commits the node's labels, which tell the leader
+//! this node can run managed workers, and spawns the node agent and the leader's placement loop.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -12,15 +13,19 @@ use super::{agent, leader};
 use crate::node::Node;
 use crate::registry::Command;
 
+/// The longest wait between two attempts to commit this node's labels.
+const LABELS_RETRY_MAX: Duration = Duration::from_secs(10);
+
 /// Wires managed workers into a node that serves workers on `listen`.
 pub async fn start(node: &Arc<Node>, listen: SocketAddr) {
-    commit_labels(node).await;
     let mut settings = SupervisorSettings::from_config(&node.config);
     settings.worker_url = worker_url(node, listen);
     match Supervisor::new(settings) {
         Ok(supervisor) => {
             let supervisor = node.managed.install(supervisor).clone();
-            tokio::spawn(agent::run(node.clone(), supervisor));
+            // Usually committed before the node says it is ready; else retried in the background.
+            let announced = commit_labels(node).await;
+            tokio::spawn(announce_then_run(node.clone(), supervisor, announced));
         }
         Err(err) => {
             warn!(node = node.id, error = %err, "cannot start the managed-worker supervisor; this node runs no managed workers")
@@ -44,12 +49,29 @@ fn worker_url(node: &Node, listen: SocketAddr) -> String {
     format!("{scheme}://{}", SocketAddr::new(ip, listen.port()))
 }
 
-/// Commits this node's labels when the registry does not have them yet.
-async fn commit_labels(node: &Node) {
+/// Runs the node's agent once its labels are committed (retrying until they are): a node runs
+/// managed workers only while the registry lists it as able to, so the leader may move the
+/// workers of a node it has waited for in vain (`stranded.rs`) without risking two copies.
+async fn announce_then_run(node: Arc<Node>, supervisor: Supervisor, mut announced: bool) {
+    let mut delay = Duration::from_secs(1);
+    while !announced {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(LABELS_RETRY_MAX);
+        announced = commit_labels(&node).await;
+    }
+    agent::run(node, supervisor).await;
+}
+
+/// Commits this node's labels when the registry does not have them yet (empty labels too: an
+/// entry is what makes the node a candidate for placement); says whether the registry has them.
+async fn commit_labels(node: &Node) -> bool {
     let labels = node.config.node_labels.clone();
     let known = node.registry().node_labels().get(&node.id).cloned();
-    if known.unwrap_or_default() == labels {
-        return;
+    if known.as_ref() == Some(&labels) {
+        return true;
     }
     match node
         .commit(Command::NodeLabels {
@@ -58,9 +80,13 @@ async fn commit_labels(node: &Node) {
         })
         .await
     {
-        Ok(_) => info!(node = node.id, labels = ?node.config.node_labels, "node labels committed"),
+        Ok(_) => {
+            info!(node = node.id, labels = ?node.config.node_labels, "node labels committed");
+            true
+        }
         Err(err) => {
-            warn!(node = node.id, error = %err, "node labels not committed; managed workers needing them are not placed here")
+            warn!(node = node.id, error = %err, "node labels not committed yet; this node runs no managed workers until they are");
+            false
         }
     }
 }

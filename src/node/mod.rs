@@ -75,6 +75,9 @@ pub struct Node {
     pub links: Arc<InvocationLinks>,
     /// The cluster this node belongs to; Raft RPCs from any other are refused.
     pub cluster_id: ClusterId,
+    /// The members the leader listed when it admitted this node with empty storage: trusted
+    /// for Raft messages until this node's log has caught up to them.
+    pub admitted: crate::cluster::admission::AdmittedMembers,
     pub connections: Arc<Connections>,
     pub router: Router,
     /// The node-wide cap on built-in queries running on the blocking pool.
@@ -350,6 +353,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         peers: peers.clone(),
         links: links.clone(),
         cluster_id,
+        admitted: Default::default(),
         connections,
         router,
         query_slots: QuerySlots::new(config.max_running_builtin_queries),

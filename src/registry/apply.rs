@@ -120,12 +120,16 @@ impl Registry {
             Command::ManagedWorkerPut { spec, at_ms } => self.put_managed(spec, *at_ms, &mut out),
             Command::ManagedWorkerRemoved { name } => self.remove_managed(name, &mut out),
             Command::ManagedWorkerRestart { name } => self.restart_managed(name, &mut out),
-            Command::ManagedWorkerPlaced { name, node } => {
-                self.place_managed(name, *node, &mut out)
-            }
-            Command::ManagedWorkerUnplaceable { name, reason } => {
-                self.unplaceable_managed(name, reason)
-            }
+            Command::ManagedWorkerPlaced {
+                name,
+                node,
+                expected,
+            } => self.place_managed(name, *node, *expected, &mut out),
+            Command::ManagedWorkerUnplaceable {
+                name,
+                reason,
+                expected,
+            } => self.unplaceable_managed(name, reason, *expected, &mut out),
             Command::ManagedWorkerStatus { name, node, status } => {
                 self.report_managed(name, *node, status)
             }
@@ -134,6 +138,9 @@ impl Registry {
             }
             Command::NodeDraining { node } => {
                 self.draining_nodes.insert(*node);
+            }
+            Command::NodeUndrained { node } => {
+                self.draining_nodes.remove(node);
             }
             Command::ReattachClaim {
                 previous,
@@ -149,6 +156,9 @@ impl Registry {
             Command::NodeRestarted { node } | Command::NodePurged { node } => {
                 if matches!(command, Command::NodePurged { .. }) {
                     self.unplace_node(*node);
+                } else {
+                    // A new process commits its labels again once its supervisor runs.
+                    self.node_labels.remove(node);
                 }
                 self.draining_nodes.remove(node);
                 let stale: Vec<WorkerId> = self

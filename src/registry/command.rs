@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::managed::{ManagedStatus, NodeLabels};
+use super::managed::{ExpectedPlacement, ManagedStatus, NodeLabels};
 use super::model::{Trigger, WorkerMeta, WorkerToken};
 use crate::ids::{NodeId, WorkerId};
 use crate::managed::spec::WorkerSpec;
@@ -59,6 +59,8 @@ pub enum Command {
     },
     /// A node is draining for a shutdown: hold calls to its workers until they move.
     NodeDraining { node: NodeId },
+    /// A removal that marked the node draining failed: the node serves again.
+    NodeUndrained { node: NodeId },
     /// A reconnected worker claims the calls its previous connection was waiting on (that
     /// connection is gone, so only the node that closed it can check the token's hash).
     ReattachClaim {
@@ -78,10 +80,22 @@ pub enum Command {
     ManagedWorkerRemoved { name: String },
     /// `quorum worker restart`: the placed node restarts the worker once.
     ManagedWorkerRestart { name: String },
-    /// The leader placed a managed worker on `node`.
-    ManagedWorkerPlaced { name: String, node: NodeId },
-    /// The leader found no node that may run it, for `reason`.
-    ManagedWorkerUnplaceable { name: String, reason: String },
+    /// The leader placed a managed worker on `node`; refused unless the worker is still placed
+    /// as `expected` (the leader's view when it decided).
+    ManagedWorkerPlaced {
+        name: String,
+        node: NodeId,
+        #[serde(default)]
+        expected: ExpectedPlacement,
+    },
+    /// The leader found no node that may run it, for `reason`; refused unless the worker is
+    /// still placed as `expected`.
+    ManagedWorkerUnplaceable {
+        name: String,
+        reason: String,
+        #[serde(default)]
+        expected: ExpectedPlacement,
+    },
     /// The placed node's report on a managed worker (ignored from any other node).
     ManagedWorkerStatus {
         name: String,

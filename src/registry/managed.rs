@@ -20,6 +20,27 @@ pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// A node's labels (`--node-label K=V`), which a spec's `node_labels` must all match.
 pub type NodeLabels = BTreeMap<String, String>;
 
+/// The placement a leader's decision was made from. The registry applies the decision only
+/// while the worker is still placed so (a compare-and-set), so a decision made from an old
+/// view (e.g. sent just before leadership moved) cannot move or unplace a running worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedPlacement {
+    /// No check: how entries written before the check existed are replayed (as they were).
+    #[default]
+    Any,
+    /// Applies only while the worker's placement is this.
+    Was(Option<NodeId>),
+}
+
+impl ExpectedPlacement {
+    fn allows(self, current: Option<NodeId>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Was(expected) => expected == current,
+        }
+    }
+}
+
 /// One managed worker: what the operator asked for and where it runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManagedWorker {
@@ -73,7 +94,9 @@ impl Registry {
         self.managed.get(name)
     }
 
-    /// The labels each node committed at start (nodes that gave none are absent).
+    /// The labels each node committed once its supervisor was installed: only these nodes can
+    /// run managed workers (a node whose supervisor failed, one still starting, or one of an
+    /// older version is absent). A restart forgets them until the new process commits again.
     pub fn node_labels(&self) -> &BTreeMap<NodeId, NodeLabels> {
         &self.node_labels
     }
@@ -139,11 +162,21 @@ impl Registry {
     }
 
     /// `ManagedWorkerPlaced`: the leader's choice. The status starts afresh for the new node.
-    pub(super) fn place_managed(&mut self, name: &str, node: NodeId, out: &mut Outcome) {
+    pub(super) fn place_managed(
+        &mut self,
+        name: &str,
+        node: NodeId,
+        expected: ExpectedPlacement,
+        out: &mut Outcome,
+    ) {
         let Some(worker) = self.managed.get_mut(name) else {
             out.refusal = Some(unknown(name));
             return;
         };
+        if !expected.allows(worker.placement) {
+            out.refusal = Some(placement_changed(name));
+            return;
+        }
         if worker.placement != Some(node) {
             worker.placement = Some(node);
             worker.status = ManagedStatus::pending();
@@ -151,8 +184,18 @@ impl Registry {
     }
 
     /// `ManagedWorkerUnplaceable`: no node may run it; the reason is shown in its status.
-    pub(super) fn unplaceable_managed(&mut self, name: &str, reason: &str) {
+    pub(super) fn unplaceable_managed(
+        &mut self,
+        name: &str,
+        reason: &str,
+        expected: ExpectedPlacement,
+        out: &mut Outcome,
+    ) {
         if let Some(worker) = self.managed.get_mut(name) {
+            if !expected.allows(worker.placement) {
+                out.refusal = Some(placement_changed(name));
+                return;
+            }
             worker.placement = None;
             worker.status = ManagedStatus {
                 unplaceable: Some(reason.to_string()),
@@ -185,13 +228,25 @@ impl Registry {
     }
 
     /// Whether a name lease or function held by `holder` passes to a newcomer that claims the
-    /// same: yes when the holder's node drains. This is how a managed worker's replacement
-    /// takes over from the copy on a draining node while that copy finishes its calls.
+    /// same: yes when the holder is a managed worker (it announced a managed spec's name) on a
+    /// draining node. This is how a managed worker's replacement takes over from the copy on a
+    /// draining node while that copy finishes its calls; any other worker keeps what it holds.
     pub(super) fn yields_to_newcomer(&self, holder: crate::ids::WorkerId) -> bool {
-        self.workers
-            .get(&holder)
-            .is_some_and(|w| self.draining_nodes.contains(&w.node))
+        self.workers.get(&holder).is_some_and(|w| {
+            self.draining_nodes.contains(&w.node)
+                && w.meta
+                    .as_ref()
+                    .and_then(|m| m.name.as_ref())
+                    .is_some_and(|name| self.managed.contains_key(name))
+        })
     }
+}
+
+fn placement_changed(name: &str) -> String {
+    format!(
+        "the placement of managed worker '{}' changed since this decision",
+        crate::protocol::names::echo(name)
+    )
 }
 
 fn unknown(name: &str) -> String {
@@ -267,6 +322,7 @@ mod tests {
         reg.apply(&Command::ManagedWorkerPlaced {
             name: "w".into(),
             node: 2,
+            expected: ExpectedPlacement::Was(None),
         });
         let running = ManagedStatus {
             state: "running".into(),
@@ -303,12 +359,74 @@ mod tests {
         reg.apply(&Command::ManagedWorkerUnplaceable {
             name: "w".into(),
             reason: "no node has label zone=x".into(),
+            expected: ExpectedPlacement::Any,
         });
         let status = &reg.managed_worker("w").unwrap().status;
         assert_eq!(
             status.unplaceable.as_deref(),
             Some("no node has label zone=x")
         );
+    }
+
+    fn place(name: &str, node: NodeId, expected: ExpectedPlacement) -> Command {
+        Command::ManagedWorkerPlaced {
+            name: name.into(),
+            node,
+            expected,
+        }
+    }
+
+    #[test]
+    fn a_decision_from_a_stale_placement_is_refused() {
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        assert_eq!(
+            reg.apply(&place("w", 1, ExpectedPlacement::Was(None)))
+                .refusal,
+            None
+        );
+        // An old leader decided from a view where `w` was unplaced: it must not move it.
+        let out = reg.apply(&place("w", 2, ExpectedPlacement::Was(None)));
+        assert!(out.refusal.is_some(), "{out:?}");
+        assert_eq!(reg.managed_worker("w").unwrap().placement, Some(1));
+        // Nor declare it unplaceable while it runs on node 1.
+        let out = reg.apply(&Command::ManagedWorkerUnplaceable {
+            name: "w".into(),
+            reason: "no live node can take it".into(),
+            expected: ExpectedPlacement::Was(None),
+        });
+        assert!(out.refusal.is_some(), "{out:?}");
+        let worker = reg.managed_worker("w").unwrap();
+        assert_eq!(worker.placement, Some(1));
+        assert_eq!(worker.status.unplaceable, None);
+        // A decision from the current placement moves it.
+        let out = reg.apply(&place("w", 2, ExpectedPlacement::Was(Some(1))));
+        assert_eq!(out.refusal, None);
+        assert_eq!(reg.managed_worker("w").unwrap().placement, Some(2));
+    }
+
+    #[test]
+    fn a_placement_logged_before_the_check_existed_still_applies() {
+        let old = r#"{"ManagedWorkerPlaced":{"name":"w","node":2}}"#;
+        let command: Command = serde_json::from_str(old).unwrap();
+        assert_eq!(command, place("w", 2, ExpectedPlacement::Any));
+        let old = r#"{"ManagedWorkerUnplaceable":{"name":"w","reason":"r"}}"#;
+        let command: Command = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            command,
+            Command::ManagedWorkerUnplaceable {
+                expected: ExpectedPlacement::Any,
+                ..
+            }
+        ));
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        reg.apply(&place("w", 1, ExpectedPlacement::Any));
+        reg.apply(&place("w", 2, ExpectedPlacement::Any));
+        assert_eq!(reg.managed_worker("w").unwrap().placement, Some(2));
+        let new = place("w", 3, ExpectedPlacement::Was(Some(2)));
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), new);
     }
 
     #[test]
@@ -320,6 +438,10 @@ mod tests {
             labels: labels.clone(),
         });
         assert_eq!(reg.node_labels().get(&4), Some(&labels));
+        reg.apply(&Command::NodePurged { node: 4 });
+        assert_eq!(reg.node_labels().get(&4), Some(&labels));
+        reg.apply(&Command::NodeRestarted { node: 4 });
+        assert_eq!(reg.node_labels().get(&4), None, "a new process says again");
     }
 
     #[test]
@@ -380,6 +502,7 @@ mod tests {
     #[test]
     fn a_newcomer_takes_the_name_and_functions_of_a_worker_on_a_draining_node_only() {
         let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
         let old = connect_on(&mut reg, 1, 1);
         assert!(!announce_and_register(&mut reg, old, "w").name_rejected);
         let rival = connect_on(&mut reg, 2, 2);
@@ -412,5 +535,36 @@ mod tests {
         );
         assert_eq!(reg.moving_from("default", "w::echo"), None);
         reg.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_worker_that_is_not_managed_keeps_its_name_on_a_draining_node() {
+        let mut reg = Registry::default();
+        let old = connect_on(&mut reg, 1, 1);
+        assert!(!announce_and_register(&mut reg, old, "plain").name_rejected);
+        reg.apply(&Command::NodeDraining { node: 1 });
+        let newcomer = connect_on(&mut reg, 3, 3);
+        let out = announce_and_register(&mut reg, newcomer, "plain");
+        assert!(out.name_rejected, "{out:?}");
+        assert_eq!(
+            reg.resolve_function("default", "plain::echo"),
+            super::super::Resolution::Worker {
+                owner: old,
+                node: 1
+            }
+        );
+    }
+
+    #[test]
+    fn an_undrained_node_keeps_its_workers_names() {
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        let old = connect_on(&mut reg, 1, 1);
+        assert!(!announce_and_register(&mut reg, old, "w").name_rejected);
+        reg.apply(&Command::NodeDraining { node: 1 });
+        reg.apply(&Command::NodeUndrained { node: 1 });
+        assert!(!reg.is_draining(1));
+        let newcomer = connect_on(&mut reg, 3, 3);
+        assert!(announce_and_register(&mut reg, newcomer, "w").name_rejected);
     }
 }

@@ -115,14 +115,16 @@ impl ClusterService {
     #[allow(clippy::result_large_err)]
     fn authorize<T>(&self, request: &Request<T>, access: Access) -> Result<Caller, Status> {
         let peer = request.extensions().get::<PeerInfo>();
-        let metrics = self.node.consensus.raft().metrics();
-        let metrics = metrics.borrow();
-        let admitted = access::admit(
-            peer,
-            access,
-            metrics.membership_config.membership().nodes(),
-            self.secure,
-        );
+        let members = {
+            let metrics = self.node.consensus.raft().metrics();
+            let metrics = metrics.borrow();
+            let local = &metrics.membership_config;
+            self.node.admitted.check_against(
+                local.membership().nodes(),
+                local.log_id().map(|id| id.index),
+            )
+        };
+        let admitted = access::admit(peer, access, &members, self.secure);
         if let Err(refusal) = &admitted {
             debug!(node = self.node.id, remote = ?peer.map(|p| p.remote), reason = refusal.message(), "cluster request refused");
         }
