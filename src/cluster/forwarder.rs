@@ -35,6 +35,9 @@ pub enum ForwardError {
         leader_id: Option<u64>,
         leader_address: Option<String>,
     },
+    /// This node learned of a newer leader while waiting; the outcome is unknown.
+    #[error("leader {was} was replaced while the write was on its way")]
+    LeaderReplaced { was: u64 },
     /// The leader's outcome could not be decoded.
     #[error("the leader's outcome is malformed: {0}")]
     Decode(#[source] serde_json::Error),
@@ -54,7 +57,7 @@ impl ForwardError {
     /// False when retrying cannot help (malformed data) or the write is known to be committed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ForwardError::NotLeader { .. } => true,
+            ForwardError::NotLeader { .. } | ForwardError::LeaderReplaced { .. } => true,
             // A connection that breaks mid-call (the leader was killed) surfaces as `Unknown`.
             ForwardError::Rpc(RpcError::Remote { code, .. }) => matches!(
                 code,
