@@ -204,6 +204,11 @@ pub struct ServeArgs {
     /// name counts as failed: it is killed and restarted by its policy [default: 60].
     #[arg(long, env = "QUORUM_MANAGED_READY_TIMEOUT_SECS")]
     pub managed_ready_timeout_secs: Option<u64>,
+    /// A managed worker's `scripts.install` still running after this long is killed (its
+    /// whole process group) and counts as a failed install, retried with backoff
+    /// [default: 600].
+    #[arg(long, env = "QUORUM_MANAGED_INSTALL_TIMEOUT_SECS")]
+    pub managed_install_timeout_secs: Option<u64>,
     /// How long a stopped managed worker has between SIGTERM and SIGKILL [default: 10].
     #[arg(long, env = "QUORUM_MANAGED_STOP_GRACE_SECS")]
     pub managed_stop_grace_secs: Option<u64>,
@@ -272,6 +277,7 @@ struct FileConfig {
     channel_connections_per_peer: Option<usize>,
     managed_log_bytes: Option<ByteSize>,
     managed_ready_timeout_secs: Option<u64>,
+    managed_install_timeout_secs: Option<u64>,
     managed_stop_grace_secs: Option<u64>,
     node_labels: Option<BTreeMap<String, String>>,
     /// Managed workers this node submits at start (see `managed::config_list`).
@@ -352,6 +358,8 @@ pub struct Config {
     pub managed_log_bytes: usize,
     /// How long a managed worker may run without registering before it counts as failed.
     pub managed_ready_timeout: Duration,
+    /// How long a managed worker's install may run before it is killed and counts as failed.
+    pub managed_install_timeout: Duration,
     /// How long a stopped managed worker has between SIGTERM and SIGKILL.
     pub managed_stop_grace: Duration,
     /// This node's labels (`--node-label`), committed at start for managed-worker placement.
@@ -668,6 +676,11 @@ impl Config {
                     .or(file.managed_ready_timeout_secs)
                     .unwrap_or(60),
             ),
+            managed_install_timeout: Duration::from_secs(
+                args.managed_install_timeout_secs
+                    .or(file.managed_install_timeout_secs)
+                    .unwrap_or(600),
+            ),
             managed_stop_grace: Duration::from_secs(
                 args.managed_stop_grace_secs
                     .or(file.managed_stop_grace_secs)
@@ -767,6 +780,10 @@ impl Config {
             (
                 "managed_ready_timeout_secs",
                 self.managed_ready_timeout.is_zero(),
+            ),
+            (
+                "managed_install_timeout_secs",
+                self.managed_install_timeout.is_zero(),
             ),
         ];
         if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
