@@ -233,30 +233,6 @@ impl Node {
         self.commit_within(command, COMMIT_RETRY_BUDGET).await
     }
 
-    /// Forwards `command` to `leader` at `addr`, and gives up (a retryable failure) as soon as
-    /// this node knows of another leader: a write sent to a leader that was just cut off then
-    /// goes to its successor after the election instead of waiting out the whole forward
-    /// timeout, with the caller (a worker's registration, say) held up all that time.
-    async fn forward_to(
-        &self,
-        leader: NodeId,
-        addr: &str,
-        command: &Command,
-    ) -> Result<Outcome, forwarder::ForwardError> {
-        let mut metrics = self.consensus.raft().metrics();
-        let replaced = async move {
-            let newer = metrics.wait_for(|m| m.current_leader.is_some_and(|id| id != leader));
-            if newer.await.is_err() {
-                // Raft stopped: the forward ends on its own.
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            outcome = forwarder::forward(self, addr, command) => outcome,
-            () = replaced => Err(forwarder::ForwardError::LeaderReplaced { was: leader }),
-        }
-    }
-
     /// [`Node::commit`] with its own retry budget.
     pub async fn commit_within(
         &self,
@@ -274,7 +250,7 @@ impl Node {
                     leader_id: Some(leader),
                     leader_addr,
                 }) => match leader_addr.or_else(|| membership::address_of(self, leader)) {
-                    Some(addr) => match self.forward_to(leader, &addr, &command).await {
+                    Some(addr) => match forwarder::forward(self, leader, &addr, &command).await {
                         Ok(outcome) => return Ok(outcome),
                         Err(err) if err.is_retryable() => err.to_string(),
                         Err(err) => return Err(EngineError::Unavailable(err.to_string())),
