@@ -1401,12 +1401,13 @@ mod tests {
         let config = Config::load(&ServeArgs::default()).unwrap();
         assert_eq!(config.managed_log_bytes, 1 << 20);
         assert_eq!(config.managed_ready_timeout, Duration::from_secs(60));
+        assert_eq!(config.managed_install_timeout, Duration::from_secs(600));
         assert_eq!(config.managed_stop_grace, Duration::from_secs(10));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quorum.yaml");
         std::fs::write(
             &path,
-            "managed_log_bytes: 64KiB\nmanaged_ready_timeout_secs: 5\nmanaged_stop_grace_secs: 0\n",
+            "managed_log_bytes: 64KiB\nmanaged_ready_timeout_secs: 5\nmanaged_stop_grace_secs: 0\nmanaged_install_timeout_secs: 90\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -1420,6 +1421,7 @@ mod tests {
         assert_eq!(settings.log_bytes_per_worker, 64 << 10);
         assert_eq!(settings.ready_timeout, Duration::from_secs(5));
         assert_eq!(settings.stop_grace, Duration::ZERO);
+        assert_eq!(settings.install_timeout, Duration::from_secs(90));
         assert_eq!(settings.worker_url, "ws://127.0.0.1:4100");
         assert_eq!(settings.data_dir, PathBuf::from("/var/lib/quorum/managed"));
         let zero = ServeArgs {
@@ -1430,6 +1432,16 @@ mod tests {
             Config::load(&zero).unwrap_err(),
             ConfigError::Zero {
                 field: "managed_ready_timeout_secs"
+            }
+        ));
+        let zero = ServeArgs {
+            managed_install_timeout_secs: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&zero).unwrap_err(),
+            ConfigError::Zero {
+                field: "managed_install_timeout_secs"
             }
         ));
     }
