@@ -214,6 +214,11 @@ pub struct ServeArgs {
     /// name counts as failed: it is killed and restarted by its policy [default: 60].
     #[arg(long, env = "QUORUM_MANAGED_READY_TIMEOUT_SECS")]
     pub managed_ready_timeout_secs: Option<u64>,
+    /// A managed worker's `scripts.install` still running after this long is killed (its
+    /// whole process group) and counts as a failed install, retried with backoff
+    /// [default: 600].
+    #[arg(long, env = "QUORUM_MANAGED_INSTALL_TIMEOUT_SECS")]
+    pub managed_install_timeout_secs: Option<u64>,
     /// How long a stopped managed worker has between SIGTERM and SIGKILL [default: 10].
     #[arg(long, env = "QUORUM_MANAGED_STOP_GRACE_SECS")]
     pub managed_stop_grace_secs: Option<u64>,
@@ -284,6 +289,7 @@ struct FileConfig {
     channel_peer_silence_ms: Option<u64>,
     managed_log_bytes: Option<ByteSize>,
     managed_ready_timeout_secs: Option<u64>,
+    managed_install_timeout_secs: Option<u64>,
     managed_stop_grace_secs: Option<u64>,
     node_labels: Option<BTreeMap<String, String>>,
     /// Managed workers this node submits at start (see `managed::config_list`).
@@ -368,6 +374,8 @@ pub struct Config {
     pub managed_log_bytes: usize,
     /// How long a managed worker may run without registering before it counts as failed.
     pub managed_ready_timeout: Duration,
+    /// How long a managed worker's install may run before it is killed and counts as failed.
+    pub managed_install_timeout: Duration,
     /// How long a stopped managed worker has between SIGTERM and SIGKILL.
     pub managed_stop_grace: Duration,
     /// This node's labels (`--node-label`), committed at start for managed-worker placement.
@@ -693,6 +701,11 @@ impl Config {
                     .or(file.managed_ready_timeout_secs)
                     .unwrap_or(60),
             ),
+            managed_install_timeout: Duration::from_secs(
+                args.managed_install_timeout_secs
+                    .or(file.managed_install_timeout_secs)
+                    .unwrap_or(600),
+            ),
             managed_stop_grace: Duration::from_secs(
                 args.managed_stop_grace_secs
                     .or(file.managed_stop_grace_secs)
@@ -797,6 +810,10 @@ impl Config {
             (
                 "managed_ready_timeout_secs",
                 self.managed_ready_timeout.is_zero(),
+            ),
+            (
+                "managed_install_timeout_secs",
+                self.managed_install_timeout.is_zero(),
             ),
         ];
         if let Some((field, _)) = doors.into_iter().find(|(_, zero)| *zero) {
@@ -1447,12 +1464,13 @@ mod tests {
         let config = Config::load(&ServeArgs::default()).unwrap();
         assert_eq!(config.managed_log_bytes, 1 << 20);
         assert_eq!(config.managed_ready_timeout, Duration::from_secs(60));
+        assert_eq!(config.managed_install_timeout, Duration::from_secs(600));
         assert_eq!(config.managed_stop_grace, Duration::from_secs(10));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quorum.yaml");
         std::fs::write(
             &path,
-            "managed_log_bytes: 64KiB\nmanaged_ready_timeout_secs: 5\nmanaged_stop_grace_secs: 0\n",
+            "managed_log_bytes: 64KiB\nmanaged_ready_timeout_secs: 5\nmanaged_stop_grace_secs: 0\nmanaged_install_timeout_secs: 90\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -1466,6 +1484,7 @@ mod tests {
         assert_eq!(settings.log_bytes_per_worker, 64 << 10);
         assert_eq!(settings.ready_timeout, Duration::from_secs(5));
         assert_eq!(settings.stop_grace, Duration::ZERO);
+        assert_eq!(settings.install_timeout, Duration::from_secs(90));
         assert_eq!(settings.worker_url, "ws://127.0.0.1:4100");
         assert_eq!(settings.data_dir, PathBuf::from("/var/lib/quorum/managed"));
         let zero = ServeArgs {
@@ -1476,6 +1495,16 @@ mod tests {
             Config::load(&zero).unwrap_err(),
             ConfigError::Zero {
                 field: "managed_ready_timeout_secs"
+            }
+        ));
+        let zero = ServeArgs {
+            managed_install_timeout_secs: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load(&zero).unwrap_err(),
+            ConfigError::Zero {
+                field: "managed_install_timeout_secs"
             }
         ));
     }

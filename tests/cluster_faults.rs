@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::netns::{self, NetnsLab};
+use common::netns::NetnsLab;
 use common::raw::RawClient;
 use common::relay::{Faults, Relay};
 use common::{
@@ -258,20 +258,8 @@ impl PartitionNet for NetnsLab {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_partitioned_by_netns_fences_is_purged_and_rejoins() {
-    if let Some(reason) = netns::unavailable() {
-        println!("SKIPPED: {reason}");
+    let Some(mut lab) = NetnsLab::create_or_skip(3) else {
         return;
-    }
-    let mut lab = match NetnsLab::create(3) {
-        Ok(lab) => lab,
-        Err(reason) => {
-            let root = unsafe { libc::geteuid() } == 0;
-            if root && std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI runs as root, yet the network namespaces failed: {reason}");
-            }
-            println!("SKIPPED: cannot make network namespaces: {reason}");
-            return;
-        }
     };
     lab.start(0, &[]);
     let pid = lab.node(0).pid();

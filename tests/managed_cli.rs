@@ -9,18 +9,12 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{cli_json, Cluster, Node, NodeOptions, CLUSTER_TIMEOUT};
-use serde_json::Value;
+use common::{wait_for, worker_cli, Cluster, Node, NodeOptions, CLUSTER_TIMEOUT};
 
 /// A worker that prints a numbered line twice a second, forever.
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.5; done";
-
-/// `quorum worker ARGS --address ADDRESS --json`, presenting `credentials`.
-fn worker_cli(credentials: &[String], address: &str, args: &[&str]) -> Result<Value, String> {
-    cli_json(&[], "worker", credentials, address, args)
-}
 
 /// `quorum worker ARGS --address ADDRESS` with its stdout and stderr, whether it failed or not.
 fn worker_cli_text(address: &str, args: &[&str]) -> (bool, String, String) {
@@ -48,20 +42,6 @@ fn names(address: &str) -> Vec<String> {
         .iter()
         .map(|w| w["name"].as_str().unwrap_or_default().to_string())
         .collect()
-}
-
-/// Polls `check` until it gives a value, or panics after [`CLUSTER_TIMEOUT`] with `logs()`.
-fn wait_for<T>(what: &str, logs: impl Fn() -> String, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + CLUSTER_TIMEOUT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting until {what}; logs:\n{}", logs());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The node a managed worker is placed on, once it is.

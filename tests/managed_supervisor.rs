@@ -3,10 +3,13 @@
 //! stopping, `kill_all`, and children that cannot outlive the process that supervises them.
 //! Timings come from the supervisor's own status events.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use common::processes::{alive, group_members, wait_until};
 use quorum::managed::supervisor::{BackoffPolicy, Ensured};
 use quorum::managed::{
     LaunchPlan, ProcessState, ProcessStatus, RestartPolicy, StatusChange, Supervisor,
@@ -23,6 +26,7 @@ fn settings(dir: &Path) -> SupervisorSettings {
         worker_url: "ws://127.0.0.1:9".into(),
         log_bytes_per_worker: LOG_BYTES,
         ready_timeout: Duration::from_secs(30),
+        install_timeout: Duration::from_secs(30),
         stop_grace: Duration::from_secs(2),
         backoff: BackoffPolicy {
             initial: Duration::from_millis(100),
@@ -66,48 +70,9 @@ async fn until(
     outcome.unwrap_or_else(|_| panic!("{name}: no matching status within {deadline:?}"))
 }
 
-/// A process that is gone: no entry in /proc, or a zombie nobody reaped (it runs nothing).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat_field(&stat, 0) == Some("Z"),
-        Err(_) => true,
-    }
-}
-
-/// Field `n` after the `(comm)` of a /proc/PID/stat line (0 is the state).
-fn stat_field(stat: &str, n: usize) -> Option<&str> {
-    stat.rsplit_once(") ")?.1.split(' ').nth(n)
-}
-
-/// Processes of `group` that still run.
-fn live_members(group: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            stat_field(&stat, 0) != Some("Z")
-                && stat_field(&stat, 2).and_then(|g| g.parse().ok()) == Some(group)
-        })
-        .collect()
-}
-
-/// Polls /proc (the only place another process's end shows) until `done` or the deadline.
-async fn eventually(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + deadline;
-    while !done() {
-        assert!(Instant::now() < until, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn read_pid(path: PathBuf) -> i32 {
     let mut pid = None;
-    eventually(
+    wait_until(
         &format!("{}", path.display()),
         Duration::from_secs(20),
         || {
@@ -317,10 +282,70 @@ async fn install_runs_once_per_key_and_a_failing_install_blocks_no_other_worker(
     })
     .await;
     assert_eq!(installs(), 2);
-    assert!(gone(old_pid.unwrap() as i32));
-    assert!(!gone(running.pid.unwrap() as i32));
+    assert!(!alive(old_pid.unwrap()));
+    assert!(alive(running.pid.unwrap()));
     supervisor.stop("good").await;
     supervisor.stop("broken").await;
+}
+
+#[tokio::test]
+async fn an_install_that_overruns_is_killed_with_its_group_and_retried_as_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = Supervisor::new(SupervisorSettings {
+        install_timeout: Duration::from_millis(700),
+        ..settings(dir.path())
+    })
+    .unwrap();
+    let mut events = supervisor.subscribe();
+    // Each install run leaves a child of its own in its group and hangs on it.
+    let hung = LaunchPlan {
+        install: Some("echo $$ >> installs.txt; sleep 300 & echo $! >> children.txt; wait".into()),
+        ..plan(
+            "hung",
+            dir.path(),
+            "echo started > started.txt; exec sleep 60",
+        )
+    };
+    supervisor.ensure(hung).unwrap();
+    let failed = until(&mut events, "hung", Duration::from_secs(10), |s| {
+        s.state == ProcessState::BackingOff
+    })
+    .await;
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("install failed: still running after 700ms; killed")
+    );
+    assert_eq!(failed.restarts, 0, "install retries are not restarts");
+    // Retried with backoff, and overrunning again.
+    until(&mut events, "hung", Duration::from_secs(10), |s| {
+        s.state == ProcessState::Installing
+    })
+    .await;
+    let again = until(&mut events, "hung", Duration::from_secs(10), |s| {
+        s.state == ProcessState::BackingOff
+    })
+    .await;
+    assert!(again.retry_in_ms > failed.retry_in_ms, "{again:?}");
+    let installs = pids_in(&dir.path().join("installs.txt"));
+    assert!(installs.len() >= 2, "{installs:?}");
+    // The two overrun installs' whole groups are gone: each shell and the child it left.
+    let children = pids_in(&dir.path().join("children.txt"));
+    assert!(children.len() >= 2, "{children:?}");
+    for pid in installs[..2].iter().chain(&children[..2]) {
+        wait_until(
+            &format!("install process {pid} is gone"),
+            Duration::from_secs(5),
+            || !alive(*pid),
+        )
+        .await;
+    }
+    assert!(
+        !dir.path().join("started.txt").exists(),
+        "never started without its install"
+    );
+    let log = String::from_utf8(supervisor.logs("hung").unwrap().0).unwrap();
+    assert!(log.contains("install overran its time"), "{log}");
+    supervisor.stop("hung").await;
 }
 
 #[tokio::test]
@@ -511,13 +536,13 @@ async fn kill_all_kills_every_group_grandchildren_too_and_restarts_nothing() {
     let leader = read_pid(dir.path().join("leader.pid")).await;
     let grandchild = read_pid(dir.path().join("grandchild.pid")).await;
     assert!(
-        live_members(leader).len() >= 3,
+        group_members(leader).len() >= 3,
         "leader, watcher, grandchild"
     );
 
     supervisor.kill_all();
-    eventually("the whole group is gone", Duration::from_secs(5), || {
-        gone(leader) && gone(grandchild) && live_members(leader).is_empty()
+    wait_until("the whole group is gone", Duration::from_secs(5), || {
+        !alive(leader) && !alive(grandchild) && group_members(leader).is_empty()
     })
     .await;
     until(&mut events, "family", Duration::from_secs(5), |s| {
@@ -549,8 +574,8 @@ async fn kill_all_kills_every_group_grandchildren_too_and_restarts_nothing() {
     assert_ne!(again, leader);
     supervisor.stop("family").await;
     // The stop returns once the leader has exited; its group follows as the lifeline closes.
-    eventually("the new group is gone", Duration::from_secs(5), || {
-        live_members(again).is_empty()
+    wait_until("the new group is gone", Duration::from_secs(5), || {
+        group_members(again).is_empty()
     })
     .await;
 }
@@ -564,12 +589,39 @@ fn stubborn(name: &str, dir: &Path) -> LaunchPlan {
     )
 }
 
-fn pids(dir: &Path) -> Vec<i32> {
-    std::fs::read_to_string(dir.join("pids"))
+/// The pids the scripts wrote to `file`, one a line, in order.
+fn pids_in(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| line.trim().parse().ok())
         .collect()
+}
+
+/// Starts a [`stubborn`] worker `name` as the first in `dir`, then stops it on a task of its
+/// own; returns its pid once it is in its stop grace, and the task (true once it stopped).
+async fn stopping_stubborn(
+    supervisor: &Supervisor,
+    events: &mut broadcast::Receiver<StatusChange>,
+    name: &str,
+    dir: &Path,
+) -> (i32, tokio::task::JoinHandle<bool>) {
+    supervisor.ensure(stubborn(name, dir)).unwrap();
+    wait_until("the first copy runs", Duration::from_secs(20), || {
+        pids_in(&dir.join("pids")).len() == 1
+    })
+    .await;
+    let pid = pids_in(&dir.join("pids"))[0];
+    let stopping = tokio::spawn({
+        let supervisor = supervisor.clone();
+        let name = name.to_string();
+        async move { supervisor.stop(&name).await }
+    });
+    until(events, name, Duration::from_secs(5), |s| {
+        s.state == ProcessState::Stopping
+    })
+    .await;
+    (pid, stopping)
 }
 
 #[tokio::test]
@@ -581,21 +633,7 @@ async fn an_ensure_during_a_stops_grace_starts_only_once_the_old_copy_is_gone() 
     })
     .unwrap();
     let mut events = supervisor.subscribe();
-    supervisor.ensure(stubborn("twice", dir.path())).unwrap();
-    eventually("the first copy runs", Duration::from_secs(20), || {
-        pids(dir.path()).len() == 1
-    })
-    .await;
-    let first = pids(dir.path())[0];
-
-    let stopping = tokio::spawn({
-        let supervisor = supervisor.clone();
-        async move { supervisor.stop("twice").await }
-    });
-    until(&mut events, "twice", Duration::from_secs(5), |s| {
-        s.state == ProcessState::Stopping
-    })
-    .await;
+    let (first, stopping) = stopping_stubborn(&supervisor, &mut events, "twice", dir.path()).await;
     assert!(supervisor.is_stopping("twice"));
     // `worker remove X && worker add X`: the same plan again, inside the grace.
     assert_eq!(
@@ -606,7 +644,7 @@ async fn an_ensure_during_a_stops_grace_starts_only_once_the_old_copy_is_gone() 
         s.pid.is_some_and(|pid| pid as i32 != first)
     })
     .await;
-    assert!(gone(first), "the new copy started while the old one ran");
+    assert!(!alive(first), "the new copy started while the old one ran");
     assert!(stopping.await.unwrap());
     assert_eq!(supervisor.names(), vec!["twice".to_string()]);
     let (log, _) = supervisor.logs("twice").unwrap();
@@ -615,7 +653,7 @@ async fn an_ensure_during_a_stops_grace_starts_only_once_the_old_copy_is_gone() 
         "the log of the stopped copy is kept"
     );
     supervisor.kill("twice").await;
-    assert!(gone(second.pid.unwrap() as i32));
+    assert!(!alive(second.pid.unwrap()));
 }
 
 #[tokio::test]
@@ -627,26 +665,12 @@ async fn kill_all_reaches_a_worker_in_its_stop_grace() {
     })
     .unwrap();
     let mut events = supervisor.subscribe();
-    supervisor
-        .ensure(stubborn("lingering", dir.path()))
-        .unwrap();
-    eventually("the copy runs", Duration::from_secs(20), || {
-        pids(dir.path()).len() == 1
-    })
-    .await;
-    let pid = pids(dir.path())[0];
-    let stopping = tokio::spawn({
-        let supervisor = supervisor.clone();
-        async move { supervisor.stop("lingering").await }
-    });
-    until(&mut events, "lingering", Duration::from_secs(5), |s| {
-        s.state == ProcessState::Stopping
-    })
-    .await;
+    let (pid, stopping) =
+        stopping_stubborn(&supervisor, &mut events, "lingering", dir.path()).await;
     supervisor.kill_all();
     // The grace is 600 s: only kill_all can end it within the test.
     assert!(stopping.await.unwrap());
-    assert!(gone(pid));
+    assert!(!alive(pid));
     assert!(supervisor.names().is_empty());
 }
 
@@ -671,13 +695,13 @@ async fn orphans_of_a_stopped_worker_are_reaped_when_the_node_adopts_them() {
         .unwrap();
     let leader = read_pid(dir.path().join("leader.pid")).await;
     read_pid(dir.path().join("grandchild.pid")).await;
-    let members = live_members(leader);
+    let members = group_members(leader);
     assert!(
         members.len() >= 3,
         "leader, watcher, grandchild: {members:?}"
     );
     assert!(supervisor.stop("adopted").await);
-    eventually(
+    wait_until(
         "every process of the group is reaped, not left a zombie",
         Duration::from_secs(5),
         || {
@@ -741,15 +765,15 @@ async fn children_die_with_their_supervisor() {
     );
     let leader = read_pid(dir.path().join("leader.pid")).await;
     let grandchild = read_pid(dir.path().join("grandchild.pid")).await;
-    assert!(!gone(leader) && !gone(grandchild));
+    assert!(alive(leader) && alive(grandchild));
 
     // SIGKILL: the supervisor gets no chance to clean up.
     host.0.kill().unwrap();
     host.0.wait().unwrap();
-    eventually(
+    wait_until(
         "the worker and its grandchild die with the supervisor",
         Duration::from_secs(5),
-        || gone(leader) && gone(grandchild) && live_members(leader).is_empty(),
+        || !alive(leader) && !alive(grandchild) && group_members(leader).is_empty(),
     )
     .await;
 }

@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::processes::{alive, all_pids};
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::{prepare_node_env, prepare_python_env};
 use common::{call, cli_json, eventually, unique_name, worker, Cluster, NodeOptions};
@@ -52,17 +53,6 @@ fn node_options(python: &Path, node_env: Option<&Path>, labels: &[&str]) -> Node
     }
 }
 
-/// `quorum worker ARGS --address <node i> --json`.
-fn worker_cli(cluster: &Cluster, i: usize, args: &[&str]) -> Result<Value, String> {
-    cli_json(
-        &[],
-        "worker",
-        &cluster.credentials(),
-        &cluster.node(i).cluster,
-        args,
-    )
-}
-
 /// The `engine::workers::list` rows of connections that announced `name`.
 async fn rows_named(observer: &IIIClient, name: &str) -> Vec<Value> {
     let Ok(listed) = call(observer, "engine::workers::list", json!({})).await else {
@@ -79,11 +69,108 @@ async fn rows_named(observer: &IIIClient, name: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// What [`sample_list`] saw: how many lists answered, how many of them had no row of the
+/// worker, the slowest answer, and the first list that showed two copies or failed.
+#[derive(Debug, Default)]
+struct ListSamples {
+    answered: u32,
+    without_a_row: u32,
+    slowest: Duration,
+    fault: Option<String>,
+}
+
+/// Lists workers through `observer` one call after another, on a task of its own, until
+/// `stop` is set; each list must answer and hold at most one row named `name`.
+fn sample_list(
+    observer: IIIClient,
+    name: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<ListSamples> {
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let mut seen = ListSamples::default();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let asked = Instant::now();
+            let listed = call(&observer, "engine::workers::list", json!({})).await;
+            seen.slowest = seen.slowest.max(asked.elapsed());
+            let rows: Vec<Value> = match listed {
+                Ok(listed) => listed["workers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|row| row["name"] == name.as_str())
+                    .cloned()
+                    .collect(),
+                Err(err) => {
+                    seen.fault = Some(format!("the list failed: {err}"));
+                    break;
+                }
+            };
+            seen.answered += 1;
+            match rows.len() {
+                0 => seen.without_a_row += 1,
+                1 => {}
+                _ => {
+                    seen.fault = Some(format!("two copies listed at once: {rows:?}"));
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen
+    })
+}
+
 /// Waits until `name::echo` answers through `observer`; returns the answer.
 async fn wait_echo(observer: &IIIClient, name: &str, deadline: Duration) -> Value {
     let function = format!("{name}::echo");
     eventually(&format!("{function} answers"), deadline, || async {
         call(observer, &function, json!({"ping": 1})).await.ok()
+    })
+    .await
+}
+
+/// The command that runs the Python echo worker of `tests/managed/python-echo` (whatever the
+/// name it is added under).
+fn echo_command() -> String {
+    format!(
+        "python {}",
+        project("python-echo").join("worker.py").display()
+    )
+}
+
+/// Adds the Python echo worker as `name` through node 0 and waits for its first answer;
+/// returns that answer and the index of the node that runs it.
+async fn add_echo(cluster: &Cluster, name: &str) -> (Value, usize) {
+    cluster
+        .worker_cli(0, &["add", "--name", name, "--command", &echo_command()])
+        .expect("add");
+    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
+    let first = wait_echo(&observer, name, START).await;
+    let holder = node_of_url(cluster, first["url"].as_str().unwrap());
+    (first, holder)
+}
+
+/// Adds `tests/managed/python-echo` from its manifest through node `via` and waits for its
+/// first answer through an observer on node 0; returns the observer and the answer.
+async fn add_python_echo(cluster: &Cluster, via: usize) -> (IIIClient, Value) {
+    let dir = project("python-echo");
+    cluster
+        .worker_cli(via, &["add", dir.to_str().unwrap()])
+        .expect("add");
+    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
+    let first = wait_echo(&observer, "python-echo", START).await;
+    (observer, first)
+}
+
+/// Waits until `python-echo` answers through `observer` from another process than the one
+/// that gave `first`; returns that answer.
+async fn a_new_process_answers(observer: &IIIClient, first: &Value) -> Value {
+    eventually("a new process answers", START, || async {
+        call(observer, "python-echo::echo", json!({}))
+            .await
+            .ok()
+            .filter(|a| a["pid"] != first["pid"])
     })
     .await
 }
@@ -101,26 +188,12 @@ fn port_of(address: &str) -> &str {
     address.rsplit(':').next().unwrap_or(address)
 }
 
-fn pid_alive(pid: u64) -> bool {
-    // A zombie is dead for our purpose: it runs no code and holds no socket.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 /// The pids of the Python processes running a managed worker named `name` (read from
 /// `/proc`: its `III_WORKER_NAME` and an interpreter as the program).
 fn python_copies(name: &str) -> Vec<u64> {
     let wanted = format!("III_WORKER_NAME={name}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+    all_pids()
+        .into_iter()
         .filter(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
@@ -133,7 +206,7 @@ fn python_copies(name: &str) -> Vec<u64> {
                 && environ
                     .split(|b| *b == 0)
                     .any(|var| var == wanted.as_bytes())
-                && pid_alive(*pid)
+                && alive(pid)
         })
         .collect()
 }
@@ -149,32 +222,18 @@ fn python_cluster(python: &Path) -> Cluster {
     })
 }
 
-/// Adds a managed worker `name` running `tests/managed/python-echo` (through node 0) and
-/// waits until it answers; returns its first answer and the index of the node that runs it.
-async fn start_echo(cluster: &Cluster, name: &str) -> (Value, usize) {
-    let command = format!(
-        "python {}",
-        project("python-echo").join("worker.py").display()
-    );
-    worker_cli(cluster, 0, &["add", "--name", name, "--command", &command]).expect("add");
-    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
-    let first = wait_echo(&observer, name, START).await;
-    let holder = node_of_url(cluster, first["url"].as_str().unwrap());
-    (first, holder)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_python_worker_is_placed_by_its_label_and_callable_through_any_node() {
     let Some(python) = python().await else { return };
     let cluster = python_cluster(&python);
     let dir = project("python-echo");
     let added = Instant::now();
-    worker_cli(
-        &cluster,
-        0,
-        &["add", dir.to_str().unwrap(), "--node-label", "zone=z2"],
-    )
-    .expect("worker add");
+    cluster
+        .worker_cli(
+            0,
+            &["add", dir.to_str().unwrap(), "--node-label", "zone=z2"],
+        )
+        .expect("worker add");
     let observer = worker(&cluster.node(2).url, &unique_name("observer"), None).await;
     let answer = wait_echo(&observer, "python-echo", START).await;
     println!(
@@ -198,8 +257,9 @@ async fn a_managed_python_worker_is_placed_by_its_label_and_callable_through_any
 
     // Two more without labels spread over the nodes that run fewest.
     for name in ["spread-a", "spread-b"] {
-        let command = format!("python {}", dir.join("worker.py").display());
-        worker_cli(&cluster, 1, &["add", "--name", name, "--command", &command]).expect("add");
+        cluster
+            .worker_cli(1, &["add", "--name", name, "--command", &echo_command()])
+            .expect("add");
     }
     let mut nodes = Vec::new();
     for name in ["spread-a", "spread-b"] {
@@ -214,14 +274,7 @@ async fn a_managed_python_worker_is_placed_by_its_label_and_callable_through_any
 async fn a_worker_that_crashes_is_restarted_and_its_row_counts_the_restart() {
     let Some(python) = python().await else { return };
     let cluster = python_cluster(&python);
-    worker_cli(
-        &cluster,
-        0,
-        &["add", project("python-echo").to_str().unwrap()],
-    )
-    .expect("add");
-    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
-    let first = wait_echo(&observer, "python-echo", START).await;
+    let (observer, first) = add_python_echo(&cluster, 0).await;
     let crashed = Instant::now();
     assert!(
         call(&observer, "python-echo::crash", json!({}))
@@ -229,15 +282,9 @@ async fn a_worker_that_crashes_is_restarted_and_its_row_counts_the_restart() {
             .is_err(),
         "the call that kills the process fails"
     );
-    let again = eventually("a new process answers", START, || async {
-        call(&observer, "python-echo::echo", json!({}))
-            .await
-            .ok()
-            .filter(|a| a["pid"] != first["pid"])
-    })
-    .await;
+    let again = a_new_process_answers(&observer, &first).await;
     println!("callable again {:?} after the crash", crashed.elapsed());
-    assert!(!pid_alive(first["pid"].as_u64().unwrap()));
+    assert!(!alive(first["pid"].as_u64().unwrap()));
     let row = eventually(
         "the row counts the restart",
         Duration::from_secs(10),
@@ -258,24 +305,13 @@ async fn a_worker_that_crashes_is_restarted_and_its_row_counts_the_restart() {
 async fn worker_restart_replaces_the_process_where_it_runs() {
     let Some(python) = python().await else { return };
     let cluster = python_cluster(&python);
-    worker_cli(
-        &cluster,
-        0,
-        &["add", project("python-echo").to_str().unwrap()],
-    )
-    .expect("add");
-    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
-    let first = wait_echo(&observer, "python-echo", START).await;
-    worker_cli(&cluster, 1, &["restart", "python-echo"]).expect("worker restart");
-    let again = eventually("a new process answers", START, || async {
-        call(&observer, "python-echo::echo", json!({}))
-            .await
-            .ok()
-            .filter(|a| a["pid"] != first["pid"])
-    })
-    .await;
+    let (observer, first) = add_python_echo(&cluster, 0).await;
+    cluster
+        .worker_cli(1, &["restart", "python-echo"])
+        .expect("worker restart");
+    let again = a_new_process_answers(&observer, &first).await;
     assert!(
-        !pid_alive(first["pid"].as_u64().unwrap()),
+        !alive(first["pid"].as_u64().unwrap()),
         "the old process is gone"
     );
     assert_eq!(again["url"], first["url"], "restarted on the same node");
@@ -285,7 +321,7 @@ async fn worker_restart_replaces_the_process_where_it_runs() {
 async fn sigkill_of_its_node_moves_the_worker_to_a_survivor_and_never_shows_two_copies() {
     let Some(python) = python().await else { return };
     let mut cluster = python_cluster(&python);
-    let (first, holder) = start_echo(&cluster, "mover").await;
+    let (first, holder) = add_echo(&cluster, "mover").await;
     let watcher = cluster.live().into_iter().find(|i| *i != holder).unwrap();
     let observer = worker(&cluster.node(watcher).url, &unique_name("obs"), None).await;
     let killed = Instant::now();
@@ -314,7 +350,7 @@ async fn sigkill_of_its_node_moves_the_worker_to_a_survivor_and_never_shows_two_
         holder
     );
     assert!(
-        !pid_alive(first["pid"].as_u64().unwrap()),
+        !alive(first["pid"].as_u64().unwrap()),
         "the old copy died with its node"
     );
     for _ in 0..20 {
@@ -328,7 +364,7 @@ async fn sigkill_of_its_node_moves_the_worker_to_a_survivor_and_never_shows_two_
 async fn removing_its_node_moves_the_worker_first_and_never_lists_two_managed_copies() {
     let Some(python) = python().await else { return };
     let cluster = python_cluster(&python);
-    let (first, holder) = start_echo(&cluster, "evictee").await;
+    let (first, holder) = add_echo(&cluster, "evictee").await;
     let survivor = cluster.live().into_iter().find(|i| *i != holder).unwrap();
     let observer = worker(&cluster.node(survivor).url, &unique_name("obs"), None).await;
 
@@ -380,7 +416,7 @@ async fn removing_its_node_moves_the_worker_first_and_never_lists_two_managed_co
         holder
     );
     eventually("the old copy is gone", Duration::from_secs(20), || async {
-        (!pid_alive(first["pid"].as_u64().unwrap())).then_some(())
+        (!alive(first["pid"].as_u64().unwrap())).then_some(())
     })
     .await;
     let rows = rows_named(&observer, "evictee").await;
@@ -393,19 +429,14 @@ async fn removing_its_node_moves_the_worker_first_and_never_lists_two_managed_co
 async fn removing_the_spec_stops_the_worker_everywhere() {
     let Some(python) = python().await else { return };
     let cluster = python_cluster(&python);
-    worker_cli(
-        &cluster,
-        1,
-        &["add", project("python-echo").to_str().unwrap()],
-    )
-    .expect("add");
-    let observer = worker(&cluster.node(0).url, &unique_name("observer"), None).await;
-    let answer = wait_echo(&observer, "python-echo", START).await;
+    let (observer, answer) = add_python_echo(&cluster, 1).await;
     let pid = answer["pid"].as_u64().unwrap();
-    assert!(pid_alive(pid));
-    worker_cli(&cluster, 2, &["remove", "python-echo"]).expect("remove");
+    assert!(alive(pid));
+    cluster
+        .worker_cli(2, &["remove", "python-echo"])
+        .expect("remove");
     eventually("the process is gone", Duration::from_secs(20), || async {
-        (!pid_alive(pid)).then_some(())
+        (!alive(pid)).then_some(())
     })
     .await;
     eventually("no row is left", Duration::from_secs(10), || async {
@@ -418,7 +449,9 @@ async fn removing_the_spec_stops_the_worker_everywhere() {
     assert!(call(&observer, "python-echo::echo", json!({}))
         .await
         .is_err());
-    let err = worker_cli(&cluster, 0, &["remove", "python-echo"]).unwrap_err();
+    let err = cluster
+        .worker_cli(0, &["remove", "python-echo"])
+        .unwrap_err();
     assert!(err.contains("no managed worker named"), "{err}");
 }
 
@@ -426,46 +459,38 @@ async fn removing_the_spec_stops_the_worker_everywhere() {
 async fn two_specs_with_one_name_and_a_label_no_node_has_are_refused_or_reported() {
     let Some(python) = python().await else { return };
     let cluster = python_cluster(&python);
-    worker_cli(
-        &cluster,
-        0,
-        &["add", "--name", "twin", "--command", "sleep 600"],
-    )
-    .expect("add");
+    cluster
+        .worker_cli(0, &["add", "--name", "twin", "--command", "sleep 600"])
+        .expect("add");
     // The same spec again is fine (idempotent); another under the same name is refused.
-    worker_cli(
-        &cluster,
-        1,
-        &["add", "--name", "twin", "--command", "sleep 600"],
-    )
-    .expect("the same spec again");
-    let err = worker_cli(
-        &cluster,
-        1,
-        &["add", "--name", "twin", "--command", "sleep 601"],
-    )
-    .unwrap_err();
+    cluster
+        .worker_cli(1, &["add", "--name", "twin", "--command", "sleep 600"])
+        .expect("the same spec again");
+    let err = cluster
+        .worker_cli(1, &["add", "--name", "twin", "--command", "sleep 601"])
+        .unwrap_err();
     assert!(
         err.contains("already exists with a different spec"),
         "{err}"
     );
 
-    worker_cli(
-        &cluster,
-        0,
-        &[
-            "add",
-            "--name",
-            "nowhere",
-            "--command",
-            "sleep 600",
-            "--node-label",
-            "zone=x",
-        ],
-    )
-    .expect("add");
+    cluster
+        .worker_cli(
+            0,
+            &[
+                "add",
+                "--name",
+                "nowhere",
+                "--command",
+                "sleep 600",
+                "--node-label",
+                "zone=x",
+            ],
+        )
+        .expect("add");
     let status = eventually("reported unplaceable", Duration::from_secs(15), || async {
-        worker_cli(&cluster, 2, &["status", "nowhere"])
+        cluster
+            .worker_cli(2, &["status", "nowhere"])
             .ok()
             .filter(|s| s.to_string().contains("no live node has label zone=x"))
     })
@@ -480,12 +505,9 @@ async fn a_managed_node_worker_runs_from_its_manifest() {
         return;
     };
     let cluster = Cluster::start_with(2, |_| node_options(&python, Some(&node_env), &[]));
-    worker_cli(
-        &cluster,
-        0,
-        &["add", project("node-echo").to_str().unwrap()],
-    )
-    .expect("add");
+    cluster
+        .worker_cli(0, &["add", project("node-echo").to_str().unwrap()])
+        .expect("add");
     let observer = worker(&cluster.node(1).url, &unique_name("observer"), None).await;
     let answer = wait_echo(&observer, "node-echo", START).await;
     assert_eq!(answer["marker"], "node-managed", "{answer}");
@@ -498,16 +520,20 @@ async fn a_managed_node_worker_runs_from_its_manifest() {
 async fn a_drain_hands_the_worker_over_without_failing_a_call() {
     let Some(python) = python().await else { return };
     let mut cluster = python_cluster(&python);
-    let (first, holder) = start_echo(&cluster, "rolling").await;
+    let (first, holder) = add_echo(&cluster, "rolling").await;
     let caller_node = cluster.live().into_iter().find(|i| *i != holder).unwrap();
     let caller = worker(&cluster.node(caller_node).url, &unique_name("caller"), None).await;
 
-    // Two callers in a loop for the whole drain, each call taking 50 ms in the worker.
+    // Two callers in a loop for the whole drain, each call taking 50 ms in the worker; every
+    // answer is announced (with the URL of the copy that gave it) for the test to await.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (answered, mut answers) = tokio::sync::watch::channel(Vec::<String>::new());
+    let answered = std::sync::Arc::new(answered);
     let mut loops = Vec::new();
     for _ in 0..2 {
         let caller = caller.clone();
         let stop = stop.clone();
+        let answered = answered.clone();
         loops.push(tokio::spawn(async move {
             let (mut ok, mut failed, mut urls) =
                 (0u32, Vec::new(), std::collections::BTreeSet::new());
@@ -515,7 +541,9 @@ async fn a_drain_hands_the_worker_over_without_failing_a_call() {
                 match call(&caller, "rolling::slow", json!({"ms": 50})).await {
                     Ok(answer) => {
                         ok += 1;
-                        urls.insert(answer["url"].as_str().unwrap_or("").to_string());
+                        let url = answer["url"].as_str().unwrap_or("").to_string();
+                        urls.insert(url.clone());
+                        answered.send_modify(|urls| urls.push(url));
                     }
                     Err(err) => failed.push(err.to_string()),
                 }
@@ -523,7 +551,11 @@ async fn a_drain_hands_the_worker_over_without_failing_a_call() {
             (ok, failed, urls)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both loops are calling before the drain starts.
+    tokio::time::timeout(START, answers.wait_for(|urls| urls.len() >= 4))
+        .await
+        .expect("the callers get answers before the drain")
+        .expect("the callers run");
     let drained = Instant::now();
     let code = tokio::task::spawn_blocking(move || {
         let code = cluster.terminate(holder);
@@ -536,7 +568,15 @@ async fn a_drain_hands_the_worker_over_without_failing_a_call() {
     assert_eq!(code, Some(0), "the drained node exits cleanly");
     let moved = wait_echo(&caller, "rolling", START).await;
     assert_ne!(moved["url"], first["url"], "the worker runs elsewhere now");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The looping callers, too, are answered by the new copy before they stop.
+    let new_url = moved["url"].as_str().unwrap_or("").to_string();
+    tokio::time::timeout(
+        START,
+        answers.wait_for(|urls| urls.iter().filter(|url| **url == new_url).count() >= 2),
+    )
+    .await
+    .expect("the callers get answers from the new copy")
+    .expect("the callers run");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
     let mut failures = Vec::new();
@@ -558,38 +598,98 @@ async fn a_drain_hands_the_worker_over_without_failing_a_call() {
         cluster.logs()
     );
     assert_eq!(urls.len(), 2, "both copies answered: {urls:?}");
-    assert!(!pid_alive(first["pid"].as_u64().unwrap()));
+    assert!(!alive(first["pid"].as_u64().unwrap()));
     assert_eq!(rows_named(&caller, "rolling").await.len(), 1);
+}
+
+/// While a member is cut off, `engine::workers::list` through the majority answers within
+/// about a second: the cut-off member's live facts are given up after 500 ms. A connection
+/// made just after the leader was cut off lists as promptly once the next leader is elected:
+/// its registration's commit, forwarded to the cut-off leader, moves on to the new one
+/// instead of waiting out the forward's 10 s (the list waits behind that registration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_list_answers_within_a_second_while_a_peer_is_cut_off() {
+    use common::netns::NetnsLab;
+    // Each list; from the cut to the first list of a connection made after it, which also
+    // waits for an election.
+    const PROMPT: Duration = Duration::from_millis(1_500);
+    const PROMPT_AFTER_AN_ELECTION: Duration = Duration::from_secs(3);
+    let Some(mut lab) = NetnsLab::create_or_skip(3) else {
+        return;
+    };
+    lab.start_all();
+    let leader = eventually("a leader", Duration::from_secs(30), || async {
+        lab.status(0).and_then(|s| s["leader_id"].as_u64())
+    })
+    .await as usize
+        - 1;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    // A worker on the node that will be cut off, so every list asks that node for live facts.
+    let far = unique_name("far");
+    let _far = worker(&lab.node(leader).url, &far, None).await;
+    let before = worker(&lab.node(follower).url, &unique_name("before"), None).await;
+    eventually(
+        "the far worker is listed",
+        Duration::from_secs(30),
+        || async { (!rows_named(&before, &far).await.is_empty()).then_some(()) },
+    )
+    .await;
+
+    lab.cut(leader);
+    let cut = Instant::now();
+    // A connection made now registers through a commit that first went to the cut-off leader.
+    let after = worker(&lab.node(follower).url, &unique_name("after"), None).await;
+    call(&after, "engine::workers::list", json!({}))
+        .await
+        .expect("the list answers");
+    let first_list_after = cut.elapsed();
+    let mut slowest = [Duration::ZERO; 2];
+    let mut rounds = 0;
+    // Past the purge of the cut-off node (5 s), so the list is sampled before and after it.
+    while cut.elapsed() < Duration::from_secs(8) {
+        for (i, client) in [&before, &after].into_iter().enumerate() {
+            let asked = Instant::now();
+            call(client, "engine::workers::list", json!({}))
+                .await
+                .expect("the list answers");
+            slowest[i] = slowest[i].max(asked.elapsed());
+        }
+        rounds += 1;
+    }
+    println!(
+        "leader (node {}) cut off: a connection made after the cut listed {first_list_after:?} after it; then {rounds} rounds of lists through node {}, slowest {:?} (registered before the cut), {:?} (connected after it)",
+        leader + 1,
+        follower + 1,
+        slowest[0],
+        slowest[1]
+    );
+    assert!(
+        slowest[0] < PROMPT,
+        "a list took {:?}; logs:\n{}",
+        slowest[0],
+        lab.logs()
+    );
+    assert!(
+        slowest[1] < PROMPT,
+        "a list took {:?}; logs:\n{}",
+        slowest[1],
+        lab.logs()
+    );
+    assert!(
+        first_list_after < PROMPT_AFTER_AN_ELECTION,
+        "a connection made after the cut first listed {first_list_after:?} after it; logs:\n{}",
+        lab.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
-    use common::netns::{self, NetnsLab};
+    use common::netns::NetnsLab;
     let Some(python) = python().await else { return };
-    if let Some(reason) = netns::unavailable() {
-        println!("SKIPPED: {reason}");
+    let Some(mut lab) = NetnsLab::create_or_skip(3) else {
         return;
-    }
-    let mut lab = match NetnsLab::create(3) {
-        Ok(lab) => lab,
-        Err(reason) => {
-            println!("SKIPPED: cannot make network namespaces: {reason}");
-            return;
-        }
     };
-    lab.start(0, &[]);
-    let seed = lab.cluster_addr(0);
-    lab.start(1, &["--join", &seed]);
-    lab.start(2, &["--join", &seed]);
-    let worker_cli = |i: usize, args: &[&str]| {
-        cli_json(
-            &lab.wrapper(i),
-            "worker",
-            &lab.admin_args(),
-            &lab.cluster_addr(i),
-            args,
-        )
-    };
+    lab.start_all();
     // The nodes' PATH is the test's: name the venv's python outright.
     let command = format!(
         "{} {}",
@@ -597,7 +697,8 @@ async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
         project("python-echo").join("worker.py").display()
     );
     eventually("the worker is added", Duration::from_secs(30), || async {
-        worker_cli(0, &["add", "--name", "islander", "--command", &command]).ok()
+        lab.worker_cli(0, &["add", "--name", "islander", "--command", &command])
+            .ok()
     })
     .await;
     let observer = worker(&lab.node(0).url, &unique_name("observer"), None).await;
@@ -610,10 +711,13 @@ async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
     let watcher = (0..3).find(|i| *i != holder).unwrap();
     let observer = worker(&lab.node(watcher).url, &unique_name("obs"), None).await;
 
+    // The majority side's list is sampled all along, on a task of its own; the Python
+    // processes that run the worker every 50 ms here, until a second process exists: by then
+    // the first must be gone.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_list(observer.clone(), "islander", stop.clone());
     let cut = Instant::now();
     lab.cut(holder);
-    // Sample the Python processes that run the worker every 50 ms (the engine's list would
-    // wait on the cut-off node), until a second process exists: by then the first must be gone.
     let mut killed_at = None;
     let mut samples = 0;
     loop {
@@ -645,15 +749,32 @@ async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
         .unwrap()
         .starts_with(&lab.node(holder).url));
 
-    // Healed, the old node does not start its copy again: the worker is placed elsewhere.
-    // Healed, still never two copies (processes, not the engine's list: a list may wait on
-    // the node that rejoins), and the worker is callable again.
+    // Healed, still never two copies (sampled for 3 s), and the survivor's copy runs on: the
+    // old node does not start its copy again, and no member is purged for a partition that
+    // healed (the cut-off leader's stale purge of a healthy member once moved it).
     lab.heal(holder);
     for _ in 0..60 {
         let running = python_copies("islander");
         assert!(running.len() <= 1, "two copies after the heal: {running:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_echo(&observer, "islander", START).await;
+    let healed = wait_echo(&observer, "islander", START).await;
+    assert_eq!(
+        (&healed["pid"], &healed["url"]),
+        (&answer["pid"], &answer["url"]),
+        "the survivor's copy still serves after the heal; logs:\n{}",
+        lab.logs()
+    );
     assert!(python_copies("islander").len() <= 1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let listed = sampler.await.expect("the list sampler");
+    println!(
+        "engine::workers::list through node {}: {} answers, slowest {:?}, {} without a row (between the purge and the new copy's registration), never two",
+        watcher + 1,
+        listed.answered,
+        listed.slowest,
+        listed.without_a_row
+    );
+    assert_eq!(listed.fault, None, "{listed:?}");
+    assert_eq!(rows_named(&observer, "islander").await.len(), 1);
 }

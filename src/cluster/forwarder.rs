@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::consensus::ConsensusError;
+use crate::ids::NodeId;
 use crate::node::Node;
 use crate::registry::Command;
 use crate::registry::Outcome;
@@ -35,6 +36,9 @@ pub enum ForwardError {
         leader_id: Option<u64>,
         leader_address: Option<String>,
     },
+    /// This node learned of another leader before this one answered; the outcome is unknown.
+    #[error("leader {was} was replaced while the write was on its way")]
+    LeaderReplaced { was: NodeId },
     /// The leader's outcome could not be decoded.
     #[error("the leader's outcome is malformed: {0}")]
     Decode(#[source] serde_json::Error),
@@ -54,7 +58,7 @@ impl ForwardError {
     /// False when retrying cannot help (malformed data) or the write is known to be committed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ForwardError::NotLeader { .. } => true,
+            ForwardError::NotLeader { .. } | ForwardError::LeaderReplaced { .. } => true,
             // A connection that breaks mid-call (the leader was killed) surfaces as `Unknown`.
             ForwardError::Rpc(RpcError::Remote { code, .. }) => matches!(
                 code,
@@ -72,20 +76,32 @@ impl ForwardError {
     }
 }
 
-/// Sends `command` to the leader at `leader_addr`; once the leader committed and applied it,
+/// Sends `command` to `leader` at `leader_addr`; once the leader committed and applied it,
 /// waits until this node applied the same log entry, then returns the leader's outcome.
+///
+/// The wait for the leader's answer ends early ([`ForwardError::LeaderReplaced`]) once this
+/// node knows of another leader: a write sent to a leader that was just cut off then goes to
+/// its successor after the election instead of waiting out [`WRITE_TIMEOUT`], with its
+/// caller (a worker's registration, say) held up all that time. Once the leader answered,
+/// nothing cuts the wait short, so a committed write is not proposed again.
 pub async fn forward(
     node: &Node,
+    leader: NodeId,
     leader_addr: &str,
     command: &Command,
 ) -> Result<Outcome, ForwardError> {
     let command_json = serde_json::to_vec(command).map_err(ForwardError::Encode)?;
-    let reply = node
+    let ask = node
         .peers
         .unary(leader_addr, WRITE_TIMEOUT, |mut client| async move {
             client.write(WriteRequest { command_json }).await
-        })
-        .await?;
+        });
+    let reply = tokio::select! {
+        reply = ask => reply?,
+        () = leader_replaced(node, leader) => {
+            return Err(ForwardError::LeaderReplaced { was: leader });
+        }
+    };
     if let Some(hint) = reply.not_leader {
         return Err(ForwardError::NotLeader {
             asked: leader_addr.to_string(),
@@ -103,6 +119,15 @@ pub async fn forward(
             source,
         })?;
     Ok(outcome)
+}
+
+/// Resolves once this node knows of a leader other than `leader`; never if Raft stopped.
+async fn leader_replaced(node: &Node, leader: NodeId) {
+    let mut metrics = node.consensus.raft().metrics();
+    let newer = metrics.wait_for(|m| m.current_leader.is_some_and(|id| id != leader));
+    if newer.await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 #[cfg(test)]

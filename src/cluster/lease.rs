@@ -50,6 +50,8 @@ const TICK: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// A leader whose last quorum acknowledgement is older than this has no quorum.
 const QUORUM_ACK_STALE: Duration = Duration::from_millis(1_000);
+/// How long committing a purge may hold up the lease loop (which also fences this node).
+const PURGE_COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps this node's leases until it shuts down.
 pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
@@ -83,7 +85,10 @@ pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
         );
         node.set_fenced(fence);
 
-        if !leading {
+        // A leader cut off from its quorum keeps calling itself leader until it hears of a
+        // newer term; it must not purge, since the members it cannot reach are the majority.
+        // With its quorum back, it gives every member a full lease again.
+        if !leading || !in_quorum {
             leading_since = None;
             node.member_contact.stop_leading();
             continue;
@@ -127,13 +132,26 @@ pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
                 lost_node = lost,
                 "no contact for the lease; purging its workers"
             );
-            match node.commit(Command::NodePurged { node: lost }).await {
-                Ok(_) => info!(node = node.id, lost_node = lost, "lost node purged"),
+            match commit_as_leader(&node, Command::NodePurged { node: lost }).await {
+                Ok(()) => info!(node = node.id, lost_node = lost, "lost node purged"),
                 Err(err) => {
                     warn!(node = node.id, lost_node = lost, error = %err, "purge not committed")
                 }
             }
         }
+    }
+}
+
+/// Commits a decision of this leadership on this node only: never forwarded and never retried,
+/// so a deposed leader's decision, made on its stale view, dies with its term instead of being
+/// handed to the next leader (which once purged a healthy node after a partition healed).
+async fn commit_as_leader(node: &Node, command: Command) -> Result<(), String> {
+    match tokio::time::timeout(PURGE_COMMIT_TIMEOUT, node.consensus.write(command)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!(
+            "not committed within {PURGE_COMMIT_TIMEOUT:?}; this node may have lost its quorum"
+        )),
     }
 }
 

@@ -298,6 +298,25 @@ fn or_null(text: &str) -> Value {
     }
 }
 
+/// When the spec was added, in RFC 3339 (UTC, milliseconds), from the registry's version
+/// (milliseconds since the epoch): the same spec added again keeps its time.
+fn added_text(version_ms: u64) -> String {
+    let nanos = i128::from(version_ms) * 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(at) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            at.millisecond()
+        ),
+        Err(_) => format!("{version_ms} ms after the epoch"),
+    }
+}
+
 /// The JSON shape of one worker in `list --json` and `status --json` (also what tests read).
 fn info_json(info: &pb::ManagedWorkerInfo) -> Value {
     json!({
@@ -306,7 +325,7 @@ fn info_json(info: &pb::ManagedWorkerInfo) -> Value {
         "command": or_null(&info.command),
         "restart": info.restart,
         "node_labels": info.node_labels.iter().collect::<BTreeMap<_, _>>(),
-        "version": info.version,
+        "added": added_text(info.version),
         "node": if info.node == 0 { Value::Null } else { json!(info.node) },
         "state": info.state,
         "ready": info.ready,
@@ -377,7 +396,7 @@ fn status_text(info: &pb::ManagedWorkerInfo) -> String {
         format!("ready:       {}", info.ready),
         format!("restarts:    {}", info.restarts),
         format!("restart:     {}", info.restart),
-        format!("version:     {}", info.version),
+        format!("added:       {}", added_text(info.version)),
     ];
     let optional = [
         ("dir", &info.dir),
@@ -434,6 +453,16 @@ mod tests {
         );
         let text = status_text(&info());
         assert!(text.contains("node labels: zone=a"), "{text}");
+        assert!(
+            text.contains("added:       1970-01-01T00:00:00.002Z"),
+            "{text}"
+        );
+        assert_eq!(info_json(&info())["added"], "1970-01-01T00:00:00.002Z");
+        assert_eq!(
+            added_text(1_796_227_835_495),
+            "2026-12-02T16:10:35.495Z",
+            "a real spec's time"
+        );
         let value = info_json(&pb::ManagedWorkerInfo {
             node: 0,
             unplaceable: "no node has label zone=a".into(),

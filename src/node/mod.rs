@@ -253,7 +253,7 @@ impl Node {
                     leader_id: Some(leader),
                     leader_addr,
                 }) => match leader_addr.or_else(|| membership::address_of(self, leader)) {
-                    Some(addr) => match forwarder::forward(self, &addr, &command).await {
+                    Some(addr) => match forwarder::forward(self, leader, &addr, &command).await {
                         Ok(outcome) => return Ok(outcome),
                         Err(err) if err.is_retryable() => err.to_string(),
                         Err(err) => return Err(EngineError::Unavailable(err.to_string())),

@@ -14,6 +14,7 @@ pub mod footprint;
 pub mod haproxy;
 pub mod http;
 pub mod netns;
+pub mod processes;
 pub mod raw;
 pub mod relay;
 pub mod rng;
@@ -400,6 +401,25 @@ where
     }
 }
 
+/// Polls `check` from a test without a runtime until it returns `Some`, or panics with
+/// `logs()` after [`CLUSTER_TIMEOUT`].
+pub fn wait_for<T>(
+    what: &str,
+    logs: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + CLUSTER_TIMEOUT;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}; logs:\n{}", logs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The ids of every function `engine::functions::list` shows (internal ones included).
 pub async fn function_ids(client: &IIIClient) -> Vec<String> {
     let listed = call(
@@ -434,6 +454,12 @@ pub async fn wait_function(client: &IIIClient, function_id: &str, present: bool)
         },
     )
     .await
+}
+
+/// `quorum worker ARGS --address ADDRESS --json` with `credentials` (the managed-worker
+/// commands).
+pub fn worker_cli(credentials: &[String], address: &str, args: &[&str]) -> Result<Value, String> {
+    cli_json(&[], "worker", credentials, address, args)
 }
 
 /// Runs `quorum cluster ARGS --address ADDRESS --json`; the parsed JSON on success, else the
@@ -660,6 +686,11 @@ impl Cluster {
         cluster_cli_as(&[], &self.credentials(), &self.node(i).cluster, args)
     }
 
+    /// `quorum worker ARGS --json` against node `i`, presenting [`Cluster::credentials`].
+    pub fn worker_cli(&self, i: usize, args: &[&str]) -> Result<Value, String> {
+        worker_cli(&self.credentials(), &self.node(i).cluster, args)
+    }
+
     /// Starts one more node (Raft id = its index + 1) with `options`; returns its index.
     pub fn spawn_node(&mut self, options: NodeOptions) -> usize {
         let i = self.nodes.len();
@@ -783,28 +814,27 @@ impl Cluster {
     /// Polls `check` until it holds, or panics (with every node's log) after
     /// [`CLUSTER_TIMEOUT`].
     pub fn wait_until(&self, what: &str, mut check: impl FnMut(&Cluster) -> bool) {
-        let deadline = std::time::Instant::now() + CLUSTER_TIMEOUT;
-        while !check(self) {
-            if std::time::Instant::now() > deadline {
-                panic!("timed out waiting until {what}; logs:\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for(what, || self.logs(), || check(self).then_some(()))
     }
 
     /// Every node's log, for failure messages.
     pub fn logs(&self) -> String {
-        (0..self.nodes.len())
-            .map(|i| {
-                let log = std::fs::read_to_string(self.data_dir(i).with_extension("log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(60).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("--- node {} ---\n{}", i + 1, tail.join("\n"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        log_tails((0..self.nodes.len()).map(|i| self.data_dir(i)), 60)
     }
+}
+
+/// The last `lines` lines of the log of each node whose data directory `dirs` yields (node 1
+/// first), for failure messages.
+pub fn log_tails(dirs: impl Iterator<Item = PathBuf>, lines: usize) -> String {
+    dirs.enumerate()
+        .map(|(i, dir)| {
+            let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("--- node {} ---\n{}", i + 1, tail.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Registers `function_id` as a handler that never answers (it sleeps for ten minutes),

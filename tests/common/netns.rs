@@ -117,6 +117,35 @@ impl NetnsLab {
         Ok(lab)
     }
 
+    /// The lab for `n` nodes, or `None` (the reason printed as SKIPPED) where namespaces cannot
+    /// be made: not root, or no `ip`. Under CI as root, failing to make them is a failure.
+    pub fn create_or_skip(n: usize) -> Option<NetnsLab> {
+        if let Some(reason) = unavailable() {
+            println!("SKIPPED: {reason}");
+            return None;
+        }
+        match NetnsLab::create(n) {
+            Ok(lab) => Some(lab),
+            Err(reason) => {
+                let root = unsafe { libc::geteuid() } == 0;
+                if root && std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("CI runs as root, yet the network namespaces failed: {reason}");
+                }
+                println!("SKIPPED: cannot make network namespaces: {reason}");
+                None
+            }
+        }
+    }
+
+    /// Starts every node: node 0 founds the cluster and the others join it.
+    pub fn start_all(&mut self) {
+        self.start(0, &[]);
+        let seed = self.cluster_addr(0);
+        for i in 1..self.nodes.len() {
+            self.start(i, &["--join", &seed]);
+        }
+    }
+
     fn add_namespace(&mut self, name: &str) -> Result<(), String> {
         ip(&["netns", "add", name])?;
         self.made.push(name.to_string());
@@ -196,6 +225,18 @@ impl NetnsLab {
         .ok()
     }
 
+    /// `quorum worker ARGS --json` asked of node `i` from inside its namespace, with the
+    /// admin certificate.
+    pub fn worker_cli(&self, i: usize, args: &[&str]) -> Result<Value, String> {
+        super::cli_json(
+            &self.wrapper(i),
+            "worker",
+            &self.admin_args(),
+            &self.cluster_addr(i),
+            args,
+        )
+    }
+
     /// The arguments that present the admin certificate to an operator command.
     pub fn admin_args(&self) -> Vec<String> {
         self.certs.admin_args()
@@ -221,16 +262,7 @@ impl NetnsLab {
 
     /// The tail of every node's log, for failure messages.
     pub fn logs(&self) -> String {
-        (0..self.nodes.len())
-            .map(|i| {
-                let log = std::fs::read_to_string(self.data_dir(i).with_extension("log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("--- node {} ---\n{}", i + 1, tail.join("\n"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        super::log_tails((0..self.nodes.len()).map(|i| self.data_dir(i)), 40)
     }
 }
 

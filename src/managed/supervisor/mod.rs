@@ -73,6 +73,8 @@ pub struct SupervisorSettings {
     pub log_bytes_per_worker: usize,
     /// How long a started worker may take to register before it counts as failed.
     pub ready_timeout: Duration,
+    /// How long `scripts.install` may run before its group is killed and the install failed.
+    pub install_timeout: Duration,
     /// How long a stopped worker has between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
     pub backoff: BackoffPolicy,
@@ -92,6 +94,7 @@ impl SupervisorSettings {
             worker_url: format!("{scheme}://127.0.0.1:{}", config.listen.port()),
             log_bytes_per_worker: config.managed_log_bytes,
             ready_timeout: config.managed_ready_timeout,
+            install_timeout: config.managed_install_timeout,
             stop_grace: config.managed_stop_grace,
             backoff: BackoffPolicy::default(),
         }

@@ -54,12 +54,22 @@ pub(super) async fn run(
 enum Ended {
     /// The process exited by itself.
     Exited(ExitStatus),
-    /// It never registered within the ready timeout and was killed.
+    /// It overran its limit (not ready within the ready timeout, an install past its time)
+    /// and was killed.
     NotReady,
     /// `stop` or `kill_all` ended it.
     Stopped,
     /// It could no longer be waited for; its group was killed.
     Lost(io::Error),
+}
+
+/// What ends a supervised process besides its own exit and a stop.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    /// A worker: killed once it has gone the ready timeout without being ready.
+    Readiness,
+    /// An install: killed once it has run this long.
+    Runtime(Duration),
 }
 
 /// What a start needs that does not change between restarts.
@@ -268,7 +278,8 @@ impl Runner {
             s.pid = started.child.id();
             s.retry_in_ms = None;
         });
-        match self.supervise(&mut started, false).await {
+        let limit = self.settings.install_timeout;
+        match self.supervise(&mut started, Limit::Runtime(limit)).await {
             Ended::Stopped => {
                 self.release(started);
                 Ok(false)
@@ -287,7 +298,11 @@ impl Runner {
             }
             Ended::NotReady => {
                 self.release(started);
-                Err("install failed: killed".into())
+                warn!(worker_name = %self.name(), limit = ?limit, "install overran its time; killed");
+                self.worker.log.note("install overran its time: SIGKILL");
+                Err(format!(
+                    "install failed: still running after {limit:?}; killed"
+                ))
             }
             Ended::Lost(error) => {
                 self.release(started);
@@ -311,7 +326,7 @@ impl Runner {
             s.pid = pid;
             s.retry_in_ms = None;
         });
-        let ended = self.supervise(&mut started, true).await;
+        let ended = self.supervise(&mut started, Limit::Readiness).await;
         self.release(started);
         Ok(ended)
     }
@@ -339,13 +354,17 @@ impl Runner {
         Ok(started)
     }
 
-    /// Waits for the process to exit, to be stopped, or (`readiness`) to miss its ready
-    /// deadline, tracking ready/unready on the way.
-    async fn supervise(&self, started: &mut Started, readiness: bool) -> Ended {
+    /// Waits for the process to exit, to be stopped, or to overrun its `limit`, tracking
+    /// ready/unready on the way for a worker.
+    async fn supervise(&self, started: &mut Started, limit: Limit) -> Ended {
         let mut ready = self.worker.ready.subscribe();
         let mut was_ready = false;
         let mut unready_since = Instant::now();
-        let mut watching = readiness;
+        let runs_until = match limit {
+            Limit::Runtime(limit) => Some(Instant::now() + limit),
+            Limit::Readiness => None,
+        };
+        let mut watching = runs_until.is_none();
         loop {
             let now_ready = watching && *ready.borrow_and_update();
             if watching && now_ready != was_ready {
@@ -358,7 +377,8 @@ impl Runner {
                     self.worker.update(|s| s.state = ProcessState::Starting);
                 }
             }
-            let deadline = unready_since + self.settings.ready_timeout;
+            let deadline = runs_until.unwrap_or(unready_since + self.settings.ready_timeout);
+            let timed = runs_until.is_some() || (watching && !now_ready);
             tokio::select! {
                 status = started.child.wait() => {
                     return match status {
@@ -378,7 +398,7 @@ impl Runner {
                         watching = false;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline), if watching && !now_ready => {
+                _ = tokio::time::sleep_until(deadline), if timed => {
                     kill_group(started.group, libc::SIGKILL);
                     let _ = started.child.wait().await;
                     return Ended::NotReady;
