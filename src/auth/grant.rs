@@ -24,19 +24,53 @@ const BINDS_IN_DEFAULT: [&str; 2] = ["engine::register_trigger", "engine::unregi
 /// The rights of one connection.
 #[derive(Debug)]
 pub struct Grant {
-    /// `None` when worker auth is off: everything is allowed.
+    /// `None` when worker auth is off or for a managed worker: everything is allowed.
     token: Option<WorkerToken>,
+    /// For this node's own managed worker (admitted with its local token): the one worker
+    /// name the connection may announce.
+    managed: Option<String>,
 }
 
 impl Grant {
     /// A connection on a node without worker auth.
     pub fn unrestricted() -> Arc<Self> {
-        Arc::new(Self { token: None })
+        Arc::new(Self {
+            token: None,
+            managed: None,
+        })
     }
 
     /// A connection admitted with `token`.
     pub fn of(token: WorkerToken) -> Arc<Self> {
-        Arc::new(Self { token: Some(token) })
+        Arc::new(Self {
+            token: Some(token),
+            managed: None,
+        })
+    }
+
+    /// This node's managed worker `name`, admitted with its local token: every right (its
+    /// operator chose what it runs), but no other worker name.
+    pub fn managed(name: String) -> Arc<Self> {
+        Arc::new(Self {
+            token: None,
+            managed: Some(name),
+        })
+    }
+
+    /// The managed worker this connection was admitted as, if any.
+    pub fn managed_name(&self) -> Option<&str> {
+        self.managed.as_deref()
+    }
+
+    /// Refuses an announcement (`engine::workers::register`) the connection may not make:
+    /// a namespace its token does not allow, or, for a managed worker, another name.
+    pub fn check_announcement(&self, namespace: &str, name: Option<&str>) -> Result<(), ErrorBody> {
+        if let Some(own) = self.managed.as_deref().filter(|own| name != Some(*own)) {
+            return Err(forbidden(format!(
+                "this connection was admitted with the local token of managed worker '{own}' and may announce only that name"
+            )));
+        }
+        self.check_namespace(namespace)
     }
 
     /// The name of the token the connection was admitted with.
@@ -329,6 +363,31 @@ mod tests {
             .unwrap_err();
         assert!(
             err.message.contains("bind a trigger to 'billing::charge'"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_managed_worker_may_announce_its_own_name_only() {
+        let g = Grant::managed("resizer".into());
+        assert_eq!(g.managed_name(), Some("resizer"));
+        assert!(g.check_announcement("images", Some("resizer")).is_ok());
+        for other in [Some("billing"), None] {
+            let err = g.check_announcement("default", other).unwrap_err();
+            assert_eq!(err.code, "FORBIDDEN");
+            assert!(err.message.contains("'resizer'"), "{}", err.message);
+        }
+        // Otherwise every right, as with worker auth off.
+        assert!(g.check_call("images", "billing::charge", None).is_ok());
+        assert!(Grant::unrestricted()
+            .check_announcement("x", Some("y"))
+            .is_ok());
+        let err = grant(&[], true, &[])
+            .check_announcement("orders", Some("y"))
+            .unwrap_err();
+        assert!(
+            err.message.contains("namespace 'orders'"),
             "{}",
             err.message
         );
