@@ -21,6 +21,7 @@ pub mod script;
 pub mod sdk_env;
 pub mod sdks;
 pub mod stalled;
+pub mod worker_pki;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -493,18 +494,32 @@ pub fn cli_json(
     address: &str,
     args: &[&str],
 ) -> Result<Value, String> {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let stdout = cli_text(wrapper, group, credentials, address, &args)?;
+    serde_json::from_str(&stdout).map_err(|e| format!("not JSON: {e}"))
+}
+
+/// Runs `quorum GROUP ARGS CREDENTIALS --address ADDRESS` behind `wrapper`: its stdout on
+/// success, else the error text it printed.
+pub fn cli_text(
+    wrapper: &[String],
+    group: &str,
+    credentials: &[String],
+    address: &str,
+    args: &[&str],
+) -> Result<String, String> {
     let output = quorum_command(wrapper)
         .arg(group)
         .args(args)
         .args(credentials)
         .arg("--address")
         .arg(address)
-        .arg("--json")
         .stdin(Stdio::null())
         .output()
-        .expect("run quorum cluster");
+        .expect("run quorum");
     if output.status.success() {
-        serde_json::from_slice(&output.stdout).map_err(|e| format!("not JSON: {e}"))
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
     }
