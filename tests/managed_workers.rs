@@ -616,9 +616,14 @@ async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
 const CALLER_TOKEN: &str = "managed-auth-caller-token";
 
 /// One node with `--worker-auth token` (its tokens file in `dir`) and `extra` arguments,
-/// running managed Python workers.
-fn token_cluster(python: &Path, dir: &Path, extra: Vec<String>) -> Cluster {
-    let mut options = node_options(python, None, &[]);
+/// running managed Python workers (and Node ones when `node_env` is given).
+fn token_cluster(
+    python: &Path,
+    node_env: Option<&Path>,
+    dir: &Path,
+    extra: Vec<String>,
+) -> Cluster {
+    let mut options = node_options(python, node_env, &[]);
     options.args.extend(worker_token_args(dir, CALLER_TOKEN));
     options.args.extend(extra);
     Cluster::start_with(1, |_| options.clone())
@@ -642,7 +647,7 @@ fn local_token(answer: &Value) -> String {
 async fn under_worker_auth_a_managed_worker_gets_in_and_its_token_stays_out_of_status_and_logs() {
     let Some(python) = python().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let cluster = token_cluster(&python, dir.path(), Vec::new());
+    let cluster = token_cluster(&python, None, dir.path(), Vec::new());
     let added = Instant::now();
     worker_cli(
         &cluster,
@@ -693,10 +698,48 @@ async fn under_worker_auth_a_managed_worker_gets_in_and_its_token_stays_out_of_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_worker_auth_a_managed_node_worker_gets_in_and_the_url_its_sdk_prints_is_hidden() {
+    let Some(python) = python().await else { return };
+    let Some(node_env) = env_or_skip("Node", &NODE, prepare_node_env).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = token_cluster(&python, Some(&node_env), dir.path(), Vec::new());
+    worker_cli(
+        &cluster,
+        0,
+        &["add", project("node-echo").to_str().unwrap()],
+    )
+    .expect("add");
+    let url = with_caller_token(&cluster.node(0).url);
+    let caller = worker(&url, &unique_name("caller"), None).await;
+    let answer = wait_echo(&caller, "node-echo", START).await;
+    let token = local_token(&answer);
+    let rows = rows_named(&caller, "node-echo").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["managed"], true, "{rows:?}");
+    // The Node SDK's telemetry prints the engine URL it connected to, token and all.
+    let credentials = cluster.credentials();
+    let address = &cluster.node(0).cluster;
+    let logs = eventually(
+        "the SDK's telemetry line is in the log",
+        Duration::from_secs(15),
+        || async {
+            cli_text(&[], "worker", &credentials, address, &["logs", "node-echo"])
+                .ok()
+                .filter(|logs| logs.contains("Connected to engine at"))
+        },
+    )
+    .await;
+    assert!(!logs.contains(&token), "{logs}");
+    assert!(logs.contains("?token=<local-token>"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_token_admits_only_its_own_worker_name_and_a_wrong_one_gets_401() {
     let Some(python) = python().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let cluster = token_cluster(&python, dir.path(), Vec::new());
+    let cluster = token_cluster(&python, None, dir.path(), Vec::new());
     let command = format!(
         "python {}",
         project("python-echo").join("worker.py").display()
@@ -742,7 +785,7 @@ async fn with_worker_tls_a_managed_worker_connects_over_loopback_and_a_token_hol
     let Some(python) = python().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new();
-    let cluster = token_cluster(&python, dir.path(), pki.tls_args());
+    let cluster = token_cluster(&python, None, dir.path(), pki.tls_args());
     worker_cli(
         &cluster,
         0,
