@@ -144,6 +144,11 @@ fn python_copies(name: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The network namespace process `pid` runs in.
+fn netns_of(pid: u64) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+}
+
 async fn python() -> Option<PathBuf> {
     env_or_skip("Python", &PYTHON, prepare_python_env).await
 }
@@ -554,10 +559,11 @@ async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
     let observer = worker(&lab.node(0).url, &unique_name("observer"), None).await;
     let first = wait_echo(&observer, "islander", START).await;
     let old_pid = first["pid"].as_u64().unwrap();
-    let url = first["url"].as_str().unwrap().to_string();
-    let holder = (0..3)
-        .find(|i| url.starts_with(&lab.node(*i).url))
-        .expect("the holder is one of the nodes");
+    // Managed workers connect over their node's loopback: their network namespace, not their
+    // URL, says which node runs them.
+    let node_of =
+        |pid: u64| (0..3).find(|i| netns_of(u64::from(lab.node(*i).pid())) == netns_of(pid));
+    let holder = node_of(old_pid).expect("the holder is one of the nodes");
     let watcher = (0..3).find(|i| *i != holder).unwrap();
     let observer = worker(&lab.node(watcher).url, &unique_name("obs"), None).await;
 
@@ -591,10 +597,8 @@ async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
         "partition: the cut-off copy was killed {:?} after the cut, a survivor's copy was running {started:?} and answered {moved:?} after it ({samples} samples, never two)",
         killed_at.unwrap_or_default()
     );
-    assert!(!answer["url"]
-        .as_str()
-        .unwrap()
-        .starts_with(&lab.node(holder).url));
+    let new_pid = answer["pid"].as_u64().unwrap();
+    assert_ne!(node_of(new_pid), Some(holder), "moved off the cut-off node");
 
     // Healed, the old node does not start its copy again: the worker is placed elsewhere.
     // Healed, still never two copies (processes, not the engine's list: a list may wait on
