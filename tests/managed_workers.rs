@@ -790,6 +790,7 @@ async fn with_worker_tls_a_managed_worker_connects_over_loopback_and_a_token_hol
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new();
     let cluster = token_cluster(&python, None, dir.path(), pki.tls_args());
+    let added = Instant::now();
     worker_cli(
         &cluster,
         0,
@@ -799,6 +800,10 @@ async fn with_worker_tls_a_managed_worker_connects_over_loopback_and_a_token_hol
     let relay = TlsRelay::start(&pki, cluster.node(0)).await;
     let caller = worker(&with_caller_token(&relay.url), &unique_name("caller"), None).await;
     let answer = wait_echo(&caller, "python-echo", START).await;
+    println!(
+        "callable {:?} after `worker add` with worker TLS and --worker-auth token",
+        added.elapsed()
+    );
     let url = answer["url"].as_str().expect("url");
     assert!(
         url.starts_with("ws://127.0.0.1:"),

@@ -100,11 +100,10 @@ impl WorkerGate {
         if self.mode == WorkerAuth::Off {
             return Ok(Grant::unrestricted());
         }
-        let local = |token: &str| {
-            let name = self.local.name_of(token)?;
-            peer.to_canonical()
-                .is_loopback()
-                .then(|| Grant::managed(name))
+        // A local token counts from loopback only; from elsewhere it is just a wrong token.
+        let local = |token: &str| match peer.to_canonical().is_loopback() {
+            true => self.local.name_of(token).map(Grant::managed),
+            false => None,
         };
         let verdict = match presented_token(request) {
             None => Err(Refusal::Missing),

@@ -494,14 +494,12 @@ pub fn cli_json(
     address: &str,
     args: &[&str],
 ) -> Result<Value, String> {
-    let mut args = args.to_vec();
-    args.push("--json");
-    let stdout = cli_text(wrapper, group, credentials, address, &args)?;
+    let stdout = run_cli(wrapper, group, credentials, address, args, true)?;
     serde_json::from_str(&stdout).map_err(|e| format!("not JSON: {e}"))
 }
 
-/// Runs `quorum GROUP ARGS CREDENTIALS --address ADDRESS` behind `wrapper`: its stdout on
-/// success, else the error text it printed.
+/// Runs `quorum GROUP ARGS CREDENTIALS --address ADDRESS` behind `wrapper`: what it printed
+/// on success, else the error text it printed.
 pub fn cli_text(
     wrapper: &[String],
     group: &str,
@@ -509,15 +507,28 @@ pub fn cli_text(
     address: &str,
     args: &[&str],
 ) -> Result<String, String> {
-    let output = quorum_command(wrapper)
+    run_cli(wrapper, group, credentials, address, args, false)
+}
+
+fn run_cli(
+    wrapper: &[String],
+    group: &str,
+    credentials: &[String],
+    address: &str,
+    args: &[&str],
+    json: bool,
+) -> Result<String, String> {
+    let mut command = quorum_command(wrapper);
+    command
         .arg(group)
         .args(args)
         .args(credentials)
         .arg("--address")
-        .arg(address)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run quorum");
+        .arg(address);
+    if json {
+        command.arg("--json");
+    }
+    let output = command.stdin(Stdio::null()).output().expect("run quorum");
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
