@@ -13,7 +13,7 @@ use super::tokens::{glob_matches, namespaces};
 use crate::ids::DEFAULT_NAMESPACE;
 use crate::protocol::error::{EngineError, FUNCTION_NAMESPACE_CONFLICT};
 use crate::protocol::{ErrorBody, Outgoing, Payload};
-use crate::registry::{reserved, Registration, WorkerToken};
+use crate::registry::{reserved, Registration, WorkerMeta, WorkerToken};
 
 /// Built-ins every token may call, as in iii: announcing a worker and opening a channel.
 const ALWAYS_ALLOWED: [&str; 2] = ["engine::workers::register", "engine::channels::create"];
@@ -64,7 +64,8 @@ impl Grant {
 
     /// Refuses an announcement (`engine::workers::register`) the connection may not make:
     /// a namespace its token does not allow, or, for a managed worker, another name.
-    pub fn check_announcement(&self, namespace: &str, name: Option<&str>) -> Result<(), ErrorBody> {
+    pub fn check_announcement(&self, namespace: &str, meta: &WorkerMeta) -> Result<(), ErrorBody> {
+        let name = meta.name.as_deref();
         if let Some(own) = self.managed.as_deref().filter(|own| name != Some(*own)) {
             return Err(forbidden(format!(
                 "this connection was admitted with the local token of managed worker '{own}' and may announce only that name"
@@ -370,21 +371,27 @@ mod tests {
 
     #[test]
     fn a_managed_worker_may_announce_its_own_name_only() {
+        let named = |name: Option<&str>| WorkerMeta {
+            name: name.map(String::from),
+            ..WorkerMeta::default()
+        };
         let g = Grant::managed("resizer".into());
         assert_eq!(g.managed_name(), Some("resizer"));
-        assert!(g.check_announcement("images", Some("resizer")).is_ok());
+        assert!(g
+            .check_announcement("images", &named(Some("resizer")))
+            .is_ok());
         for other in [Some("billing"), None] {
-            let err = g.check_announcement("default", other).unwrap_err();
+            let err = g.check_announcement("default", &named(other)).unwrap_err();
             assert_eq!(err.code, "FORBIDDEN");
             assert!(err.message.contains("'resizer'"), "{}", err.message);
         }
         // Otherwise every right, as with worker auth off.
         assert!(g.check_call("images", "billing::charge", None).is_ok());
         assert!(Grant::unrestricted()
-            .check_announcement("x", Some("y"))
+            .check_announcement("x", &named(Some("y")))
             .is_ok());
         let err = grant(&[], true, &[])
-            .check_announcement("orders", Some("y"))
+            .check_announcement("orders", &named(Some("y")))
             .unwrap_err();
         assert!(
             err.message.contains("namespace 'orders'"),

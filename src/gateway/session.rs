@@ -621,8 +621,7 @@ impl Session {
         };
         let meta = announced_meta(&payload, self.node.config.max_registration_bytes)
             .map_err(|error| error.body())?;
-        self.grant
-            .check_announcement(&declared, meta.name.as_deref())?;
+        self.grant.check_announcement(&declared, &meta)?;
         let (namespace, buffered) = match std::mem::replace(
             &mut self.namespace,
             NamespaceState::Pending(vec![]),
