@@ -1479,13 +1479,16 @@ mod tests {
             data_dir: Some("/var/lib/quorum".into()),
             ..Default::default()
         };
-        let settings =
-            crate::managed::SupervisorSettings::from_config(&Config::load(&args).unwrap());
+        let url = "ws://127.0.0.1:4100".to_string();
+        let settings = crate::managed::SupervisorSettings::from_config(
+            &Config::load(&args).unwrap(),
+            url,
+            None,
+        );
         assert_eq!(settings.log_bytes_per_worker, 64 << 10);
         assert_eq!(settings.ready_timeout, Duration::from_secs(5));
         assert_eq!(settings.stop_grace, Duration::ZERO);
         assert_eq!(settings.install_timeout, Duration::from_secs(90));
-        assert_eq!(settings.worker_url, "ws://127.0.0.1:4100");
         assert_eq!(settings.data_dir, PathBuf::from("/var/lib/quorum/managed"));
         let zero = ServeArgs {
             managed_ready_timeout_secs: Some(0),

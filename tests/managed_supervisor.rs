@@ -24,6 +24,7 @@ fn settings(dir: &Path) -> SupervisorSettings {
     SupervisorSettings {
         data_dir: dir.join("data"),
         worker_url: "ws://127.0.0.1:9".into(),
+        local_tokens: None,
         log_bytes_per_worker: LOG_BYTES,
         ready_timeout: Duration::from_secs(30),
         install_timeout: Duration::from_secs(30),

@@ -1,6 +1,7 @@
 //! Managed workers across a cluster: real quorum nodes place, start, restart and move real
 //! Python and Node SDK workers started from the manifests in `tests/managed/`, driven through
-//! `quorum worker`. Every test prints the timings it measured (docs/managed-workers.md).
+//! `quorum worker`, also on nodes with `--worker-auth token` and worker TLS. Every test
+//! prints the timings it measured (docs/managed-workers.md).
 
 mod common;
 
@@ -8,9 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::processes::{alive, all_pids};
+use common::raw::RawClient;
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::{prepare_node_env, prepare_python_env};
-use common::{call, cli_json, eventually, unique_name, worker, Cluster, NodeOptions};
+use common::worker_pki::{Pki, TlsRelay};
+use common::{
+    call, cli_json, cli_text, eventually, unique_name, worker, worker_token_args, Cluster,
+    NodeOptions,
+};
 use iii_sdk::IIIClient;
 use serde_json::{json, Value};
 
@@ -209,6 +215,11 @@ fn python_copies(name: &str) -> Vec<u64> {
                 && alive(pid)
         })
         .collect()
+}
+
+/// The network namespace process `pid` runs in.
+fn netns_of(pid: u64) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
 }
 
 async fn python() -> Option<PathBuf> {
@@ -704,10 +715,11 @@ async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
     let observer = worker(&lab.node(0).url, &unique_name("observer"), None).await;
     let first = wait_echo(&observer, "islander", START).await;
     let old_pid = first["pid"].as_u64().unwrap();
-    let url = first["url"].as_str().unwrap().to_string();
-    let holder = (0..3)
-        .find(|i| url.starts_with(&lab.node(*i).url))
-        .expect("the holder is one of the nodes");
+    // Managed workers connect over their node's loopback: their network namespace, not their
+    // URL, says which node runs them.
+    let node_of =
+        |pid: u64| (0..3).find(|i| netns_of(u64::from(lab.node(*i).pid())) == netns_of(pid));
+    let holder = node_of(old_pid).expect("the holder is one of the nodes");
     let watcher = (0..3).find(|i| *i != holder).unwrap();
     let observer = worker(&lab.node(watcher).url, &unique_name("obs"), None).await;
 
@@ -744,10 +756,8 @@ async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
         "partition: the cut-off copy was killed {:?} after the cut, a survivor's copy was running {started:?} and answered {moved:?} after it ({samples} samples, never two)",
         killed_at.unwrap_or_default()
     );
-    assert!(!answer["url"]
-        .as_str()
-        .unwrap()
-        .starts_with(&lab.node(holder).url));
+    let new_pid = answer["pid"].as_u64().unwrap();
+    assert_ne!(node_of(new_pid), Some(holder), "moved off the cut-off node");
 
     // Healed, still never two copies (sampled for 3 s), and the survivor's copy runs on: the
     // old node does not start its copy again, and no member is purged for a partition that
@@ -777,4 +787,206 @@ async fn a_partitioned_node_kills_its_copy_before_a_survivor_starts_one() {
     );
     assert_eq!(listed.fault, None, "{listed:?}");
     assert_eq!(rows_named(&observer, "islander").await.len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Worker auth and worker TLS: managed workers get in with their node's local token
+
+/// The worker token the tests' callers hold (the tokens file's `bootstrap` entry).
+const CALLER_TOKEN: &str = "managed-auth-caller-token";
+
+/// One node with `--worker-auth token` (its tokens file in `dir`) and `extra` arguments,
+/// running managed Python workers (and Node ones when `node_env` is given).
+fn token_cluster(
+    python: &Path,
+    node_env: Option<&Path>,
+    dir: &Path,
+    extra: Vec<String>,
+) -> Cluster {
+    let mut options = node_options(python, node_env, &[]);
+    options.args.extend(worker_token_args(dir, CALLER_TOKEN));
+    options.args.extend(extra);
+    Cluster::start_with(1, |_| options.clone())
+}
+
+/// `url` with the callers' worker token as `?token=`.
+fn with_caller_token(url: &str) -> String {
+    format!("{url}/?token={CALLER_TOKEN}")
+}
+
+/// The local token in a managed worker's `III_URL`, as its echo reports it.
+fn local_token(answer: &Value) -> String {
+    let url = answer["url"].as_str().expect("the worker's url");
+    match url.split_once("/?token=") {
+        Some((_, token)) => token.to_string(),
+        None => panic!("no local token in {url}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_worker_auth_a_managed_worker_gets_in_and_its_token_stays_out_of_status_and_logs() {
+    let Some(python) = python().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = token_cluster(&python, None, dir.path(), Vec::new());
+    let added = Instant::now();
+    cluster
+        .worker_cli(0, &["add", project("python-echo").to_str().unwrap()])
+        .expect("add");
+    let url = with_caller_token(&cluster.node(0).url);
+    let caller = worker(&url, &unique_name("caller"), None).await;
+    let answer = wait_echo(&caller, "python-echo", START).await;
+    println!(
+        "callable {:?} after `worker add` under --worker-auth token",
+        added.elapsed()
+    );
+    let token = local_token(&answer);
+    assert_eq!(token.len(), 64, "{answer}");
+    let rows = rows_named(&caller, "python-echo").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["managed"], true, "{rows:?}");
+    assert_eq!(rows[0]["restarts"], 0, "ready at its first start: {rows:?}");
+
+    let status = cluster
+        .worker_cli(0, &["status", "python-echo"])
+        .expect("status");
+    assert!(!status.to_string().contains(&token), "{status}");
+    let credentials = cluster.credentials();
+    let address = &cluster.node(0).cluster;
+    let logs = eventually(
+        "the worker's own line is in its log",
+        Duration::from_secs(10),
+        || async {
+            cli_text(
+                &[],
+                "worker",
+                &credentials,
+                address,
+                &["logs", "python-echo"],
+            )
+            .ok()
+            .filter(|logs| logs.contains("python-echo connecting to"))
+        },
+    )
+    .await;
+    assert!(!logs.contains(&token), "{logs}");
+    assert!(logs.contains("/?token=<local-token>"), "{logs}");
+    assert!(
+        !cluster.logs().contains(&token),
+        "the node's log shows the local token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_worker_auth_a_managed_node_worker_gets_in_and_the_url_its_sdk_prints_is_hidden() {
+    let Some(python) = python().await else { return };
+    let Some(node_env) = env_or_skip("Node", &NODE, prepare_node_env).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = token_cluster(&python, Some(&node_env), dir.path(), Vec::new());
+    cluster
+        .worker_cli(0, &["add", project("node-echo").to_str().unwrap()])
+        .expect("add");
+    let url = with_caller_token(&cluster.node(0).url);
+    let caller = worker(&url, &unique_name("caller"), None).await;
+    let answer = wait_echo(&caller, "node-echo", START).await;
+    let token = local_token(&answer);
+    let rows = rows_named(&caller, "node-echo").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["managed"], true, "{rows:?}");
+    // The Node SDK's telemetry prints the engine URL it connected to, token and all.
+    let credentials = cluster.credentials();
+    let address = &cluster.node(0).cluster;
+    let logs = eventually(
+        "the SDK's telemetry line is in the log",
+        Duration::from_secs(15),
+        || async {
+            cli_text(&[], "worker", &credentials, address, &["logs", "node-echo"])
+                .ok()
+                .filter(|logs| logs.contains("Connected to engine at"))
+        },
+    )
+    .await;
+    assert!(!logs.contains(&token), "{logs}");
+    assert!(logs.contains("?token=<local-token>"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_token_admits_only_its_own_worker_name_and_a_wrong_one_gets_401() {
+    let Some(python) = python().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = token_cluster(&python, None, dir.path(), Vec::new());
+    let command = format!(
+        "python {}",
+        project("python-echo").join("worker.py").display()
+    );
+    for name in ["alpha", "beta"] {
+        cluster
+            .worker_cli(0, &["add", "--name", name, "--command", &command])
+            .expect("add");
+    }
+    let url = cluster.node(0).url.clone();
+    let caller = worker(&with_caller_token(&url), &unique_name("caller"), None).await;
+    wait_echo(&caller, "alpha", START).await;
+    let beta = wait_echo(&caller, "beta", START).await;
+
+    // Beta's token, from loopback, gets a connection in, but not as alpha.
+    let mut impostor = RawClient::connect(&format!("{url}/?token={}", local_token(&beta))).await;
+    let announced = impostor
+        .call(
+            "engine::workers::register",
+            json!({"runtime": "raw", "name": "alpha"}),
+        )
+        .await;
+    assert_eq!(announced["error"]["code"], "FORBIDDEN", "{announced}");
+    let message = announced["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("'beta'"), "{announced}");
+    let rows = rows_named(&caller, "alpha").await;
+    assert_eq!(rows.len(), 1, "only the real alpha: {rows:?}");
+    call(&caller, "alpha::echo", json!({}))
+        .await
+        .expect("alpha still answers");
+
+    // A token that is neither a local token nor a worker token: 401 before any WebSocket.
+    let wrong = format!("{url}/?token={}", "0".repeat(64));
+    match tokio_tungstenite::connect_async(wrong.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 401)
+        }
+        Err(other) => panic!("neither an upgrade nor an HTTP refusal: {other}"),
+        Ok(_) => panic!("a wrong local token got in"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_worker_tls_a_managed_worker_connects_over_loopback_and_a_token_holder_calls_it() {
+    let Some(python) = python().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new();
+    let cluster = token_cluster(&python, None, dir.path(), pki.tls_args());
+    let added = Instant::now();
+    cluster
+        .worker_cli(0, &["add", project("python-echo").to_str().unwrap()])
+        .expect("add");
+    let relay = TlsRelay::start(&pki, cluster.node(0)).await;
+    let caller = worker(&with_caller_token(&relay.url), &unique_name("caller"), None).await;
+    let answer = wait_echo(&caller, "python-echo", START).await;
+    println!(
+        "callable {:?} after `worker add` with worker TLS and --worker-auth token",
+        added.elapsed()
+    );
+    let url = answer["url"].as_str().expect("url");
+    assert!(
+        url.starts_with("ws://127.0.0.1:"),
+        "plain, on loopback: {url}"
+    );
+    let tls_port = format!(":{}/", port_of(&cluster.node(0).listen));
+    assert!(
+        !url.contains(&tls_port),
+        "a listener of its own, not the TLS port: {url}"
+    );
+    assert_eq!(local_token(&answer).len(), 64, "{answer}");
+    let rows = rows_named(&caller, "python-echo").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["managed"], true, "{rows:?}");
 }

@@ -12,9 +12,8 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::script::{
@@ -23,18 +22,13 @@ use common::script::{
 };
 use common::sdk_env::{env_or_skip, run_bounded, EnvCell};
 use common::sdks::{prepare_node_env, prepare_python_env, tests_node_dir};
+use common::worker_pki::{Pki, TlsRelay};
 use common::{unique_name, wait_function, worker, Node, NodeOptions};
 use futures_util::{SinkExt, StreamExt};
 use iii_sdk::{Error, RegisterFunction};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The gateway's `HANDSHAKE_TIMEOUT`: the TLS handshake and the upgrade together.
@@ -48,127 +42,16 @@ static NODE_ENV: EnvCell = EnvCell::new();
 // ---------------------------------------------------------------------------
 // Certificates, the node and the relay
 
-/// A CA and a server certificate for `127.0.0.1` and `localhost`, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_der: CertificateDer<'static>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca = CertificateParams::default();
-        ca.distinguished_name
-            .push(DnType::CommonName, "quorum wss test CA");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().expect("server key");
-        let mut server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("server names");
-        server
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = server.signed_by(&key, &issuer).expect("server certificate");
-        let pki = Pki {
-            ca_der: ca_cert.der().clone(),
-            dir,
-        };
-        std::fs::write(pki.ca(), ca_cert.pem()).expect("write ca.crt");
-        std::fs::write(pki.cert(), cert.pem()).expect("write server.crt");
-        std::fs::write(pki.key(), key.serialize_pem()).expect("write server.key");
-        pki
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.dir.path().join("server.crt")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.dir.path().join("server.key")
-    }
-
-    /// A TLS client that trusts this CA only.
-    fn connector(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).expect("CA into the roots");
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-}
-
 /// A node whose worker port serves `wss://` with `pki`'s certificate; its `url` is the
 /// `wss://` one. Its data lives in `pki`'s directory, which outlives it.
 fn tls_node(pki: &Pki) -> Node {
     let options = NodeOptions {
-        args: vec![
-            "--tls-cert".into(),
-            pki.cert().display().to_string(),
-            "--tls-key".into(),
-            pki.key().display().to_string(),
-        ],
+        args: pki.tls_args(),
         ..NodeOptions::default()
     };
     let mut node = Node::start_in(&pki.dir.path().join("node"), options);
     node.url = format!("wss://{}", node.listen);
     node
-}
-
-/// Plain TCP in, TLS (verified against the test CA) out to the node: a `ws://` door to the
-/// `wss://` port for clients in this process. Stops when dropped.
-struct TlsRelay {
-    /// `ws://127.0.0.1:PORT` of the relay.
-    url: String,
-    task: JoinHandle<()>,
-}
-
-impl TlsRelay {
-    async fn start(pki: &Pki, node: &Node) -> TlsRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay bind");
-        let url = format!("ws://{}", listener.local_addr().expect("relay address"));
-        let connector = pki.connector();
-        let target = node.listen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let connector = connector.clone();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(tcp) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let name = ServerName::try_from("localhost").expect("server name");
-                    let Ok(mut outbound) = connector.connect(name, tcp).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                });
-            }
-        });
-        TlsRelay { url, task }
-    }
-}
-
-impl Drop for TlsRelay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// A round trip whose script connects to the node with `wss://` while the Rust peer goes

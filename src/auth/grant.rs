@@ -13,7 +13,7 @@ use super::tokens::{glob_matches, namespaces};
 use crate::ids::DEFAULT_NAMESPACE;
 use crate::protocol::error::{EngineError, FUNCTION_NAMESPACE_CONFLICT};
 use crate::protocol::{ErrorBody, Outgoing, Payload};
-use crate::registry::{reserved, Registration, WorkerToken};
+use crate::registry::{reserved, Registration, WorkerMeta, WorkerToken};
 
 /// Built-ins every token may call, as in iii: announcing a worker and opening a channel.
 const ALWAYS_ALLOWED: [&str; 2] = ["engine::workers::register", "engine::channels::create"];
@@ -24,19 +24,54 @@ const BINDS_IN_DEFAULT: [&str; 2] = ["engine::register_trigger", "engine::unregi
 /// The rights of one connection.
 #[derive(Debug)]
 pub struct Grant {
-    /// `None` when worker auth is off: everything is allowed.
+    /// `None` when worker auth is off or for a managed worker: everything is allowed.
     token: Option<WorkerToken>,
+    /// For this node's own managed worker (admitted with its local token): the one worker
+    /// name the connection may announce.
+    managed: Option<String>,
 }
 
 impl Grant {
     /// A connection on a node without worker auth.
     pub fn unrestricted() -> Arc<Self> {
-        Arc::new(Self { token: None })
+        Arc::new(Self {
+            token: None,
+            managed: None,
+        })
     }
 
     /// A connection admitted with `token`.
     pub fn of(token: WorkerToken) -> Arc<Self> {
-        Arc::new(Self { token: Some(token) })
+        Arc::new(Self {
+            token: Some(token),
+            managed: None,
+        })
+    }
+
+    /// This node's managed worker `name`, admitted with its local token: every right (its
+    /// operator chose what it runs), but no other worker name.
+    pub fn managed(name: String) -> Arc<Self> {
+        Arc::new(Self {
+            token: None,
+            managed: Some(name),
+        })
+    }
+
+    /// The managed worker this connection was admitted as, if any.
+    pub fn managed_name(&self) -> Option<&str> {
+        self.managed.as_deref()
+    }
+
+    /// Refuses an announcement (`engine::workers::register`) the connection may not make:
+    /// a namespace its token does not allow, or, for a managed worker, another name.
+    pub fn check_announcement(&self, namespace: &str, meta: &WorkerMeta) -> Result<(), ErrorBody> {
+        let name = meta.name.as_deref();
+        if let Some(own) = self.managed.as_deref().filter(|own| name != Some(*own)) {
+            return Err(forbidden(format!(
+                "this connection was admitted with the local token of managed worker '{own}' and may announce only that name"
+            )));
+        }
+        self.check_namespace(namespace)
     }
 
     /// The name of the token the connection was admitted with.
@@ -329,6 +364,37 @@ mod tests {
             .unwrap_err();
         assert!(
             err.message.contains("bind a trigger to 'billing::charge'"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_managed_worker_may_announce_its_own_name_only() {
+        let named = |name: Option<&str>| WorkerMeta {
+            name: name.map(String::from),
+            ..WorkerMeta::default()
+        };
+        let g = Grant::managed("resizer".into());
+        assert_eq!(g.managed_name(), Some("resizer"));
+        assert!(g
+            .check_announcement("images", &named(Some("resizer")))
+            .is_ok());
+        for other in [Some("billing"), None] {
+            let err = g.check_announcement("default", &named(other)).unwrap_err();
+            assert_eq!(err.code, "FORBIDDEN");
+            assert!(err.message.contains("'resizer'"), "{}", err.message);
+        }
+        // Otherwise every right, as with worker auth off.
+        assert!(g.check_call("images", "billing::charge", None).is_ok());
+        assert!(Grant::unrestricted()
+            .check_announcement("x", &named(Some("y")))
+            .is_ok());
+        let err = grant(&[], true, &[])
+            .check_announcement("orders", &named(Some("y")))
+            .unwrap_err();
+        assert!(
+            err.message.contains("namespace 'orders'"),
             "{}",
             err.message
         );

@@ -3,10 +3,14 @@
 //! SHA-256 is a live token of the registry or of this node's tokens file. The gateway asks
 //! during the HTTP upgrade, so a refused client gets 401 and nothing of it reaches the registry.
 //!
+//! From a loopback peer, the local token of one of this node's managed workers
+//! (`auth::local`) is accepted too, and admits the connection as that worker alone.
+//!
 //! The presented token is used exactly as sent (no trimming); hashes are compared in constant
 //! time. Refusals are counted, not logged one by one: a loop of wrong tokens costs a hash
 //! each and one log line per interval.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::grant::Grant;
+use super::local::LocalTokens;
 use super::tokens::sha256_hex;
 use crate::ids::NodeId;
 use crate::registry::{Registry, WorkerToken};
@@ -49,6 +54,8 @@ pub struct WorkerGate {
     mode: WorkerAuth,
     /// The tokens file read at start; an entry whose name the registry revoked is refused.
     file_tokens: Vec<WorkerToken>,
+    /// The local tokens of this node's managed workers (accepted from loopback only).
+    local: Arc<LocalTokens>,
     /// Requests without a token since the last report.
     missing: AtomicU64,
     /// Requests with a wrong (or revoked) token since the last report.
@@ -61,6 +68,7 @@ impl WorkerGate {
         Self {
             mode,
             file_tokens,
+            local: Arc::default(),
             missing: AtomicU64::new(0),
             wrong: AtomicU64::new(0),
         }
@@ -71,27 +79,48 @@ impl WorkerGate {
         &self.file_tokens
     }
 
-    /// Decides an upgrade request: the grant of the token it presents, or why not.
+    /// Whether the worker port asks for a token (and managed workers need a local one).
+    pub fn mode(&self) -> WorkerAuth {
+        self.mode
+    }
+
+    /// The local tokens this gate accepts from loopback, for the supervisor that hands them
+    /// to this node's managed workers.
+    pub fn local_tokens(&self) -> Arc<LocalTokens> {
+        self.local.clone()
+    }
+
+    /// Decides an upgrade request from `peer`: the grant of the token it presents, or why not.
     pub fn admit<B>(
         &self,
         request: &Request<B>,
+        peer: IpAddr,
         registry: &Registry,
     ) -> Result<Arc<Grant>, Refusal> {
         if self.mode == WorkerAuth::Off {
             return Ok(Grant::unrestricted());
         }
+        // A local token counts from loopback only; from elsewhere it is just a wrong token.
+        let local = |token: &str| match peer.to_canonical().is_loopback() {
+            true => self.local.name_of(token).map(Grant::managed),
+            false => None,
+        };
         let verdict = match presented_token(request) {
             None => Err(Refusal::Missing),
-            Some(token) => self
-                .find(&sha256_hex(&token), registry)
-                .ok_or(Refusal::Wrong),
+            Some(token) => match local(&token) {
+                Some(grant) => return Ok(grant),
+                None => self
+                    .find(&sha256_hex(&token), registry)
+                    .map(Grant::of)
+                    .ok_or(Refusal::Wrong),
+            },
         };
         match verdict {
             Err(Refusal::Missing) => self.missing.fetch_add(1, Ordering::Relaxed),
             Err(Refusal::Wrong) => self.wrong.fetch_add(1, Ordering::Relaxed),
             Ok(_) => 0,
         };
-        verdict.map(Grant::of)
+        verdict
     }
 
     /// The live token with this hash. Every candidate is compared, in constant time, so the
@@ -161,6 +190,9 @@ fn presented_token<B>(request: &Request<B>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::registry::Command;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const REMOTE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7));
 
     fn request(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut builder = Request::builder().uri(uri);
@@ -210,19 +242,19 @@ mod tests {
         let with = |secret: &str| request(&format!("/?token={secret}"), &[]);
         let name = |r: Result<Arc<Grant>, Refusal>| r.map(|g| g.token_name().map(String::from));
         assert_eq!(
-            name(gate.admit(&with("s1"), &registry)),
+            name(gate.admit(&with("s1"), REMOTE, &registry)),
             Ok(Some("cli".into()))
         );
         assert_eq!(
-            name(gate.admit(&with("s2"), &registry)),
+            name(gate.admit(&with("s2"), REMOTE, &registry)),
             Ok(Some("file".into()))
         );
         assert_eq!(
-            name(gate.admit(&with("s3"), &registry)),
+            name(gate.admit(&with("s3"), REMOTE, &registry)),
             Err(Refusal::Wrong)
         );
         assert_eq!(
-            name(gate.admit(&request("/", &[]), &registry)),
+            name(gate.admit(&request("/", &[]), REMOTE, &registry)),
             Err(Refusal::Missing)
         );
         registry.apply(&Command::TokenRevoked {
@@ -230,11 +262,11 @@ mod tests {
         });
         registry.apply(&Command::TokenRevoked { name: "cli".into() });
         assert_eq!(
-            name(gate.admit(&with("s1"), &registry)),
+            name(gate.admit(&with("s1"), REMOTE, &registry)),
             Err(Refusal::Wrong)
         );
         assert_eq!(
-            name(gate.admit(&with("s2"), &registry)),
+            name(gate.admit(&with("s2"), REMOTE, &registry)),
             Err(Refusal::Wrong)
         );
         assert_eq!(gate.wrong.load(Ordering::Relaxed), 3);
@@ -245,8 +277,38 @@ mod tests {
     fn with_auth_off_everyone_is_let_in_unrestricted() {
         let gate = WorkerGate::new(WorkerAuth::Off, vec![]);
         let grant = gate
-            .admit(&request("/", &[]), &Registry::default())
+            .admit(&request("/", &[]), REMOTE, &Registry::default())
             .unwrap();
         assert_eq!(grant.token_name(), None);
+    }
+
+    #[test]
+    fn a_local_token_admits_its_managed_worker_from_loopback_only() {
+        let registry = Registry::default();
+        let gate = WorkerGate::new(WorkerAuth::Token, vec![]);
+        let token = gate.local_tokens().issue("resizer").unwrap();
+        let with = |secret: &str| request(&format!("/?token={secret}"), &[]);
+        let managed = |peer: IpAddr| {
+            gate.admit(&with(token.secret()), peer, &registry)
+                .map(|g| g.managed_name().map(String::from))
+        };
+        let resizer = Ok(Some("resizer".to_string()));
+        assert_eq!(managed(IpAddr::V4(Ipv4Addr::LOCALHOST)), resizer);
+        assert_eq!(managed(IpAddr::V6(Ipv6Addr::LOCALHOST)), resizer);
+        let mapped = Ipv4Addr::LOCALHOST.to_ipv6_mapped();
+        assert_eq!(managed(IpAddr::V6(mapped)), resizer);
+        assert_eq!(managed(REMOTE), Err(Refusal::Wrong));
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            gate.admit(&with("guess"), loopback, &registry).err(),
+            Some(Refusal::Wrong)
+        );
+        let old = token.secret().to_string();
+        drop(token);
+        assert_eq!(
+            gate.admit(&with(&old), loopback, &registry).err(),
+            Some(Refusal::Wrong),
+            "a token is forgotten with its process"
+        );
     }
 }

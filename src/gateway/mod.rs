@@ -95,7 +95,7 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
     let upgrade = async {
         let stream = worker_tls::secure(tls.as_ref(), stream).await?;
         let (request, stream) = head::read(stream).await?;
-        let mut decision = Some(decide(&node, &request).await);
+        let mut decision = Some(decide(&node, &request, peer).await);
         let mut route = None;
         // The refusal type is tungstenite's own; its size is not ours to choose.
         #[allow(clippy::result_large_err)]
@@ -137,16 +137,20 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
     }
 }
 
-/// Decides an upgrade request: its path, the worker token, and for a channel socket whether
-/// the channel exists (on this node or, asked over gRPC, on its home node).
+/// Decides an upgrade request from `peer`: its path, the worker token, and for a channel
+/// socket whether the channel exists (on this node or, asked over gRPC, on its home node).
 #[allow(clippy::result_large_err)]
-async fn decide(node: &Arc<Node>, request: &Request) -> Result<Route, ErrorResponse> {
+async fn decide(
+    node: &Arc<Node>,
+    request: &Request,
+    peer: SocketAddr,
+) -> Result<Route, ErrorResponse> {
     let path = request.uri().path();
     let channel = channels::endpoint::is_channel_path(path);
     if !channel && path != "/" && path != "/otel" {
         return Err(refusal(StatusCode::NOT_FOUND, "no such endpoint"));
     }
-    let admitted = node.worker_gate.admit(request, &node.registry());
+    let admitted = node.worker_gate.admit(request, peer.ip(), &node.registry());
     let grant = admitted.map_err(|_| unauthorized())?;
     if !channel {
         return Ok(if path == "/" {

@@ -619,9 +619,9 @@ impl Session {
                 return Err(error.body());
             }
         };
-        self.grant.check_namespace(&declared)?;
         let meta = announced_meta(&payload, self.node.config.max_registration_bytes)
             .map_err(|error| error.body())?;
+        self.grant.check_announcement(&declared, &meta)?;
         let (namespace, buffered) = match std::mem::replace(
             &mut self.namespace,
             NamespaceState::Pending(vec![]),

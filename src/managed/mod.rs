@@ -14,6 +14,7 @@ pub mod supervisor;
 
 // The cluster side (placement by the leader, the node agent, failover and drain).
 pub mod agent;
+mod door;
 pub mod evacuate;
 pub mod handover;
 pub mod leader;

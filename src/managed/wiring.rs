@@ -1,15 +1,18 @@
-//! Starts a node's managed-worker side once its worker port is bound: installs the supervisor
-//! (its workers connect to that port), then commits the node's labels, which tell the leader
-//! this node can run managed workers, and spawns the node agent and the leader's placement loop.
+//! Starts a node's managed-worker side once its worker port is bound: opens the managed
+//! workers' door (`door.rs`), installs the supervisor (its workers connect through that door,
+//! with a local token when the worker port asks for one), then commits the node's labels, which
+//! tell the leader this node can run managed workers, and spawns the node agent and the
+//! leader's placement loop.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
 use super::supervisor::{Supervisor, SupervisorSettings};
-use super::{agent, leader};
+use super::{agent, door, leader};
+use crate::auth::worker_gate::WorkerAuth;
 use crate::node::Node;
 use crate::registry::Command;
 
@@ -18,11 +21,8 @@ const LABELS_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Wires managed workers into a node that serves workers on `listen`.
 pub async fn start(node: &Arc<Node>, listen: SocketAddr) {
-    let mut settings = SupervisorSettings::from_config(&node.config);
-    settings.worker_url = worker_url(node, listen);
-    match Supervisor::new(settings) {
+    match install_supervisor(node, listen).await {
         Ok(supervisor) => {
-            let supervisor = node.managed.install(supervisor).clone();
             // Usually committed before the node says it is ready; else retried in the background.
             let announced = commit_labels(node).await;
             tokio::spawn(announce_then_run(node.clone(), supervisor, announced));
@@ -34,19 +34,26 @@ pub async fn start(node: &Arc<Node>, listen: SocketAddr) {
     tokio::spawn(leader::run(node.clone()));
 }
 
-/// `III_URL` of this node's managed workers: its own worker port, on loopback when the port
-/// listens on every address.
-fn worker_url(node: &Node, listen: SocketAddr) -> String {
-    let scheme = if node.config.worker_tls.is_some() {
-        "wss"
-    } else {
-        "ws"
-    };
-    let ip = match listen.ip() {
-        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("{scheme}://{}", SocketAddr::new(ip, listen.port()))
+/// Why this node cannot run managed workers.
+#[derive(Debug, thiserror::Error)]
+enum WiringError {
+    #[error("cannot open a loopback listener for managed workers: {0}")]
+    Door(#[from] std::io::Error),
+    #[error(transparent)]
+    Supervisor(#[from] super::supervisor::SupervisorError),
+}
+
+/// Opens the door and installs the supervisor; the agent starts once the labels are committed.
+async fn install_supervisor(
+    node: &Arc<Node>,
+    listen: SocketAddr,
+) -> Result<Supervisor, WiringError> {
+    let tls = node.config.worker_tls.is_some();
+    let url = door::open(node, listen, tls).await?;
+    let gate = &node.worker_gate;
+    let local_tokens = (gate.mode() == WorkerAuth::Token).then(|| gate.local_tokens());
+    let settings = SupervisorSettings::from_config(&node.config, url, local_tokens);
+    Ok(node.managed.install(Supervisor::new(settings)?).clone())
 }
 
 /// Runs the node's agent once its labels are committed (retrying until they are): a node runs

@@ -22,6 +22,7 @@ pub mod script;
 pub mod sdk_env;
 pub mod sdks;
 pub mod stalled;
+pub mod worker_pki;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -519,18 +520,43 @@ pub fn cli_json(
     address: &str,
     args: &[&str],
 ) -> Result<Value, String> {
-    let output = quorum_command(wrapper)
+    let stdout = run_cli(wrapper, group, credentials, address, args, true)?;
+    serde_json::from_str(&stdout).map_err(|e| format!("not JSON: {e}"))
+}
+
+/// Runs `quorum GROUP ARGS CREDENTIALS --address ADDRESS` behind `wrapper`: what it printed
+/// on success, else the error text it printed.
+pub fn cli_text(
+    wrapper: &[String],
+    group: &str,
+    credentials: &[String],
+    address: &str,
+    args: &[&str],
+) -> Result<String, String> {
+    run_cli(wrapper, group, credentials, address, args, false)
+}
+
+fn run_cli(
+    wrapper: &[String],
+    group: &str,
+    credentials: &[String],
+    address: &str,
+    args: &[&str],
+    json: bool,
+) -> Result<String, String> {
+    let mut command = quorum_command(wrapper);
+    command
         .arg(group)
         .args(args)
         .args(credentials)
         .arg("--address")
-        .arg(address)
-        .arg("--json")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run quorum cluster");
+        .arg(address);
+    if json {
+        command.arg("--json");
+    }
+    let output = command.stdin(Stdio::null()).output().expect("run quorum");
     if output.status.success() {
-        serde_json::from_slice(&output.stdout).map_err(|e| format!("not JSON: {e}"))
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
     }

@@ -18,6 +18,7 @@ mod env;
 mod install;
 pub mod logs;
 mod process;
+mod redact;
 mod run;
 
 pub use backoff::{Backoff, BackoffPolicy};
@@ -32,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::local::LocalTokens;
 use crate::config::Config;
 use crate::managed::spec::{check_name, BadName, RestartPolicy};
 use logs::LogRing;
@@ -67,8 +69,13 @@ pub struct LaunchPlan {
 pub struct SupervisorSettings {
     /// Where install markers, config files and directories of workers without one live.
     pub data_dir: PathBuf,
-    /// `III_URL` of every worker: this node's own worker port.
+    /// `III_URL` of every worker: where this node's managed workers connect (see
+    /// `managed::door`), without a token.
     pub worker_url: String,
+    /// Set when the worker port asks for a token: each start of a worker gets a fresh local
+    /// token (`?token=` on its `III_URL`), forgotten when its process is gone, and hidden
+    /// from its log.
+    pub local_tokens: Option<Arc<LocalTokens>>,
     /// The bytes of output kept per worker.
     pub log_bytes_per_worker: usize,
     /// How long a started worker may take to register before it counts as failed.
@@ -81,17 +88,17 @@ pub struct SupervisorSettings {
 }
 
 impl SupervisorSettings {
-    /// The node's settings: `<data_dir>/managed`, its worker port on loopback, and the
-    /// `--managed-*` flags.
-    pub fn from_config(config: &Config) -> Self {
-        let scheme = if config.worker_tls.is_some() {
-            "wss"
-        } else {
-            "ws"
-        };
+    /// The node's settings: `<data_dir>/managed`, the `--managed-*` flags, and where its
+    /// workers connect (`worker_url`, with `local_tokens` when that needs a token).
+    pub fn from_config(
+        config: &Config,
+        worker_url: String,
+        local_tokens: Option<Arc<LocalTokens>>,
+    ) -> Self {
         SupervisorSettings {
             data_dir: config.data_dir.join("managed"),
-            worker_url: format!("{scheme}://127.0.0.1:{}", config.listen.port()),
+            worker_url,
+            local_tokens,
             log_bytes_per_worker: config.managed_log_bytes,
             ready_timeout: config.managed_ready_timeout,
             install_timeout: config.managed_install_timeout,

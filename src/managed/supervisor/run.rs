@@ -3,7 +3,7 @@
 //! (gracefully, or at once after `kill_all`).
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,9 @@ use tracing::{info, warn};
 
 use super::backoff::Backoff;
 use super::process::{self, describe_exit, kill_group, Spawner, Started};
+use super::redact::Redactor;
 use super::{env, install, ProcessState, SupervisorSettings, Worker};
+use crate::auth::local::LocalToken;
 
 /// How long orphans of a released group are reaped for (see `process::reap_group`).
 const ORPHAN_REAP_WINDOW: Duration = Duration::from_secs(5);
@@ -72,10 +74,18 @@ enum Limit {
     Runtime(Duration),
 }
 
-/// What a start needs that does not change between restarts.
+/// What one start needs: its directory, its environment and the local token in its
+/// `III_URL` (valid until this is dropped, after the process is gone).
 struct Prepared {
     dir: PathBuf,
     env: Vec<(String, String)>,
+    token: Option<LocalToken>,
+}
+
+impl Prepared {
+    fn secret(&self) -> Option<&str> {
+        self.token.as_ref().map(LocalToken::secret)
+    }
 }
 
 struct Runner {
@@ -256,8 +266,20 @@ impl Runner {
             }
             None => None,
         };
-        let env = env::child_env(plan, &self.settings.worker_url, config_file.as_deref());
-        Ok(Prepared { dir, env })
+        let token = match &self.settings.local_tokens {
+            Some(tokens) => Some(
+                tokens
+                    .issue(&plan.name)
+                    .map_err(|e| format!("cannot make the worker's local token: {e}"))?,
+            ),
+            None => None,
+        };
+        let url = match &token {
+            Some(token) => format!("{}/?token={}", self.settings.worker_url, token.secret()),
+            None => self.settings.worker_url.clone(),
+        };
+        let env = env::child_env(plan, &url, config_file.as_deref());
+        Ok(Prepared { dir, env, token })
     }
 
     /// Runs `scripts.install` unless this key is installed. Ok(false) when stopped.
@@ -270,7 +292,7 @@ impl Runner {
         info!(worker_name = %self.name(), "installing managed worker");
         self.worker.log.note(&format!("install: {script}"));
         let mut started = self
-            .spawn(script, &prepared.dir, &prepared.env)
+            .spawn(script, prepared)
             .await
             .map_err(|e| format!("cannot start the install: {e}"))?;
         self.worker.update(|s| {
@@ -316,9 +338,7 @@ impl Runner {
         let plan = &self.worker.plan;
         self.worker.ready.send_replace(false);
         self.worker.log.note(&format!("start: {}", plan.start));
-        let mut started = self
-            .spawn(&plan.start, &prepared.dir, &prepared.env)
-            .await?;
+        let mut started = self.spawn(&plan.start, prepared).await?;
         let pid = started.child.id();
         info!(worker_name = %self.name(), pid = ?pid, "managed worker started");
         self.worker.update(|s| {
@@ -333,12 +353,8 @@ impl Runner {
 
     /// Starts a script in its own group, records the group for `kill_all`, and pumps its
     /// output into the log.
-    async fn spawn(
-        &self,
-        script: &str,
-        dir: &Path,
-        env: &[(String, String)],
-    ) -> io::Result<Started> {
+    async fn spawn(&self, script: &str, prepared: &Prepared) -> io::Result<Started> {
+        let (dir, env) = (&prepared.dir, &prepared.env);
         let mut started = process::start(&self.spawner, script, dir, env).await?;
         *self.worker.group.lock().unwrap_or_else(|p| p.into_inner()) = Some(started.group);
         if self.worker.halted() {
@@ -346,10 +362,10 @@ impl Runner {
             kill_group(started.group, libc::SIGKILL);
         }
         if let Some(out) = started.child.stdout.take() {
-            pump(self.worker.clone(), out);
+            pump(self.worker.clone(), out, prepared.secret());
         }
         if let Some(err) = started.child.stderr.take() {
-            pump(self.worker.clone(), err);
+            pump(self.worker.clone(), err, prepared.secret());
         }
         Ok(started)
     }
@@ -447,15 +463,22 @@ impl Runner {
     }
 }
 
-/// Copies a child's output into its worker's log until the pipe closes.
-fn pump(worker: Arc<Worker>, mut out: impl AsyncRead + Unpin + Send + 'static) {
+/// Copies a child's output into its worker's log until the pipe closes, with its local
+/// token (`secret`) hidden.
+fn pump(
+    worker: Arc<Worker>,
+    mut out: impl AsyncRead + Unpin + Send + 'static,
+    secret: Option<&str>,
+) {
+    let mut redactor = Redactor::new(secret);
     tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match out.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => worker.log.push(&buf[..n]),
+                Ok(n) => worker.log.push(&redactor.feed(&buf[..n])),
             }
         }
+        worker.log.push(&redactor.finish());
     });
 }

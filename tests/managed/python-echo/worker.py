@@ -3,7 +3,8 @@
 quorum starts it with III_URL (its node's worker port) and III_WORKER_NAME. It serves
 `<name>::echo` (answers with its input, its pid and the engine URL it uses) and
 `<name>::crash` (exits the process at once, for the restart test), and `<name>::slow`
-(answers after `ms` milliseconds, for the drain test). SIGTERM shuts it down cleanly.
+(answers after `ms` milliseconds, for the drain test). It prints the URL it connects to.
+SIGTERM shuts it down cleanly.
 """
 
 import os
@@ -32,6 +33,8 @@ def slow(data):
 
 
 def main():
+    # As SDKs do: the URL in the output (its local token must not reach `quorum worker logs`).
+    print(f"{NAME} connecting to {URL}", flush=True)
     worker = register_worker(URL, InitOptions(worker_name=NAME))
     worker.register_function(f"{NAME}::echo", echo, description="Echoes its input")
     worker.register_function(f"{NAME}::crash", crash, description="Exits the process")
