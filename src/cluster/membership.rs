@@ -387,6 +387,7 @@ async fn remove_member(
 ) -> Result<pb::MembershipReply, MembershipError> {
     let deadline = Instant::now() + REMOVE_TIMEOUT;
     let mut first = true;
+    let mut handed_over = false;
     let mut delay = Duration::from_millis(100);
     loop {
         let m = metrics(node);
@@ -405,12 +406,20 @@ async fn remove_member(
         }
         first = false;
         let demoted_self = target == node.id && !membership.voter_ids().any(|v| v == node.id);
-        let retry = match m.current_leader {
-            // A leader that demoted itself is about to step down: a change proposed now may
-            // never be answered. The next leader finishes the removal.
-            Some(leader) if leader == node.id && demoted_self => {
-                "waiting for the next leader to finish the removal".to_string()
-            }
+        // A leader that demoted itself keeps leading (a change it proposes now may never be
+        // answered) until it hands leadership to a remaining voter. It may never hear who
+        // leads next (it stops serving as soon as it is no longer a voter), so it asks a
+        // remaining voter, over its own connection, to finish the removal.
+        if demoted_self && m.current_leader == Some(node.id) && !handed_over {
+            hand_over_leadership(node).await;
+            handed_over = true;
+        }
+        let ask = if demoted_self {
+            membership.voter_ids().next()
+        } else {
+            m.current_leader
+        };
+        let retry = match ask {
             Some(leader) if leader == node.id => {
                 match remove_step(node, &membership, target, true).await {
                     Ok(()) => continue,
