@@ -366,14 +366,20 @@ mod tests {
         assert_eq!(restart_requests(&reg, "w"), 3);
         // Read before two other restarts, and retried after them: not a third restart.
         let refusal = reg.apply(&restart("w", Some(1))).refusal.unwrap();
-        assert!(refusal.contains("restarted by another request"), "{refusal}");
+        assert!(
+            refusal.contains("restarted by another request"),
+            "{refusal}"
+        );
         let refusal = reg.apply(&restart("w", Some(9))).refusal;
         assert!(refusal.is_some());
         assert_eq!(restart_requests(&reg, "w"), 3);
         // The largest count cannot wrap around.
         reg.managed.get_mut("w").unwrap().restart_requests = u64::MAX;
         assert_eq!(reg.apply(&restart("w", Some(u64::MAX))).refusal, None);
-        assert!(reg.apply(&restart("w", Some(u64::MAX - 1))).refusal.is_none());
+        assert!(reg
+            .apply(&restart("w", Some(u64::MAX - 1)))
+            .refusal
+            .is_none());
         assert_eq!(restart_requests(&reg, "w"), u64::MAX);
     }
 
