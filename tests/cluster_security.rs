@@ -363,6 +363,14 @@ async fn a_wiped_node_catches_up_from_a_leader_its_early_log_does_not_name() {
             && members(&mine) == members(&theirs)
             && mine["last_applied"].as_u64() >= Some(last_index)
     });
+    // The admission it kept on disk for a restart during the catch-up is removed once its
+    // log holds that membership.
+    cluster.wait_until("the wiped node forgot its admission", |c| {
+        c.node(0)
+            .log()
+            .contains("caught up with the admitted membership; admission forgotten")
+    });
+    assert!(!cluster.data_dir(0).join("admitted_members.json").exists());
     // It serves: a registration through it commits cluster-wide.
     let owner = worker(&cluster.node(0).url, &unique_name("owner"), None).await;
     owner.register_function(

@@ -210,7 +210,10 @@ pub async fn ensure_membership(node: &Node) -> Result<(), JoinError> {
         };
         // Before the cluster id lets any Raft message in: the leader's members are who may
         // replicate to this node while its log is still behind them.
-        node.admitted.record(&admitted);
+        node.admitted
+            .record(&node.config.data_dir, &admitted)
+            .await
+            .map_err(|e| JoinError::Raft(e.to_string()))?;
         node.cluster_id
             .adopt(&node.config.data_dir, &admitted.cluster_id)
             .map_err(|e| JoinError::Raft(e.to_string()))?;

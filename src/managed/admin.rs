@@ -73,16 +73,28 @@ pub fn status(
         .ok_or_else(|| unknown(&request.name))
 }
 
-/// Asks the node running the worker to restart it once.
+/// Asks the node running the worker to restart it once. The command moves the count of
+/// restart requests on from the one read here, so a write the forwarder proposes again (its
+/// first outcome unknown) cannot restart the worker twice.
 pub async fn restart(
     node: &Node,
     request: pb::RestartManagedWorkerRequest,
 ) -> Result<pb::ManagedWorkerReply, ServiceError> {
     let name = request.name;
-    if node.registry().managed_worker(&name).is_none() {
-        return Err(unknown(&name));
-    }
-    commit(node, Command::ManagedWorkerRestart { name: name.clone() }).await?;
+    let from = node
+        .registry()
+        .managed_worker(&name)
+        .map(|worker| worker.restart_requests)
+        .ok_or_else(|| unknown(&name))?;
+    commit(
+        node,
+        Command::ManagedWorkerRestart {
+            name: name.clone(),
+            from: Some(from),
+        },
+    )
+    .await?;
+    info!(node = node.id, worker = %name, from, "managed worker restart requested");
     Ok(pb::ManagedWorkerReply {
         message: format!("managed worker '{name}' is being restarted"),
     })
@@ -94,7 +106,15 @@ pub async fn remove(
     request: pb::RemoveManagedWorkerRequest,
 ) -> Result<pb::ManagedWorkerReply, ServiceError> {
     let name = request.name;
-    commit(node, Command::ManagedWorkerRemoved { name: name.clone() }).await?;
+    let existed = node.registry().managed_worker(&name).is_some();
+    match commit(node, Command::ManagedWorkerRemoved { name: name.clone() }).await {
+        Ok(()) => {}
+        // Known here before the write, unknown when it applied: a first attempt whose outcome
+        // the forwarder did not learn (or another operator) removed it already. It is gone,
+        // as asked.
+        Err(ServiceError::Refused(_)) if existed => {}
+        Err(err) => return Err(err),
+    }
     info!(node = node.id, worker = %name, "managed worker removed");
     Ok(pb::ManagedWorkerReply {
         message: format!("managed worker '{name}' removed; its process is being stopped"),

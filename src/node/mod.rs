@@ -31,7 +31,7 @@ use crate::budget::Budget;
 use crate::builtins::fairness::QuerySlots;
 use crate::channels::Channels;
 use crate::cluster::identity::ClusterId;
-use crate::cluster::{bootstrap, forwarder, membership};
+use crate::cluster::{admission, bootstrap, forwarder, membership};
 use crate::config::Config;
 use crate::consensus::{Applied, Consensus, ConsensusConfig, ConsensusError};
 use crate::gateway::{self, connections::Connections};
@@ -346,6 +346,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         config.call_hold,
         metrics.clone(),
     );
+    let cluster_id_value = cluster_id.get();
     let node = Arc::new(Node {
         id: node_id,
         config: config.clone(),
@@ -353,7 +354,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         peers: peers.clone(),
         links: links.clone(),
         cluster_id,
-        admitted: Default::default(),
+        admitted: crate::cluster::admission::AdmittedMembers::load(
+            &config.data_dir,
+            cluster_id_value.as_deref(),
+        ),
         connections,
         router,
         query_slots: QuerySlots::new(config.max_running_builtin_queries),
@@ -486,6 +490,21 @@ async fn serve_workers(
     tokio::spawn(expire_calls(node.clone()));
     tokio::spawn(crate::cluster::lease::run(node.clone(), node.config.lease));
     tokio::spawn(membership::watch_removal(node.clone()));
+    let caught_up = node.clone();
+    tokio::spawn(async move {
+        let metrics = caught_up.consensus.raft().metrics();
+        let node = &*caught_up;
+        let forget = admission::forget_when_caught_up(
+            node.id,
+            &node.admitted,
+            &node.config.data_dir,
+            metrics,
+        );
+        tokio::select! {
+            () = forget => {}
+            () = node.shutdown.cancelled() => {}
+        }
+    });
     tokio::spawn(
         node.channels
             .table

@@ -119,7 +119,9 @@ impl Registry {
             }
             Command::ManagedWorkerPut { spec, at_ms } => self.put_managed(spec, *at_ms, &mut out),
             Command::ManagedWorkerRemoved { name } => self.remove_managed(name, &mut out),
-            Command::ManagedWorkerRestart { name } => self.restart_managed(name, &mut out),
+            Command::ManagedWorkerRestart { name, from } => {
+                self.restart_managed(name, *from, &mut out)
+            }
             Command::ManagedWorkerPlaced {
                 name,
                 node,

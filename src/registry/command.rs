@@ -78,8 +78,15 @@ pub enum Command {
     ManagedWorkerPut { spec: WorkerSpec, at_ms: u64 },
     /// `quorum worker remove`: the worker stops wherever it runs (refused when unknown).
     ManagedWorkerRemoved { name: String },
-    /// `quorum worker restart`: the placed node restarts the worker once.
-    ManagedWorkerRestart { name: String },
+    /// `quorum worker restart`: the placed node restarts the worker once. With `from`, a
+    /// compare-and-set: the count of restart requests moves from `from` to `from + 1` only, so
+    /// a write proposed again (its first outcome unknown) restarts the worker once, not twice.
+    /// Without it (entries logged before the check existed), the count just goes up by one.
+    ManagedWorkerRestart {
+        name: String,
+        #[serde(default)]
+        from: Option<u64>,
+    },
     /// The leader placed a managed worker on `node`; refused unless the worker is still placed
     /// as `expected` (the leader's view when it decided).
     ManagedWorkerPlaced {

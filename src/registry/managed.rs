@@ -154,10 +154,25 @@ impl Registry {
     }
 
     /// `ManagedWorkerRestart`: asks the placed node to restart the worker once.
-    pub(super) fn restart_managed(&mut self, name: &str, out: &mut Outcome) {
-        match self.managed.get_mut(name) {
-            Some(worker) => worker.restart_requests += 1,
-            None => out.refusal = Some(unknown(name)),
+    pub(super) fn restart_managed(&mut self, name: &str, from: Option<u64>, out: &mut Outcome) {
+        let Some(worker) = self.managed.get_mut(name) else {
+            out.refusal = Some(unknown(name));
+            return;
+        };
+        let current = worker.restart_requests;
+        match from {
+            None => worker.restart_requests = current.saturating_add(1),
+            Some(from) if current == from => worker.restart_requests = current.saturating_add(1),
+            // This very request, applied once already (or one just like it, made at the same
+            // moment): the worker is being restarted either way.
+            Some(from) if from.checked_add(1) == Some(current) => {}
+            Some(_) => {
+                out.refusal = Some(format!(
+                    "managed worker '{}' was restarted by another request meanwhile; \
+                     run the restart again if it is still needed",
+                    crate::protocol::names::echo(name)
+                ))
+            }
         }
     }
 
@@ -304,15 +319,83 @@ mod tests {
         let mut reg = Registry::default();
         let out = reg.apply(&Command::ManagedWorkerRemoved { name: "x".into() });
         assert_eq!(out.refusal.as_deref(), Some("no managed worker named 'x'"));
-        let out = reg.apply(&Command::ManagedWorkerRestart { name: "x".into() });
+        let out = reg.apply(&restart("x", Some(0)));
         assert!(out.refusal.is_some());
         put(&mut reg, spec("x", "true"));
-        let out = reg.apply(&Command::ManagedWorkerRestart { name: "x".into() });
+        let out = reg.apply(&restart("x", Some(0)));
         assert_eq!(out.refusal, None);
         assert_eq!(reg.managed_worker("x").unwrap().restart_requests, 1);
         let out = reg.apply(&Command::ManagedWorkerRemoved { name: "x".into() });
         assert_eq!(out.refusal, None);
         assert!(reg.managed_worker("x").is_none());
+    }
+
+    fn restart(name: &str, from: Option<u64>) -> Command {
+        Command::ManagedWorkerRestart {
+            name: name.into(),
+            from,
+        }
+    }
+
+    fn restart_requests(reg: &Registry, name: &str) -> u64 {
+        reg.managed_worker(name).unwrap().restart_requests
+    }
+
+    #[test]
+    fn a_restart_proposed_twice_restarts_once() {
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        let request = restart("w", Some(0));
+        assert_eq!(reg.apply(&request).refusal, None);
+        // The forwarder did not learn the outcome and proposed the same write again.
+        assert_eq!(reg.apply(&request).refusal, None);
+        assert_eq!(restart_requests(&reg, "w"), 1);
+        // The next operator's restart reads 1 and moves it on.
+        assert_eq!(reg.apply(&restart("w", Some(1))).refusal, None);
+        assert_eq!(reg.apply(&restart("w", Some(1))).refusal, None);
+        assert_eq!(restart_requests(&reg, "w"), 2);
+    }
+
+    #[test]
+    fn a_restart_read_from_an_old_count_is_refused_and_changes_nothing() {
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        for from in 0..3 {
+            reg.apply(&restart("w", Some(from)));
+        }
+        assert_eq!(restart_requests(&reg, "w"), 3);
+        // Read before two other restarts, and retried after them: not a third restart.
+        let refusal = reg.apply(&restart("w", Some(1))).refusal.unwrap();
+        assert!(
+            refusal.contains("restarted by another request"),
+            "{refusal}"
+        );
+        let refusal = reg.apply(&restart("w", Some(9))).refusal;
+        assert!(refusal.is_some());
+        assert_eq!(restart_requests(&reg, "w"), 3);
+        // The largest count cannot wrap around.
+        reg.managed.get_mut("w").unwrap().restart_requests = u64::MAX;
+        assert_eq!(reg.apply(&restart("w", Some(u64::MAX))).refusal, None);
+        assert!(reg
+            .apply(&restart("w", Some(u64::MAX - 1)))
+            .refusal
+            .is_none());
+        assert_eq!(restart_requests(&reg, "w"), u64::MAX);
+    }
+
+    #[test]
+    fn a_restart_logged_before_the_check_existed_still_counts_up() {
+        let old = r#"{"ManagedWorkerRestart":{"name":"w"}}"#;
+        let command: Command = serde_json::from_str(old).unwrap();
+        assert_eq!(command, restart("w", None));
+        let mut reg = Registry::default();
+        put(&mut reg, spec("w", "true"));
+        reg.apply(&command);
+        reg.apply(&command);
+        assert_eq!(restart_requests(&reg, "w"), 2, "replayed as it was applied");
+        let new = restart("w", Some(2));
+        let text = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), new);
     }
 
     #[test]

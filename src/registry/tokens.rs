@@ -13,8 +13,12 @@ impl Registry {
                 token.name
             ));
         }
-        if self.tokens.contains_key(&token.name) {
-            return Some(format!("a token named '{}' already exists", token.name));
+        match self.tokens.get(&token.name) {
+            // The same write proposed again (its first outcome unknown): the token exists, as
+            // asked. Another token under the name carries another secret's hash.
+            Some(existing) if existing == token => return None,
+            Some(_) => return Some(format!("a token named '{}' already exists", token.name)),
+            None => {}
         }
         self.tokens.insert(token.name.clone(), token.clone());
         None
@@ -67,6 +71,19 @@ mod tests {
         assert!(out.refusal.unwrap().contains("already exists"));
         let listed: Vec<_> = reg.worker_tokens().cloned().collect();
         assert_eq!(listed, vec![token("ci", 'a')]);
+    }
+
+    #[test]
+    fn a_token_creation_proposed_twice_is_one_token_and_no_refusal() {
+        let mut reg = Registry::default();
+        let create = Command::TokenCreated(token("ci", 'a'));
+        assert_eq!(reg.apply(&create).refusal, None);
+        assert_eq!(reg.apply(&create).refusal, None);
+        assert_eq!(reg.worker_tokens().count(), 1);
+        // Revoked in between: the late copy does not bring it back.
+        reg.apply(&Command::TokenRevoked { name: "ci".into() });
+        assert!(reg.apply(&create).refusal.unwrap().contains("revoked"));
+        assert_eq!(reg.worker_tokens().count(), 0);
     }
 
     #[test]
