@@ -158,6 +158,32 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn reconciling_puts_each_entry_from_the_config_then_keeps_only_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = specs(vec![command_entry("a"), command_entry("b")], dir.path()).unwrap();
+        let sent = std::sync::Mutex::new(Vec::new());
+        reconcile(1, specs.clone(), |command| {
+            sent.lock().unwrap().push(command);
+            async { Ok(Outcome::default()) }
+        })
+        .await;
+        let sent = sent.into_inner().unwrap();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        for (command, spec) in sent.iter().zip(&specs) {
+            assert!(
+                matches!(command, Command::ManagedWorkerPut { spec: put, origin: SpecOrigin::Config, .. } if put == spec),
+                "{command:?}"
+            );
+        }
+        assert_eq!(
+            sent[2],
+            Command::ManagedConfigRetained {
+                names: vec!["a".into(), "b".into()]
+            }
+        );
+    }
+
     #[test]
     fn two_entries_with_one_name_are_refused() {
         let dir = tempfile::tempdir().unwrap();
