@@ -292,8 +292,19 @@ struct FileConfig {
     managed_install_timeout_secs: Option<u64>,
     managed_stop_grace_secs: Option<u64>,
     node_labels: Option<BTreeMap<String, String>>,
-    /// Managed workers this node submits at start (see `managed::config_list`).
-    workers: Option<Vec<crate::managed::config_list::WorkerEntry>>,
+    /// Managed workers this node reconciles at start (see `managed::config_list`). `Some(None)`
+    /// is a `workers:` key with nothing under it: an empty list, not an absent key.
+    #[serde(default, deserialize_with = "present")]
+    workers: Option<Option<Vec<crate::managed::config_list::WorkerEntry>>>,
+}
+
+/// Tells a key given as null (`Some(None)`) from an absent one (`None`, by `default`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// A node's validated settings.
@@ -380,8 +391,9 @@ pub struct Config {
     pub managed_stop_grace: Duration,
     /// This node's labels (`--node-label`), committed at start for managed-worker placement.
     pub node_labels: BTreeMap<String, String>,
-    /// The config file's `workers:` list, checked; submitted once the node serves.
-    pub managed_workers: Vec<crate::managed::spec::WorkerSpec>,
+    /// The config file's `workers:` list, checked; reconciled once the node serves. `None`
+    /// when the file has no `workers:` key (the node then leaves managed workers alone).
+    pub managed_workers: Option<Vec<crate::managed::spec::WorkerSpec>>,
 }
 
 /// When the Raft log is compacted into a snapshot: whichever trigger fires first. The log on
@@ -524,9 +536,12 @@ impl Config {
                     .as_deref()
                     .and_then(Path::parent)
                     .unwrap_or(Path::new("."));
-                crate::managed::config_list::specs(entries, base)?
+                Some(crate::managed::config_list::specs(
+                    entries.unwrap_or_default(),
+                    base,
+                )?)
             }
-            None => Vec::new(),
+            None => None,
         };
         let worker_tokens = match args.worker_tokens_file.clone().or(file.worker_tokens_file) {
             Some(path) => read_tokens_file(&path)?,
@@ -1457,6 +1472,25 @@ mod tests {
         };
         let err = Config::load(&bad).unwrap_err().to_string();
         assert!(err.contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn a_workers_key_even_empty_is_told_from_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quorum.yaml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let args = ServeArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            };
+            Config::load(&args).unwrap().managed_workers
+        };
+        assert_eq!(load("node_labels: {}\n"), None);
+        assert_eq!(load("workers:\n"), Some(Vec::new()));
+        assert_eq!(load("workers: []\n"), Some(Vec::new()));
+        let one = load("workers:\n  - name: a\n    command: sleep 1\n").unwrap();
+        assert_eq!(one.len(), 1);
     }
 
     #[test]

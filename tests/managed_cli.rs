@@ -11,26 +11,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::{wait_for, worker_cli, Cluster, Node, NodeOptions, CLUSTER_TIMEOUT};
+use common::processes::alive;
+use common::{cli_text, wait_for, worker_cli, Cluster, Node, NodeOptions, CLUSTER_TIMEOUT};
 
 /// A worker that prints a numbered line twice a second, forever.
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.5; done";
 
-/// `quorum worker ARGS --address ADDRESS` with its stdout and stderr, whether it failed or not.
-fn worker_cli_text(address: &str, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_quorum"))
-        .arg("worker")
-        .args(args)
-        .arg("--address")
-        .arg(address)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run quorum worker");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+/// `quorum worker ARGS --address ADDRESS`: what it printed, else its error text.
+fn worker_cli_text(address: &str, args: &[&str]) -> Result<String, String> {
+    cli_text(&[], "worker", &[], address, args)
 }
 
 /// The names `quorum worker list` shows through `address`.
@@ -106,7 +95,10 @@ fn specs_are_added_listed_and_removed_through_a_follower() {
     assert_eq!(status["restart"], "on-failure");
     assert_eq!(status["node_labels"]["tier"], "any");
     let text = worker_cli_text(&follower, &["list"]);
-    assert!(text.0 && text.1.contains("sleeper"), "{text:?}");
+    assert!(
+        text.as_ref().is_ok_and(|t| t.contains("sleeper")),
+        "{text:?}"
+    );
 
     worker_cli(&[], &follower, &["remove", "sleeper"]).expect("remove through a follower");
     for i in cluster.live() {
@@ -148,8 +140,8 @@ fn a_bad_manifest_is_refused_and_nothing_is_committed() {
         }),
     ];
     for (case, dir) in &cases {
-        let (ok, _, stderr) = worker_cli_text(&node.cluster, &["add", dir]);
-        assert!(!ok, "{case}: add succeeded");
+        let stderr = worker_cli_text(&node.cluster, &["add", dir])
+            .expect_err(&format!("{case}: add succeeded"));
         assert!(
             stderr.starts_with("quorum: ") && stderr.len() > "quorum: ".len() + 10,
             "{case}: no clear message: {stderr}"
@@ -158,7 +150,7 @@ fn a_bad_manifest_is_refused_and_nothing_is_committed() {
             assert!(stderr.contains("iii.worker.yaml"), "{case}: {stderr}");
         }
     }
-    let (_, _, no_start) = worker_cli_text(&node.cluster, &["add", &cases[1].1]);
+    let no_start = worker_cli_text(&node.cluster, &["add", &cases[1].1]).unwrap_err();
     assert!(no_start.contains("start"), "{no_start}");
     assert!(names(&node.cluster).is_empty(), "something was committed");
     // A good manifest in the same place is accepted, so the refusals were about the manifests.
@@ -269,9 +261,9 @@ fn logs_come_through_a_node_that_does_not_run_the_worker_and_follow_new_lines() 
         "the tail shows the worker's output",
         || cluster.logs(),
         || {
-            let (ok, stdout, _) = worker_cli_text(&through, &["logs", "counter"]);
+            let stdout = worker_cli_text(&through, &["logs", "counter"]).ok()?;
             let numbers = line_numbers(&stdout);
-            (ok && numbers.len() >= 2).then_some(numbers)
+            (numbers.len() >= 2).then_some(numbers)
         },
     );
     let last = *tail.last().expect("a line");
@@ -310,9 +302,123 @@ fn the_config_workers_list_starts_a_worker() {
         "the config's worker prints",
         || node.log(),
         || {
-            let (ok, stdout, _) = worker_cli_text(&node.cluster, &["logs", "from-config"]);
-            (ok && !line_numbers(&stdout).is_empty()).then_some(())
+            let stdout = worker_cli_text(&node.cluster, &["logs", "from-config"]).ok()?;
+            (!line_numbers(&stdout).is_empty()).then_some(())
         },
+    );
+}
+
+/// A `workers:` entry whose process writes its pid to `pids/NAME` and then `marker` to its
+/// log, and sleeps; it runs only on a node labelled `role=runner`.
+fn pid_writing_entry(pids: &Path, name: &str, marker: &str) -> String {
+    format!(
+        "  - name: {name}\n    command: \"echo $$ > {pid}; echo {marker}; exec sleep 1000\"\n    node_labels:\n      role: runner\n",
+        pid = pids.join(name).display()
+    )
+}
+
+/// The pid the worker `name` wrote last, once it runs.
+fn running_pid(cluster: &Cluster, pids: &Path, name: &str) -> u64 {
+    wait_for(
+        &format!("'{name}' runs"),
+        || cluster.logs(),
+        || {
+            let pid = std::fs::read_to_string(pids.join(name)).ok()?;
+            let pid: u64 = pid.trim().parse().ok()?;
+            alive(pid).then_some(pid)
+        },
+    )
+}
+
+#[test]
+fn restarted_with_an_edited_workers_list_a_node_removes_and_replaces_the_config_s_workers() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pids = root.path().join("pids");
+    std::fs::create_dir(&pids).expect("pid dir");
+    let config = root.path().join("quorum.yaml");
+    let write_config = |entries: &[String]| {
+        std::fs::write(&config, format!("workers:\n{}", entries.concat())).expect("config file")
+    };
+    write_config(&[
+        pid_writing_entry(&pids, "changed", "version-one"),
+        pid_writing_entry(&pids, "removed", "version-one"),
+    ]);
+    let config_args = || NodeOptions {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..NodeOptions::default()
+    };
+    // Node 3 carries the config; node 2 alone may run the workers, so they outlive node 3's
+    // restart and only the registry can stop them. Nodes 1 and 2 keep a majority meanwhile.
+    let mut cluster = Cluster::start_with(3, |i| match i {
+        2 => config_args(),
+        1 => NodeOptions {
+            // Never restarted for not registering (these workers never do) during the test.
+            args: [
+                "--node-label",
+                "role=runner",
+                "--managed-ready-timeout-secs",
+                "600",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..NodeOptions::default()
+        },
+        _ => NodeOptions::default(),
+    });
+    let old_changed = running_pid(&cluster, &pids, "changed");
+    let removed = running_pid(&cluster, &pids, "removed");
+    let status = cluster
+        .worker_cli(1, &["status", "changed"])
+        .expect("status");
+    assert_eq!(status["origin"], "config");
+    // A worker an operator added by hand, which no config may touch.
+    cluster
+        .worker_cli(1, &["add", "--name", "by-hand", "--command", "sleep 1000"])
+        .expect("add by hand");
+
+    let seed = cluster.node(0).cluster.clone();
+    cluster.kill(2);
+    write_config(&[pid_writing_entry(&pids, "changed", "version-two")]);
+    cluster.restart(2, &["--join", &seed], config_args());
+
+    let address = cluster.node(1).cluster.clone();
+    wait_for(
+        "'removed' is no longer listed",
+        || cluster.logs(),
+        || (!names(&address).contains(&"removed".to_string())).then_some(()),
+    );
+    wait_for(
+        "the removed worker's process is gone",
+        || cluster.logs(),
+        || (!alive(removed)).then_some(()),
+    );
+    wait_for(
+        "'changed' runs the new command",
+        || cluster.logs(),
+        || {
+            let log = worker_cli_text(&address, &["logs", "changed"]).ok()?;
+            log.contains("version-two").then_some(())
+        },
+    );
+    let new_changed = running_pid(&cluster, &pids, "changed");
+    assert_ne!(
+        new_changed, old_changed,
+        "the changed worker was not restarted"
+    );
+    assert!(!alive(old_changed), "the old copy of 'changed' still runs");
+    let status = cluster
+        .worker_cli(1, &["status", "changed"])
+        .expect("status");
+    assert!(
+        status["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("version-two")),
+        "{status}"
+    );
+    assert_eq!(
+        names(&address),
+        ["by-hand".to_string(), "changed".to_string()],
+        "the worker added by hand is gone"
     );
 }
 

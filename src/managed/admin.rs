@@ -11,7 +11,7 @@ use super::logs::{LogSources, Placement};
 use super::manifest::launch_plan;
 use super::wire;
 use crate::node::Node;
-use crate::registry::Command;
+use crate::registry::{Command, SpecOrigin};
 use crate::rpc::errors::ServiceError;
 use crate::rpc::pb;
 
@@ -40,6 +40,7 @@ pub async fn add(
         Command::ManagedWorkerPut {
             spec,
             at_ms: now_ms(),
+            origin: SpecOrigin::Cli,
         },
     )
     .await?;

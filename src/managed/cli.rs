@@ -333,6 +333,7 @@ fn info_json(info: &pb::ManagedWorkerInfo) -> Value {
         "last_exit": or_null(&info.last_exit),
         "last_error": or_null(&info.last_error),
         "unplaceable": or_null(&info.unplaceable),
+        "origin": or_null(&info.origin),
     })
 }
 
@@ -404,6 +405,7 @@ fn status_text(info: &pb::ManagedWorkerInfo) -> String {
         ("last exit", &info.last_exit),
         ("last error", &info.last_error),
         ("unplaceable", &info.unplaceable),
+        ("origin", &info.origin),
     ];
     for (label, value) in optional {
         if !value.is_empty() {

@@ -1,11 +1,13 @@
 //! The `workers:` list of the node's YAML config, for GitOps: the same fields as `quorum worker
 //! add` (`path`, or `name` + `command`; `restart`; `node_labels`). Checked when the config is
 //! loaded (a manifest that does not parse, or two entries with one name, stop the node before
-//! it starts); submitted once the node serves, each as an idempotent `ManagedWorkerPut`.
+//! it starts); reconciled once the node serves (see [`reconcile`]).
 //!
-//! Every node may carry the same list: the same spec committed twice changes nothing. A spec
-//! the registry already holds differently under that name (changed with the CLI, or another
-//! node's config) is logged as an error, and the node keeps running.
+//! The list is the desired state of the specs a config put: an entry is added, or replaces a
+//! config-put spec of its name; a config-put spec the list does not name is removed. Every
+//! node may carry the same list (the same spec twice changes nothing), and nodes restarted with
+//! different lists leave the last one's. Specs put with `quorum worker add` are never changed
+//! or removed: an entry under such a name is logged as an error, and the node keeps running.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -20,7 +22,7 @@ use super::spec::{RestartPolicy, WorkerSpec};
 use crate::ids::NodeId;
 use crate::node::Node;
 use crate::protocol::error::EngineError;
-use crate::registry::{Command, Outcome};
+use crate::registry::{Command, Outcome, SpecOrigin};
 
 /// One entry of `workers:` as written in the file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -84,25 +86,29 @@ pub fn specs(entries: Vec<WorkerEntry>, base: &Path) -> Result<Vec<WorkerSpec>, 
     Ok(specs)
 }
 
-/// Submits this node's `workers:` list in the background, once it serves (nothing when the
-/// list is empty).
+/// Reconciles the registry with this node's `workers:` list in the background, once it serves.
+/// A config without a `workers:` key touches nothing; an empty list removes every spec a
+/// config put.
 pub fn submit_at_start(node: &Arc<Node>) {
-    let specs = node.config.managed_workers.clone();
-    if specs.is_empty() {
+    let Some(specs) = node.config.managed_workers.clone() else {
         return;
-    }
+    };
     let node = node.clone();
-    tokio::spawn(async move { submit(node.id, specs, |command| node.commit(command)).await });
+    tokio::spawn(async move { reconcile(node.id, specs, |command| node.commit(command)).await });
 }
 
-/// Submits the config's specs, one `ManagedWorkerPut` each, through `commit` (the node's
-/// commit path). A refusal (another spec holds the name) or a failed commit is logged; the
-/// other entries are still submitted.
-pub async fn submit<F, Fut>(node: NodeId, specs: Vec<WorkerSpec>, commit: F)
+/// Makes the registry's config-put specs this list, through `commit` (the node's commit path):
+/// one `ManagedWorkerPut` per entry (origin config: it adds the spec, or replaces a spec a
+/// config put under that name), then one `ManagedConfigRetained` that removes the config-put
+/// specs the list no longer names. Each command is idempotent, so a retried write is
+/// harmless. A refusal (a spec put with the CLI holds the name) or a failed commit is logged,
+/// and the other entries are still submitted.
+pub async fn reconcile<F, Fut>(node: NodeId, specs: Vec<WorkerSpec>, commit: F)
 where
     F: Fn(Command) -> Fut,
     Fut: Future<Output = Result<Outcome, EngineError>>,
 {
+    let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
     for spec in specs {
         let name = spec.name.clone();
         if let Ok(planned) = super::manifest::launch_plan(&spec) {
@@ -113,6 +119,7 @@ where
         let put = Command::ManagedWorkerPut {
             spec,
             at_ms: super::admin::now_ms(),
+            origin: SpecOrigin::Config,
         };
         match commit(put).await {
             Ok(Outcome {
@@ -127,6 +134,16 @@ where
             }
         }
     }
+    let kept = names.len();
+    match commit(Command::ManagedConfigRetained { names }).await {
+        Ok(_) => info!(
+            node,
+            kept, "managed workers from a config that this one no longer lists are removed"
+        ),
+        Err(err) => {
+            error!(node, error = %err, "cannot remove the managed workers this config no longer lists")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +156,32 @@ mod tests {
             command: Some("sleep 100".into()),
             ..WorkerEntry::default()
         }
+    }
+
+    #[tokio::test]
+    async fn reconciling_puts_each_entry_from_the_config_then_keeps_only_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = specs(vec![command_entry("a"), command_entry("b")], dir.path()).unwrap();
+        let sent = std::sync::Mutex::new(Vec::new());
+        reconcile(1, specs.clone(), |command| {
+            sent.lock().unwrap().push(command);
+            async { Ok(Outcome::default()) }
+        })
+        .await;
+        let sent = sent.into_inner().unwrap();
+        assert_eq!(sent.len(), 3, "{sent:?}");
+        for (command, spec) in sent.iter().zip(&specs) {
+            assert!(
+                matches!(command, Command::ManagedWorkerPut { spec: put, origin: SpecOrigin::Config, .. } if put == spec),
+                "{command:?}"
+            );
+        }
+        assert_eq!(
+            sent[2],
+            Command::ManagedConfigRetained {
+                names: vec!["a".into(), "b".into()]
+            }
+        );
     }
 
     #[test]

@@ -205,6 +205,7 @@ mod tests {
             reg.apply(&Command::ManagedWorkerPut {
                 spec: spec.clone(),
                 at_ms: 1,
+                origin: crate::registry::SpecOrigin::Cli,
             });
         }
         reg

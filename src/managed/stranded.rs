@@ -69,7 +69,11 @@ mod tests {
                 labels: NodeLabels::new(),
             });
         }
-        reg.apply(&Command::ManagedWorkerPut { spec, at_ms: 1 });
+        reg.apply(&Command::ManagedWorkerPut {
+            spec,
+            at_ms: 1,
+            origin: crate::registry::SpecOrigin::Cli,
+        });
         reg.apply(&Command::ManagedWorkerPlaced {
             name: "a".into(),
             node,

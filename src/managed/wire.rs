@@ -66,6 +66,7 @@ pub fn info_of(worker: &ManagedWorker) -> pb::ManagedWorkerInfo {
         last_exit: status.last_exit.clone().unwrap_or_default(),
         last_error: status.last_error.clone().unwrap_or_default(),
         unplaceable: status.unplaceable.clone().unwrap_or_default(),
+        origin: worker.origin.as_str().to_string(),
     }
 }
 

@@ -117,7 +117,12 @@ impl Registry {
                 self.revoke_token(name);
                 out.events.push(Event::TokenRevoked { name: name.clone() });
             }
-            Command::ManagedWorkerPut { spec, at_ms } => self.put_managed(spec, *at_ms, &mut out),
+            Command::ManagedWorkerPut {
+                spec,
+                at_ms,
+                origin,
+            } => self.put_managed(spec, *at_ms, *origin, &mut out),
+            Command::ManagedConfigRetained { names } => self.retain_config_managed(names),
             Command::ManagedWorkerRemoved { name } => self.remove_managed(name, &mut out),
             Command::ManagedWorkerRestart { name, from } => {
                 self.restart_managed(name, *from, &mut out)

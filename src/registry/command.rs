@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::managed::{ExpectedPlacement, ManagedStatus, NodeLabels};
+use super::managed::{ExpectedPlacement, ManagedStatus, NodeLabels, SpecOrigin};
 use super::model::{Trigger, WorkerMeta, WorkerToken};
 use crate::ids::{NodeId, WorkerId};
 use crate::managed::spec::WorkerSpec;
@@ -74,8 +74,18 @@ pub enum Command {
     /// `quorum token revoke`: the name is refused from now on, wherever it is defined.
     TokenRevoked { name: String },
     /// `quorum worker add` (or the node's `workers:` list): a managed worker's spec. The same
-    /// spec again changes nothing; another spec under a taken name is refused.
-    ManagedWorkerPut { spec: WorkerSpec, at_ms: u64 },
+    /// spec again changes nothing; another spec under a taken name is refused, unless both it
+    /// and the taken one come from a config (then it replaces it, as a new version).
+    ManagedWorkerPut {
+        spec: WorkerSpec,
+        at_ms: u64,
+        /// Entries logged before origins existed were all `quorum worker add`s.
+        #[serde(default)]
+        origin: SpecOrigin,
+    },
+    /// A node submitted its `workers:` list (these names): the specs a config put under any
+    /// other name are removed; those put with the CLI stay. Applying it again changes nothing.
+    ManagedConfigRetained { names: Vec<String> },
     /// `quorum worker remove`: the worker stops wherever it runs (refused when unknown).
     ManagedWorkerRemoved { name: String },
     /// `quorum worker restart`: the placed node restarts the worker once. With `from`, a

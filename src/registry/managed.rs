@@ -41,10 +41,35 @@ impl ExpectedPlacement {
     }
 }
 
+/// Where a managed worker's spec came from. A node's `workers:` list replaces and removes only
+/// the specs a config put; the specs an operator put with `quorum worker add` are theirs alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpecOrigin {
+    /// `quorum worker add`; also what specs logged before origins existed are taken for.
+    #[default]
+    Cli,
+    /// A node's `workers:` list.
+    Config,
+}
+
+impl SpecOrigin {
+    /// How the origin is spelled in logs and in `quorum worker status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cli => "cli",
+            Self::Config => "config",
+        }
+    }
+}
+
 /// One managed worker: what the operator asked for and where it runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManagedWorker {
     pub spec: WorkerSpec,
+    /// Who put the spec; the first put decides, and it never changes afterwards.
+    #[serde(default)]
+    pub origin: SpecOrigin,
     /// When the spec was put (ms since the epoch): a new spec is a new version, and the
     /// placed node runs `scripts.install` once per version.
     pub version: u64,
@@ -107,8 +132,15 @@ impl Registry {
         self.managed.values().filter_map(|m| m.placement).collect()
     }
 
-    /// `ManagedWorkerPut`: a new spec, the same one again (nothing changes), or a refusal.
-    pub(super) fn put_managed(&mut self, spec: &WorkerSpec, at_ms: u64, out: &mut Outcome) {
+    /// `ManagedWorkerPut`: a new spec, the same one again (nothing changes, not even the
+    /// origin), a config's new spec for a name a config put (replaced), or a refusal.
+    pub(super) fn put_managed(
+        &mut self,
+        spec: &WorkerSpec,
+        at_ms: u64,
+        origin: SpecOrigin,
+        out: &mut Outcome,
+    ) {
         if let Err(too_large) = limits::check(
             &format!(
                 "the spec of managed worker `{}`",
@@ -123,12 +155,22 @@ impl Registry {
             ));
             return;
         }
-        match self.managed.get(&spec.name) {
+        let node_labels = &self.node_labels;
+        match self.managed.get_mut(&spec.name) {
             Some(existing) if existing.spec == *spec => {}
-            Some(_) => {
+            Some(existing)
+                if existing.origin == SpecOrigin::Config && origin == SpecOrigin::Config =>
+            {
+                replace(existing, spec, at_ms, node_labels);
+            }
+            Some(existing) => {
                 out.refusal = Some(format!(
-                    "a managed worker named '{}' already exists with a different spec; remove it first",
-                    spec.name
+                    "a managed worker named '{}' already exists with a different spec (put by {}); remove it first",
+                    crate::protocol::names::echo(&spec.name),
+                    match existing.origin {
+                        SpecOrigin::Cli => "`quorum worker add`",
+                        SpecOrigin::Config => "a node's `workers:` config",
+                    }
                 ));
             }
             None => {
@@ -136,6 +178,7 @@ impl Registry {
                     spec.name.clone(),
                     ManagedWorker {
                         spec: spec.clone(),
+                        origin,
                         version: at_ms,
                         placement: None,
                         status: ManagedStatus::pending(),
@@ -144,6 +187,13 @@ impl Registry {
                 );
             }
         }
+    }
+
+    /// `ManagedConfigRetained`: removes every spec a config put whose name is not in `names`
+    /// (the list of the config that was just submitted); specs put with the CLI stay.
+    pub(super) fn retain_config_managed(&mut self, names: &[String]) {
+        self.managed
+            .retain(|name, worker| worker.origin == SpecOrigin::Cli || names.contains(name));
     }
 
     /// `ManagedWorkerRemoved`: forgets the spec; its node stops the worker.
@@ -257,6 +307,33 @@ impl Registry {
     }
 }
 
+/// A config's new spec for a worker a config put: a new version, so the placed node replaces
+/// the running process (and runs `scripts.install` again when its key changed). The worker
+/// stays on its node while that node has the new spec's labels; otherwise it is unplaced and the
+/// leader places it again.
+fn replace(
+    worker: &mut ManagedWorker,
+    spec: &WorkerSpec,
+    at_ms: u64,
+    node_labels: &BTreeMap<NodeId, NodeLabels>,
+) {
+    worker.spec = spec.clone();
+    // Strictly newer, even with a clock behind the one that put the old spec.
+    worker.version = at_ms.max(worker.version + 1);
+    let still_fits = worker
+        .placement
+        .and_then(|node| node_labels.get(&node))
+        .is_some_and(|labels| {
+            spec.node_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        });
+    if !still_fits {
+        worker.placement = None;
+        worker.status = ManagedStatus::pending();
+    }
+}
+
 fn placement_changed(name: &str) -> String {
     format!(
         "the placement of managed worker '{}' changed since this decision",
@@ -282,7 +359,11 @@ mod tests {
     }
 
     fn put(reg: &mut Registry, spec: WorkerSpec) -> Outcome {
-        reg.apply(&Command::ManagedWorkerPut { spec, at_ms: 7 })
+        reg.apply(&Command::ManagedWorkerPut {
+            spec,
+            at_ms: 7,
+            origin: SpecOrigin::Cli,
+        })
     }
 
     #[test]
@@ -300,6 +381,124 @@ mod tests {
         assert_eq!(worker.version, 7);
         assert_eq!(worker.status.state, "pending");
         assert_eq!(reg.managed_workers().count(), 1);
+    }
+
+    fn put_from(reg: &mut Registry, spec: WorkerSpec, at_ms: u64, origin: SpecOrigin) -> Outcome {
+        reg.apply(&Command::ManagedWorkerPut {
+            spec,
+            at_ms,
+            origin,
+        })
+    }
+
+    fn labelled(name: &str, command: &str, zone: &str) -> WorkerSpec {
+        WorkerSpec {
+            node_labels: [("zone".to_string(), zone.to_string())].into(),
+            ..spec(name, command)
+        }
+    }
+
+    #[test]
+    fn a_config_replaces_its_own_spec_as_a_new_version_and_a_retry_changes_nothing() {
+        let mut reg = Registry::default();
+        reg.apply(&Command::NodeLabels {
+            node: 1,
+            labels: [("zone".to_string(), "a".to_string())].into(),
+        });
+        put_from(&mut reg, labelled("w", "old", "a"), 100, SpecOrigin::Config);
+        reg.apply(&place("w", 1, ExpectedPlacement::Was(None)));
+        // Put by a node whose clock is behind: still a newer version.
+        let replace = Command::ManagedWorkerPut {
+            spec: labelled("w", "new", "a"),
+            at_ms: 50,
+            origin: SpecOrigin::Config,
+        };
+        assert_eq!(reg.apply(&replace).refusal, None);
+        let worker = reg.managed_worker("w").unwrap().clone();
+        assert_eq!(worker.spec.command.as_deref(), Some("new"));
+        assert_eq!(worker.origin, SpecOrigin::Config);
+        assert_eq!(worker.version, 101);
+        assert_eq!(worker.placement, Some(1), "node 1 still has zone=a");
+        // The same write again (a retried forward) is no change.
+        assert_eq!(reg.apply(&replace).refusal, None);
+        assert_eq!(reg.managed_worker("w").unwrap(), &worker);
+        // A spec node 1 cannot run any more is placed afresh by the leader.
+        put_from(&mut reg, labelled("w", "new", "b"), 200, SpecOrigin::Config);
+        let worker = reg.managed_worker("w").unwrap();
+        assert_eq!(worker.placement, None);
+        assert_eq!(worker.version, 200);
+        assert_eq!(worker.status.state, "pending");
+    }
+
+    #[test]
+    fn a_config_never_changes_or_removes_a_cli_spec_and_the_cli_never_replaces_a_config_one() {
+        let mut reg = Registry::default();
+        put_from(&mut reg, spec("by-hand", "one"), 1, SpecOrigin::Cli);
+        put_from(&mut reg, spec("by-file", "one"), 1, SpecOrigin::Config);
+        let refusal = put_from(&mut reg, spec("by-hand", "two"), 2, SpecOrigin::Config)
+            .refusal
+            .unwrap();
+        assert!(refusal.contains("quorum worker add"), "{refusal}");
+        let refusal = put_from(&mut reg, spec("by-file", "two"), 2, SpecOrigin::Cli)
+            .refusal
+            .unwrap();
+        assert!(refusal.contains("`workers:` config"), "{refusal}");
+        // The same spec from the other origin is no change, and the origin stays the first.
+        assert_eq!(
+            put_from(&mut reg, spec("by-hand", "one"), 3, SpecOrigin::Config).refusal,
+            None
+        );
+        reg.apply(&Command::ManagedConfigRetained { names: Vec::new() });
+        let left: Vec<_> = reg.managed_workers().map(|w| w.spec.clone()).collect();
+        assert_eq!(left, [spec("by-hand", "one")]);
+        assert_eq!(
+            reg.managed_worker("by-hand").unwrap().origin,
+            SpecOrigin::Cli
+        );
+    }
+
+    #[test]
+    fn a_config_list_removes_the_config_specs_it_no_longer_names() {
+        let mut reg = Registry::default();
+        for name in ["a", "b", "c"] {
+            put_from(&mut reg, spec(name, "true"), 1, SpecOrigin::Config);
+        }
+        put_from(&mut reg, spec("d", "true"), 1, SpecOrigin::Cli);
+        let retain = Command::ManagedConfigRetained {
+            names: vec!["a".into(), "c".into(), "d".into(), "never-put".into()],
+        };
+        assert_eq!(reg.apply(&retain).refusal, None);
+        let names = |reg: &Registry| -> Vec<String> {
+            reg.managed_workers().map(|w| w.spec.name.clone()).collect()
+        };
+        assert_eq!(names(&reg), ["a", "c", "d"]);
+        reg.apply(&retain);
+        assert_eq!(names(&reg), ["a", "c", "d"], "applied twice: no change");
+    }
+
+    #[test]
+    fn specs_and_puts_logged_before_origins_existed_are_the_cli_s() {
+        let old = r#"{"ManagedWorkerPut":{"spec":{"name":"w","command":"true"},"at_ms":3}}"#;
+        let command: Command = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            command,
+            Command::ManagedWorkerPut {
+                spec: spec("w", "true"),
+                at_ms: 3,
+                origin: SpecOrigin::Cli,
+            }
+        );
+        let mut reg = Registry::default();
+        put_from(&mut reg, spec("w", "true"), 3, SpecOrigin::Config);
+        let mut value = serde_json::to_value(&reg).unwrap();
+        let worker = value["managed"]["w"].as_object_mut().unwrap();
+        assert_eq!(worker.remove("origin"), Some(serde_json::json!("config")));
+        let old: Registry = serde_json::from_value(value).unwrap();
+        assert_eq!(old.managed_worker("w").unwrap().origin, SpecOrigin::Cli);
+        // So an old snapshot's spec survives a config that does not list it.
+        let mut old = old;
+        old.apply(&Command::ManagedConfigRetained { names: Vec::new() });
+        assert!(old.managed_worker("w").is_some());
     }
 
     #[test]

@@ -26,6 +26,8 @@ mod tokens;
 pub use command::{
     Announcement, Command, Event, Notice, Outcome, Registration, Rejection, WorkerEventKind,
 };
-pub use managed::{ExpectedPlacement, ManagedStatus, ManagedWorker, NodeLabels, MAX_SPEC_BYTES};
+pub use managed::{
+    ExpectedPlacement, ManagedStatus, ManagedWorker, NodeLabels, SpecOrigin, MAX_SPEC_BYTES,
+};
 pub use model::{Function, Registry, Trigger, TriggerType, Worker, WorkerMeta, WorkerToken};
 pub use queries::Resolution;
