@@ -287,6 +287,24 @@ impl Pods {
         self.cli(i, &["status"]).ok()
     }
 
+    /// Every pod's log lines, over all its restarts, that are warnings or errors or speak of
+    /// a drain or a stopped call: what a failed call during a rolling restart needs.
+    pub fn notable_logs(&self) -> String {
+        const NOTABLE: [&str; 5] = ["\"WARN\"", "\"ERROR\"", "drain", "stopped", "owed"];
+        (0..self.chart.replicas())
+            .map(|i| {
+                let all = self.docker().logs(&self.container(i), 100_000);
+                let lines: Vec<&str> = all
+                    .lines()
+                    .filter(|l| !l.contains("openraft"))
+                    .filter(|l| NOTABLE.iter().any(|n| l.contains(n)))
+                    .collect();
+                format!("--- {} ---\n{}", self.chart.pod_name(i), lines.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Every pod's last log lines, for failure messages.
     pub fn logs(&self) -> String {
         (0..self.chart.replicas())
