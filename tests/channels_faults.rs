@@ -40,6 +40,13 @@ async fn open(url: &str, channel: &StreamChannelRef, dir: &str) -> RawEnd {
 /// it can and a raw reader on node 3 that has already received 4 MiB.
 async fn streaming_across_three_nodes() -> (Cluster, RawEnd, Pump, Summary) {
     let cluster = Cluster::start(3);
+    let (reader, pump, received) = stream_across(&cluster).await;
+    (cluster, reader, pump, received)
+}
+
+/// On a running cluster of three: a channel living on node 1, a raw writer on node 2
+/// pumping as fast as it can and a raw reader on node 3 that has already received 4 MiB.
+async fn stream_across(cluster: &Cluster) -> (RawEnd, Pump, Summary) {
     let creator = worker(&cluster.node(0).url, &unique_name("creator"), None).await;
     let channel = new_channel(&creator).await;
     let mut reader = open(&cluster.node(2).url, &channel.reader_ref, "read").await;
@@ -49,7 +56,7 @@ async fn streaming_across_three_nodes() -> (Cluster, RawEnd, Pump, Summary) {
     reader
         .read_at_least(&mut received, 4 * MIB, Duration::from_secs(30))
         .await;
-    (cluster, reader, pump, received)
+    (reader, pump, received)
 }
 
 fn assert_error_ending(what: &str, ending: &Ending, after: Duration) {
@@ -101,16 +108,7 @@ async fn killing_the_home_node_mid_stream_ends_both_ends_with_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_home_node_cut_off_silently_ends_both_ends_with_1011_before_keep_alive_would() {
     let net = RelayedCluster::start(3, 51, 61, &[]).await;
-    let cluster = &net.cluster;
-    let creator = worker(&cluster.node(0).url, &unique_name("creator"), None).await;
-    let channel = new_channel(&creator).await;
-    let mut reader = open(&cluster.node(2).url, &channel.reader_ref, "read").await;
-    let writer = open(&cluster.node(1).url, &channel.writer_ref, "write").await;
-    let pump = Pump::start(writer, None, Duration::ZERO);
-    let mut received = Summary::default();
-    reader
-        .read_at_least(&mut received, 4 * MIB, Duration::from_secs(30))
-        .await;
+    let (reader, pump, received) = stream_across(&net.cluster).await;
 
     let cut_at = Instant::now();
     net.faults.silence(net.ips[0]);
@@ -147,7 +145,9 @@ async fn a_home_node_cut_off_silently_ends_both_ends_with_1011_before_keep_alive
     eventually(
         "the home node tears the channel down",
         Duration::from_secs(5),
-        || async { (metric(cluster.node(0), "quorum_channels_open ").await == 0.0).then_some(()) },
+        || async {
+            (metric(net.cluster.node(0), "quorum_channels_open ").await == 0.0).then_some(())
+        },
     )
     .await;
 }
