@@ -191,9 +191,8 @@ async fn creator_writer_and_reader_on_three_different_nodes() {
 /// upgrade (the peers' own connections keep their room), and a freed slot serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ends_through_one_home_past_the_connection_limit_are_refused_with_503() {
-    let cluster = Cluster::start_with(2, |_| NodeOptions {
-        args: vec!["--channel-connections-per-peer".into(), "1".into()],
-        ..Default::default()
+    let cluster = Cluster::start_with(2, |_| {
+        NodeOptions::with_args(&["--channel-connections-per-peer", "1"])
     });
     let (home, other) = (cluster.node(0), cluster.node(1));
     let (w, r) = create(&home.url, json!({})).await;
@@ -331,10 +330,7 @@ async fn ten_thousand_channels_never_connected_are_swept() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_in(
         dir.path(),
-        NodeOptions {
-            args: vec!["--channel-unconnected-timeout-secs".into(), "2".into()],
-            ..Default::default()
-        },
+        NodeOptions::with_args(&["--channel-unconnected-timeout-secs", "2"]),
     );
     let client = worker(&node.url, &unique_name("hoarder"), None).await;
     let mut first = None;
@@ -368,10 +364,7 @@ async fn a_writer_flooding_a_channel_nobody_reads_is_held_back_and_memory_stays_
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_in(
         dir.path(),
-        NodeOptions {
-            args: vec!["--channel-buffer-bytes".into(), "1MiB".into()],
-            ..Default::default()
-        },
+        NodeOptions::with_args(&["--channel-buffer-bytes", "1MiB"]),
     );
     let (w, _) = create(&node.url, json!({"buffer_size": 1024})).await;
     let before = rss_bytes(node.pid());
@@ -485,10 +478,7 @@ async fn a_connection_at_its_channel_share_is_refused_and_others_still_create() 
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_in(
         dir.path(),
-        NodeOptions {
-            args: vec!["--max-channels-per-connection".into(), "3".into()],
-            ..Default::default()
-        },
+        NodeOptions::with_args(&["--max-channels-per-connection", "3"]),
     );
     let greedy = worker(&node.url, &unique_name("greedy"), None).await;
     let mut held = Vec::new();
@@ -541,10 +531,7 @@ async fn void_creates_past_the_share_are_refused_too() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_in(
         dir.path(),
-        NodeOptions {
-            args: vec!["--max-channels-per-connection".into(), "3".into()],
-            ..Default::default()
-        },
+        NodeOptions::with_args(&["--max-channels-per-connection", "3"]),
     );
     let greedy = worker(&node.url, &unique_name("greedy"), None).await;
     for _ in 0..10 {
@@ -590,10 +577,7 @@ async fn a_reader_that_never_reads_is_cut_off_and_the_writer_told() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_in(
         dir.path(),
-        NodeOptions {
-            args: vec!["--channel-reader-stall-secs".into(), "1".into()],
-            ..Default::default()
-        },
+        NodeOptions::with_args(&["--channel-reader-stall-secs", "1"]),
     );
     let creator = worker(&node.url, &unique_name("creator"), None).await;
     let channel = new_channel(&creator).await;
@@ -644,15 +628,12 @@ async fn a_slow_but_steady_reader_is_not_cut_off_while_one_that_never_reads_is()
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start_in(
         dir.path(),
-        NodeOptions {
-            args: vec![
-                "--channel-reader-stall-secs".into(),
-                "2".into(),
-                "--channel-buffer-bytes".into(),
-                "1MiB".into(),
-            ],
-            ..Default::default()
-        },
+        NodeOptions::with_args(&[
+            "--channel-reader-stall-secs",
+            "2",
+            "--channel-buffer-bytes",
+            "1MiB",
+        ]),
     );
     let creator = worker(&node.url, &unique_name("creator"), None).await;
     let open = |channel: StreamChannelRef, dir: &'static str| {

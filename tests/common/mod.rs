@@ -70,12 +70,19 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
+    /// Only extra `args` (flags and their values), everything else as by default.
+    pub fn with_args(args: &[&str]) -> NodeOptions {
+        NodeOptions {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..NodeOptions::default()
+        }
+    }
+
     /// A fixed worker address (kept across restarts) and extra `args`.
     pub fn on_port(listen: &str, args: &[&str]) -> NodeOptions {
         NodeOptions {
             listen: Some(listen.to_string()),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            ..NodeOptions::default()
+            ..NodeOptions::with_args(args)
         }
     }
 }
