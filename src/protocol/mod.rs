@@ -41,7 +41,11 @@ pub fn is_telemetry_frame(bytes: &[u8]) -> bool {
 /// `frame` fuzz target and `tests/untrusted_input.rs` hold it to that).
 /// A large `invocationresult` keeps its result as text ([`raw_result`]).
 pub fn decode(bytes: &[u8]) -> Result<Incoming, serde_json::Error> {
-    if bytes.len() >= raw_result::RAW_RESULT_BYTES {
+    // The raw path parses the whole frame; a large frame of another kind (a registration, a
+    // call) that does not even name the kind skips it rather than being parsed twice.
+    if bytes.len() >= raw_result::RAW_RESULT_BYTES
+        && memchr::memmem::find(bytes, b"\"invocationresult\"").is_some()
+    {
         if let Some(result) = raw_result::decode(bytes) {
             return Ok(Incoming::InvocationResult(result));
         }
