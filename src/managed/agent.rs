@@ -58,7 +58,8 @@ struct Agent {
     plan_errors: BTreeMap<String, (u64, String)>,
 }
 
-/// Runs the agent until the node shuts down; then stops every local managed worker.
+/// Runs the agent until the node shuts down (the node itself then stops its managed workers,
+/// within their grace: `stop_managed_workers`).
 pub async fn run(node: Arc<Node>, supervisor: Supervisor) {
     let mut agent = Agent::default();
     let mut changes = node.managed.watch_changes();
@@ -130,7 +131,6 @@ pub async fn run(node: Arc<Node>, supervisor: Supervisor) {
         agent.reconcile(&node, &supervisor);
         agent.report(&node, &supervisor).await;
     }
-    supervisor.shut_down().await;
 }
 
 impl Agent {

@@ -218,7 +218,6 @@ impl Runner {
         }
     }
 
-    /// The worker's directory, its config file and its environment.
     /// The worker's directory and config, then its install when the plan has one; `None` when
     /// the worker was stopped during the install. One error path for both, retried alike.
     async fn prepare_and_install(&self) -> Result<Option<Prepared>, String> {
@@ -231,6 +230,7 @@ impl Runner {
         Ok(Some(prepared))
     }
 
+    /// The worker's directory, its config file and its environment.
     async fn prepare(&self) -> Result<Prepared, String> {
         tokio::fs::create_dir_all(&self.data)
             .await
