@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::NodeId;
-use crate::registry::{Command, ExpectedPlacement, NodeLabels, Registry};
+use crate::registry::{labels_fit, Command, ExpectedPlacement, NodeLabels, Registry};
 
 /// A node that may receive a managed worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub fn choose(wanted: &BTreeMap<String, String>, candidates: &[Candidate]) -> Ch
     if candidates.is_empty() {
         return Choice::Unplaceable("no live node can take it".into());
     }
-    let fits = |c: &&Candidate| wanted.iter().all(|(k, v)| c.labels.get(k) == Some(v));
+    let fits = |c: &&Candidate| labels_fit(wanted, &c.labels);
     if let Some(best) = candidates
         .iter()
         .filter(fits)

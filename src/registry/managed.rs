@@ -20,6 +20,11 @@ pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 /// A node's labels (`--node-label K=V`), which a spec's `node_labels` must all match.
 pub type NodeLabels = BTreeMap<String, String>;
 
+/// Whether a node carrying `labels` may run a spec that asks for `wanted` (all of them).
+pub fn labels_fit(wanted: &NodeLabels, labels: &NodeLabels) -> bool {
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// The placement a leader's decision was made from. The registry applies the decision only
 /// while the worker is still placed so (a compare-and-set), so a decision made from an old
 /// view (e.g. sent just before leadership moved) cannot move or unplace a running worker.
@@ -323,11 +328,7 @@ fn replace(
     let still_fits = worker
         .placement
         .and_then(|node| node_labels.get(&node))
-        .is_some_and(|labels| {
-            spec.node_labels
-                .iter()
-                .all(|(k, v)| labels.get(k) == Some(v))
-        });
+        .is_some_and(|labels| labels_fit(&spec.node_labels, labels));
     if !still_fits {
         worker.placement = None;
         worker.status = ManagedStatus::pending();

@@ -27,7 +27,8 @@ pub use command::{
     Announcement, Command, Event, Notice, Outcome, Registration, Rejection, WorkerEventKind,
 };
 pub use managed::{
-    ExpectedPlacement, ManagedStatus, ManagedWorker, NodeLabels, SpecOrigin, MAX_SPEC_BYTES,
+    labels_fit, ExpectedPlacement, ManagedStatus, ManagedWorker, NodeLabels, SpecOrigin,
+    MAX_SPEC_BYTES,
 };
 pub use model::{Function, Registry, Trigger, TriggerType, Worker, WorkerMeta, WorkerToken};
 pub use queries::Resolution;
