@@ -143,6 +143,14 @@ impl AdmittedMembers {
         members
     }
 
+    /// Whether an admission still widens the members (the log at `local_index` has not
+    /// reached it): only then does a caller need [`Self::check_against`]'s copy.
+    pub fn pending(&self, local_index: Option<u64>) -> bool {
+        self.lock()
+            .as_ref()
+            .is_some_and(|a| !caught_up(a, local_index))
+    }
+
     /// Forgets the admission, and removes its file, once this node's log holds a membership
     /// at least as new as the admitted one. Returns whether it did.
     pub async fn forget_if_caught_up(
@@ -287,6 +295,10 @@ mod tests {
         // Node 2 was removed since the admission: its certificate speaks for nobody now.
         assert_eq!(ids(&admitted.check_against(&local, Some(11))), vec![3]);
         assert_eq!(ids(&admitted.check_against(&local, Some(20))), vec![3]);
+        // So requests are checked against the log as it is, with no copy to make.
+        assert!(admitted.pending(Some(10)));
+        assert!(!admitted.pending(Some(11)));
+        assert!(!admitted.pending(Some(20)));
     }
 
     #[tokio::test]

@@ -115,16 +115,22 @@ impl ClusterService {
     #[allow(clippy::result_large_err)]
     fn authorize<T>(&self, request: &Request<T>, access: Access) -> Result<Caller, Status> {
         let peer = request.extensions().get::<PeerInfo>();
-        let members = {
-            let metrics = self.node.consensus.raft().metrics();
-            let metrics = metrics.borrow();
-            let local = &metrics.membership_config;
-            self.node.admitted.check_against(
-                local.membership().nodes(),
-                local.log_id().map(|id| id.index),
-            )
+        let metrics = self.node.consensus.raft().metrics();
+        let metrics = metrics.borrow();
+        let local = &metrics.membership_config;
+        let index = local.log_id().map(|id| id.index);
+        // A wiped node catching up also trusts the members its admitting leader listed; in
+        // the steady state the log's members are checked as they are, without a copy.
+        let admitted = if self.node.admitted.pending(index) {
+            let members = self
+                .node
+                .admitted
+                .check_against(local.membership().nodes(), index);
+            access::admit(peer, access, &members, self.secure)
+        } else {
+            access::admit(peer, access, local.membership().nodes(), self.secure)
         };
-        let admitted = access::admit(peer, access, &members, self.secure);
+        drop(metrics);
         if let Err(refusal) = &admitted {
             debug!(node = self.node.id, remote = ?peer.map(|p| p.remote), reason = refusal.message(), "cluster request refused");
         }
