@@ -48,6 +48,8 @@ pub async fn run(node: &Arc<Node>) {
         .await
     {
         warn!(node = node.id, error = %err, "could not record the drain; calls to this node's workers are not held");
+    } else {
+        own_drain_applied(node, started + RECORD_BUDGET).await;
     }
     membership::hand_over_leadership(node).await;
     let mut closed = std::collections::HashSet::new();
@@ -95,5 +97,26 @@ pub async fn run(node: &Arc<Node>) {
             return;
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until this node's own replica records the drain it committed. A write forwarded to
+/// the leader returns once the leader applied it; until this replica applies it too, calls
+/// routed here (by local callers, or handed back by [`crate::router::Router::deliver`]) are
+/// not held, so a worker closed in that window would fail them with `invocation_stopped`.
+async fn own_drain_applied(node: &Node, deadline: Instant) {
+    let mut changes = node.managed.watch_changes();
+    while !node.registry().is_draining(node.id) {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                warn!(node = node.id, "the drain is not applied here yet; closing workers anyway");
+                return;
+            }
+        }
     }
 }
