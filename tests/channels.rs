@@ -434,8 +434,13 @@ fn reset_on_drop(tcp: &TcpStream) {
     tcp.set_linger(Some(Duration::ZERO)).expect("linger");
 }
 
+/// Under `--worker-auth token` a channel socket is admitted by its access key alone (the
+/// key was handed out only to a connection that presented a token): the Node SDK opens its
+/// channel sockets without the token its worker connection carries. A wrong key is still
+/// refused before the upgrade, and the form the Node SDK builds from an engine URL with a
+/// query (`/?token=T/ws/channels/ID?key=K&dir=D`) reaches the channel it names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channel_sockets_pass_the_worker_token_check_like_workers() {
+async fn channel_sockets_need_only_their_key_under_worker_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let token = "channel-test-token";
     let node = Node::start_in(
@@ -445,24 +450,26 @@ async fn channel_sockets_pass_the_worker_token_check_like_workers() {
             ..Default::default()
         },
     );
+    // The worker port itself still asks for the token.
+    assert_eq!(refused_status(&format!("{}/", node.url)).await, 401);
     let mut creator =
         common::raw::RawClient::connect(&format!("{}/?token={token}", node.url)).await;
     let answer = creator.call("engine::channels::create", json!({})).await;
     let refs = &answer["result"];
     let w: StreamChannelRef = serde_json::from_value(refs["writer"].clone()).expect("writer");
     let r: StreamChannelRef = serde_json::from_value(refs["reader"].clone()).expect("reader");
-    // Without the token: 401 before the upgrade, even with the right key.
-    let bare = end_url(&node.url, &r, "read");
-    assert_eq!(refused_status(&bare).await, 401);
-    // With it (in the engine URL's query, as the SDKs keep it), both ends work.
-    let with_token = |id: &str, key: &str, dir: &str| {
-        format!(
-            "{}/ws/channels/{id}?token={token}&key={key}&dir={dir}",
-            node.url
-        )
-    };
-    let mut writer = connect(&with_token(&w.channel_id, &w.access_key, "write")).await;
-    let mut reader = connect(&with_token(&r.channel_id, &r.access_key, "read")).await;
+    let wrong = format!(
+        "{}/ws/channels/{}?key=not-the-key&dir=read",
+        node.url, r.channel_id
+    );
+    assert_eq!(refused_status(&wrong).await, 404);
+    // The writer with its key only; the reader as the Node SDK writes it.
+    let mut writer = connect(&end_url(&node.url, &w, "write")).await;
+    let node_sdk_form = format!(
+        "{}/?token={token}/ws/channels/{}?key={}&dir=read",
+        node.url, r.channel_id, r.access_key
+    );
+    let mut reader = connect(&node_sdk_form).await;
     writer.send(Message::Text("hi".into())).await.unwrap();
     writer.close(None).await.unwrap();
     let (frames, code) = read_to_close(&mut reader, Duration::from_secs(5)).await;

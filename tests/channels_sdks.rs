@@ -23,7 +23,7 @@ use common::haproxy::{self, Haproxy};
 use common::script::{Script, READY_TIMEOUT};
 use common::sdk_env::{env_or_skip, EnvCell};
 use common::sdks::{prepare_node_env, prepare_python_env, tests_node_dir};
-use common::{http, unique_name, wait_function, worker, Cluster};
+use common::{http, unique_name, wait_function, worker, Cluster, Node, NodeOptions};
 use iii_sdk::channel::{ChannelReader, ChannelWriter};
 use iii_sdk::protocol::TriggerRequest;
 use iii_sdk::IIIClient;
@@ -258,6 +258,33 @@ async fn node_handlers_stream_through_haproxy_in_front_of_three_nodes() {
         return;
     };
     through_haproxy(sdk, binary).await;
+}
+
+/// Under `--worker-auth token`, with the token in the engine URL's query as the docs tell
+/// Node users (and as managed workers get it): the Node SDK's channel sockets, whose URL it
+/// builds by appending to that text, still stream both ways. The Rust ends connect with no
+/// token at all: a channel's access key is its credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_handlers_stream_under_worker_tokens_given_in_the_url() {
+    let Some(sdk) = Sdk::node().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = "node-channel-token";
+    let node = Node::start_in(
+        &dir.path().join("node"),
+        NodeOptions {
+            args: common::worker_token_args(dir.path(), token),
+            ..Default::default()
+        },
+    );
+    let with_token = format!("{}/?token={token}", node.url);
+    let creator = worker(&with_token, &unique_name("creator"), None).await;
+    let mut script = sdk.start(&with_token).await;
+    wait_function(&creator, sdk.consume, true).await;
+    handler_reads(&creator, &sdk, &node.url, interleaved_plan()).await;
+    handler_writes(&creator, &sdk, &node.url, interleaved_plan()).await;
+    script.finish_cleanly().await;
 }
 
 /// 100 MiB from a Node handler's writer to a Python handler's reader, both given only a

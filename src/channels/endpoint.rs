@@ -77,6 +77,23 @@ pub fn is_channel_path(path: &str) -> bool {
     path.starts_with(PATH_PREFIX)
 }
 
+/// The channel path and query a request meant, when the Node SDK (0.22) hid them in the query.
+///
+/// That SDK builds a channel URL by appending `/ws/channels/{id}?key=..&dir=..` to the engine
+/// URL as text, so an engine URL with a query (`ws://host:49134/?token=T`, as managed workers
+/// get it) yields `ws://host:49134/?token=T/ws/channels/{id}?key=K&dir=D`: the path is `/` and
+/// the channel's own path and query sit inside the first query. Returns them, or `None` for
+/// any other request.
+pub fn hidden_in_query<'q>(path: &str, query: Option<&'q str>) -> Option<(&'q str, &'q str)> {
+    if path != "/" {
+        return None;
+    }
+    let query = query?;
+    let at = query.find(PATH_PREFIX)?;
+    let meant = &query[at..];
+    Some(meant.split_once('?').unwrap_or((meant, "")))
+}
+
 /// Reads `/ws/channels/{id}` and its query. The channel's own `key` and `dir` come last (any
 /// query from the engine URL comes first), so the last occurrence of each wins.
 pub fn parse(path: &str, query: Option<&str>) -> Result<EndRequest, Refusal> {
@@ -176,6 +193,24 @@ mod tests {
         assert_eq!(end.id, id);
         assert_eq!(end.key, "k/1");
         assert_eq!(end.direction, Direction::Write);
+    }
+
+    #[test]
+    fn a_channel_url_the_node_sdk_appended_to_a_query_is_read_as_meant() {
+        let id = ChannelId::new(2);
+        let query = format!("token=abc/ws/channels/{id}?key=k%2F1&dir=read");
+        let (path, query) = hidden_in_query("/", Some(&query)).expect("a channel request");
+        let end = parse(path, Some(query)).unwrap();
+        assert_eq!(end.id, id);
+        assert_eq!(end.key, "k/1");
+        assert_eq!(end.direction, Direction::Read);
+        // A worker's own connection, or a channel path proper, is left alone.
+        assert_eq!(hidden_in_query("/", Some("token=abc")), None);
+        assert_eq!(hidden_in_query("/", None), None);
+        assert_eq!(
+            hidden_in_query(&self::path(&id), Some("key=k&dir=read")),
+            None
+        );
     }
 
     #[test]

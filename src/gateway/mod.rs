@@ -139,33 +139,40 @@ async fn accept(node: Arc<Node>, tls: Option<WorkerTls>, stream: TcpStream, peer
 
 /// Decides an upgrade request from `peer`: its path, the worker token, and for a channel
 /// socket whether the channel exists (on this node or, asked over gRPC, on its home node).
+///
+/// A channel socket needs no worker token: its access key, handed out only to a connection
+/// the gate admitted (`engine::channels::create`), is its credential. The Node SDK opens
+/// channel sockets without the headers or the query its worker connection carries.
 #[allow(clippy::result_large_err)]
 async fn decide(
     node: &Arc<Node>,
     request: &Request,
     peer: SocketAddr,
 ) -> Result<Route, ErrorResponse> {
-    let path = request.uri().path();
-    let channel = channels::endpoint::is_channel_path(path);
-    if !channel && path != "/" && path != "/otel" {
+    let (path, query) =
+        match channels::endpoint::hidden_in_query(request.uri().path(), request.uri().query()) {
+            Some((path, query)) => (path, Some(query)),
+            None => (request.uri().path(), request.uri().query()),
+        };
+    if channels::endpoint::is_channel_path(path) {
+        return match channels::endpoint::admit(node, path, query).await {
+            Ok(admitted) => Ok(Route::Channel(admitted)),
+            Err(why) => {
+                let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::NOT_FOUND);
+                Err(refusal(status, &why.to_string()))
+            }
+        };
+    }
+    if path != "/" && path != "/otel" {
         return Err(refusal(StatusCode::NOT_FOUND, "no such endpoint"));
     }
     let admitted = node.worker_gate.admit(request, peer.ip(), &node.registry());
     let grant = admitted.map_err(|_| unauthorized())?;
-    if !channel {
-        return Ok(if path == "/" {
-            Route::Worker(grant)
-        } else {
-            Route::Telemetry
-        });
-    }
-    match channels::endpoint::admit(node, path, request.uri().query()).await {
-        Ok(admitted) => Ok(Route::Channel(admitted)),
-        Err(why) => {
-            let status = StatusCode::from_u16(why.status()).unwrap_or(StatusCode::NOT_FOUND);
-            Err(refusal(status, &why.to_string()))
-        }
-    }
+    Ok(if path == "/" {
+        Route::Worker(grant)
+    } else {
+        Route::Telemetry
+    })
 }
 
 /// An HTTP refusal before any WebSocket exists.
