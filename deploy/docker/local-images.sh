@@ -6,6 +6,8 @@
 #   quorum-local/cc:nonroot        for gcr.io/distroless/cc-debian12:nonroot (the runtime)
 #   quorum-local/cc:debug-nonroot  the same plus busybox at /busybox/sh (the certs-init stage)
 #   quorum-local/haproxy:bookworm  for haproxy:3.0 (the compose file's load balancer)
+#   quorum-local/managed:bookworm  for debian:bookworm-slim with the managed image's runtimes
+#                                  (python3, python3-venv, nodejs) already installed
 #
 # Needs root, mmdebstrap and a Debian mirror (apt's). Then, from the repository root:
 #
@@ -25,6 +27,11 @@ FORCE="${FORCE:-0}"
 RUNTIME_TAG=quorum-local/cc:nonroot
 DEBUG_TAG=quorum-local/cc:debug-nonroot
 HAPROXY_TAG=quorum-local/haproxy:$SUITE
+MANAGED_TAG=quorum-local/managed:$SUITE
+
+# The Dockerfile's MANAGED_PACKAGES: installed here, so its managed stage finds them and
+# needs no mirror.
+MANAGED_PACKAGES=python3,python3-venv,nodejs
 
 # What distroless/cc holds: glibc, libgcc, libssl, CA certificates, time zones, netbase.
 BASE_PACKAGES=base-files,netbase,tzdata,ca-certificates,libc6,libgcc-s1,libssl3
@@ -96,4 +103,16 @@ else
     mkdir -p "$work/haproxy/usr/local/etc/haproxy"
     import "$work/haproxy" "$HAPROXY_TAG" --change 'USER 65532:65532' \
         --change 'ENTRYPOINT ["/usr/sbin/haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]'
+fi
+
+if exists "$MANAGED_TAG"; then
+    echo "kept $MANAGED_TAG"
+else
+    # A Debian like debian:bookworm-slim (the essential and required packages: a shell,
+    # dpkg, apt, useradd) with the runtimes. Unlike the distroless stand-ins, maintainer
+    # scripts run, so the packages are configured as on any Debian.
+    mmdebstrap --quiet --variant=minbase --include="$MANAGED_PACKAGES" "$SUITE" "$work/managed"
+    rm -rf "$work/managed/var/cache/apt/archives"/*.deb "$work/managed/var/lib/apt/lists"/* \
+        "$work/managed/usr/share/doc" "$work/managed/usr/share/man" "$work/managed/usr/share/info"
+    import "$work/managed" "$MANAGED_TAG" --change 'CMD ["bash"]'
 fi

@@ -1,7 +1,7 @@
 //! The images the tests run, made once per test binary with no registry: the stand-in base
 //! images from Debian packages (`deploy/docker/local-images.sh`), then the repository's
-//! Dockerfile packing the `quorum` binary cargo built for these tests (`--target runtime`
-//! and the compose file's `certs-init`).
+//! Dockerfile packing the `quorum` binary cargo built for these tests (`--target runtime`,
+//! the compose file's `certs-init`, and `--target managed-runtime` for managed workers).
 
 use std::path::Path;
 use std::process::Command;
@@ -11,18 +11,22 @@ use std::time::{Duration, Instant};
 use super::common::sdk_env::run_bounded;
 use super::docker::{skip, Docker};
 
-/// Making the base images fetches a few Debian packages; building packs one binary.
-const BASES_TIMEOUT: Duration = Duration::from_secs(600);
+/// Making the base images fetches Debian packages (the managed base, with python3 and
+/// node, takes most of it: about 10 minutes once on the project machine); building packs
+/// one binary.
+const BASES_TIMEOUT: Duration = Duration::from_secs(1200);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The stand-ins `local-images.sh` makes.
 pub const RUNTIME_BASE: &str = "quorum-local/cc:nonroot";
 pub const CERTS_INIT_BASE: &str = "quorum-local/cc:debug-nonroot";
 pub const HAPROXY: &str = "quorum-local/haproxy:bookworm";
+pub const MANAGED_BASE: &str = "quorum-local/managed:bookworm";
 
 /// The tags of the images built from this checkout.
 pub const QUORUM: &str = "quorum-test:runtime";
 pub const CERTS_INIT: &str = "quorum-test:certs-init";
+pub const MANAGED: &str = "quorum-test:managed";
 
 /// Proof the images exist.
 pub struct Images;
@@ -101,6 +105,16 @@ fn build_all(docker: &Docker) -> Result<Images, String> {
             "--target=certs-init",
             &format!("--build-arg=CERTS_INIT_IMAGE={CERTS_INIT_BASE}"),
             "--build-arg=CERTS_INIT_BINARY_FROM=packed",
+            "--build-arg=QUORUM_BINARY=quorum",
+        ],
+    )?;
+    build(
+        docker,
+        context.path(),
+        MANAGED,
+        &[
+            "--target=managed-runtime",
+            &format!("--build-arg=MANAGED_IMAGE={MANAGED_BASE}"),
             "--build-arg=QUORUM_BINARY=quorum",
         ],
     )?;

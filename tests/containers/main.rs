@@ -26,6 +26,7 @@ mod pods;
 
 mod chart_pods;
 mod compose;
+mod managed;
 mod partition;
 mod rolling;
 mod traffic;
