@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::client::PeerClients;
 use super::pb::invocation_frame::Kind;
 use super::pb::{CallResult, Cancel, InvocationFrame, Invoke, WorkerAnswer};
+use super::relayed::RelayedChecks;
 use crate::auth::access::Caller;
 use crate::ids::{InvocationId, NodeId, WorkerId};
 use crate::node::Node;
@@ -199,13 +200,14 @@ async fn run_outgoing(
         Ok(response) => {
             info!(node = me, peer, "invocation stream open");
             let mut inbound = response.into_inner();
+            let mut checks = RelayedChecks::default();
             loop {
                 let next = tokio::select! {
                     next = inbound.message() => next,
                     _ = node.shutdown.cancelled() => break,
                 };
                 match next {
-                    Ok(Some(frame)) => on_result(&node, peer, frame).await,
+                    Ok(Some(frame)) => on_result(&node, peer, frame, &mut checks).await,
                     Ok(None) => break,
                     Err(status) => {
                         debug!(node = me, peer, error = %status, "invocation stream broke");
@@ -213,6 +215,7 @@ async fn run_outgoing(
                     }
                 }
             }
+            checks.finish().await;
         }
         Err(status) => {
             if node.links.should_warn(peer) {
@@ -226,7 +229,12 @@ async fn run_outgoing(
     node.router.owner_node_lost(peer).await;
 }
 
-async fn on_result(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
+async fn on_result(
+    node: &Arc<Node>,
+    peer: NodeId,
+    frame: InvocationFrame,
+    checks: &mut RelayedChecks,
+) {
     let Some(Kind::Result(result)) = frame.kind else {
         debug!(
             node = node.id,
@@ -237,18 +245,22 @@ async fn on_result(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
     let Some(invocation_id) = parse_invocation(&result.invocation_id) else {
         return;
     };
-    let outcome = if result.ok {
-        super::relayed::checked(peer, result.value_json).await
+    let node = node.clone();
+    let complete = move |outcome| async move {
+        node.router
+            .complete_remote(peer, invocation_id, outcome)
+            .await
+    };
+    if result.ok {
+        checks.check_then(peer, result.value_json, complete).await;
     } else {
-        Err(ErrorBody {
+        complete(Err(ErrorBody {
             code: result.error_code,
             message: result.error_message,
             stacktrace: None,
-        })
-    };
-    node.router
-        .complete_remote(peer, invocation_id, outcome)
+        }))
         .await;
+    }
 }
 
 /// Serves the stream a peer opened to us: its calls run on our workers and their
@@ -272,14 +284,16 @@ pub async fn serve(
     lock(&node.links.incoming).insert(peer, tx.clone());
     let reader = node.clone();
     tokio::spawn(async move {
+        let mut checks = RelayedChecks::default();
         loop {
             let next = tokio::select! {
                 next = inbound.message() => next,
                 _ = reader.shutdown.cancelled() => break,
             };
             let Ok(Some(frame)) = next else { break };
-            on_call_frame(&reader, peer, frame).await;
+            on_call_frame(&reader, peer, frame, &mut checks).await;
         }
+        checks.finish().await;
         {
             let mut incoming = lock(&reader.links.incoming);
             if incoming
@@ -297,7 +311,12 @@ pub async fn serve(
     Ok(Response::new(outbound.boxed()))
 }
 
-async fn on_call_frame(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
+async fn on_call_frame(
+    node: &Arc<Node>,
+    peer: NodeId,
+    frame: InvocationFrame,
+    checks: &mut RelayedChecks,
+) {
     match frame.kind {
         Some(Kind::Invoke(invoke)) => match decode_invoke(invoke) {
             Some(call) => {
@@ -322,21 +341,26 @@ async fn on_call_frame(node: &Arc<Node>, peer: NodeId, frame: InvocationFrame) {
                 );
                 return;
             };
-            let outcome = if answer.ok {
-                super::relayed::checked(peer, answer.value_json).await
+            let node = node.clone();
+            let (invocation_id, function_id) = (answer.invocation_id, answer.function_id);
+            let deliver = move |outcome| async move {
+                let owed = OwedAnswer {
+                    invocation_id,
+                    function_id,
+                    outcome,
+                };
+                node.router.deliver_owed(worker, owed).await
+            };
+            if answer.ok {
+                checks.check_then(peer, answer.value_json, deliver).await;
             } else {
-                Err(ErrorBody {
+                deliver(Err(ErrorBody {
                     code: answer.error_code,
                     message: answer.error_message,
                     stacktrace: None,
-                })
-            };
-            let owed = OwedAnswer {
-                invocation_id: answer.invocation_id,
-                function_id: answer.function_id,
-                outcome,
-            };
-            node.router.deliver_owed(worker, owed).await;
+                }))
+                .await;
+            }
         }
         Some(Kind::Result(_)) | None => {
             debug!(
