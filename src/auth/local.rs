@@ -61,9 +61,7 @@ impl Drop for LocalToken {
 impl LocalTokens {
     /// Makes a new token for worker `name`, replacing any earlier one of that name.
     pub fn issue(self: &Arc<Self>, name: &str) -> Result<LocalToken, getrandom::Error> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom::fill(&mut bytes)?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = super::tokens::random_hex(TOKEN_BYTES)?;
         self.lock().insert(name.to_string(), token.clone());
         Ok(LocalToken {
             name: name.to_string(),

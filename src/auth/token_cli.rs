@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::tokens::sha256_hex;
+use super::tokens::{random_hex, sha256_hex};
 use crate::cluster::cli::{run_operator_command, Target};
 use crate::node::COMMIT_RETRY_BUDGET;
 use crate::rpc::errors::RpcError;
@@ -133,9 +133,7 @@ async fn execute(command: TokenCommand) -> Result<String, TokenCliError> {
 
 /// A new token: the prefix and 256 random bits in hex.
 fn new_token() -> Result<String, TokenCliError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(TokenCliError::Random)?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = random_hex(32).map_err(TokenCliError::Random)?;
     Ok(format!("{TOKEN_PREFIX}{hex}"))
 }
 

@@ -17,10 +17,19 @@ const MAX_NAME_CHARS: usize = 64;
 
 /// Lowercase hex SHA-256 of `text`'s UTF-8 bytes: what the registry keeps instead of a token.
 pub fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// `count` bytes from the operating system's random source, in lowercase hex: the secret part
+/// of every token quorum makes (worker tokens and managed workers' local tokens).
+pub fn random_hex(count: usize) -> Result<String, getrandom::Error> {
+    let mut bytes = vec![0u8; count];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a token entry is not acceptable.
@@ -190,6 +199,17 @@ mod tests {
     #[test]
     fn the_hash_is_sha256_of_the_utf8_bytes() {
         assert_eq!(sha256_hex("test"), HASH);
+    }
+
+    #[test]
+    fn random_hex_gives_two_lowercase_hex_digits_per_byte_and_differs_each_time() {
+        let first = random_hex(32).expect("random source");
+        let second = random_hex(32).expect("random source");
+        assert_eq!(first.len(), 64);
+        assert!(first
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(first, second);
     }
 
     #[test]
