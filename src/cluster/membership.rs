@@ -200,6 +200,7 @@ pub fn status(node: &Node) -> pb::StatusReply {
         local_workers: node.connections.len() as u64,
         cluster_id: node.cluster_id.get().unwrap_or_default(),
         initialized,
+        command_level: super::command_level::announced(),
     }
 }
 
