@@ -1,7 +1,8 @@
 //! `quorum worker` against real nodes: specs added, listed and removed through a member that
 //! is not the leader, bad manifests refused before anything is committed, one spec per name,
 //! a worker's output read through a node that does not run it (and followed), the `workers:`
-//! list of a node's config, and the operator certificate on a cluster with certificates.
+//! list of a node's config (held back while a member runs an older binary), and the operator
+//! certificate on a cluster with certificates.
 //! The workers are tiny `sh` loops: none of these behaviours needs an SDK.
 
 mod common;
@@ -420,6 +421,96 @@ fn restarted_with_an_edited_workers_list_a_node_removes_and_replaces_the_config_
         ["by-hand".to_string(), "changed".to_string()],
         "the worker added by hand is gone"
     );
+}
+
+/// What a node logs when the leader held its config's writes back.
+const HELD_BACK_LOG: &str =
+    "the config's managed workers are held back until every node is upgraded";
+
+#[test]
+fn a_config_removal_waits_while_a_member_runs_an_older_binary_and_commits_once_it_is_upgraded() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let config = root.path().join("quorum.yaml");
+    let write_config = |names: &[&str]| {
+        let entries: String = names
+            .iter()
+            .map(|name| format!("  - name: {name}\n    command: \"sleep 1000\"\n"))
+            .collect();
+        std::fs::write(&config, format!("workers:\n{entries}")).expect("config file")
+    };
+    write_config(&["kept", "removed"]);
+    let config_args = || NodeOptions {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..NodeOptions::default()
+    };
+    // Node 3 carries the config; nodes 1 and 2 keep a majority while it restarts.
+    let mut cluster = Cluster::start_with(3, |i| match i {
+        2 => config_args(),
+        _ => NodeOptions::default(),
+    });
+    let address = cluster.node(0).cluster.clone();
+    wait_for(
+        "both config workers are listed",
+        || cluster.logs(),
+        || (names(&address) == ["kept", "removed"]).then_some(()),
+    );
+
+    // Node 2 plays a binary from before command levels, which cannot apply what removing a
+    // config's worker writes.
+    let seed = cluster.node(0).cluster.clone();
+    cluster.kill(1);
+    let older = NodeOptions {
+        env: vec![("QUORUM_TEST_ANNOUNCE_COMMAND_LEVEL".into(), "0".into())],
+        ..NodeOptions::default()
+    };
+    cluster.restart(1, &["--join", &seed], older);
+    wait_for(
+        "node 2 announces command level 0",
+        || cluster.logs(),
+        || (cluster.status(1)?["command_level"] == 0).then_some(()),
+    );
+    wait_for(
+        "the leader knows node 2's level",
+        || cluster.logs(),
+        || {
+            let logs = cluster.logs();
+            logs.contains("member 2 reports command level 0")
+                .then_some(())
+        },
+    );
+    cluster.kill(2);
+    write_config(&["kept"]);
+    cluster.restart(2, &["--join", &seed], config_args());
+    wait_for(
+        "node 3's config writes are held back for node 2's level",
+        || cluster.logs(),
+        || {
+            let log = cluster.node(2).log();
+            let held = log.lines().any(|line| {
+                line.contains(HELD_BACK_LOG)
+                    && line.contains("node 2 understands registry commands up to level 0")
+            });
+            held.then_some(())
+        },
+    );
+    assert_eq!(
+        names(&address),
+        ["kept", "removed"],
+        "a write node 2 cannot apply was committed"
+    );
+
+    // Node 2 upgraded: the config's next attempt (5 s, then 10 s, 20 s... later) commits.
+    cluster.kill(1);
+    cluster.restart(1, &["--join", &seed], NodeOptions::default());
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    while names(&address) != ["kept"] {
+        assert!(
+            Instant::now() < deadline,
+            "the removal did not commit after the upgrade; logs:\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -190,6 +190,7 @@ fn status_json(reply: &pb::StatusReply) -> Value {
         "last_log_index": reply.last_log_index,
         "local_workers": reply.local_workers,
         "initialized": reply.initialized,
+        "command_level": reply.command_level,
         "members": members_json(&reply.members),
     })
 }
@@ -281,6 +282,7 @@ mod tests {
             local_workers: 0,
             cluster_id: "c1".into(),
             initialized: true,
+            command_level: 1,
         };
         let table = status_table(&reply);
         assert!(table.contains("leader none"), "{table}");

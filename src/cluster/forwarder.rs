@@ -39,6 +39,9 @@ pub enum ForwardError {
     /// This node learned of another leader before this one answered; the outcome is unknown.
     #[error("leader {was} was replaced while the write was on its way")]
     LeaderReplaced { was: NodeId },
+    /// The leader held the write back: a member cannot apply it yet; nothing was written.
+    #[error("{0}")]
+    HeldBack(String),
     /// The leader's outcome could not be decoded.
     #[error("the leader's outcome is malformed: {0}")]
     Decode(#[source] serde_json::Error),
@@ -69,6 +72,8 @@ impl ForwardError {
             ),
             ForwardError::Rpc(RpcError::BadAddress { .. } | RpcError::Codec { .. }) => false,
             ForwardError::Rpc(_) => true,
+            // The caller retries on its own schedule: soon would not help.
+            ForwardError::HeldBack(_) => false,
             ForwardError::Encode(_) | ForwardError::Decode(_) | ForwardError::NotApplied { .. } => {
                 false
             }
@@ -108,6 +113,9 @@ pub async fn forward(
             leader_id: (hint.leader_id != 0).then_some(hint.leader_id),
             leader_address: (!hint.leader_address.is_empty()).then_some(hint.leader_address),
         });
+    }
+    if !reply.held_back.is_empty() {
+        return Err(ForwardError::HeldBack(reply.held_back));
     }
     let outcome: Outcome =
         serde_json::from_slice(&reply.outcome_json).map_err(ForwardError::Decode)?;

@@ -10,7 +10,8 @@
 //! The bookkeeping ([`PeerContact`], [`must_fence`], [`is_silent`]) is pure: time is passed
 //! in, so the decisions are unit-tested. [`run`] drives it on a node: when leading it probes
 //! every member, purges lost ones, and records each member's last answer in
-//! [`MemberContact`] (which the departed-member check reads); it fences or unfences this node.
+//! [`MemberContact`] (which the departed-member check reads) and the command level it reports
+//! (which the leader's write check reads, see `command_level.rs`); it fences or unfences this node.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tracing::{info, warn};
 
+use super::command_level::CommandLevel;
 use crate::ids::NodeId;
 use crate::node::Node;
 use crate::registry::Command;
@@ -91,6 +93,7 @@ pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
         if !leading || !in_quorum {
             leading_since = None;
             node.member_contact.stop_leading();
+            node.member_levels.forget_all();
             continue;
         }
         let since = *leading_since.get_or_insert(now);
@@ -114,16 +117,19 @@ pub async fn run(node: Arc<Node>, timings: LeaseTimings) {
         let answers = join_all(
             members
                 .iter()
-                .map(|(id, address)| async { (*id, probe(&node, address).await) }),
+                .map(|(id, address)| async { (*id, command_level_of(&node, address).await) }),
         )
         .await;
         let answered_at = Instant::now();
         for (peer, answered) in answers {
-            if answered {
-                node.member_contact.record(peer, answered_at);
-                if holding.contains(&peer) {
-                    contact.record(peer, answered_at);
-                }
+            let Some(level) = answered else {
+                node.member_levels.forget(peer);
+                continue;
+            };
+            node.member_levels.record(peer, level);
+            node.member_contact.record(peer, answered_at);
+            if holding.contains(&peer) {
+                contact.record(peer, answered_at);
             }
         }
         for lost in contact.to_purge(&holding, node.id, since, Instant::now(), timings) {
@@ -155,14 +161,16 @@ async fn commit_as_leader(node: &Node, command: Command) -> Result<(), String> {
     }
 }
 
-/// Whether the member at `address` answers a status request in time.
-async fn probe(node: &Node, address: &str) -> bool {
+/// The registry command level the member at `address` reports, if it answers a status request
+/// in time (an older binary reports none: 0).
+pub async fn command_level_of(node: &Node, address: &str) -> Option<CommandLevel> {
     node.peers
         .unary(address, PROBE_TIMEOUT, |mut client| async move {
             client.status(StatusRequest {}).await
         })
         .await
-        .is_ok()
+        .ok()
+        .map(|reply| reply.command_level)
 }
 
 /// Whether a node last heard from at `last` (never: `None`) is silent at `now`: no answer for

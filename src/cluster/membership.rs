@@ -200,6 +200,7 @@ pub fn status(node: &Node) -> pb::StatusReply {
         local_workers: node.connections.len() as u64,
         cluster_id: node.cluster_id.get().unwrap_or_default(),
         initialized,
+        command_level: super::command_level::announced(),
     }
 }
 
@@ -372,10 +373,14 @@ pub async fn remove(
         .get_node(&target)
         .is_some();
     // Its managed workers move first, so their functions stay callable.
-    let drained = member && crate::managed::evacuate::move_workers_off(node, target).await;
+    let mark = if member {
+        crate::managed::evacuate::move_workers_off(node, target).await
+    } else {
+        None
+    };
     let result = remove_member(node, target).await;
-    if drained && result.is_err() {
-        crate::managed::evacuate::undrain(node, target).await;
+    if let (Some(mark), Err(_)) = (mark, &result) {
+        crate::managed::evacuate::undrain(node, target, mark).await;
     }
     result
 }

@@ -5,7 +5,8 @@
 //! certificate check while a rejoining node's log catches up), membership changes and the
 //! cluster's view for operators ([`membership`]: join on the leader, leave and remove keeping
 //! a quorum, status), sending
-//! registry writes to the leader ([`forwarder`]), the cluster id that keeps clusters apart
+//! registry writes to the leader ([`forwarder`]), holding back a write some member's binary
+//! cannot apply yet ([`command_level`]), the cluster id that keeps clusters apart
 //! ([`identity`]), leases that fence a cut-off node and purge a lost one ([`lease`]), removing
 //! voters that departed for good ([`departed`]), and the `quorum cluster …` commands ([`cli`]).
 //!
@@ -18,6 +19,7 @@
 pub mod admission;
 pub mod bootstrap;
 pub mod cli;
+pub mod command_level;
 pub mod departed;
 pub mod forwarder;
 pub mod identity;

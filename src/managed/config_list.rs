@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tracing::{error, info, warn};
@@ -97,12 +98,19 @@ pub fn submit_at_start(node: &Arc<Node>) {
     tokio::spawn(async move { reconcile(node.id, specs, |command| node.commit(command)).await });
 }
 
+/// The first wait before a write the leader held back is submitted again (doubling each time).
+const HELD_BACK_FIRST_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between two submissions of a held-back write.
+const HELD_BACK_MAX_RETRY: Duration = Duration::from_secs(60);
+
 /// Makes the registry's config-put specs this list, through `commit` (the node's commit path):
 /// one `ManagedWorkerPut` per entry (origin config: it adds the spec, or replaces a spec a
 /// config put under that name), then one `ManagedConfigRetained` that removes the config-put
 /// specs the list no longer names. Each command is idempotent, so a retried write is
 /// harmless. A refusal (a spec put with the CLI holds the name) or a failed commit is logged,
-/// and the other entries are still submitted.
+/// and the other entries are still submitted. A write the leader holds back (a member still
+/// runs an older binary, during a rolling upgrade) is submitted again until it is taken, after
+/// 5 s, then twice as long each time up to 60 s.
 pub async fn reconcile<F, Fut>(node: NodeId, specs: Vec<WorkerSpec>, commit: F)
 where
     F: Fn(Command) -> Fut,
@@ -121,7 +129,7 @@ where
             at_ms: super::admin::now_ms(),
             origin: SpecOrigin::Config,
         };
-        match commit(put).await {
+        match until_taken(node, &commit, put).await {
             Ok(Outcome {
                 refusal: Some(reason),
                 ..
@@ -135,13 +143,36 @@ where
         }
     }
     let kept = names.len();
-    match commit(Command::ManagedConfigRetained { names }).await {
+    match until_taken(node, &commit, Command::ManagedConfigRetained { names }).await {
         Ok(_) => info!(
             node,
             kept, "managed workers from a config that this one no longer lists are removed"
         ),
         Err(err) => {
             error!(node, error = %err, "cannot remove the managed workers this config no longer lists")
+        }
+    }
+}
+
+/// Commits `command`, submitting it again while the leader holds it back.
+async fn until_taken<F, Fut>(
+    node: NodeId,
+    commit: &F,
+    command: Command,
+) -> Result<Outcome, EngineError>
+where
+    F: Fn(Command) -> Fut,
+    Fut: Future<Output = Result<Outcome, EngineError>>,
+{
+    let mut wait = HELD_BACK_FIRST_RETRY;
+    loop {
+        match commit(command.clone()).await {
+            Err(EngineError::HeldBack(reason)) => {
+                warn!(node, reason = %reason, retry_in_s = wait.as_secs(), "the config's managed workers are held back until every node is upgraded; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(HELD_BACK_MAX_RETRY);
+            }
+            other => return other,
         }
     }
 }
@@ -182,6 +213,39 @@ mod tests {
                 names: vec!["a".into(), "b".into()]
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_back_write_is_submitted_again_after_5_s_doubling_up_to_60_s() {
+        let started = tokio::time::Instant::now();
+        let attempts = std::sync::Mutex::new(Vec::new());
+        reconcile(1, Vec::new(), |_| {
+            let mut attempts = attempts.lock().unwrap();
+            attempts.push(started.elapsed().as_secs());
+            let held = attempts.len() <= 6;
+            async move {
+                if held {
+                    Err(EngineError::HeldBack("node 2 is older".into()))
+                } else {
+                    Ok(Outcome::default())
+                }
+            }
+        })
+        .await;
+        let attempts = attempts.into_inner().unwrap();
+        // Waits of 5, 10, 20, 40, 60, 60 s.
+        assert_eq!(attempts, [0, 5, 15, 35, 75, 135, 195]);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_otherwise_is_not_submitted_again() {
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        reconcile(1, Vec::new(), |_| {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(EngineError::Unavailable("no leader".into())) }
+        })
+        .await;
+        assert_eq!(attempts.into_inner(), 1);
     }
 
     #[test]

@@ -254,7 +254,10 @@ mod tests {
             node: 1,
             expected: ExpectedPlacement::Any,
         });
-        reg.apply(&Command::NodeDraining { node: 1 });
+        reg.apply(&Command::NodeDraining {
+            node: 1,
+            cause: None,
+        });
         assert!(decide(&reg, &BTreeSet::from([1]), &BTreeSet::new()).is_empty());
         assert_eq!(
             decide(&reg, &BTreeSet::from([1, 2]), &BTreeSet::new()),

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::Node;
 use crate::cluster::membership;
 use crate::managed;
-use crate::registry::Command;
+use crate::registry::{Command, DrainCause};
 
 /// How often the drain looks for workers it may close.
 const POLL: Duration = Duration::from_millis(20);
@@ -44,7 +44,13 @@ pub async fn run(node: &Arc<Node>) {
         "draining: no new workers, moving the connected ones away"
     );
     if let Err(err) = node
-        .commit_within(Command::NodeDraining { node: node.id }, RECORD_BUDGET)
+        .commit_within(
+            Command::NodeDraining {
+                node: node.id,
+                cause: Some(DrainCause::Shutdown),
+            },
+            RECORD_BUDGET,
+        )
         .await
     {
         warn!(node = node.id, error = %err, "could not record the drain; calls to this node's workers are not held");

@@ -30,8 +30,9 @@ use crate::auth::worker_tls::WorkerTls;
 use crate::budget::Budget;
 use crate::builtins::fairness::QuerySlots;
 use crate::channels::Channels;
+use crate::cluster::forwarder::ForwardError;
 use crate::cluster::identity::ClusterId;
-use crate::cluster::{admission, bootstrap, forwarder, membership};
+use crate::cluster::{admission, bootstrap, command_level, forwarder, membership};
 use crate::config::Config;
 use crate::consensus::{Applied, Consensus, ConsensusConfig, ConsensusError};
 use crate::gateway::{self, connections::Connections};
@@ -97,6 +98,8 @@ pub struct Node {
     pub draining: CancellationToken,
     /// When leading: each member's last answer to the lease probe (which members are silent).
     pub member_contact: crate::cluster::lease::MemberContact,
+    /// The registry command level each member last reported to this node's lease probes.
+    pub member_levels: crate::cluster::command_level::MemberLevels,
     /// When a leader's AppendEntries (a heartbeat) last reached this node.
     leader_contact: Mutex<Option<Instant>>,
     /// Who the worker port lets in (`--worker-auth`, the tokens file, the registry's tokens).
@@ -231,7 +234,8 @@ impl Node {
     /// On a follower the command is forwarded to the leader, and this returns once the local
     /// replica has applied it too. While there is no leader (an election, a leader change) it
     /// retries with backoff for up to [`COMMIT_RETRY_BUDGET`], so a registration in flight
-    /// survives a leader change.
+    /// survives a leader change. A command the leader holds back (some member's binary cannot
+    /// apply it yet, see `cluster::command_level`) fails at once with [`EngineError::HeldBack`].
     pub async fn commit(&self, command: Command) -> Result<Outcome, EngineError> {
         self.commit_within(command, COMMIT_RETRY_BUDGET).await
     }
@@ -247,6 +251,10 @@ impl Node {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            // Held back: retrying soon cannot help; the caller retries on its own schedule.
+            command_level::admit(self, &command)
+                .await
+                .map_err(|held| EngineError::HeldBack(held.to_string()))?;
             let failure = match self.consensus.write(command.clone()).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(ConsensusError::ForwardToLeader {
@@ -255,6 +263,9 @@ impl Node {
                 }) => match leader_addr.or_else(|| membership::address_of(self, leader)) {
                     Some(addr) => match forwarder::forward(self, leader, &addr, &command).await {
                         Ok(outcome) => return Ok(outcome),
+                        Err(ForwardError::HeldBack(reason)) => {
+                            return Err(EngineError::HeldBack(reason))
+                        }
                         Err(err) if err.is_retryable() => err.to_string(),
                         Err(err) => return Err(EngineError::Unavailable(err.to_string())),
                     },
@@ -369,6 +380,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         serving: AtomicBool::new(false),
         draining: CancellationToken::new(),
         member_contact: Default::default(),
+        member_levels: Default::default(),
         leader_contact: Mutex::new(None),
         worker_gate: Arc::new(WorkerGate::new(
             config.worker_auth,

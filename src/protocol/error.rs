@@ -42,6 +42,10 @@ pub enum EngineError {
     TriggerRegistrationFailed(String),
     #[error("the registry could not commit the change: {0}")]
     Unavailable(String),
+    /// The leader did not propose the change: some member's binary cannot apply it yet (see
+    /// `cluster::command_level`). Nothing was written; retry once every node is upgraded.
+    #[error("the registry did not take the change yet: {0}")]
+    HeldBack(String),
     #[error("the result is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// The connection's worker token does not allow this (the message names the token's name
@@ -76,7 +80,7 @@ impl EngineError {
             Self::InvalidArguments(_) => "INVALID_ARGUMENTS",
             Self::TooManyPendingCalls { .. } => "too_many_pending_calls",
             Self::TriggerRegistrationFailed(_) => "trigger_registration_failed",
-            Self::Unavailable(_) => "engine_unavailable",
+            Self::Unavailable(_) | Self::HeldBack(_) => "engine_unavailable",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::RegistrationTooLarge(_) => "payload_too_large",

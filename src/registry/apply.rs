@@ -143,12 +143,8 @@ impl Registry {
             Command::NodeLabels { node, labels } => {
                 self.node_labels.insert(*node, labels.clone());
             }
-            Command::NodeDraining { node } => {
-                self.draining_nodes.insert(*node);
-            }
-            Command::NodeUndrained { node } => {
-                self.draining_nodes.remove(node);
-            }
+            Command::NodeDraining { node, cause } => self.mark_draining(*node, *cause),
+            Command::NodeUndrained { node, removal } => self.undrain(*node, *removal, &mut out),
             Command::ReattachClaim {
                 previous,
                 token_hash,
@@ -167,7 +163,7 @@ impl Registry {
                     // A new process commits its labels again once its supervisor runs.
                     self.node_labels.remove(node);
                 }
-                self.draining_nodes.remove(node);
+                self.forget_drain(*node);
                 let stale: Vec<WorkerId> = self
                     .workers
                     .values()

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::drains::DrainCause;
 use super::managed::{ExpectedPlacement, ManagedStatus, NodeLabels, SpecOrigin};
 use super::model::{Trigger, WorkerMeta, WorkerToken};
 use crate::ids::{NodeId, WorkerId};
@@ -57,10 +58,23 @@ pub enum Command {
         provider: WorkerId,
         trigger_id: String,
     },
-    /// A node is draining for a shutdown: hold calls to its workers until they move.
-    NodeDraining { node: NodeId },
-    /// A removal that marked the node draining failed: the node serves again.
-    NodeUndrained { node: NodeId },
+    /// A node is draining (for its shutdown, or for a removal that moves its managed workers
+    /// first): hold calls to its workers until they move. A shutdown drain stays one.
+    NodeDraining {
+        node: NodeId,
+        /// Entries logged before causes existed (`None`) count as a shutdown.
+        #[serde(default)]
+        cause: Option<DrainCause>,
+    },
+    /// A removal that marked the node draining failed: the node serves again, if it still
+    /// drains for that removal (a compare-and-set, see `drains.rs`): never after its own
+    /// shutdown drain began, nor after a newer removal marked it.
+    NodeUndrained {
+        node: NodeId,
+        /// The removal's id. Entries logged before ids existed (`None`) undo any drain.
+        #[serde(default)]
+        removal: Option<u64>,
+    },
     /// A reconnected worker claims the calls its previous connection was waiting on (that
     /// connection is gone, so only the node that closed it can check the token's hash).
     ReattachClaim {

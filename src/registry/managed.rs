@@ -795,7 +795,10 @@ mod tests {
             "a live holder on a serving node keeps its name"
         );
 
-        reg.apply(&Command::NodeDraining { node: 1 });
+        reg.apply(&Command::NodeDraining {
+            node: 1,
+            cause: None,
+        });
         let newcomer = connect_on(&mut reg, 3, 3);
         let out = announce_and_register(&mut reg, newcomer, "w");
         assert!(!out.name_rejected, "{out:?}");
@@ -825,7 +828,10 @@ mod tests {
         let mut reg = Registry::default();
         let old = connect_on(&mut reg, 1, 1);
         assert!(!announce_and_register(&mut reg, old, "plain").name_rejected);
-        reg.apply(&Command::NodeDraining { node: 1 });
+        reg.apply(&Command::NodeDraining {
+            node: 1,
+            cause: None,
+        });
         let newcomer = connect_on(&mut reg, 3, 3);
         let out = announce_and_register(&mut reg, newcomer, "plain");
         assert!(out.name_rejected, "{out:?}");
@@ -844,8 +850,12 @@ mod tests {
         put(&mut reg, spec("w", "true"));
         let old = connect_on(&mut reg, 1, 1);
         assert!(!announce_and_register(&mut reg, old, "w").name_rejected);
-        reg.apply(&Command::NodeDraining { node: 1 });
-        reg.apply(&Command::NodeUndrained { node: 1 });
+        let cause = Some(crate::registry::DrainCause::Removal { id: 9 });
+        reg.apply(&Command::NodeDraining { node: 1, cause });
+        reg.apply(&Command::NodeUndrained {
+            node: 1,
+            removal: Some(9),
+        });
         assert!(!reg.is_draining(1));
         let newcomer = connect_on(&mut reg, 3, 3);
         assert!(announce_and_register(&mut reg, newcomer, "w").name_rejected);

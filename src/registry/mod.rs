@@ -12,6 +12,7 @@
 
 mod apply;
 mod command;
+mod drains;
 pub mod limits;
 mod managed;
 mod model;
@@ -26,6 +27,7 @@ mod tokens;
 pub use command::{
     Announcement, Command, Event, Notice, Outcome, Registration, Rejection, WorkerEventKind,
 };
+pub use drains::DrainCause;
 pub use managed::{
     labels_fit, ExpectedPlacement, ManagedStatus, ManagedWorker, NodeLabels, SpecOrigin,
     MAX_SPEC_BYTES,

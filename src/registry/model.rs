@@ -20,9 +20,14 @@ pub struct Registry {
     #[serde(with = "super::serde_pairs")]
     pub(super) names: BTreeMap<(String, String), WorkerId>,
     pub(super) services: BTreeMap<String, Service>,
-    /// Nodes draining for a shutdown: calls to their workers wait for the workers to move.
+    /// Draining nodes (for a shutdown or a removal): calls to their workers wait for the
+    /// workers to move.
     #[serde(default)]
     pub(super) draining_nodes: BTreeSet<NodeId>,
+    /// Why each draining node drains, when not for its shutdown (see `drains.rs`); absent
+    /// from snapshots written before causes existed, whose drains all read as shutdowns.
+    #[serde(default, with = "super::serde_pairs")]
+    pub(super) drain_causes: BTreeMap<NodeId, super::drains::DrainCause>,
     /// Functions whose worker left a draining node and has not registered them again, with
     /// that worker (each move has its own): a call for one waits a little for its worker to
     /// come back elsewhere.
@@ -160,6 +165,7 @@ impl Default for Registry {
             names: BTreeMap::new(),
             services: BTreeMap::new(),
             draining_nodes: BTreeSet::new(),
+            drain_causes: BTreeMap::new(),
             moving: BTreeMap::new(),
             tokens: BTreeMap::new(),
             revoked_tokens: BTreeSet::new(),

@@ -18,7 +18,7 @@ pub enum Resolution {
 }
 
 impl Registry {
-    /// Whether `node` is draining for a shutdown (its workers are about to move).
+    /// Whether `node` is draining, for a shutdown or a removal (its workers are about to move).
     pub fn is_draining(&self, node: NodeId) -> bool {
         self.draining_nodes.contains(&node)
     }
@@ -140,6 +140,13 @@ impl Registry {
     /// Checks the registry's cross-references (the property tests and the `registry` fuzz
     /// target call it after every command).
     pub fn check_invariants(&self) -> Result<(), String> {
+        if let Some(node) = self
+            .drain_causes
+            .keys()
+            .find(|n| !self.draining_nodes.contains(*n))
+        {
+            return Err(format!("node {node} has a drain cause but is not draining"));
+        }
         if let Some(key) = self.moving.keys().find(|k| self.functions.contains_key(*k)) {
             return Err(format!(
                 "function {key} is registered and still marked moving"

@@ -96,7 +96,10 @@ fn functions_leaving_a_draining_node_are_moving_until_registered_again() {
     let a = connect(&mut reg, 1);
     register(&mut reg, a, vec![function("f")]);
     assert!(!reg.is_draining(1));
-    reg.apply(&Command::NodeDraining { node: 1 });
+    reg.apply(&Command::NodeDraining {
+        node: 1,
+        cause: None,
+    });
     assert!(reg.is_draining(1));
     reg.apply(&Command::WorkerDisconnected { worker: a });
     assert_eq!(reg.moving_from("default", "f"), Some(a));
@@ -574,7 +577,15 @@ fn arb_command() -> impl Strategy<Value = Command> {
         tid.clone()
             .prop_map(|i| Command::TriggerRemoved { id: i.into() }),
         Just(Command::NodeRestarted { node: 1 }),
-        Just(Command::NodeDraining { node: 1 }),
+        Just(Command::NodeDraining {
+            node: 1,
+            cause: None
+        }),
+        (0u64..3).prop_map(|id| Command::NodeDraining {
+            node: 1,
+            cause: Some(crate::registry::DrainCause::Removal { id })
+        }),
+        prop::option::of(0u64..3).prop_map(|removal| Command::NodeUndrained { node: 1, removal }),
         (worker.clone(), tid).prop_map(|(w, t)| Command::TriggerAccepted {
             provider: w,
             trigger_id: t.into()

@@ -30,7 +30,7 @@ use crate::auth::cluster_listener::{self, PeerInfo};
 use crate::auth::cluster_tls::ClusterTls;
 use crate::auth::token_admin;
 use crate::channels;
-use crate::cluster::membership;
+use crate::cluster::{command_level, membership};
 use crate::consensus::ConsensusError;
 use crate::managed;
 use crate::node::Node;
@@ -399,6 +399,13 @@ async fn write(node: &Node, request: pb::WriteRequest) -> Result<pb::WriteReply,
             what: "registry command",
             reason: e.to_string(),
         })?;
+    if let Err(held) = command_level::admit(node, &command).await {
+        debug!(node = node.id, reason = %held, "forwarded write held back");
+        return Ok(pb::WriteReply {
+            held_back: held.to_string(),
+            ..pb::WriteReply::default()
+        });
+    }
     match node.consensus.propose(command).await {
         Ok(written) => {
             let outcome_json = serde_json::to_vec(&written.outcome)
@@ -407,6 +414,7 @@ async fn write(node: &Node, request: pb::WriteRequest) -> Result<pb::WriteReply,
                 outcome_json,
                 log_index: written.log_index,
                 not_leader: None,
+                held_back: String::new(),
             })
         }
         Err(ConsensusError::ForwardToLeader {
@@ -425,6 +433,7 @@ async fn write(node: &Node, request: pb::WriteRequest) -> Result<pb::WriteReply,
                     leader_id: leader_id.unwrap_or(0),
                     leader_address: leader_addr.unwrap_or_default(),
                 }),
+                held_back: String::new(),
             })
         }
         Err(err) => Err(ServiceError::Unavailable(format!(
