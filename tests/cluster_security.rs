@@ -465,8 +465,8 @@ async fn a_wiped_node_killed_during_its_stuck_catch_up_restarts_and_catches_up()
         wait_function(&owner, &id, true).await;
     }
     drop(owner);
-    for i in 1..3 {
-        let mut joining = options[i].clone();
+    for later in &options[1..] {
+        let mut joining = later.clone();
         joining
             .args
             .extend(["--join".to_string(), relays[0].addr.to_string()]);
