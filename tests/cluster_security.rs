@@ -6,12 +6,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::certs::{cert, Certs};
 use common::cluster_rpc::{self, heartbeat, pb, raft_request, vote_request};
-use common::{call, members, unique_name, wait_function, worker, Cluster, Node, NodeOptions};
+use common::relay::{Faults, Relay};
+use common::{
+    call, cluster_cli_as, members, unique_name, wait_for, wait_function, worker, Cluster, Node,
+    NodeOptions,
+};
 use iii_sdk::RegisterFunction;
 use serde_json::{json, Value};
 use tonic::Code;
@@ -382,6 +386,223 @@ async fn a_wiped_node_catches_up_from_a_leader_its_early_log_does_not_name() {
     let leader_url = &cluster.node(Cluster::index_of(leader)).url;
     let observer = worker(leader_url, &unique_name("observer"), None).await;
     wait_function(&observer, "late::echo", true).await;
+}
+
+/// A secure cluster of `n` nodes behind relays (node `i` on `127.0.0.{71+i}`, its relay on
+/// `127.0.0.{81+i}`), grown one node at a time by the caller: returns the cluster, the relays'
+/// faults, the node IPs and each node's options (kept for restarts). Nothing is started.
+async fn relayed_secure(n: u8) -> (Cluster, Faults, Vec<IpAddr>, Vec<Relay>, Vec<NodeOptions>) {
+    let faults = Faults::default();
+    let mut cluster = Cluster::empty_secure();
+    cluster.cert_hosts = (0..n)
+        .flat_map(|i| [format!("127.0.0.{}", 71 + i), format!("127.0.0.{}", 81 + i)])
+        .collect();
+    let (mut ips, mut relays, mut options) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let ip: IpAddr = [127, 0, 0, 71 + i].into();
+        let target = SocketAddr::new(ip, common::free_port_on(ip));
+        let relay = Relay::start([127, 0, 0, 81 + i].into(), target, &faults).await;
+        options.push(NodeOptions {
+            cluster_listen: Some(target.to_string()),
+            args: vec!["--advertise".to_string(), relay.addr.to_string()],
+            ..NodeOptions::default()
+        });
+        ips.push(ip);
+        relays.push(relay);
+    }
+    (cluster, faults, ips, relays, options)
+}
+
+/// Registrations node 1 commits alone before the others join: the catch-up takes about one
+/// round of 8 entries per 8 of them.
+const EARLY_ENTRIES: u64 = 150;
+
+/// The delay a slowed relay puts before each chunk: a round trip stays under the 100 ms
+/// openraft gives an AppendEntries, so the catch-up goes on, slowly.
+const SLOW_CHUNK: Duration = Duration::from_millis(30);
+
+/// What a node logs when it starts on an admission a catch-up before its restart kept.
+const ADMISSION_KEPT: &str = "admission kept from a catch-up before a restart";
+
+/// What openraft logs when a node becomes leader.
+const BECAME_LEADER: &str = "become leader";
+
+/// How often node `i`'s log (all its runs) holds `text`.
+fn log_count(cluster: &Cluster, i: usize, text: &str) -> usize {
+    std::fs::read_to_string(cluster.data_dir(i).with_extension("log"))
+        .unwrap_or_default()
+        .matches(text)
+        .count()
+}
+
+/// The last log index in a status answer.
+fn last_log_index(status: &Value) -> u64 {
+    status["last_log_index"].as_u64().unwrap_or(0)
+}
+
+/// Gap 3 of issue 14: a node that comes back wiped catches up from the leader as a learner,
+/// which takes milliseconds; here a relay slows that catch-up down and then holds it, the node
+/// is SIGKILLed with part of the log written, restarted on what it had (its admission kept on
+/// disk), and released. It must catch up (the registry state written before it was wiped
+/// reaches it), let go of its admission, and the cluster must keep committing writes, through
+/// it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_killed_during_its_stuck_catch_up_restarts_and_catches_up() {
+    let (mut cluster, faults, ips, relays, options) = relayed_secure(3).await;
+    let wiped = 0;
+    tokio::task::block_in_place(|| cluster.spawn_node(options[0].clone()));
+    // A long log before the others join (each registration committed before the next), so
+    // the catch-up takes many rounds of 8 entries and its early part names node 1 alone.
+    let owner = worker(&cluster.node(0).url, &unique_name("owner"), None).await;
+    for i in 0..EARLY_ENTRIES {
+        let id = format!("early::f{i}");
+        owner.register_function(
+            &id,
+            RegisterFunction::new_async(|input: Value| async move {
+                Ok::<Value, iii_sdk::Error>(input)
+            }),
+        );
+        wait_function(&owner, &id, true).await;
+    }
+    drop(owner);
+    for later in &options[1..] {
+        let mut joining = later.clone();
+        joining
+            .args
+            .extend(["--join".to_string(), relays[0].addr.to_string()]);
+        tokio::task::block_in_place(|| cluster.spawn_node(joining));
+    }
+    tokio::task::block_in_place(|| {
+        cluster.wait_until("three voters", |c| {
+            c.status(0)
+                .is_some_and(|s| members(&s).iter().filter(|m| m.1 != "learner").count() == 3)
+        })
+    });
+    // Registry state the wiped node must learn: a function held by a worker on node 2.
+    let keeper = worker(&cluster.node(1).url, &unique_name("keeper"), None).await;
+    keeper.register_function(
+        "kept::echo",
+        RegisterFunction::new_async(
+            |input: Value| async move { Ok::<Value, iii_sdk::Error>(input) },
+        ),
+    );
+    wait_function(&keeper, "kept::echo", true).await;
+
+    tokio::task::block_in_place(|| cluster.kill(wiped));
+    std::fs::remove_dir_all(cluster.data_dir(wiped)).expect("wipe node 1");
+    let leader = tokio::task::block_in_place(|| cluster.wait_for_leader());
+    assert_ne!(leader, 1);
+    let leader_index = Cluster::index_of(leader);
+    let target = cluster
+        .status(leader_index)
+        .map_or(0, |s| last_log_index(&s));
+    assert!(target > EARLY_ENTRIES, "the log is long: {target}");
+    let rejoin_args = ["--join".to_string(), relays[leader_index].addr.to_string()];
+    let rejoin: Vec<&str> = rejoin_args.iter().map(String::as_str).collect();
+    let address = options[wiped]
+        .cluster_listen
+        .clone()
+        .expect("fixed cluster port");
+    let credentials = cluster.credentials();
+    let status_of_wiped = || cluster_cli_as(&[], &credentials, &address, &["status"]).ok();
+
+    // Slowed, the catch-up takes seconds: held as soon as part of the log is in.
+    faults.slow(ips[wiped], SLOW_CHUNK);
+    let catching_up = tokio::task::block_in_place(|| {
+        cluster.restart_starting(wiped, &rejoin, options[wiped].clone())
+    });
+    // Asked back to back (one status is one CLI run): the catch-up lasts about a second.
+    let asked_since = Instant::now();
+    let partial = tokio::task::block_in_place(|| loop {
+        let index = status_of_wiped().map_or(0, |s| last_log_index(&s));
+        if index > 0 {
+            break index;
+        }
+        assert!(
+            asked_since.elapsed() < common::CLUSTER_TIMEOUT,
+            "the wiped node never got part of the log; logs:\n{}",
+            cluster.logs()
+        );
+    });
+    faults.hold(ips[wiped]);
+    let held_at = status_of_wiped().map_or(partial, |s| last_log_index(&s));
+    assert!(
+        held_at < target,
+        "held in the middle of the catch-up: {held_at} of {target}"
+    );
+    assert!(
+        cluster
+            .data_dir(wiped)
+            .join("admitted_members.json")
+            .exists(),
+        "admitted, and its admission kept on disk for a restart during the catch-up"
+    );
+    let first_pid = catching_up.pid();
+    tokio::task::block_in_place(|| catching_up.kill());
+    assert!(!common::processes::alive(u64::from(first_pid)));
+    println!("wiped node killed with {held_at} of {target} entries");
+
+    // Restarted on what it had written, still held: it reads its admission back.
+    let kept_before = log_count(&cluster, wiped, ADMISSION_KEPT);
+    let led_before = log_count(&cluster, wiped, BECAME_LEADER);
+    let restarted = tokio::task::block_in_place(|| {
+        cluster.restart_starting(wiped, &rejoin, options[wiped].clone())
+    });
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "the restarted node reads its admission back",
+            || restarted.log(),
+            || (log_count(&cluster, wiped, ADMISSION_KEPT) > kept_before).then_some(()),
+        )
+    });
+    let released = Instant::now();
+    faults.heal(ips[wiped]);
+    let node = tokio::task::block_in_place(|| restarted.ready());
+    cluster.nodes[wiped] = Some(node);
+    tokio::task::block_in_place(|| {
+        cluster.wait_until("the wiped node caught up with the leader", |c| {
+            let (Some(mine), Some(theirs)) = (c.status(wiped), c.status(leader_index)) else {
+                return false;
+            };
+            mine["leader_id"] == theirs["leader_id"]
+                && members(&mine) == members(&theirs)
+                && mine["last_applied"].as_u64() >= Some(target)
+        });
+        cluster.wait_until("the wiped node forgot its admission", |c| {
+            c.node(wiped)
+                .log()
+                .contains("caught up with the admitted membership; admission forgotten")
+        });
+    });
+    println!("caught up {:?} after the release", released.elapsed());
+    // Its partial log ends at the membership it founded alone: elected from that, it led a
+    // cluster of one (and served, and its conflicting entries crashed its Raft core when the
+    // real leader came back).
+    assert_eq!(
+        log_count(&cluster, wiped, BECAME_LEADER),
+        led_before,
+        "the restarted node elected itself from its partial log"
+    );
+    assert!(!cluster
+        .data_dir(wiped)
+        .join("admitted_members.json")
+        .exists());
+
+    // It sees the state written before it was wiped, and writes commit, through it too.
+    let observer = worker(&cluster.node(wiped).url, &unique_name("observer"), None).await;
+    wait_function(&observer, "kept::echo", true).await;
+    let answer = call(&observer, "kept::echo", json!({"after": "catch-up"}))
+        .await
+        .expect("a call through the caught-up node");
+    assert_eq!(answer["after"], "catch-up", "{answer}");
+    let late = worker(&cluster.node(wiped).url, &unique_name("late"), None).await;
+    late.register_function(
+        "late::echo",
+        RegisterFunction::new_async(
+            |input: Value| async move { Ok::<Value, iii_sdk::Error>(input) },
+        ),
+    );
+    wait_function(&keeper, "late::echo", true).await;
 }
 
 /// A secure single node on its own temp dir, with its certificates.

@@ -523,6 +523,69 @@ async fn a_stop_sends_sigterm_first_and_sigkill_after_the_grace() {
     assert!(!supervisor.stop("stubborn").await);
 }
 
+/// A start command the shell cannot `exec` (two commands; this node's `sh` may not exec even
+/// one): the shell dies of the stop's SIGTERM at once, and the worker it started must still
+/// get its grace to shut down cleanly, the stop returning once it has.
+#[tokio::test]
+async fn a_stop_gives_the_grace_to_a_worker_its_shell_did_not_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("worker.sh"),
+        "trap 'echo got-term; sleep 0.3; echo cleaned-up; exit 0' TERM\n\
+         echo $$ > worker.pid\necho up\nwhile :; do sleep 0.05; done\n",
+    )
+    .unwrap();
+    let grace = Duration::from_secs(10);
+    let supervisor = Supervisor::new(SupervisorSettings {
+        stop_grace: grace,
+        ..settings(dir.path())
+    })
+    .unwrap();
+    supervisor
+        .ensure(plan("wrapped", dir.path(), "cd . && sh worker.sh"))
+        .unwrap();
+    let (_, mut follow) = supervisor.logs("wrapped").unwrap();
+    let mut said = String::from_utf8(supervisor.logs("wrapped").unwrap().0).unwrap();
+    while !said.contains("up\n") {
+        said.push_str(&String::from_utf8_lossy(&follow.recv().await.unwrap()));
+    }
+    let worker = read_pid(dir.path().join("worker.pid")).await;
+
+    let asked = Instant::now();
+    assert!(supervisor.stop("wrapped").await);
+    let took = asked.elapsed();
+    assert!(
+        !alive(worker),
+        "the stop returns once the worker itself is gone"
+    );
+    // The log's pump may still be behind the stop: follow it until the worker's last line.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while !said.contains("cleaned-up") {
+            match follow.recv().await {
+                Ok(chunk) => said.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            }
+        }
+    })
+    .await;
+    let whole = said;
+    assert!(whole.contains("got-term"), "{whole}");
+    assert!(
+        whole.contains("cleaned-up"),
+        "the worker finished its shutdown: {whole}"
+    );
+    assert!(
+        !whole.contains("SIGKILL"),
+        "no SIGKILL within the grace: {whole}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < grace,
+        "the stop waited for the worker's own 0.3 s shutdown, not the grace: {took:?}"
+    );
+    println!("a worker its shell did not exec stopped cleanly in {took:?}");
+}
+
 #[tokio::test]
 async fn kill_all_kills_every_group_grandchildren_too_and_restarts_nothing() {
     let dir = tempfile::tempdir().unwrap();

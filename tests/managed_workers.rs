@@ -466,6 +466,113 @@ async fn removing_the_spec_stops_the_worker_everywhere() {
     assert!(err.contains("no managed worker named"), "{err}");
 }
 
+/// A node config's `workers:` list holding one entry: the Python echo worker as `name`, on
+/// the nodes labelled `zone=ZONE`.
+fn echo_entry(name: &str, zone: &str) -> String {
+    format!(
+        "workers:\n  - name: {name}\n    command: \"{}\"\n    node_labels:\n      zone: {zone}\n",
+        echo_command()
+    )
+}
+
+/// Issue 14: a config entry whose labels change so that its worker must run on another node.
+/// The new node starts its copy only once the old copy (stopped with its grace) has let go of
+/// the name: never two copies, and the new one never meets the old one's name (a fatal error
+/// for the SDK, and a restart with backoff that made such a move take a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_entry_relabelled_for_another_node_moves_there_after_the_old_copy_stops() {
+    let Some(python) = python().await else { return };
+    let name = "relabelled";
+    let root = tempfile::tempdir().expect("temp dir");
+    let config = root.path().join("quorum.yaml");
+    std::fs::write(&config, echo_entry(name, "z1")).expect("config file");
+    // Node i is labelled zone=z<i+1>; node 3 carries the config (and runs no copy of it).
+    let options = |i: usize| {
+        let mut options = node_options(&python, None, &[&format!("zone=z{}", i + 1)]);
+        if i == 2 {
+            options
+                .args
+                .extend(["--config".to_string(), config.display().to_string()]);
+        }
+        options
+    };
+    let mut cluster = Cluster::start_with(3, options);
+    let observer = worker(&cluster.node(1).url, &unique_name("observer"), None).await;
+    let first = wait_echo(&observer, name, START).await;
+    assert_eq!(
+        node_of_url(&cluster, first["url"].as_str().unwrap()),
+        0,
+        "runs on the node labelled zone=z1: {first}"
+    );
+    let old_pid = first["pid"].as_u64().unwrap();
+
+    // Sampled until the move is done: the copies registered (through node 2) and running.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lister = worker(&cluster.node(1).url, &unique_name("lister"), None).await;
+    let listed = sample_list(lister, name, stop.clone());
+    let processes = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut most, mut samples) = (0, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(python_copies(name).len());
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (most, samples)
+        }
+    });
+
+    // Node 3 comes back with the entry relabelled for zone=z2 (node 2).
+    let seed = cluster.node(0).cluster.clone();
+    tokio::task::block_in_place(|| cluster.kill(2));
+    std::fs::write(&config, echo_entry(name, "z2")).expect("config file");
+    let relabelled = Instant::now();
+    tokio::task::block_in_place(|| cluster.restart(2, &["--join", &seed], options(2)));
+    let node_ready = relabelled.elapsed();
+    let moved = eventually("callable on node 2", START, || async {
+        call(&observer, &format!("{name}::echo"), json!({}))
+            .await
+            .ok()
+            .filter(|answer| answer["pid"] != first["pid"])
+    })
+    .await;
+    let took = relabelled.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let listed = listed.await.expect("list sampler");
+    let (most_processes, process_samples) = processes.await.expect("process sampler");
+    println!(
+        "relabelled entry moved: callable on the new node {took:?} after node 3's restart began \
+         ({:?} after it was ready); {} lists (slowest {:?}, {} without a row), at most \
+         {most_processes} process in {process_samples} samples",
+        took - node_ready,
+        listed.answered,
+        listed.slowest,
+        listed.without_a_row
+    );
+    assert!(listed.fault.is_none(), "{:?}", listed.fault);
+    assert!(
+        most_processes <= 1,
+        "two copies ran at once ({most_processes})"
+    );
+    assert_eq!(
+        node_of_url(&cluster, moved["url"].as_str().unwrap()),
+        1,
+        "runs on the node labelled zone=z2: {moved}"
+    );
+    assert!(!alive(old_pid), "the old copy is gone");
+    let status = cluster.worker_cli(1, &["status", name]).expect("status");
+    assert_eq!(status["node"], 2, "{status}");
+    assert_eq!(
+        status["restarts"], 0,
+        "the new copy started once, after the old one let go of the name: {status}"
+    );
+    assert!(
+        !cluster.logs().contains("starting anyway"),
+        "the old copy stopped within its grace"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_specs_with_one_name_and_a_label_no_node_has_are_refused_or_reported() {
     let Some(python) = python().await else { return };

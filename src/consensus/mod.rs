@@ -145,6 +145,11 @@ pub struct ConsensusConfig {
     pub snapshots: SnapshotPolicy,
     /// Bytes of the sled database kept cached in memory.
     pub cache_bytes: u64,
+    /// An admission kept on disk says this node was catching up (it rejoined with a wiped data
+    /// directory) when it stopped: its log may end at an old membership, e.g. one where it was
+    /// the only voter. It must not elect itself from that membership: elections stay off until
+    /// [`Consensus::allow_elections`] (once the log holds the admitted membership).
+    pub catching_up: bool,
 }
 
 /// A command committed and applied on the node that proposed it (the leader).
@@ -279,7 +284,13 @@ impl Consensus {
         cfg: ConsensusConfig,
         applied: tokio::sync::mpsc::UnboundedSender<Applied>,
     ) -> Result<Self, ConsensusError> {
-        let config = raft_config(&cfg.snapshots)?;
+        let mut config = raft_config(&cfg.snapshots)?;
+        if cfg.catching_up {
+            config = Arc::new(Config {
+                enable_elect: false,
+                ..(*config).clone()
+            });
+        }
         let db = open_db(cfg.data_dir.join("raft"), cfg.cache_bytes).await?;
         let registry = Arc::new(RwLock::new(Registry::default()));
         let (lease, released) = sled_io::storage_lease();
@@ -338,6 +349,13 @@ impl Consensus {
                 );
             }
             tracing::info!(node_id = id, ?voters, "restarting from existing raft state");
+            if cfg.catching_up {
+                tracing::info!(
+                    node_id = id,
+                    "restarted during a catch-up: no election until the log holds the admitted membership"
+                );
+                return Ok(());
+            }
             voters == [id]
         } else if cfg.bootstrap == Bootstrap::Join {
             tracing::info!(
@@ -353,6 +371,12 @@ impl Consensus {
             return Ok(());
         }
         self.wait_sole_leader().await
+    }
+
+    /// Lets this node stand for election again (after a start with
+    /// [`ConsensusConfig::catching_up`], once its log holds the cluster's membership).
+    pub fn allow_elections(&self) {
+        self.inner.raft.runtime_config().elect(true);
     }
 
     /// Founds a one-member cluster of this pristine node at `advertise` (Raft `initialize` with

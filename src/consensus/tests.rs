@@ -88,6 +88,7 @@ fn config(dir: &Path) -> ConsensusConfig {
         cluster_id: ClusterId::default(),
         snapshots: SnapshotPolicy::default(),
         cache_bytes: 64 << 20,
+        catching_up: false,
     }
 }
 

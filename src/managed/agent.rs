@@ -1,7 +1,9 @@
 //! The node agent: makes this node's supervisor run exactly the managed workers the registry
 //! places here, tells it which are ready (registered), and commits what it reports.
 //!
-//! - placed here → `ensure(launch_plan(spec))` (once per version and per restart request);
+//! - placed here → `ensure(launch_plan(spec))` (once per version and per restart request),
+//!   but not while a connection on another, serving node still holds the worker's name: a
+//!   worker moved here (relabelled) waits for its old copy to stop (`move_gate.rs`);
 //! - placed elsewhere or removed → `stop`; while this node drains, a worker moving to another
 //!   node is handed over instead (`handover.rs`): the local copy stops once its replacement is
 //!   registered;
@@ -21,7 +23,8 @@ use tracing::{info, warn};
 
 use super::handover;
 use super::manifest::launch_plan;
-use super::ready::ready_on;
+use super::move_gate::{Gate, MoveGate};
+use super::ready::{name_held_elsewhere, ready_on};
 use super::supervisor::{ProcessState, ProcessStatus, Supervisor};
 use crate::node::Node;
 use crate::registry::{Command, ManagedStatus, ManagedWorker};
@@ -44,7 +47,6 @@ struct Ensured {
 }
 
 /// The agent's memory between passes.
-#[derive(Default)]
 struct Agent {
     ensured: BTreeMap<String, Ensured>,
     /// Names marked ready in the supervisor.
@@ -56,12 +58,31 @@ struct Agent {
     reported: BTreeMap<String, (ManagedStatus, Instant)>,
     /// Plans that cannot be made (bad manifest), reported once per version.
     plan_errors: BTreeMap<String, (u64, String)>,
+    /// Workers placed here that wait for their copy on another node to let go of the name.
+    gate: MoveGate,
+}
+
+impl Agent {
+    fn new(gate: MoveGate) -> Self {
+        Agent {
+            ensured: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            handing_over: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            reported: BTreeMap::new(),
+            plan_errors: BTreeMap::new(),
+            gate,
+        }
+    }
 }
 
 /// Runs the agent until the node shuts down (the node itself then stops its managed workers,
 /// within their grace: `stop_managed_workers`).
 pub async fn run(node: Arc<Node>, supervisor: Supervisor) {
-    let mut agent = Agent::default();
+    // The old copy stops within its grace; a dead node's copy is gone (and its name freed)
+    // once the node is purged.
+    let move_bound = node.config.managed_stop_grace + node.config.lease.purge_after;
+    let mut agent = Agent::new(MoveGate::new(move_bound));
     let mut changes = node.managed.watch_changes();
     let mut fenced = node.watch_fenced();
     let mut events = supervisor.subscribe();
@@ -153,6 +174,7 @@ impl Agent {
             (mine, elsewhere, ready_on(&registry, node.id), draining)
         };
         let wanted: BTreeSet<String> = mine.iter().map(|m| m.spec.name.clone()).collect();
+        self.gate.retain(|name| wanted.contains(name));
         for worker in &mine {
             self.ensure(node, supervisor, worker);
         }
@@ -219,6 +241,24 @@ impl Agent {
         let previous = self.ensured.get(name).copied();
         if previous == Some(want) || node.is_fenced() {
             return;
+        }
+        let holder = name_held_elsewhere(&node.registry(), node.id, name);
+        let was_waiting = self.gate.holder(name);
+        match self.gate.check(name, holder, Instant::now()) {
+            Gate::Open => {}
+            Gate::Wait { holder, until } => {
+                if was_waiting != Some(holder) {
+                    info!(node = node.id, worker_name = %name, holder,
+                        wait_at_most_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,
+                        "managed worker placed here waits for its copy on another node to stop");
+                    self.dirty.insert(name.clone());
+                }
+                return;
+            }
+            Gate::Overdue { holder } => {
+                warn!(node = node.id, worker_name = %name, holder,
+                    "the copy on another node still holds the name after the stop grace and the purge time; starting anyway");
+            }
         }
         let planned = match launch_plan(&worker.spec) {
             Ok(planned) => planned,
@@ -305,9 +345,18 @@ impl Agent {
         let process = supervisor.status(name);
         let mut status = match &process {
             Some(process) => from_process(process),
-            None => ManagedStatus {
-                state: "pending".into(),
-                ..ManagedStatus::default()
+            None => match self.gate.holder(name) {
+                Some(holder) => ManagedStatus {
+                    state: "waiting".into(),
+                    last_error: Some(format!(
+                        "waiting for the copy on node {holder} to stop (it still holds the name)"
+                    )),
+                    ..ManagedStatus::default()
+                },
+                None => ManagedStatus {
+                    state: "pending".into(),
+                    ..ManagedStatus::default()
+                },
             },
         };
         status.ready = self.ready.contains(name);

@@ -19,6 +19,7 @@ pub mod evacuate;
 pub mod handover;
 pub mod leader;
 pub mod local;
+pub mod move_gate;
 pub mod placement;
 pub mod ready;
 pub mod stranded;

@@ -320,6 +320,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let peers = PeerClients::bound_to(cluster_addr.ip())
         .with_tls(cluster_tls.as_ref().map(|tls| tls.client.clone()));
     let cluster_id = ClusterId::load(&config.data_dir)?;
+    // Loaded before Raft starts: a catch-up cut short by a restart keeps elections off.
+    let admitted = crate::cluster::admission::AdmittedMembers::load(
+        &config.data_dir,
+        cluster_id.get().as_deref(),
+    );
     let (applied_tx, applied_rx) = mpsc::unbounded_channel();
     let consensus = Consensus::start(
         ConsensusConfig {
@@ -332,6 +337,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             identity: cluster_tls.as_ref().map(|tls| tls.identity.clone()),
             snapshots: config.snapshots,
             cache_bytes: config.storage_cache_bytes,
+            catching_up: admitted.index().is_some(),
         },
         applied_tx,
     )
@@ -357,7 +363,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         config.call_hold,
         metrics.clone(),
     );
-    let cluster_id_value = cluster_id.get();
     let node = Arc::new(Node {
         id: node_id,
         config: config.clone(),
@@ -365,10 +370,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         peers: peers.clone(),
         links: links.clone(),
         cluster_id,
-        admitted: crate::cluster::admission::AdmittedMembers::load(
-            &config.data_dir,
-            cluster_id_value.as_deref(),
-        ),
+        admitted,
         connections,
         router,
         query_slots: QuerySlots::new(config.max_running_builtin_queries),
@@ -513,7 +515,8 @@ async fn serve_workers(
             metrics,
         );
         tokio::select! {
-            () = forget => {}
+            // Caught up (or there was nothing to catch up): its log's membership is current.
+            () = forget => node.consensus.allow_elections(),
             () = node.shutdown.cancelled() => {}
         }
     });

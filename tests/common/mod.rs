@@ -232,6 +232,24 @@ pub struct Starting {
 }
 
 impl Starting {
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The node's log so far (its log file is shared with its earlier runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// SIGKILLs the node before it was ready, and reaps it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Waits (up to 30 s) for the ready line; panics with the node's log otherwise.
     pub fn ready(mut self) -> Node {
         let mut child = self.child.take().expect("not waited for yet");
@@ -753,7 +771,11 @@ impl Cluster {
         self.spawn_with(i, args, NodeOptions::default())
     }
 
-    fn spawn_with(&self, i: usize, args: &[&str], mut options: NodeOptions) -> Node {
+    fn spawn_with(&self, i: usize, args: &[&str], options: NodeOptions) -> Node {
+        self.spawn_starting(i, args, options).ready()
+    }
+
+    fn spawn_starting(&self, i: usize, args: &[&str], mut options: NodeOptions) -> Starting {
         let dir = self.data_dir(i);
         std::fs::create_dir_all(&dir).expect("node data dir");
         options
@@ -761,7 +783,7 @@ impl Cluster {
             .extend(["--node-id".to_string(), (i + 1).to_string()]);
         options.args.extend(self.certs_args(i));
         options.args.extend(args.iter().map(|a| a.to_string()));
-        Node::start_in(&dir, options)
+        Node::spawn_in(&dir, options)
     }
 
     /// Node `i`, which must be running.
@@ -798,6 +820,14 @@ impl Cluster {
         assert!(self.nodes[i].is_none(), "node {i} is still running");
         let node = self.spawn_with(i, args, options);
         self.nodes[i] = Some(node);
+    }
+
+    /// Starts node `i` again like [`Cluster::restart`], but returns at once, before it is
+    /// ready (a test acting during its start-up, e.g. its catch-up); hand the node back with
+    /// `cluster.nodes[i] = Some(starting.ready())`.
+    pub fn restart_starting(&self, i: usize, args: &[&str], options: NodeOptions) -> Starting {
+        assert!(self.nodes[i].is_none(), "node {i} is still running");
+        self.spawn_starting(i, args, options)
     }
 
     /// Starts node `i` again with `args` but without the `--node-id` flag the harness adds.

@@ -7,11 +7,17 @@
 //! partition, with open connections closed at once and new ones closed on accept.
 //! Silencing a node instead keeps every connection open but carries nothing, with no reset
 //! and no FIN: a dead link, noticed only by timeouts and heartbeats.
+//! Slowing a node delays every chunk its connections carry (a slow link, for a catch-up that
+//! takes seconds instead of milliseconds); holding it keeps every byte its connections carry
+//! until it is released, then delivers them all (a stuck link that recovers).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,7 +29,20 @@ enum Fault {
     Cut,
     /// Held open, carrying nothing.
     Silence,
+    /// Carrying everything, each chunk after a delay.
+    Slow(Duration),
+    /// Held open; what is sent waits, and is delivered once the fault ends.
+    Hold,
 }
+
+impl Fault {
+    /// Whether the fault ends a forwarded connection (the others act on its bytes).
+    fn breaks(self) -> bool {
+        matches!(self, Fault::Cut | Fault::Silence)
+    }
+}
+
+type FaultMap = HashMap<IpAddr, Fault>;
 
 /// The node IPs currently partitioned and how, shared by every relay of a test.
 #[derive(Clone)]
@@ -55,7 +74,22 @@ impl Faults {
         });
     }
 
-    /// Ends the partition of the node on `ip`.
+    /// Delays every chunk the connections to and from the node on `ip` carry by `delay`.
+    pub fn slow(&self, ip: IpAddr, delay: Duration) {
+        self.cut.send_modify(|cut| {
+            cut.insert(ip, Fault::Slow(delay));
+        });
+    }
+
+    /// Holds what the connections to and from the node on `ip` carry (they stay open, and
+    /// new ones are accepted) until [`Faults::heal`] releases it, undelivered bytes first.
+    pub fn hold(&self, ip: IpAddr) {
+        self.cut.send_modify(|cut| {
+            cut.insert(ip, Fault::Hold);
+        });
+    }
+
+    /// Ends the partition (or the slowing, or the hold) of the node on `ip`.
     pub fn heal(&self, ip: IpAddr) {
         self.cut.send_modify(|cut| {
             cut.remove(&ip);
@@ -64,8 +98,39 @@ impl Faults {
 }
 
 /// The fault a connection from `source` to the node on `node` crosses, if any.
-fn crossed(cut: &HashMap<IpAddr, Fault>, source: IpAddr, node: IpAddr) -> Option<Fault> {
+fn crossed(cut: &FaultMap, source: IpAddr, node: IpAddr) -> Option<Fault> {
     cut.get(&source).or_else(|| cut.get(&node)).copied()
+}
+
+/// Whether the link from `source` to the node on `node` is broken (cut or silenced).
+fn broken(cut: &FaultMap, source: IpAddr, node: IpAddr) -> Option<Fault> {
+    crossed(cut, source, node).filter(|f| f.breaks())
+}
+
+/// Copies `from` into `to` until `from` ends, obeying a hold (waits, keeping the chunk) and
+/// a slowing (sleeps before each chunk) of the link; then ends `to`'s writing side.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut faults: watch::Receiver<FaultMap>,
+    (source, node): (IpAddr, IpAddr),
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        let now = faults
+            .wait_for(|f| crossed(f, source, node) != Some(Fault::Hold))
+            .await
+            .map(|f| crossed(&f, source, node))
+            .map_err(|_| std::io::Error::other("the relay's faults are gone"))?;
+        if let Some(Fault::Slow(delay)) = now {
+            tokio::time::sleep(delay).await;
+        }
+        to.write_all(&buf[..n]).await?;
+    }
 }
 
 /// One relay: accepts on `addr`, forwards to the node on `target`.
@@ -89,7 +154,7 @@ impl Relay {
                 seen.lock().unwrap().insert(source.ip());
                 let mut cut = faults.cut.subscribe();
                 let (from, to) = (source.ip(), target.ip());
-                let fault = crossed(&cut.borrow_and_update(), from, to);
+                let fault = broken(&cut.borrow_and_update(), from, to);
                 match fault {
                     Some(Fault::Cut) => {
                         drop(inbound);
@@ -99,11 +164,11 @@ impl Relay {
                         // Accepted and held, never forwarded, until the node is healed.
                         tokio::spawn(async move {
                             let _held = inbound;
-                            let _ = cut.wait_for(|cut| crossed(cut, from, to).is_none()).await;
+                            let _ = cut.wait_for(|cut| broken(cut, from, to).is_none()).await;
                         });
                         continue;
                     }
-                    None => {}
+                    _ => {}
                 }
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
@@ -112,15 +177,25 @@ impl Relay {
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
                     let (mut inbound, mut outbound) = (inbound, outbound);
+                    let (in_read, in_write) = inbound.split();
+                    let (out_read, out_write) = outbound.split();
+                    let link = (from, to);
+                    let (there, back) = (cut.clone(), cut.clone());
+                    let forward = async {
+                        let _ = tokio::join!(
+                            pump(in_read, out_write, there, link),
+                            pump(out_read, in_write, back, link),
+                        );
+                    };
                     let fault = tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => None,
-                        cut = cut.wait_for(|cut| crossed(cut, from, to).is_some()) => {
-                            cut.ok().and_then(|cut| crossed(&cut, from, to))
+                        _ = forward => None,
+                        cut = cut.wait_for(|cut| broken(cut, from, to).is_some()) => {
+                            cut.ok().and_then(|cut| broken(&cut, from, to))
                         }
                     };
                     if fault == Some(Fault::Silence) {
                         // Both sockets stay open and carry nothing until the node is healed.
-                        let _ = cut.wait_for(|cut| crossed(cut, from, to).is_none()).await;
+                        let _ = cut.wait_for(|cut| broken(cut, from, to).is_none()).await;
                     }
                     drop((inbound, outbound));
                 });

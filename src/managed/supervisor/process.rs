@@ -7,13 +7,18 @@
 //!   the process) the watcher SIGKILLs the whole group, grandchildren included;
 //! - then the guard `exec`s `sh -c <script>`, so the leader's exit status is the script's.
 //!
+//! The leader is a shell, and a shell that runs more than one command (`cd x && python
+//! main.py`; some shells never exec even a single one) dies of a graceful stop's SIGTERM at
+//! once, while the worker it started still shuts down: a stop waits for the group's other
+//! members too (`group_has_workers`), within the same grace, before it SIGKILLs the group.
+//!
 //! PDEATHSIG fires when the *thread* that forked the child ends, so every child is forked
 //! from one long-lived spawner thread, never from a runtime thread that may come and go.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc;
 use tokio::process::{Child, Command};
@@ -158,6 +163,44 @@ pub(super) fn kill_group(group: i32, signal: libc::c_int) {
             libc::kill(-group, signal);
         }
     }
+}
+
+/// The pipe a lifeline writes to, as `/proc` names it (`pipe:[INODE]`): the watcher is the
+/// process that has its read end as fd 3.
+pub(super) fn lifeline_pipe(lifeline: &OwnedFd) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", lifeline.as_raw_fd())).ok()
+}
+
+/// Whether a process of `group` besides its watcher still runs (read from `/proc`; a zombie
+/// runs nothing). The watcher is the member whose fd 3 is `pipe` ([`lifeline_pipe`]).
+/// Without a readable `/proc` (or no `pipe`) it answers false: the stop then ends with the
+/// leader, as it would without this check.
+pub(super) fn group_has_workers(group: i32, pipe: Option<&Path>) -> bool {
+    let Some(pipe) = pipe else {
+        return false;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After `(comm) `: state, ppid, pgrp.
+            let mut fields = stat
+                .rsplit_once(") ")
+                .map_or("", |(_, rest)| rest)
+                .split(' ');
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+            if state == Some("Z") || pgrp != Some(group) {
+                return false;
+            }
+            let fd3 = std::fs::read_link(format!("/proc/{pid}/fd/{LIFELINE_FD}")).ok();
+            fd3.as_deref() != Some(pipe)
+        })
 }
 
 /// Reaps members of `group` that became this process's children (when the node runs as

@@ -21,6 +21,9 @@ use crate::auth::local::LocalToken;
 /// How long orphans of a released group are reaped for (see `process::reap_group`).
 const ORPHAN_REAP_WINDOW: Duration = Duration::from_secs(5);
 
+/// How often a stop looks whether the rest of a group ended after its leader.
+const GROUP_POLL: Duration = Duration::from_millis(20);
+
 /// Drives `worker` until it is stopped or its policy ends it; `after` is the previous copy
 /// of the same name, which must be gone before this one starts.
 pub(super) async fn run(
@@ -423,19 +426,22 @@ impl Runner {
         }
     }
 
-    /// SIGTERM, then SIGKILL after the grace (at once after `kill_all`); returns once the
-    /// leader has been reaped.
+    /// SIGTERM to the whole group, then SIGKILL after the grace (at once after `kill_all`);
+    /// returns once the leader has been reaped and the rest of the group has ended (or the
+    /// grace is over: the leader may be a shell that died of the SIGTERM at once while the
+    /// worker it started still shuts down).
     async fn stop_group(&self, started: &mut Started) {
         if !self.worker.halted() {
             self.worker.update(|s| s.state = ProcessState::Stopping);
             self.worker.log.note("stopping: SIGTERM");
             kill_group(started.group, libc::SIGTERM);
-            if let Ok(Ok(status)) =
-                tokio::time::timeout(self.settings.stop_grace, started.child.wait()).await
-            {
+            let deadline = Instant::now() + self.settings.stop_grace;
+            if let Ok(Ok(status)) = tokio::time::timeout_at(deadline, started.child.wait()).await {
                 let exit = describe_exit(status);
                 self.worker.update(|s| s.last_exit = Some(exit));
-                return;
+                if self.rest_of_group_ends(started, deadline).await {
+                    return;
+                }
             }
             self.worker.log.note("stop grace over: SIGKILL");
         }
@@ -443,6 +449,32 @@ impl Runner {
         if let Ok(status) = started.child.wait().await {
             let exit = describe_exit(status);
             self.worker.update(|s| s.last_exit = Some(exit));
+        }
+    }
+
+    /// After the leader exited in a stop: waits until no other member of its group but the
+    /// watcher runs, by `deadline`; false if one still does then (or `kill_all` came first).
+    async fn rest_of_group_ends(&self, started: &Started, deadline: Instant) -> bool {
+        let group = started.group;
+        let pipe = process::lifeline_pipe(&started.lifeline);
+        loop {
+            if self.worker.halted() {
+                return false;
+            }
+            let pipe = pipe.clone();
+            let running = tokio::task::spawn_blocking(move || {
+                process::group_has_workers(group, pipe.as_deref())
+            })
+            .await
+            .unwrap_or(false);
+            if !running {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(GROUP_POLL.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
         }
     }
 
