@@ -93,7 +93,10 @@ mod tests {
     fn a_holder_on_a_draining_node_does_not_hold_the_name_back() {
         let mut reg = Registry::default();
         connect_named(&mut reg, 1, 1, "w");
-        reg.apply(&Command::NodeDraining { node: 1 });
+        reg.apply(&Command::NodeDraining {
+            node: 1,
+            cause: Some(crate::registry::DrainCause::Shutdown),
+        });
         assert_eq!(
             name_held_elsewhere(&reg, 2, "w"),
             None,
