@@ -43,6 +43,8 @@ pub fn tcp_relay() {
 }
 
 /// One accepted channel end and the direction its URL asked for.
+// The handshake callback's error type is tungstenite's, not ours to make smaller.
+#[allow(clippy::result_large_err)]
 async fn accept_end(listener: &TcpListener) -> (String, WebSocketStream<TcpStream>) {
     let (tcp, _) = listener.accept().await.expect("accept");
     let _ = tcp.set_nodelay(true);
