@@ -2,13 +2,17 @@
 //! Rust SDK's writer in this process and read by the Rust SDK's reader in another, through
 //! one node (both ends on the channel's home) and through two (writer on the home, reader on
 //! another node), against a bare TCP copy between two processes as the floor, all in one
-//! run, with the nodes' peak RSS during the stream. Prints a report; asserts only that
-//! every byte arrived.
+//! run, with the nodes' peak RSS during the stream. Two relay floors run beside them: the TCP
+//! copy through a plain byte-copying middle process, and the SDK's ends through a minimal
+//! WebSocket relay process (`channels/relays.rs`), so the report shows what one hop costs on
+//! this machine by itself. Prints a report; asserts only that every byte arrived.
 //!
 //! Run with `cargo bench --bench channels` (release) or `cargo bench --profile dev --bench
 //! channels`; `QUORUM_BENCH_CHANNEL_MIB` sets the stream size (default 1024).
 
 mod common;
+#[path = "channels/relays.rs"]
+mod relays;
 // Shared with the adversarial tests; this bench uses part of it.
 #[allow(dead_code)]
 #[path = "../tests/common/footprint.rs"]
@@ -17,6 +21,7 @@ mod footprint;
 use common::{client, cpu_time, start_node_with, Guard, ROLE};
 use footprint::{rss_bytes, MIB};
 use iii_sdk::channel::{ChannelReader, ChannelWriter, StreamChannelRef};
+use iii_sdk::channels::ChannelDirection;
 use iii_sdk::helpers::create_channel;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -121,10 +126,18 @@ fn done_count(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> u64 
 // ---------------------------------------------------------------------------
 // Measurements
 
-/// A bare TCP copy of `total` bytes in 64 KiB writes between this process and another.
-fn floor(total: u64) -> Run {
+/// A bare TCP copy of `total` bytes in 64 KiB writes between this process and another;
+/// `through_relay` puts the TCP relay process between them.
+fn tcp_copy(total: u64, through_relay: bool) -> Run {
     let (_sink, mut lines) = spawn_role("tcp-sink", &[]);
-    let addr = lines.next().expect("sink address").expect("stdout");
+    let sink_addr = lines.next().expect("sink address").expect("stdout");
+    // The relay, when there is one, lives (and is killed by its guard) until the end.
+    let mut relay =
+        through_relay.then(|| spawn_role("tcp-relay", &[("SINK_ADDR", sink_addr.clone())]));
+    let addr = match &mut relay {
+        Some((_, relay_lines)) => relay_lines.next().expect("relay address").expect("stdout"),
+        None => sink_addr,
+    };
     let mut socket = std::net::TcpStream::connect(addr.trim()).expect("connect sink");
     let _ = socket.set_nodelay(true);
     let frame = vec![7u8; FRAME];
@@ -159,8 +172,8 @@ fn watch_rss(pids: Vec<u32>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<V
     })
 }
 
-/// Streams `total` bytes: created on and written to `writer_url`, read from `reader_url`
-/// by a helper process; `nodes` are the node processes to watch.
+/// Streams `total` bytes through a channel created on and written to `writer_url`, read
+/// from `reader_url` by a helper process; `nodes` are the node processes to watch.
 async fn channel_run(writer_url: &str, reader_url: &str, nodes: &[u32], total: u64) -> Run {
     let creator = client(writer_url, "bench-channel-creator");
     creator
@@ -170,18 +183,43 @@ async fn channel_run(writer_url: &str, reader_url: &str, nodes: &[u32], total: u
     let channel = create_channel(&creator, None)
         .await
         .expect("create channel");
+    let ends = (&channel.writer_ref, &channel.reader_ref);
+    stream_run((writer_url, reader_url), ends, nodes, total).await
+}
+
+/// Streams `total` bytes through the WebSocket relay process, which is watched like a node.
+async fn ws_relay_run(total: u64) -> Run {
+    let (relay, mut lines) = spawn_role("ws-relay", &[]);
+    let url = lines.next().expect("relay url").expect("stdout");
+    let end = |direction| StreamChannelRef {
+        channel_id: "relayed".to_string(),
+        access_key: "unused".to_string(),
+        direction,
+    };
+    let ends = (&end(ChannelDirection::Write), &end(ChannelDirection::Read));
+    let run = stream_run((&url, &url), ends, &[relay.0.id()], total).await;
+    drop(relay);
+    run
+}
+
+/// Streams `total` bytes from the SDK writer in this process at `urls.0` to the SDK reader
+/// in a helper process at `urls.1`; `nodes` are the processes in between, watched.
+async fn stream_run(
+    urls: (&str, &str),
+    ends: (&StreamChannelRef, &StreamChannelRef),
+    nodes: &[u32],
+    total: u64,
+) -> Run {
+    let (writer_url, reader_url) = urls;
     let (reader_process, mut lines) = spawn_role(
         "channel-reader",
         &[
             ("CHANNEL_URL", reader_url.to_string()),
-            (
-                "CHANNEL_REF",
-                serde_json::to_string(&channel.reader_ref).expect("ref"),
-            ),
+            ("CHANNEL_REF", serde_json::to_string(ends.1).expect("ref")),
         ],
     );
     assert_eq!(lines.next().expect("reader").expect("stdout"), "READY");
-    let writer = ChannelWriter::new(writer_url, &channel.writer_ref);
+    let writer = ChannelWriter::new(writer_url, ends.0);
 
     let before: Vec<u64> = nodes.iter().map(|pid| rss_bytes(*pid)).collect();
     let cpu_before: Vec<Duration> = nodes
@@ -278,10 +316,43 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
 
+/// The load average over the last minute, from `/proc/loadavg` (empty where there is none):
+/// the report says how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Prints one row of the throughput table.
+fn row(what: &str, run: &Run, against: &str) {
+    println!("{what:<42} {:>8.1} MB/s  {against}", run.mb_per_s());
+}
+
+/// Prints the RSS and CPU of the processes watched during `run`.
+fn footprint_lines(what: &str, run: &Run, names: &[&str]) {
+    for (i, name) in names.iter().enumerate() {
+        let (peak, before) = run.rss[i];
+        println!(
+            "{what}: {name} RSS {:.1} MiB before, peak {:.1} MiB during the stream; {:.1} s CPU",
+            mib(before),
+            mib(peak),
+            run.cpu[i]
+        );
+    }
+    println!(
+        "{what}: writer process {:.1} s CPU, reader process {:.1} s CPU, over {:.1} s",
+        run.ends_cpu.0, run.ends_cpu.1, run.seconds
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("tcp-sink") => return tcp_sink(),
+        Ok("tcp-relay") => return relays::tcp_relay(),
+        Ok("ws-relay") => return relays::ws_relay().await,
         Ok("channel-reader") => return channel_reader().await,
         _ => {}
     }
@@ -292,14 +363,25 @@ async fn main() {
         "release"
     };
     println!(
-        "channel throughput: {} MiB in 64 KiB frames, Rust SDK writer -> node(s) -> Rust SDK reader in another process ({profile} profile)",
-        total / MIB
+        "channel throughput: {} MiB in 64 KiB frames, Rust SDK writer -> node(s) -> Rust SDK reader in another process ({profile} profile); load average {} at the start",
+        total / MIB,
+        load_average()
     );
 
-    let floor = floor(total);
-    println!(
-        "bare TCP copy between two processes (floor): {:>8.1} MB/s",
-        floor.mb_per_s()
+    let floor = tcp_copy(total, false);
+    let ratio = |run: &Run, of: &Run| run.mb_per_s() / of.mb_per_s();
+    row("bare TCP copy between two processes", &floor, "1.00x floor");
+    let tcp_relay = tcp_copy(total, true);
+    row(
+        "TCP copy through a relay process",
+        &tcp_relay,
+        &format!("{:.2}x floor", ratio(&tcp_relay, &floor)),
+    );
+    let ws_relay = ws_relay_run(total).await;
+    row(
+        "SDK ends through a WebSocket relay process",
+        &ws_relay,
+        &format!("{:.2}x floor", ratio(&ws_relay, &floor)),
     );
 
     let root = tempfile::tempdir().expect("temp dir");
@@ -312,10 +394,14 @@ async fn main() {
         drop(guard);
         run
     };
-    println!(
-        "ends on the same node:                       {:>8.1} MB/s  ({:.2}x floor, target >= 0.5)",
-        same.mb_per_s(),
-        same.mb_per_s() / floor.mb_per_s()
+    row(
+        "quorum, ends on the same node",
+        &same,
+        &format!(
+            "{:.2}x floor (target >= 0.5), {:.2}x WebSocket relay",
+            ratio(&same, &floor),
+            ratio(&same, &ws_relay)
+        ),
     );
 
     let cross = {
@@ -323,32 +409,30 @@ async fn main() {
         let pids: Vec<u32> = nodes.iter().map(|n| n.2).collect();
         channel_run(&nodes[0].1, &nodes[1].1, &pids, total).await
     };
-    println!(
-        "ends on different nodes:                     {:>8.1} MB/s  ({:.2}x same node, target >= 0.7)",
-        cross.mb_per_s(),
-        cross.mb_per_s() / same.mb_per_s()
-    );
-    for (what, run, names) in [
-        ("same node", &same, &["node"][..]),
-        (
-            "cross-node",
-            &cross,
-            &["home (writer's) node", "reader's node"][..],
+    row(
+        "quorum, ends on different nodes",
+        &cross,
+        &format!(
+            "{:.2}x same node (target >= 0.7), {:.2}x floor",
+            ratio(&cross, &same),
+            ratio(&cross, &floor)
         ),
+    );
+    footprint_lines("WebSocket relay", &ws_relay, &["relay process"]);
+    footprint_lines("same node", &same, &["node"]);
+    footprint_lines(
+        "cross-node",
+        &cross,
+        &["home (writer's) node", "reader's node"],
+    );
+    println!("load average {} at the end", load_average());
+    for (what, run) in [
+        ("floor", &floor),
+        ("TCP relay", &tcp_relay),
+        ("WebSocket relay", &ws_relay),
+        ("same node", &same),
+        ("cross-node", &cross),
     ] {
-        for (i, name) in names.iter().enumerate() {
-            let (peak, before) = run.rss[i];
-            println!(
-                "{what}: {name} RSS {:.1} MiB before, peak {:.1} MiB during the stream; {:.1} s CPU",
-                mib(before),
-                mib(peak),
-                run.cpu[i]
-            );
-        }
-        println!(
-            "{what}: writer process {:.1} s CPU, reader process {:.1} s CPU, over {:.1} s",
-            run.ends_cpu.0, run.ends_cpu.1, run.seconds
-        );
         assert_eq!(
             run.bytes, total,
             "{what}: the reader got {} of {total} bytes",

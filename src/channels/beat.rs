@@ -6,12 +6,15 @@
 //! [`Heartbeat::silent_after`] (`--channel-peer-silence-ms`, 750 ms by default) gives up its
 //! end, so both ends of a channel whose home node is cut off close within about a second.
 //! A side that does not listen (it is held back by a slow reader or a full channel) does not
-//! count the time: backpressure is not silence.
+//! count the time: backpressure is not silence. A side whose stream carries frames does not
+//! beat between them ([`LastSent`]): each frame says as much as a beat.
 
 use futures_util::{Stream, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tonic::Status;
 
 use crate::rpc::pb;
@@ -89,18 +92,63 @@ impl Heartbeat {
     }
 
     /// Puts a beat made by `make` on `queue` every [`Heartbeat::every`] for as long as
-    /// another sender of it lives. A full queue skips the beat: the frames waiting there say
-    /// as much.
-    pub async fn beat_into<T>(self, queue: mpsc::WeakSender<T>, make: impl Fn() -> T) {
+    /// another sender of it lives, unless a frame went on it ([`LastSent`]) within the last
+    /// beat period. A full queue skips the beat too: the frames waiting there say as much.
+    pub async fn beat_into<T>(
+        self,
+        queue: mpsc::WeakSender<T>,
+        make: impl Fn() -> T,
+        sent: LastSent,
+    ) {
         let mut every = self.ticker();
         loop {
             every.tick().await;
             let Some(sender) = queue.upgrade() else {
                 return;
             };
+            if sent.within(self.every) {
+                continue;
+            }
             if let Err(mpsc::error::TrySendError::Closed(_)) = sender.try_send(make()) {
                 return;
             }
+        }
+    }
+}
+
+/// When a side last put a frame on its stream, so that its beat loop beats only into
+/// silence instead of between frames. Cheap to clone; clones share the mark.
+///
+/// Why: a beat between frames of a busy stream is one more gRPC message that says nothing
+/// the frames did not say already.
+#[derive(Clone, Debug)]
+pub struct LastSent {
+    origin: Instant,
+    /// Microseconds after `origin` plus one of the last frame; 0 while none was sent.
+    micros: Arc<AtomicU64>,
+}
+
+impl Default for LastSent {
+    fn default() -> Self {
+        LastSent {
+            origin: Instant::now(),
+            micros: Arc::default(),
+        }
+    }
+}
+
+impl LastSent {
+    /// A frame went on the stream now.
+    pub fn mark(&self) {
+        let micros = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.micros.store(micros + 1, Ordering::Relaxed);
+    }
+
+    /// Whether a frame went on the stream within the last `period`.
+    fn within(&self, period: Duration) -> bool {
+        match self.micros.load(Ordering::Relaxed) {
+            0 => false,
+            micros => self.origin.elapsed() < Duration::from_micros(micros - 1) + period,
         }
     }
 }
@@ -159,7 +207,7 @@ mod tests {
         let heart = Heartbeat::new(Duration::from_secs(3));
         assert_eq!(heart.every, BEAT_EVERY);
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(heart.beat_into(tx.downgrade(), || Ok(beat())));
+        tokio::spawn(heart.beat_into(tx.downgrade(), || Ok(beat()), LastSent::default()));
         let mut stream = std::pin::pin!(crate::rpc::receiver_stream(rx));
         let listening = tokio::time::timeout(
             heart.silent_after * 5,
@@ -173,6 +221,38 @@ mod tests {
         );
         drop(tx);
         assert!(matches!(heart.until_quiet(&mut stream).await, Heard::Ended));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_side_whose_frames_flow_does_not_beat_between_them_and_beats_once_quiet() {
+        let heart = Heartbeat::default();
+        let sent = LastSent::default();
+        let (tx, mut rx) = mpsc::channel(256);
+        let data = || pb::ChannelFrame {
+            kind: Some(Kind::Binary(bytes::Bytes::from_static(b"data"))),
+            more: false,
+        };
+        sent.mark();
+        tokio::spawn(heart.beat_into(tx.downgrade(), beat, sent.clone()));
+        let beats_queued = |rx: &mut mpsc::Receiver<pb::ChannelFrame>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .filter(is_beat)
+                .count()
+        };
+        // A frame every half beat period for 20 periods: no beat among them.
+        for _ in 0..40 {
+            tx.send(data()).await.unwrap();
+            sent.mark();
+            tokio::time::sleep(heart.every / 2).await;
+        }
+        assert_eq!(beats_queued(&mut rx), 0, "beats between flowing frames");
+        // Quiet for four periods: it beats again, once a period.
+        tokio::time::sleep(heart.every * 4).await;
+        let beats = beats_queued(&mut rx);
+        assert!(
+            (3..=4).contains(&beats),
+            "{beats} beats in four quiet periods"
+        );
     }
 
     #[test]

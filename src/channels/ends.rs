@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel as Connection;
 
-use super::beat::{is_beat, Heard, Heartbeat};
+use super::beat::{is_beat, Heard, Heartbeat, LastSent};
 use super::buffer::{Channel, End, Item, Popped, PushError};
 use super::metrics::{ChannelMetrics, Hop};
 use super::pieces::{self, Joiner};
@@ -29,6 +29,8 @@ pub enum Inlet {
     /// ends (the channel finished, its reader left, or the home node is unreachable).
     Remote {
         frames: mpsc::Sender<pb::ChannelFrame>,
+        /// Marked with each piece sent, so the stream's beat loop beats only when it is quiet.
+        sent: LastSent,
         gone: CancellationToken,
         /// Set when the home node refused the stream because the end was already taken.
         taken: Arc<AtomicBool>,
@@ -43,6 +45,7 @@ impl Inlet {
             Inlet::Local(channel) => channel.push(item).await,
             Inlet::Remote {
                 frames,
+                sent,
                 gone,
                 metrics,
                 ..
@@ -51,9 +54,10 @@ impl Inlet {
                 for piece in pieces::split(item) {
                     // A home node cut off silently never makes room: its silence ends the wait.
                     tokio::select! {
-                        sent = frames.send(piece) => sent.map_err(|_| PushError::Gone)?,
+                        queued = frames.send(piece) => queued.map_err(|_| PushError::Gone)?,
                         _ = gone.cancelled() => return Err(PushError::Gone),
                     }
+                    sent.mark();
                 }
                 metrics.relayed(Hop::CrossNode, len);
                 Ok(())

@@ -24,7 +24,7 @@ pub struct ChannelMetrics {
     bytes_cross: AtomicU64,
     /// Channel ends served by this node now: its sockets and the streams of peers.
     pub ends_open: AtomicU64,
-    /// Channel writers this node holds back now (see [`ChannelMetrics::holding_back`]).
+    /// Writer sockets on this node held back now (see [`ChannelMetrics::holding_back`]).
     writers_held_back: AtomicU64,
 }
 
@@ -57,7 +57,8 @@ impl ChannelMetrics {
     }
 
     /// Runs a writer's `push`, counting the writer as held back while the push waits for
-    /// room (in its channel, or on the stream to the channel's home node).
+    /// room (in its channel, or on the stream to the channel's home node). Only the node
+    /// holding the writer's socket calls it, so a writer is counted once in the cluster.
     ///
     /// Why: a writer held back is backpressure doing its job, but an operator (and a test)
     /// needs to see it happen without watching the writer's byte count stand still.

@@ -17,28 +17,45 @@ use crate::rpc::pb::channel_frame::Kind;
 pub const PIECE_BYTES: usize = 256 * 1024;
 
 /// The gRPC messages carrying `item`: one piece, or several with `more` set on all but the
-/// last.
-pub fn split(item: Item) -> Vec<pb::ChannelFrame> {
-    let (text, mut data) = match item {
+/// last. Each piece is a slice of the frame's own buffer, made as it is sent: a frame
+/// crosses without a copy and without a list of its pieces.
+pub fn split(item: Item) -> Pieces {
+    let (text, data) = match item {
         Item::Text(text) => (true, Bytes::from(text)),
         Item::Binary(data) => (false, data),
     };
-    let mut pieces = Vec::with_capacity(data.len().div_ceil(PIECE_BYTES).max(1));
-    loop {
+    Pieces {
+        text,
+        rest: Some(data),
+    }
+}
+
+/// The pieces of one frame, in order (see [`split`]).
+pub struct Pieces {
+    text: bool,
+    /// What is still to be sent; `None` once the last piece went.
+    rest: Option<Bytes>,
+}
+
+impl Iterator for Pieces {
+    type Item = pb::ChannelFrame;
+
+    fn next(&mut self) -> Option<pb::ChannelFrame> {
+        let data = self.rest.as_mut()?;
         let piece = data.split_to(data.len().min(PIECE_BYTES));
         let more = !data.is_empty();
-        let kind = if text {
+        if !more {
+            self.rest = None;
+        }
+        let kind = if self.text {
             Kind::Text(piece)
         } else {
             Kind::Binary(piece)
         };
-        pieces.push(pb::ChannelFrame {
+        Some(pb::ChannelFrame {
             kind: Some(kind),
             more,
-        });
-        if !more {
-            return pieces;
-        }
+        })
     }
 }
 
@@ -123,7 +140,7 @@ mod tests {
                 .map(|i| i as u8)
                 .collect::<Vec<_>>(),
         );
-        let pieces = split(Item::Binary(data.clone()));
+        let pieces: Vec<_> = split(Item::Binary(data.clone())).collect();
         assert_eq!(pieces.len(), 4);
         assert!(pieces.iter().all(|piece| match &piece.kind {
             Some(Kind::Binary(bytes)) => bytes.len() <= PIECE_BYTES,
@@ -136,21 +153,44 @@ mod tests {
     }
 
     #[test]
+    fn pieces_are_slices_of_the_frame_itself_not_copies() {
+        let data = Bytes::from(vec![9u8; PIECE_BYTES + 10]);
+        let starts: Vec<*const u8> = split(Item::Binary(data.clone()))
+            .map(|piece| match piece.kind {
+                Some(Kind::Binary(bytes)) => bytes.as_ptr(),
+                _ => panic!("a binary frame goes in binary pieces"),
+            })
+            .collect();
+        assert_eq!(starts, vec![data.as_ptr(), data[PIECE_BYTES..].as_ptr()]);
+        // A frame of one piece comes out of the joiner as the very buffer that went in.
+        let small = Bytes::from(vec![3u8; 64 * 1024]);
+        let mut joiner = Joiner::default();
+        let mut pieces = split(Item::Binary(small.clone()));
+        let whole = joiner.join(pieces.next().expect("one piece"));
+        assert!(pieces.next().is_none());
+        match whole.and_then(|frame| frame.kind) {
+            Some(Kind::Binary(bytes)) => assert_eq!(bytes.as_ptr(), small.as_ptr()),
+            _ => panic!("a small frame joins at once"),
+        }
+    }
+
+    #[test]
     fn text_split_inside_a_character_joins_whole_and_small_frames_stay_one_piece() {
         let text = "é".repeat(PIECE_BYTES);
         match rejoined(Item::Text(text.clone().into())) {
             Popped::Item(Item::Text(joined)) => assert_eq!(joined.as_str(), text),
             _ => panic!("a text frame comes back whole"),
         }
-        assert_eq!(split(Item::Text("hi".into())).len(), 1);
-        assert_eq!(split(Item::Binary(Bytes::new())).len(), 1);
+        assert_eq!(split(Item::Text("hi".into())).count(), 1);
+        assert_eq!(split(Item::Binary(Bytes::new())).count(), 1);
     }
 
     #[test]
     fn pieces_interrupted_by_another_message_are_a_broken_end() {
         let mut joiner = Joiner::default();
         let mut pieces = split(Item::Binary(Bytes::from(vec![1; PIECE_BYTES + 1])));
-        assert!(joiner.join(pieces.remove(0)).is_none());
+        let first = pieces.next().expect("a first piece");
+        assert!(joiner.join(first).is_none());
         let end = crate::channels::ends::end_frame(crate::channels::buffer::End::Clean);
         let joined = joiner.join(end).expect("an interrupted frame ends");
         assert!(matches!(

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, Streaming};
 use tracing::debug;
 
-use super::beat::{self, Heard, Heartbeat};
+use super::beat::{self, Heard, Heartbeat, LastSent};
 use super::buffer::{Channel, Direction, End, Popped};
 use super::endpoint::EndRequest;
 use super::ends::{end_frame, popped_of, Inlet, Outlet};
@@ -145,7 +145,9 @@ pub async fn serve_write(
         return Err(Status::already_exists("the write end is already connected"));
     }
     let (answer, answers) = mpsc::channel(1);
-    tokio::spawn(heartbeat.beat_into(answer.downgrade(), || Ok(beat::beat())));
+    // Nothing but beats goes on the answer: it beats every period.
+    let answer_sent = LastSent::default();
+    tokio::spawn(heartbeat.beat_into(answer.downgrade(), || Ok(beat::beat()), answer_sent));
     let open_end = OpenEnd::new(channels.metrics.clone());
     tokio::spawn(async move {
         let _open = open_end;
@@ -157,7 +159,9 @@ pub async fn serve_write(
 }
 
 /// Pushes a remote writer's frames into `channel` until the end, the reader leaving, or the
-/// writer's node falling silent.
+/// writer's node falling silent. A push waiting for room is not counted in
+/// `quorum_channel_writers_held_back` here: the writer's own node counts it, once, while its
+/// socket waits on this stream.
 async fn relay_writes(
     channels: &Channels,
     channel: &Channel,
@@ -181,12 +185,7 @@ async fn relay_writes(
                 return channel.finish_writer(End::Broken);
             }
         };
-        if channels
-            .metrics
-            .holding_back(channel.push(item))
-            .await
-            .is_err()
-        {
+        if channel.push(item).await.is_err() {
             return channel.finish_writer(End::Broken);
         }
     }
@@ -281,7 +280,9 @@ pub fn open_writer(
     // The queue is empty and holds HOP_FRAMES (>= 1): the first frame always fits.
     let _ = tx.try_send(open_frame(end));
     let heartbeat = channels.heartbeat;
-    tokio::spawn(heartbeat.beat_into(tx.downgrade(), beat::beat));
+    // The writer's frames stand in for beats while they flow.
+    let sent = LastSent::default();
+    tokio::spawn(heartbeat.beat_into(tx.downgrade(), beat::beat, sent.clone()));
     let client = peers.dedicated(addr);
     let done = gone.clone();
     let taken = Arc::new(AtomicBool::new(false));
@@ -314,6 +315,7 @@ pub fn open_writer(
     });
     Inlet::Remote {
         frames: tx,
+        sent,
         gone,
         taken,
         metrics: channels.metrics.clone(),
@@ -331,7 +333,8 @@ pub async fn open_reader(
     let mut client = peers.dedicated(addr).ok()?;
     let (to_home, rx) = mpsc::channel(1);
     let _ = to_home.try_send(open_frame(end));
-    tokio::spawn(heartbeat.beat_into(to_home.downgrade(), beat::beat));
+    // Nothing but beats goes to the home: it beats every period.
+    tokio::spawn(heartbeat.beat_into(to_home.downgrade(), beat::beat, LastSent::default()));
     let call = client.channel_read(crate::rpc::receiver_stream(rx));
     let stream = tokio::time::timeout(ANSWER_WITHIN, call).await.ok()?.ok()?;
     Some(Outlet::Remote {

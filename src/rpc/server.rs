@@ -83,6 +83,8 @@ pub async fn serve(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        // The same as the client side: a channel's 256 KiB piece travels in one frame.
+        .max_frame_size(super::client::MAX_FRAME_BYTES)
         // A peer that vanishes without closing its connections (cut off, not killed) is
         // noticed here too, so the streams it opened (channel ends) end instead of waiting.
         .http2_keepalive_interval(Some(PEER_KEEP_ALIVE))
