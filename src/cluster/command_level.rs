@@ -167,16 +167,7 @@ pub async fn admit(node: &Node, command: &Command) -> Result<(), HeldBack> {
     if needed == 0 || !node.is_leader() {
         return Ok(());
     }
-    let members: Vec<(NodeId, String)> = node
-        .consensus
-        .raft()
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .nodes()
-        .map(|(id, member)| (*id, member.addr.clone()))
-        .collect();
+    let members = node.member_addresses();
     let unknown = members
         .iter()
         .filter(|(id, _)| *id != node.id && node.member_levels.of(*id).is_none());

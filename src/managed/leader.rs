@@ -55,14 +55,9 @@ pub async fn run(node: Arc<Node>) {
 /// a node that has just died is not chosen), and the leader itself.
 fn live_members(node: &Node) -> BTreeSet<NodeId> {
     let members: Vec<NodeId> = node
-        .consensus
-        .raft()
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .nodes()
-        .map(|(id, _)| *id)
+        .member_addresses()
+        .into_iter()
+        .map(|(id, _)| id)
         .collect();
     let strict = LeaseTimings {
         fence_after: node.config.lease.fence_after,

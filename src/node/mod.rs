@@ -151,6 +151,19 @@ impl Node {
         address
     }
 
+    /// Every member (voter or learner) of the replicated membership with its cluster address.
+    pub fn member_addresses(&self) -> Vec<(NodeId, String)> {
+        self.consensus
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, member)| (*id, member.addr.clone()))
+            .collect()
+    }
+
     /// Whether this node is fenced (cut off from a quorum for longer than its lease).
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Relaxed)
