@@ -474,7 +474,7 @@ async fn a_stop_sends_sigterm_first_and_sigkill_after_the_grace() {
         .ensure(plan(
             "polite",
             dir.path(),
-            "trap 'echo got-term; exit 0' TERM; echo up; sleep 300 & wait",
+            "trap 'echo got-term; exit 0' TERM; sleep 300 & echo up; wait",
         ))
         .unwrap();
     supervisor
