@@ -23,6 +23,11 @@ impl Registry {
         self.draining_nodes.contains(&node)
     }
 
+    /// Every node draining now (its workers are about to move).
+    pub fn draining_nodes(&self) -> std::collections::BTreeSet<NodeId> {
+        self.draining_nodes.clone()
+    }
+
     /// The worker that took (namespace, id) off a draining node, while it has not been
     /// registered again.
     pub fn moving_from(&self, namespace: &str, id: &str) -> Option<WorkerId> {

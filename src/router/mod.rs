@@ -24,6 +24,7 @@ mod owed;
 mod parked;
 mod pending;
 mod prepared;
+mod reroute;
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub use parked::{OwedAnswer, Successor};
 use parked::{ParkedWorkers, Redirect};
 use pending::{PendingCall, PendingTable};
 pub use prepared::FramedAnswer;
+pub use reroute::Reroute;
 
 /// Who is waiting for a call's answer.
 #[derive(Debug)]
@@ -155,7 +157,8 @@ pub struct Router {
     changed: Notify,
     /// When this node first held a call for each moving function (holds are bounded).
     moving_since: Mutex<HashMap<(FunctionKey, WorkerId), Instant>>,
-    /// Calls waiting on a hold right now (a draining node lets them finish).
+    /// Calls waiting on a hold, or handed back to be routed again, right now (a draining
+    /// node lets them finish).
     holding: std::sync::atomic::AtomicUsize,
     metrics: Arc<Metrics>,
 }
@@ -392,7 +395,7 @@ impl Router {
     /// A call another node forwarded for a worker held here. When the worker is moving
     /// off this draining node, the call is handed back to be routed again with
     /// [`Router::reroute`] (on a task of its own: it may wait for the worker to move).
-    pub async fn deliver(&self, from: NodeId, call: RemoteCall) -> Option<(Caller, CallRequest)> {
+    pub async fn deliver(&self, from: NodeId, call: RemoteCall) -> Option<Reroute> {
         Metrics::bump(&self.metrics.forwarded_received);
         let started = Instant::now();
         let caller = Caller::Remote {
@@ -403,7 +406,7 @@ impl Router {
         let Some(outbox) = self.connections.outbox(call.owner) else {
             if self.draining_here() {
                 // The owner moved off this draining node: send the call where it went.
-                return Some((caller, call.request));
+                return Some(self.hand_back(caller, call.request));
             }
             // The owner left between the caller's lookup and now.
             self.answer(
@@ -422,7 +425,7 @@ impl Router {
         match self.admit(call.invocation_id, pending).await {
             Admission::Admitted => {}
             Admission::Refused => return None,
-            Admission::OwnerClosing(caller) => return Some((caller, call.request)),
+            Admission::OwnerClosing(caller) => return Some(self.hand_back(caller, call.request)),
         }
         self.send_invoke(&outbox, call.invocation_id, call.request)
             .await;
@@ -435,26 +438,6 @@ impl Router {
             .read()
             .map(|r| r.is_draining(self.node))
             .unwrap_or(false)
-    }
-
-    /// Routes a forwarded call again, from here, once its owner has moved (or the hold ran
-    /// out); see [`Router::deliver`].
-    pub async fn reroute(&self, caller: Caller, request: CallRequest) {
-        if let Routed::Builtin(caller, request) = self.route(caller, request).await {
-            // Forwarded calls are never built-ins; answer rather than run one here.
-            let err = EngineError::FunctionNotFound {
-                id: request.function_id.clone(),
-                namespace: request.namespace.clone(),
-                elsewhere: String::new(),
-            };
-            self.answer(
-                caller,
-                &request.function_id,
-                Err(err.body()),
-                Instant::now(),
-            )
-            .await;
-        }
     }
 
     /// The answer to a call this node forwarded to `from`.
@@ -517,7 +500,11 @@ impl Router {
             self.stop_all(stopped).await;
             return;
         }
-        let (stopped, abandoned) = self.lock_table().drop_worker(worker);
+        // A call forwarded to a draining node stays: that node routes it again (see reroute).
+        let rerouting = self.draining_elsewhere();
+        let (stopped, abandoned) = self
+            .lock_table()
+            .drop_worker(worker, |call| rerouting.contains(&call.owner_node));
         if let Some(link) = self.link.get() {
             // Calls executed here need no message: the table already forgot them.
             for (node, invocation_id) in abandoned.into_iter().filter(|(n, _)| *n != self.node) {

@@ -66,16 +66,19 @@ impl Router {
     }
 
     /// Calls that closed workers still wait on, answers kept for workers that have not
-    /// reattached yet, and calls on hold: a draining node waits for all to reach zero.
+    /// reattached yet, calls on hold and calls routed again for other nodes: a draining
+    /// node waits for all to reach zero.
     pub fn owed_to_closed_workers(&self) -> usize {
-        let parked = self.lock_parked();
-        let table = self.lock_table();
-        parked.owed()
-            + parked
-                .workers()
-                .map(|w| table.load(w).waiting)
-                .sum::<usize>()
-            + self.holding.load(std::sync::atomic::Ordering::Relaxed)
+        let waiting = {
+            let parked = self.lock_parked();
+            let table = self.lock_table();
+            parked.owed()
+                + parked
+                    .workers()
+                    .map(|w| table.load(w).waiting)
+                    .sum::<usize>()
+        };
+        waiting + self.relayed_calls() + self.holding.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Delivers an owed answer to the worker's new connection, here or on another node.

@@ -165,12 +165,14 @@ impl PendingTable {
         self.remove(id)
     }
 
-    /// Forgets everything about a worker. Returns the calls it was executing, whose
+    /// Forgets everything about a worker but the calls it executes that `keep` picks
+    /// (another node still answers those). Returns the other calls it was executing, whose
     /// callers must be told the call stopped, and the (node, id) of calls it waited on
     /// that other nodes are executing, so those nodes can forget them too.
     pub fn drop_worker(
         &mut self,
         worker: WorkerId,
+        keep: impl Fn(&PendingCall) -> bool,
     ) -> (Vec<PendingCall>, Vec<(NodeId, InvocationId)>) {
         self.closing.remove(&worker);
         let Some(in_flight) = self.by_worker.remove(&worker) else {
@@ -183,12 +185,31 @@ impl PendingTable {
                 abandoned.push((call.owner_node, *id));
             }
         }
-        let stopped = in_flight
+        let (kept, dropped): (HashSet<InvocationId>, HashSet<InvocationId>) = in_flight
             .executing
-            .iter()
-            .filter_map(|id| self.remove(*id))
+            .into_iter()
+            .partition(|id| self.calls.get(id).is_some_and(&keep));
+        let stopped = dropped
+            .into_iter()
+            .filter_map(|id| self.remove(id))
             .collect();
+        if !kept.is_empty() {
+            let in_flight = InFlight {
+                executing: kept,
+                waiting: HashSet::new(),
+            };
+            self.by_worker.insert(worker, in_flight);
+        }
         (stopped, abandoned)
+    }
+
+    /// Calls another node handed us that we sent on to a third node (a draining node
+    /// routing calls again after their worker moved): we owe their callers the answer.
+    pub fn relayed(&self, here: NodeId) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.caller_node().is_some() && c.owner_node != here)
+            .count()
     }
 
     /// Forgets the calls a lost node was executing for us and returns them: their callers
@@ -318,7 +339,7 @@ mod tests {
         table.insert(InvocationId::new(), call(a, b), 10).unwrap();
         assert_eq!(table.load(b).executing, 1);
         assert_eq!(table.load(a).waiting, 1);
-        assert_eq!(table.drop_worker(b).0.len(), 1);
+        assert_eq!(table.drop_worker(b, |_| false).0.len(), 1);
         assert_eq!(table.load(a), super::super::Load::default());
         assert!(table.calls.is_empty());
     }
@@ -386,7 +407,7 @@ mod tests {
         let mut table = PendingTable::default();
         let id = InvocationId::new();
         table.insert(id, call(a, b), 10).unwrap();
-        assert!(table.drop_worker(a).0.is_empty());
+        assert!(table.drop_worker(a, |_| false).0.is_empty());
         assert!(table.remove_if_owned_by(id, b).is_none());
         assert_eq!(table.load(b), super::super::Load::default());
     }
@@ -415,7 +436,7 @@ mod tests {
             }
         );
         assert!(
-            table.drop_worker(a).0.is_empty(),
+            table.drop_worker(a, |_| false).0.is_empty(),
             "nobody is left to answer"
         );
         assert!(table.calls.is_empty());
@@ -471,7 +492,7 @@ mod tests {
         assert!(table.remove_if_on_node(id, 3).is_none());
         assert!(table.remove_if_caller_node(id, 2).is_none());
         assert!(table.remove_if_on_node(id, 2).is_some());
-        let (stopped, abandoned) = table.drop_worker(a);
+        let (stopped, abandoned) = table.drop_worker(a, |_| false);
         assert!(stopped.is_empty() && abandoned.is_empty());
     }
 
@@ -483,7 +504,55 @@ mod tests {
         let mut out = call(a, b);
         out.owner_node = 2;
         table.insert(id, out, 10).unwrap();
-        let (_, abandoned) = table.drop_worker(a);
+        let (_, abandoned) = table.drop_worker(a, |_| false);
         assert_eq!(abandoned, vec![(2, id)]);
+    }
+    #[test]
+    fn a_gone_owner_keeps_the_calls_a_draining_node_routes_again_and_stops_the_rest() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        let (kept, local) = (InvocationId::new(), InvocationId::new());
+        let mut forwarded = call(a, b);
+        forwarded.owner_node = 2;
+        table.insert(kept, forwarded, 10).unwrap();
+        table.insert(local, call(a, b), 10).unwrap();
+        let (stopped, abandoned) = table.drop_worker(b, |c| c.owner_node == 2);
+        assert_eq!(stopped.len(), 1, "the call executed here stops");
+        assert!(abandoned.is_empty());
+        assert_eq!(
+            table.load(b).executing,
+            1,
+            "the forwarded call is still in flight"
+        );
+        assert_eq!(table.load(a).waiting, 1, "its caller still waits for it");
+        assert!(
+            table.remove_if_on_node(kept, 2).is_some(),
+            "its answer is taken"
+        );
+        assert!(table.calls.is_empty());
+        assert_eq!(table.load(a), super::super::Load::default());
+    }
+
+    #[test]
+    fn relayed_counts_calls_other_nodes_handed_us_that_we_sent_elsewhere() {
+        let (a, b) = (WorkerId::new(), WorkerId::new());
+        let mut table = PendingTable::default();
+        let remote_caller = |owner_node| {
+            let caller = Caller::Remote {
+                node: 3,
+                invocation_id: InvocationId::new(),
+            };
+            PendingCall::new(caller, "f".into(), b, owner_node, Instant::now())
+        };
+        table
+            .insert(InvocationId::new(), remote_caller(1), 10)
+            .unwrap();
+        assert_eq!(table.relayed(1), 0, "executed here: not relayed");
+        let relayed = InvocationId::new();
+        table.insert(relayed, remote_caller(2), 10).unwrap();
+        table.insert(InvocationId::new(), call(a, b), 10).unwrap();
+        assert_eq!(table.relayed(1), 1);
+        table.remove(relayed);
+        assert_eq!(table.relayed(1), 0);
     }
 }

@@ -320,10 +320,10 @@ async fn on_call_frame(
     match frame.kind {
         Some(Kind::Invoke(invoke)) => match decode_invoke(invoke) {
             Some(call) => {
-                if let Some((caller, request)) = node.router.deliver(peer, call).await {
+                if let Some(handed_back) = node.router.deliver(peer, call).await {
                     // Waits for the worker to move: never on the stream's reader.
                     let node = node.clone();
-                    tokio::spawn(async move { node.router.reroute(caller, request).await });
+                    tokio::spawn(async move { node.router.reroute(handed_back).await });
                 }
             }
             None => warn!(node = node.id, peer, "malformed invoke frame dropped"),

@@ -73,3 +73,48 @@ async fn forward(mut client: TcpStream, backends: Arc<Vec<SocketAddr>>, start: u
     }
     // No backend accepts: the client sees the connection close and retries.
 }
+
+/// A door in front of one worker port that a test points at a node, or shuts: shut, it
+/// accepts and drops every connection, so an SDK keeps retrying and the test decides when,
+/// and on which node, a worker comes back.
+pub struct Door {
+    /// The address the worker connects to.
+    pub addr: SocketAddr,
+    target: Arc<tokio::sync::watch::Sender<Option<SocketAddr>>>,
+    task: JoinHandle<()>,
+}
+
+impl Door {
+    /// Listens on an OS-chosen loopback port and forwards to `target` (shut when `None`).
+    pub async fn start(target: Option<SocketAddr>) -> Door {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind door");
+        let addr = listener.local_addr().expect("door address");
+        let target = Arc::new(tokio::sync::watch::Sender::new(target));
+        let current = target.subscribe();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if let Some(backend) = *current.borrow() {
+                    tokio::spawn(forward(client, Arc::new(vec![backend]), 0));
+                }
+            }
+        });
+        Door { addr, target, task }
+    }
+
+    /// Sends new connections to `target` from now on, or drops them (`None`); open
+    /// connections stay as they are.
+    pub fn point(&self, target: Option<SocketAddr>) {
+        self.target.send_replace(target);
+    }
+
+    /// The URL an SDK uses to reach the node behind the door.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+}
+
+impl Drop for Door {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -193,10 +193,22 @@ impl Node {
 
     /// SIGTERM, then wait for a clean exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+        self.sigterm();
+        self.wait_exit()
+    }
+
+    /// Starts the node's drain (SIGTERM) and returns at once.
+    pub fn sigterm(&self) {
+        if let Some(child) = &self.child {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
         }
+    }
+
+    /// Waits up to 15 s for the node to exit (SIGKILL then); returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
