@@ -316,6 +316,22 @@ async fn membership_changes_need_the_admin_certificate() {
     assert_eq!(status["node_id"], 1);
 }
 
+/// Makes the log long before other nodes join: a worker on `url` registers `count`
+/// functions, each committed before the next (one log entry each at least), then leaves.
+async fn register_early_functions(url: &str, count: u64) {
+    let owner = worker(url, &unique_name("owner"), None).await;
+    for i in 0..count {
+        let id = format!("early::f{i}");
+        owner.register_function(
+            &id,
+            RegisterFunction::new_async(|input: Value| async move {
+                Ok::<Value, iii_sdk::Error>(input)
+            }),
+        );
+        wait_function(&owner, &id, true).await;
+    }
+}
+
 /// A node that rejoins with a wiped log learns the membership from it 8 entries at a time, so
 /// for a while its log shows a membership without the members that joined later. Here the
 /// cluster's log is long before nodes 2 and 3 join, and one of them leads when node 1 comes
@@ -325,19 +341,7 @@ async fn membership_changes_need_the_admin_certificate() {
 async fn a_wiped_node_catches_up_from_a_leader_its_early_log_does_not_name() {
     let mut cluster = Cluster::empty_secure();
     cluster.spawn_node(NodeOptions::default());
-    let owner = worker(&cluster.node(0).url, &unique_name("owner"), None).await;
-    for i in 0..12 {
-        let id = format!("early::f{i}");
-        owner.register_function(
-            &id,
-            RegisterFunction::new_async(|input: Value| async move {
-                Ok::<Value, iii_sdk::Error>(input)
-            }),
-        );
-        // Each registration committed before the next: one log entry each at least.
-        wait_function(&owner, &id, true).await;
-    }
-    drop(owner);
+    register_early_functions(&cluster.node(0).url, 12).await;
     cluster.add(&[]);
     cluster.add(&[]);
     cluster.wait_until("three voters", |c| {
@@ -453,18 +457,7 @@ async fn a_wiped_node_killed_during_its_stuck_catch_up_restarts_and_catches_up()
     tokio::task::block_in_place(|| cluster.spawn_node(options[0].clone()));
     // A long log before the others join (each registration committed before the next), so
     // the catch-up takes many rounds of 8 entries and its early part names node 1 alone.
-    let owner = worker(&cluster.node(0).url, &unique_name("owner"), None).await;
-    for i in 0..EARLY_ENTRIES {
-        let id = format!("early::f{i}");
-        owner.register_function(
-            &id,
-            RegisterFunction::new_async(|input: Value| async move {
-                Ok::<Value, iii_sdk::Error>(input)
-            }),
-        );
-        wait_function(&owner, &id, true).await;
-    }
-    drop(owner);
+    register_early_functions(&cluster.node(0).url, EARLY_ENTRIES).await;
     for later in &options[1..] {
         let mut joining = later.clone();
         joining
