@@ -41,11 +41,15 @@ pub const CURRENT: CommandLevel = 1;
 pub const ANNOUNCE_ENV: &str = "QUORUM_TEST_ANNOUNCE_COMMAND_LEVEL";
 
 /// The level this node reports in its status reply (and checks for itself when it leads).
+/// Read once: every lease probe asks for it.
 pub fn announced() -> CommandLevel {
-    std::env::var(ANNOUNCE_ENV)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(CURRENT)
+    static ANNOUNCED: std::sync::OnceLock<CommandLevel> = std::sync::OnceLock::new();
+    *ANNOUNCED.get_or_init(|| {
+        std::env::var(ANNOUNCE_ENV)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(CURRENT)
+    })
 }
 
 /// The level a member must have for the leader to propose `command`.
