@@ -53,27 +53,12 @@ pub fn is_managed_connection(registry: &Registry, worker: WorkerId) -> Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Announcement, Command, Registration, WorkerMeta};
+    use crate::registry::test_support::{announce_and_register, connect_on};
+    use crate::registry::Command;
 
     fn connect_named(reg: &mut Registry, n: u8, node: NodeId, name: &str) -> WorkerId {
-        let worker = WorkerId(uuid::Uuid::from_bytes([n; 16]));
-        reg.apply(&Command::WorkerConnected {
-            worker,
-            node,
-            token_hash: format!("h{n}"),
-            at_ms: 1,
-            ip_address: None,
-        });
-        reg.apply(&Command::Registrations {
-            worker,
-            items: vec![Registration::Announce(Announcement {
-                namespace: "default".into(),
-                meta: WorkerMeta {
-                    name: Some(name.into()),
-                    ..Default::default()
-                },
-            })],
-        });
+        let worker = connect_on(reg, n, node);
+        announce_and_register(reg, worker, name);
         worker
     }
 

@@ -351,6 +351,7 @@ fn unknown(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{announce_and_register, connect_on};
     use super::super::Command;
     use super::*;
 
@@ -740,46 +741,6 @@ mod tests {
         object.remove("node_labels");
         let old: Registry = serde_json::from_value(value).unwrap();
         assert_eq!(old, Registry::default());
-    }
-
-    fn connect_on(reg: &mut Registry, n: u8, node: NodeId) -> crate::ids::WorkerId {
-        let worker = crate::ids::WorkerId(uuid::Uuid::from_bytes([n; 16]));
-        reg.apply(&Command::WorkerConnected {
-            worker,
-            node,
-            token_hash: format!("h{n}"),
-            at_ms: 1,
-            ip_address: None,
-        });
-        worker
-    }
-
-    fn announce_and_register(
-        reg: &mut Registry,
-        worker: crate::ids::WorkerId,
-        name: &str,
-    ) -> Outcome {
-        use super::super::{Announcement, Registration, WorkerMeta};
-        reg.apply(&Command::Registrations {
-            worker,
-            items: vec![
-                Registration::Announce(Announcement {
-                    namespace: "default".into(),
-                    meta: WorkerMeta {
-                        name: Some(name.into()),
-                        ..Default::default()
-                    },
-                }),
-                Registration::Function {
-                    id: format!("{name}::echo"),
-                    description: None,
-                    request_format: None,
-                    response_format: None,
-                    metadata: None,
-                    invocation: None,
-                },
-            ],
-        })
     }
 
     #[test]

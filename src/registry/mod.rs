@@ -21,6 +21,8 @@ mod queries;
 pub mod reserved;
 mod serde_pairs;
 #[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
 mod tests;
 mod tokens;
 
